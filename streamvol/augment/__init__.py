@@ -1,0 +1,1 @@
+"""augment: see DESIGN.md."""

@@ -1,0 +1,302 @@
+"""The ``streamvol`` command line: a thin Typer layer over the library.
+
+Each command parses its options and calls one library function; all logic is importable and
+tested without the CLI.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from streamvol import __version__
+from streamvol.errors import StreamvolError
+
+app = typer.Typer(
+    name="streamvol",
+    help="Streaming data engine for deep learning on 3D bio-imaging volumes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"streamvol {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Shard 3D volumes into WebDataset tars, stream them with fresh augmentation, train."""
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    """Report a user-facing error in one line, without a traceback."""
+    console.print(f"[bold red]error:[/] {exc}", highlight=False)
+    return typer.Exit(code=1)
+
+
+def _not_built(command: str, issue: str) -> typer.Exit:
+    console.print(f"streamvol {command}: not built yet ({issue}).", highlight=False)
+    return typer.Exit(code=2)
+
+
+@app.command()
+def synth(
+    kind: Annotated[str, typer.Argument(help="tomograms | nuclei | spots")],
+    out: Annotated[Path, typer.Argument(help="Folder to write the data set into.")],
+    n: Annotated[
+        int | None, typer.Option(help="Tomograms, samples or candidate spots to make.")
+    ] = None,
+    size: Annotated[
+        str | None, typer.Option(help="Volume size: one number or z,y,x (e.g. 64,128,128).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same files.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty OUT folder.")] = False,
+) -> None:
+    """Write a synthetic data set in the on-disk layout real data uses.
+
+    tomograms: a copick project of OME-Zarr tomograms with six particle types and their picks.
+    nuclei: sample folders of TIFF slices with masks and a classes.csv of chromatin classes.
+    spots: one multi-page TIFF and a spots.csv of true and false spot detections.
+    """
+    from streamvol import synth as synth_mod
+    from streamvol.shard.plan import as_zyx
+
+    if kind not in synth_mod.KINDS:
+        raise _fail(
+            ValueError(f"unknown kind {kind!r}; expected one of {', '.join(synth_mod.KINDS)}")
+        )
+    try:
+        shape = as_zyx(size) if size else None
+        path = synth_mod.make(kind, out, n=n, size=shape, seed=seed, overwrite=overwrite)
+    except (StreamvolError, ValueError, FileExistsError) as exc:
+        raise _fail(exc) from None
+    typer.echo(f"wrote {kind} to {path}")
+
+
+@app.command()
+def shard(
+    sources: Annotated[
+        list[Path],
+        typer.Argument(help="Data set folders (copick project, sample folders) or volumes."),
+    ],
+    out: Annotated[Path, typer.Option(help="Output folder for the tars and manifest.json.")] = Path(
+        "shards/default"
+    ),
+    plan: Annotated[
+        str, typer.Option(help="grid | points | sample: where crops are taken.")
+    ] = "grid",
+    crop: Annotated[str, typer.Option(help="Crop size: one number or z,y,x.")] = "64",
+    context: Annotated[
+        str,
+        typer.Option(help="Margin kept around each crop: auto (free rotation + max shift) or N."),
+    ] = "auto",
+    max_shift: Annotated[int, typer.Option(help="Largest augmentation shift, in voxels.")] = 0,
+    stride: Annotated[str | None, typer.Option(help="Grid step (default: the crop size).")] = None,
+    negatives: Annotated[
+        float, typer.Option(help="Background crops per point (points plan), away from every point.")
+    ] = 0.0,
+    pad: Annotated[
+        str, typer.Option(help="Fill beyond the volume edge: reflect | zero | none.")
+    ] = "reflect",
+    dtype: Annotated[str, typer.Option(help="Stored dtype: keep | float16 | uint8.")] = "keep",
+    split: Annotated[
+        str, typer.Option(help="Train,val,test fractions, grouped by source.")
+    ] = "0.8,0.1,0.1",
+    folds: Annotated[
+        int | None, typer.Option(help="Write K folds instead of train/val/test.")
+    ] = None,
+    classes: Annotated[Path | None, typer.Option(help="Class CSV (sample, class).")] = None,
+    level: Annotated[int, typer.Option(help="OME-NGFF resolution level.")] = 0,
+    task: Annotated[
+        str, typer.Option(help="auto | classification | segmentation | detection.")
+    ] = "auto",
+    shard_size: Annotated[int, typer.Option(help="Samples per tar.")] = 256,
+    seed: Annotated[int, typer.Option(help="Seed for splits and negative crops.")] = 0,
+    workers: Annotated[int | None, typer.Option(help="Local dask workers.")] = None,
+    processes: Annotated[
+        bool, typer.Option(help="Local dask processes instead of threads.")
+    ] = False,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Address of a dask.distributed scheduler.")
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace a folder made by another command.")
+    ] = False,
+) -> None:
+    """Plan crops and write WebDataset tar shards with a manifest (dask, lazy crops).
+
+    Crops are read from the volumes only when their shard is written; a rerun skips finished
+    shards; a different command into a non-empty folder is refused unless --overwrite.
+    """
+    import shlex
+    import sys
+
+    from streamvol.shard import parse_config
+    from streamvol.shard import shard as run_shard
+
+    try:
+        config = parse_config(
+            sources,
+            plan=plan,
+            crop=crop,
+            context=context,
+            max_shift=max_shift,
+            stride=stride,
+            negatives=negatives,
+            pad=pad,
+            dtype=dtype,
+            split=split,
+            folds=folds,
+            classes=classes,
+            level=level,
+            task=task,
+            shard_size=shard_size,
+            seed=seed,
+        )
+        with _progress() as bar:
+            job = bar.add_task("shards", total=None)
+            result = run_shard(
+                config,
+                out,
+                workers=workers,
+                processes=processes,
+                scheduler=scheduler,
+                overwrite=overwrite,
+                command=shlex.join(["streamvol", *sys.argv[1:]]),
+                progress=lambda done, total: bar.update(job, completed=done, total=total),
+            )
+    except (StreamvolError, ValueError, FileNotFoundError) as exc:
+        raise _fail(exc) from None
+    _print_shard_result(result)
+
+
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+def _print_shard_result(result) -> None:
+    from streamvol.shard.inspect import summary_table
+
+    out = Console()
+    out.print(summary_table(result.manifest))
+    mb = result.bytes_written / 1e6
+    rate = mb / result.seconds if result.seconds else 0.0
+    out.print(
+        f"wrote {len(result.written)} shards ({mb:.1f} MB), skipped {len(result.skipped)} "
+        f"finished ones, in {result.seconds:.1f} s ({rate:.1f} MB/s) -> {result.out}"
+    )
+
+
+@app.command()
+def inspect(
+    shards: Annotated[Path, typer.Argument(help="A shard folder (holding manifest.json).")],
+    verify: Annotated[
+        bool, typer.Option(help="Check every shard's sha256 and sample count.")
+    ] = False,
+    preview: Annotated[
+        Path | None, typer.Option(help="Write a PNG montage of crops with labels overlaid.")
+    ] = None,
+    n: Annotated[int, typer.Option(help="Crops in the preview.")] = 16,
+) -> None:
+    """Summarise a shard set, verify its checksums, and preview crops as a PNG montage."""
+    from streamvol.shard.inspect import describe, summary_table
+    from streamvol.shard.inspect import preview as make_preview
+    from streamvol.shard.manifest import read_manifest
+    from streamvol.shard.manifest import verify as run_verify
+
+    out = Console()
+    try:
+        manifest = read_manifest(shards)
+        out.print(summary_table(manifest))
+        for line in describe(manifest):
+            out.print(line, highlight=False)
+        if verify:
+            problems = run_verify(shards)
+            for problem in problems:
+                console.print(f"[red]{problem}[/]", highlight=False)
+            if problems:
+                raise typer.Exit(code=1)
+            out.print(f"verified: every shard of {shards} matches the manifest")
+        if preview:
+            out.print(f"preview: {make_preview(shards, preview, n=n)}")
+    except StreamvolError as exc:
+        raise _fail(exc) from None
+
+
+@app.command()
+def train(
+    shards: Annotated[Path, typer.Argument(help="A shard folder (holding manifest.json).")],
+) -> None:
+    """Train a 3D model on a shard set with fresh augmentation every epoch."""
+    raise _not_built("train", "issue 6")
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="A run folder written by `streamvol train`.")],
+) -> None:
+    """Score a trained run on a split: metrics, ROC and PR curves, confusion matrices."""
+    raise _not_built("evaluate", "issue 6")
+
+
+@app.command()
+def predict(
+    run: Annotated[Path, typer.Argument(help="A run folder written by `streamvol train`.")],
+) -> None:
+    """Apply a trained model to shards or volumes and write its predictions."""
+    raise _not_built("predict", "issue 6")
+
+
+@app.command()
+def bench(
+    shards: Annotated[Path, typer.Argument(help="A shard folder (holding manifest.json).")],
+) -> None:
+    """Measure data-loader throughput and whether it keeps a trainer fed."""
+    raise _not_built("bench", "issue 7")
+
+
+@app.command()
+def demo(
+    out: Annotated[
+        Path, typer.Option(help="Working folder for the demo's data and shards.")
+    ] = Path("demo"),
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic data and splits.")] = 0,
+    workers: Annotated[int | None, typer.Option(help="Local dask workers.")] = None,
+) -> None:
+    """Run the main job end to end on built-in synthetic data (synth, shard, verify, preview)."""
+    from streamvol.demo import run_demo
+    from streamvol.shard.inspect import summary_table
+
+    out_console = Console()
+    try:
+        results = run_demo(
+            out, seed=seed, workers=workers, log=lambda m: console.print(m, highlight=False)
+        )
+    except (StreamvolError, ValueError) as exc:
+        raise _fail(exc) from None
+    for result in results:
+        out_console.print(summary_table(result.shards.manifest))
+        out_console.print(f"{result.kind}: shards {result.shards.out}, preview {result.preview}")
+    out_console.print("verified: every shard matches its manifest")

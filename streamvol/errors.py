@@ -1,0 +1,51 @@
+"""Every error streamvol raises on bad input.
+
+Each subclasses a builtin so callers can catch by kind (``except FileNotFoundError``), and each
+message names the file, key or value and says what was expected.
+"""
+
+from __future__ import annotations
+
+
+class StreamvolError(Exception):
+    """Base of every streamvol error."""
+
+
+class NoVolumeFound(StreamvolError, FileNotFoundError):
+    """A path holds no volume streamvol can read."""
+
+
+class UnreadableVolume(StreamvolError, ValueError):
+    """A file exists but cannot be read as a volume (corrupt, truncated, wrong format)."""
+
+
+class InconsistentSlices(StreamvolError, ValueError):
+    """A folder of slices whose shapes or dtypes differ."""
+
+
+class ShapeMismatch(StreamvolError, ValueError):
+    """Two arrays that must share a shape do not (a mask and its image)."""
+
+
+class BadLabels(StreamvolError, ValueError):
+    """A label file (class CSV, pick file, spot table) that is malformed or names unknown ids."""
+
+
+class BadVolumeValues(StreamvolError, ValueError):
+    """A volume holding NaN or Inf, or otherwise unusable values."""
+
+
+class CropTooLarge(StreamvolError, ValueError):
+    """A crop that does not fit in its volume and no padding was asked for."""
+
+
+class PointsOutsideVolume(StreamvolError, ValueError):
+    """Picks or spots whose coordinates lie outside their volume."""
+
+
+class ShardError(StreamvolError, ValueError):
+    """A shard set that is corrupt, truncated, or was made by a different command."""
+
+
+class UnsafeMember(ShardError):
+    """A shard member whose type streamvol refuses to decode (pickles, checkpoints, ...)."""

@@ -1,0 +1,440 @@
+"""Find the volumes and labels under a path, whatever the layout, without reading any voxels.
+
+Three layouts are recognised, in this order:
+
+- **copick** projects: ``copick_config.json`` and/or ``[static/]ExperimentRuns/<run>/
+  VoxelSpacing<s>/<tomogram>.zarr``, picks in ``[overlay/]ExperimentRuns/<run>/Picks/*.json``;
+- **samples**: one folder per sample holding ``raw/`` (TIFF slices or one stack file) and
+  optionally ``mask/``, with a ``classes.csv`` beside them;
+- **volumes**: a volume itself, or a folder of volumes, where ``<stem>_mask.<suffix>`` is the
+  mask of ``<stem>.<suffix>`` and ``<stem>.csv`` its spot table.
+
+The result is a ``Dataset`` of ``SourceSpec`` entries; volumes are opened later, by the planner.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from streamvol.errors import BadLabels, NoVolumeFound
+from streamvol.io._labels import (
+    ClassTable,
+    Points,
+    read_class_csv,
+    read_copick_config,
+    read_copick_picks,
+    read_spot_table,
+)
+from streamvol.io._volume import (
+    TIFF_SUFFIXES,
+    VOLUME_SUFFIXES,
+    Volume,
+    _is_zarr_dir,
+    natural_key,
+    source_id,
+)
+
+COPICK_CONFIG = "copick_config.json"
+CLASSES_CSV = "classes.csv"
+_SPACING_PREFIX = "VoxelSpacing"
+_MASK_SUFFIX = "_mask"
+_COUNT_LIMIT = 100_000  # stop counting files for an error message after this many
+
+_TRIED = (
+    f"copick project ({COPICK_CONFIG}, [static/]ExperimentRuns/<run>/{_SPACING_PREFIX}<s>/"
+    f"<tomogram>.zarr); sample folders (<sample>/raw/ holding TIFF slices or one stack, "
+    f"optional <sample>/mask/); volumes (files ending in {', '.join(VOLUME_SUFFIXES)}, zarr "
+    f"folders, folders of 2D TIFF slices)"
+)
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """One source volume and where its labels are; ``id`` is key-safe and unique in the dataset."""
+
+    id: str
+    image: Path
+    mask: Path | None = None
+    picks: tuple[Path, ...] = ()
+    spots: Path | None = None
+    class_name: str | None = None
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Every source found under ``root``, with the class names shared by all of them.
+
+    ``class_names`` are the particle names (copick), the classes of the class CSV, or the labels
+    of the spot tables, sorted; ``radii`` the particle radii in Angstrom where known (copick).
+    """
+
+    root: Path
+    layout: str
+    sources: tuple[SourceSpec, ...]
+    class_names: tuple[str, ...] = ()
+    radii: dict[str, float] = field(default_factory=dict)
+
+
+def discover(
+    path: str | Path,
+    *,
+    classes: str | Path | None = None,
+    tomogram: str = "denoised",
+    voxel_spacing: float | None = None,
+) -> Dataset:
+    """Find every source under ``path`` and its labels; raise ``NoVolumeFound`` if there is none.
+
+    ``classes`` is a class CSV (default: ``classes.csv`` in ``path`` when present);
+    ``tomogram`` and ``voxel_spacing`` choose among a copick run's tomograms.
+    """
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise NoVolumeFound(f"{root}: no such file or folder")
+    if root.is_file() and root.name == COPICK_CONFIG:
+        root = root.parent
+    class_csv = Path(classes) if classes is not None else None
+    if root.is_dir() and _is_copick(root):
+        if class_csv is not None:
+            raise BadLabels(
+                f"{class_csv}: a class CSV does not apply to the copick project {root}; "
+                f"its classes come from {COPICK_CONFIG} or the pick files"
+            )
+        dataset = _discover_copick(root, tomogram, voxel_spacing)
+    elif _is_volume(root):
+        stem = _stem(root.name)
+        masks = [
+            (_stem(p.name), p)
+            for p in _children(root.parent)
+            if _stem(p.name) == stem + _MASK_SUFFIX and p != root and _is_volume(p)
+        ]
+        dataset = _discover_volumes(root, root.parent, [(stem, root), *masks], class_csv)
+    elif (root / "raw").is_dir():
+        dataset = _discover_samples(root, [root], class_csv)
+    elif sample_dirs := [d for d in _children(root) if d.is_dir() and (d / "raw").is_dir()]:
+        dataset = _discover_samples(root, sample_dirs, class_csv or _optional(root / CLASSES_CSV))
+    else:
+        entries = _volume_entries(root)
+        if not entries:
+            raise NoVolumeFound(_nothing_found(root))
+        if class_csv is None and CLASSES_CSV.removesuffix(".csv") not in {s for s, _ in entries}:
+            class_csv = _optional(root / CLASSES_CSV)  # unless it is the spot table of "classes"
+        dataset = _discover_volumes(root, root, entries, class_csv)
+    _check_unique(dataset.sources)
+    return dataset
+
+
+def load_points(spec: SourceSpec, volume: Volume, dataset: Dataset) -> Points | None:
+    """The points of ``spec`` in voxels of ``volume``, class ids by ``dataset.class_names``.
+
+    All pick files of a copick run are joined; a spot table is read as is. Raises
+    ``PointsOutsideVolume`` if any point lies outside ``volume``; returns None without points.
+    """
+    names = dataset.class_names or None
+    if spec.picks:
+        parts = [read_copick_picks(p, volume.voxel_size, names) for p in spec.picks]
+        for part in parts:  # one by one, so an error names the file and its own point index
+            part.check_inside(volume.shape, volume.path)
+        points = Points.concat(parts, names)
+    elif spec.spots is not None:
+        points = read_spot_table(spec.spots)
+        # Spot labels share the dataset's ids unless those are per-sample classes (class CSV).
+        if names is not None and spec.class_name is None:
+            points = Points.concat([points], names)
+    else:
+        return None
+    points.check_inside(volume.shape, volume.path)
+    return points
+
+
+# --- helpers shared by the layouts --------------------------------------------------------------
+
+
+def _children(folder: Path) -> list[Path]:
+    """Entries of ``folder`` in natural order, without hidden files (``.DS_Store``, ``._x``)."""
+    try:
+        entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    except OSError:  # missing, not a folder, unreadable: nothing to list
+        return []
+    return sorted(entries, key=lambda p: natural_key(p.name))
+
+
+def _optional(path: Path) -> Path | None:
+    return path if path.is_file() else None
+
+
+def _volume_suffix(name: str) -> str | None:
+    lower = name.lower()
+    return next((s for s in VOLUME_SUFFIXES if lower.endswith(s)), None)
+
+
+def _stem(name: str) -> str:
+    """``a.ome.zarr`` -> ``a``, ``a.tif`` -> ``a``, a slice folder ``a`` -> ``a``."""
+    suffix = _volume_suffix(name)
+    stem = name[: -len(suffix)] if suffix else name
+    return stem[: -len(".ome")] if stem.lower().endswith(".ome") else stem
+
+
+def _is_slice_folder(folder: Path) -> bool:
+    """A folder whose first TIFF (natural order) is a single 2D plane: one volume, one file a z."""
+    import tifffile
+
+    tiffs = [p for p in _children(folder) if p.is_file() and p.suffix.lower() in TIFF_SUFFIXES]
+    if not tiffs:
+        return False
+    try:
+        with tifffile.TiffFile(tiffs[0]) as tif:
+            shape = [s for s in tif.series[0].shape if s != 1]
+    except Exception:
+        return True  # a corrupt slice: open_volume names the file when it reads the folder
+    return len(shape) == 2
+
+
+def _is_volume(path: Path) -> bool:
+    """Whether ``path`` itself is one volume: a volume file, a zarr folder, or TIFF slices."""
+    if path.is_file():
+        return _volume_suffix(path.name) is not None
+    if path.suffix.lower() == ".zarr" or _is_zarr_dir(path):
+        return True
+    return path.is_dir() and _is_slice_folder(path)
+
+
+def _volume_entries(folder: Path) -> list[tuple[str, Path]]:
+    """(stem, path) of every volume directly in ``folder``, natural order."""
+    return [(_stem(p.name), p) for p in _children(folder) if _is_volume(p)]
+
+
+def _check_unique(sources: Sequence[SourceSpec]) -> None:
+    seen: dict[str, Path] = {}
+    for spec in sources:
+        if spec.id in seen:
+            raise NoVolumeFound(
+                f"two sources get the id {spec.id!r}: {seen[spec.id]} and {spec.image}; "
+                f"expected unique names (ids keep only A-Z, a-z, 0-9, '_' and '-'); rename one"
+            )
+        seen[spec.id] = spec.image
+
+
+def _files_seen(root: Path) -> str:
+    """``'12 files seen under it (.png: 10, .txt: 2)'``, counting at most ``_COUNT_LIMIT``."""
+    suffixes: Counter[str] = Counter()
+    for n, (_, _, files) in enumerate(os.walk(root)):
+        suffixes.update(Path(f).suffix.lower() or "(none)" for f in files)
+        if n > _COUNT_LIMIT or suffixes.total() > _COUNT_LIMIT:
+            break
+    count = suffixes.total()
+    shown = ", ".join(f"{s}: {c}" for s, c in suffixes.most_common(5))
+    more = "+" if count > _COUNT_LIMIT else ""
+    return f"{count}{more} files seen under it{f' ({shown})' if shown else ''}"
+
+
+def _nothing_found(root: Path) -> str:
+    """An error message naming the path, what files it holds and every layout tried."""
+    if root.is_file():
+        return (
+            f"{root}: not a volume; expected a file ending in one of "
+            f"{', '.join(VOLUME_SUFFIXES)}, a zarr folder or a folder of TIFF slices"
+        )
+    return f"{root}: no volumes found; {_files_seen(root)}. Tried: {_TRIED}"
+
+
+def _read_classes(
+    class_csv: Path | None, names: Iterable[str]
+) -> tuple[ClassTable | None, tuple[str, ...]]:
+    if class_csv is None:
+        return None, ()
+    table = read_class_csv(class_csv, samples=list(names))
+    return table, table.class_names
+
+
+# --- copick -----------------------------------------------------------------------------------
+
+
+def _copick_run_bases(root: Path) -> list[Path]:
+    return [
+        root / "static" / "ExperimentRuns",
+        root / "ExperimentRuns",
+        root / "overlay" / "ExperimentRuns",
+    ]
+
+
+def _is_copick(root: Path) -> bool:
+    return (root / COPICK_CONFIG).is_file() or any(b.is_dir() for b in _copick_run_bases(root))
+
+
+def _spacing(name: str) -> float | None:
+    if not name.startswith(_SPACING_PREFIX):
+        return None
+    try:
+        value = float(name[len(_SPACING_PREFIX) :])
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _choose_spacing(run: str, run_dirs: list[Path], wanted: float | None) -> list[Path]:
+    """The ``VoxelSpacing*`` folders of ``run`` (static and overlay) at the chosen spacing."""
+    by_spacing: dict[float, list[Path]] = {}
+    for d in run_dirs:
+        for child in _children(d):
+            value = _spacing(child.name)
+            if value is not None and child.is_dir():
+                key = next((k for k in by_spacing if math.isclose(k, value, abs_tol=1e-3)), value)
+                by_spacing.setdefault(key, []).append(child)
+    where = " and ".join(str(d) for d in run_dirs)
+    if not by_spacing:
+        raise NoVolumeFound(
+            f"copick run {run!r}: no {_SPACING_PREFIX}<s> folder in {where}; "
+            f"expected {_SPACING_PREFIX}<s>/<tomogram>.zarr"
+        )
+    available = ", ".join(f"{v:g}" for v in sorted(by_spacing))
+    if wanted is not None:
+        for value, dirs in by_spacing.items():
+            if math.isclose(value, wanted, abs_tol=1e-3):
+                return dirs
+        raise NoVolumeFound(
+            f"copick run {run!r}: no voxel spacing {wanted:g} in {where}; available: {available}"
+        )
+    if len(by_spacing) > 1:
+        raise NoVolumeFound(
+            f"copick run {run!r} has several voxel spacings ({available}) in {where}; "
+            f"choose one with voxel_spacing"
+        )
+    return next(iter(by_spacing.values()))
+
+
+def _choose_tomogram(run: str, spacing_dirs: list[Path], wanted: str) -> Path:
+    tomograms = [p for d in spacing_dirs for p in _children(d) if p.name.lower().endswith(".zarr")]
+    want = _stem(wanted)
+    named = [p for p in tomograms if _stem(p.name) == want]
+    if named:
+        return named[0]
+    if len(tomograms) == 1:
+        return tomograms[0]
+    where = ", ".join(str(d) for d in spacing_dirs)
+    found = ", ".join(p.name for p in tomograms) or "none"
+    raise NoVolumeFound(
+        f"copick run {run!r}: no tomogram {want!r} in {where}; found {found}; "
+        f"choose one with tomogram=<name>"
+    )
+
+
+def _discover_copick(root: Path, tomogram: str, voxel_spacing: float | None) -> Dataset:
+    runs: dict[str, list[Path]] = {}
+    for base in _copick_run_bases(root):
+        for run_dir in _children(base):
+            if run_dir.is_dir():
+                runs.setdefault(run_dir.name, []).append(run_dir)
+    if not runs:
+        raise NoVolumeFound(
+            f"{root}: a copick project without runs; looked for run folders in "
+            f"{', '.join(str(b) for b in _copick_run_bases(root))}; {_files_seen(root)}"
+        )
+    sources = []
+    for run in sorted(runs, key=natural_key):
+        run_dirs = runs[run]
+        spacing_dirs = _choose_spacing(run, run_dirs, voxel_spacing)
+        image = _choose_tomogram(run, spacing_dirs, tomogram)
+        picks = [
+            p
+            for d in run_dirs
+            for p in _children(d / "Picks")
+            if p.is_file() and p.suffix.lower() == ".json"
+        ]
+        sources.append(SourceSpec(id=source_id(run), image=image, picks=tuple(picks)))
+    config = root / COPICK_CONFIG
+    if config.is_file():
+        radii = read_copick_config(config)
+        class_names = tuple(radii)
+    else:
+        # Without a config the pick files name the classes; radii stay unknown.
+        names = {read_copick_picks(p, 1.0).class_names[0] for s in sources for p in s.picks}
+        class_names, radii = tuple(sorted(names)), {}
+    return Dataset(root, "copick", tuple(sources), class_names, radii)
+
+
+# --- sample folders -----------------------------------------------------------------------------
+
+
+def _folder_volume(folder: Path) -> Path:
+    """The volume held by a sample's ``raw/`` or ``mask/``: TIFF slices, a zarr, or one file."""
+    if _is_volume(folder):
+        return folder
+    entries = _volume_entries(folder)
+    if len(entries) == 1:
+        return entries[0][1]
+    found = ", ".join(p.name for _, p in entries[:5]) or f"no volume among {len(_children(folder))}"
+    raise NoVolumeFound(
+        f"{folder}: expected one volume (a folder of 2D TIFF slices, a zarr, or one file ending "
+        f"in {', '.join(VOLUME_SUFFIXES)}), found {len(entries)}: {found}"
+    )
+
+
+def _discover_samples(root: Path, sample_dirs: list[Path], class_csv: Path | None) -> Dataset:
+    table, class_names = _read_classes(class_csv, (d.name for d in sample_dirs))
+    sources = []
+    for d in sample_dirs:
+        mask = _folder_volume(d / "mask") if (d / "mask").is_dir() else None
+        sources.append(
+            SourceSpec(
+                id=source_id(d.name),
+                image=_folder_volume(d / "raw"),
+                mask=mask,
+                class_name=table.name_of(d.name) if table else None,
+            )
+        )
+    return Dataset(root, "samples", tuple(sources), class_names, {})
+
+
+# --- volumes ------------------------------------------------------------------------------------
+
+
+def _discover_volumes(
+    root: Path, folder: Path, entries: list[tuple[str, Path]], class_csv: Path | None
+) -> Dataset:
+    """Sources from the volumes ``entries`` of ``folder``; masks and spot tables attach by stem."""
+    stems = {stem for stem, _ in entries}
+    masks: dict[str, Path] = {}
+    images = []
+    for stem, p in entries:
+        base = stem.removesuffix(_MASK_SUFFIX)
+        if base != stem and base in stems:
+            masks[base] = p
+        elif base != stem and p != root:  # a mask given as the path is taken as an image
+            raise BadLabels(f"{p}: a mask without its image {base}.<suffix> beside it")
+        else:
+            images.append((stem, p))
+    table, class_names = _read_classes(class_csv, (stem for stem, _ in images))
+    sources = [
+        SourceSpec(
+            id=source_id(stem),
+            image=p,
+            mask=masks.get(stem),
+            spots=_optional(folder / f"{stem}.csv"),
+            class_name=table.name_of(stem) if table else None,
+        )
+        for stem, p in images
+    ]
+    spot_names = _spot_class_names([s.spots for s in sources if s.spots is not None], table)
+    return Dataset(root, "volumes", tuple(sources), class_names or spot_names, {})
+
+
+def _spot_class_names(tables: list[Path], classes: ClassTable | None) -> tuple[str, ...]:
+    """Class names shared by all spot tables, so one label means one id in every volume."""
+    per_table = [read_spot_table(p) for p in tables]
+    if classes is not None:
+        labelled = [p.source for p in per_table if p.class_names != ("spot",)]
+        if labelled:
+            raise BadLabels(
+                f"{labelled[0]}: spot labels beside the per-sample classes of {classes.path}; "
+                f"expected one or the other (drop the label column or the class CSV)"
+            )
+        return ()
+    names = {n for p in per_table for n in p.class_names}
+    if names and all(n.isdecimal() for n in names):
+        return tuple(str(i) for i in range(max(int(n) for n in names) + 1))
+    return tuple(sorted(names))

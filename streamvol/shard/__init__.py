@@ -1,0 +1,6 @@
+"""Sharder: plan crops, split them, and write WebDataset tars with dask (see DESIGN.md)."""
+
+from streamvol.shard.manifest import read_manifest, verify
+from streamvol.shard.sharder import ShardConfig, ShardResult, parse_config, shard
+
+__all__ = ["ShardConfig", "ShardResult", "parse_config", "read_manifest", "shard", "verify"]

@@ -1,0 +1,214 @@
+"""Write one shard: read each planned crop from its lazily opened source, pack a WebDataset tar.
+
+A shard task holds one shard's samples in memory at most, never a volume. The tar is written
+under ``<name>.partial``, fsynced and renamed, so a crash never leaves a complete-looking shard.
+Members are byte-for-byte deterministic (fixed mtime, owner and order) so a rerun can compare
+sha256 values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamvol.io import Volume
+from streamvol.shard.plan import Crop, crop_box
+
+MTIME = 946684800  # 2000-01-01: fixed so identical content gives identical bytes
+
+
+@dataclass(frozen=True)
+class ShardSource:
+    """What a shard task needs of one source; pickles small (volumes are lazy)."""
+
+    id: str
+    image: Volume
+    mask: Volume | None = None
+    points: np.ndarray | None = None  # (N, 4) float32: z, y, x voxels, class id
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How crops are stored: context margin, edge padding, and dtype conversion."""
+
+    crop: tuple[int, int, int]
+    margin: tuple[int, int, int]
+    pad: str = "reflect"  # "reflect" | "zero"
+    dtype: str = "keep"  # "keep" | "float16" | "uint8"
+    low: float = 0.0  # uint8 scaling: low -> 0, high -> 255
+    high: float = 1.0
+
+
+@dataclass(frozen=True)
+class ShardRecord:
+    """What the manifest keeps of one written shard."""
+
+    name: str
+    count: int
+    bytes: int
+    sha256: str
+    keys: tuple[str, ...]
+    offsets: tuple[int, ...]  # byte offset of each sample's first member header
+
+    @classmethod
+    def from_json(cls, rec: dict[str, Any]) -> ShardRecord:
+        return cls(
+            rec["name"],
+            rec["count"],
+            rec["bytes"],
+            rec["sha256"],
+            tuple(rec["keys"]),
+            tuple(rec["offsets"]),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "count": self.count,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+            "keys": list(self.keys),
+            "offsets": list(self.offsets),
+        }
+
+
+def read_block(
+    volume: Volume, box: Sequence[tuple[int, int]], pad: str
+) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Read ``box`` (per-axis [start, stop)) from a volume, padding what lies beyond its edge.
+
+    Returns the block and the per-axis (before, after) padding applied.
+    """
+    inside = tuple(slice(max(a, 0), min(b, n)) for (a, b), n in zip(box, volume.shape, strict=True))
+    block = np.asarray(volume.data[inside].compute(scheduler="sync"))
+    widths = [(s.start - a, b - s.stop) for (a, b), s in zip(box, inside, strict=True)]
+    if any(w for pair in widths for w in pair):
+        if block.size == 0 or pad == "zero":
+            block = np.pad(block, widths, mode="constant")
+        else:
+            block = np.pad(block, widths, mode="reflect" if min(block.shape) > 1 else "edge")
+    return block, widths
+
+
+def encode_image(block: np.ndarray, encoding: Encoding) -> np.ndarray:
+    """Convert a crop to the stored dtype (uint8 scaled by the data set's robust percentiles)."""
+    if encoding.dtype == "keep":
+        return block
+    if encoding.dtype == "float16":
+        return block.astype(np.float16)
+    scale = 255.0 / max(encoding.high - encoding.low, 1e-12)
+    scaled = (block.astype(np.float32) - encoding.low) * scale
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def build_sample(source: ShardSource, crop: Crop, encoding: Encoding) -> dict[str, Any]:
+    """Read and label one crop: the members of one WebDataset sample, not yet serialised."""
+    box = crop_box(crop.centre, encoding.crop, encoding.margin)
+    image, widths = read_block(source.image, box, encoding.pad)
+    sample: dict[str, Any] = {"__key__": crop.key, "image.npy": encode_image(image, encoding)}
+    if source.mask is not None:
+        mask, _ = read_block(source.mask, box, encoding.pad)
+        sample["mask.npy"] = _small_int(mask)
+    if source.points is not None:
+        start = np.array([a for a, _ in box], dtype=np.float32)
+        stop = np.array([b for _, b in box], dtype=np.float32)
+        zyx = source.points[:, :3]
+        inside = np.all((zyx >= start - 0.5) & (zyx < stop - 0.5), axis=1)
+        points = source.points[inside].astype(np.float32, copy=True)
+        points[:, :3] -= start
+        sample["points.npy"] = points
+    if crop.label >= 0:
+        sample["cls"] = str(crop.label)
+    sample["json"] = {
+        "key": crop.key,
+        "source": source.id,
+        "path": str(source.image.path),
+        "centre": list(crop.centre),
+        "box": [list(b) for b in box],
+        "crop": list(encoding.crop),
+        "margin": list(encoding.margin),
+        "voxel_size": list(source.image.voxel_size) if source.image.voxel_size else None,
+        "label": crop.label,
+        "padded": [list(w) for w in widths] if any(sum(w) for w in widths) else None,
+        "pad_mode": encoding.pad,
+    }
+    return sample
+
+
+def _small_int(mask: np.ndarray) -> np.ndarray:
+    if mask.dtype == np.bool_:
+        return mask.astype(np.uint8)
+    if mask.size and mask.min() >= 0 and mask.max() <= 255:
+        return mask.astype(np.uint8, copy=False)
+    return mask.astype(np.int32, copy=False)
+
+
+def _member_bytes(suffix: str, value: Any) -> bytes:
+    if suffix.endswith(".npy"):
+        buffer = io.BytesIO()
+        np.save(buffer, np.ascontiguousarray(value), allow_pickle=False)
+        return buffer.getvalue()
+    if suffix == "json":
+        return json.dumps(value, sort_keys=True).encode()
+    return str(value).encode()
+
+
+def write_tar(path: Path, samples: Iterable[dict[str, Any]]) -> ShardRecord:
+    """Write samples to ``path`` atomically; return the shard's record (count, size, sha256)."""
+    partial = path.with_name(path.name + ".partial")
+    keys: list[str] = []
+    offsets: list[int] = []
+    with (
+        open(partial, "wb") as raw,
+        tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar,
+    ):
+        for sample in samples:
+            key = sample["__key__"]
+            if "." in key:
+                raise ValueError(f"sample key {key!r} holds a dot; WebDataset would cut it there")
+            keys.append(key)
+            offsets.append(tar.offset)
+            for suffix, value in sample.items():
+                if suffix == "__key__":
+                    continue
+                data = _member_bytes(suffix, value)
+                info = tarfile.TarInfo(f"{key}.{suffix}")
+                info.size, info.mtime, info.mode = len(data), MTIME, 0o644
+                info.uname = info.gname = "streamvol"
+                tar.addfile(info, io.BytesIO(data))
+    with open(partial, "rb+") as raw:
+        os.fsync(raw.fileno())
+    digest = file_sha256(partial)
+    size = partial.stat().st_size
+    os.replace(partial, path)
+    return ShardRecord(path.name, len(keys), size, digest, tuple(keys), tuple(offsets))
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_shard(
+    path: Path, crops: Sequence[Crop], sources: dict[str, ShardSource], encoding: Encoding
+) -> ShardRecord:
+    """The dask task: read this shard's crops and write its tar."""
+
+    def samples() -> Iterator[dict[str, Any]]:
+        for crop in crops:
+            yield build_sample(sources[crop.source], crop, encoding)
+
+    return write_tar(Path(path), samples())

@@ -1,0 +1,1 @@
+"""stream: see DESIGN.md."""

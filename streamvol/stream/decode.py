@@ -1,0 +1,69 @@
+"""Safe decoding of shard members: ``.npy`` without pickles, ``.json``, ``.cls`` and text only.
+
+Anything else (``.pyd``, ``.pickle``, ``.pth``, ...) is refused by name: a shard is data, never
+code.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamvol.errors import ShardError, UnsafeMember
+
+SAFE_SUFFIXES = ("npy", "json", "cls", "txt")
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """``"a_z1_y2_x3.image.npy"`` -> (``"a_z1_y2_x3"``, ``"image.npy"``): split at the first dot."""
+    key, _, suffix = name.partition(".")
+    return key, suffix
+
+
+def decode_member(suffix: str, data: bytes, *, where: str = "") -> Any:
+    """Decode one member's bytes by its suffix; refuse every type that could run code."""
+    kind = suffix.rsplit(".", 1)[-1]
+    try:
+        if kind == "npy":
+            return np.load(io.BytesIO(data), allow_pickle=False)
+        if kind == "json":
+            return json.loads(data)
+        if kind == "cls":
+            return int(data.decode().strip())
+        if kind == "txt":
+            return data.decode()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ShardError(f"{where}: member .{suffix} is corrupt: {exc}") from exc
+    raise UnsafeMember(
+        f"{where}: member .{suffix} is not a type streamvol decodes; "
+        f"expected one of {', '.join('.' + s for s in SAFE_SUFFIXES)} (pickles are never loaded)"
+    )
+
+
+def iter_tar(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Yield decoded samples (dicts keyed by member suffix plus ``__key__``) from a local tar."""
+    path = Path(path)
+    sample: dict[str, Any] = {}
+    try:
+        with tarfile.open(path, mode="r|") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                key, suffix = split_name(member.name)
+                if sample and key != sample["__key__"]:
+                    yield sample
+                    sample = {}
+                handle = tar.extractfile(member)
+                data = handle.read() if handle else b""
+                sample.setdefault("__key__", key)
+                sample[suffix] = decode_member(suffix, data, where=f"{path} key {key}")
+    except tarfile.TarError as exc:
+        raise ShardError(f"{path}: truncated or corrupt tar: {exc}") from exc
+    if sample:
+        yield sample

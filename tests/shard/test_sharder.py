@@ -1,0 +1,395 @@
+"""The sharder end to end on real files: exact crops, exact keys, splits, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+
+import mrcfile
+import numpy as np
+import pytest
+import tifffile
+import webdataset as wds
+import zarr
+
+from streamvol.errors import (
+    BadLabels,
+    BadVolumeValues,
+    CropTooLarge,
+    NoVolumeFound,
+    PointsOutsideVolume,
+    ShardError,
+)
+from streamvol.shard import parse_config, read_manifest, shard, verify
+from streamvol.shard.plan import crop_box
+from streamvol.stream.decode import iter_tar
+
+SHAPE = (13, 17, 19)
+
+
+@pytest.fixture(scope="module")
+def volume() -> np.ndarray:
+    return np.random.default_rng(3).normal(100, 20, SHAPE).astype(np.float32)
+
+
+def _write(fmt: str, folder, vol):
+    if fmt == "npy":
+        path = folder / "vol.npy"
+        np.save(path, vol)
+    elif fmt == "zarr":
+        path = folder / "vol.zarr"
+        zarr.create_array(path, shape=vol.shape, chunks=(4, 5, 6), dtype=vol.dtype)[:] = vol
+    elif fmt == "ome-zarr":
+        path = folder / "vol.zarr"
+        group = zarr.open_group(path, mode="w", zarr_format=2)
+        group.create_array("0", shape=vol.shape, chunks=(5, 5, 5), dtype=vol.dtype)[:] = vol
+        group.attrs["multiscales"] = [
+            {
+                "version": "0.4",
+                "axes": [{"name": n, "type": "space", "unit": "angstrom"} for n in "zyx"],
+                "datasets": [
+                    {
+                        "path": "0",
+                        "coordinateTransformations": [{"type": "scale", "scale": [10] * 3}],
+                    }
+                ],
+            }
+        ]
+    elif fmt == "tiff":
+        path = folder / "vol.tif"
+        tifffile.imwrite(path, vol)
+    elif fmt == "slices":
+        path = folder / "vol"
+        path.mkdir()
+        for i, plane in enumerate(vol):
+            tifffile.imwrite(path / f"z{i}.tif", plane)
+    elif fmt == "mrc":
+        path = folder / "vol.mrc"
+        with mrcfile.new(path) as mrc:
+            mrc.set_data(vol)
+    return path
+
+
+def _expected_block(vol, centre, crop, margin):
+    box = crop_box(centre, crop, margin)
+    padded = np.pad(vol, [(margin[i] + crop[i], margin[i] + crop[i]) for i in range(3)])
+    offset = [margin[i] + crop[i] for i in range(3)]
+    return padded[tuple(slice(a + o, b + o) for (a, b), o in zip(box, offset, strict=True))]
+
+
+@pytest.mark.parametrize("fmt", ["npy", "zarr", "ome-zarr", "tiff", "slices", "mrc"])
+def test_crops_equal_the_source_bit_for_bit(tmp_path, volume, fmt):
+    path = _write(fmt, tmp_path, volume)
+    config = parse_config([path], crop="6,8,8", context=2, pad="zero", split="1", shard_size=3)
+    result = shard(config, tmp_path / "out")
+    manifest = result.manifest
+    tars = sorted((tmp_path / "out").glob("train-*.tar"))
+    assert [t.name for t in tars] == [s["name"] for s in manifest["splits"]["train"]]
+
+    # plain tarfile: the planned keys, in order, with no dots
+    keys = [k for s in manifest["splits"]["train"] for k in s["keys"]]
+    assert len(keys) == len(set(keys)) == manifest["counts"]["train"]
+    names = []
+    for t in tars:
+        with tarfile.open(t) as tar:
+            names += tar.getnames()
+    assert [n.split(".", 1)[0] for n in names[::2]] == keys
+    assert all("." not in k for k in keys)
+
+    # real webdataset reads the same keys and members
+    seen = []
+    for sample in wds.WebDataset([str(t) for t in tars], shardshuffle=False):
+        seen.append(sample["__key__"])
+        assert set(sample) >= {"__key__", "image.npy", "json"}
+    assert seen == keys
+
+    # every crop (with its margin) equals the source region; zeros beyond the edge
+    crop, margin = (6, 8, 8), (2, 2, 2)
+    count = 0
+    for t in tars:
+        for sample in iter_tar(t):
+            meta = sample["json"]
+            expected = _expected_block(volume, meta["centre"], crop, margin)
+            assert sample["image.npy"].dtype == np.float32
+            assert np.array_equal(sample["image.npy"], expected)
+            count += 1
+    # grid: tiles at 0, 6, 7 (flush) in z; 0, 8, 9 in y; 0, 8, 11 in x
+    assert count == 3 * 3 * 3
+    assert manifest["crop"] == [6, 8, 8] and manifest["margin"] == [2, 2, 2]
+    if fmt == "ome-zarr":
+        assert manifest["voxel_size"] == [10.0, 10.0, 10.0]
+
+
+def test_manifest_records_stats_counts_and_checksums(tmp_path, volume):
+    path = _write("npy", tmp_path, volume)
+    result = shard(parse_config([path], crop=8, context=0, split="1"), tmp_path / "out")
+    m = read_manifest(tmp_path / "out")
+    assert m == json.loads(json.dumps(result.manifest))
+    assert m["format"] == "streamvol-shards" and m["version"] == 1
+    assert m["stats"]["mean"] == pytest.approx(volume.mean(dtype=np.float64), rel=1e-6)
+    assert m["stats"]["std"] == pytest.approx(volume.std(dtype=np.float64), rel=1e-5)
+    assert m["stats"]["min"] == volume.min() and m["stats"]["max"] == volume.max()
+    assert m["stats"]["p0_5"] < m["stats"]["p99_5"]
+    assert m["dtype"] == "float32"
+    assert m["task"] == "classification"
+    for rec in m["splits"]["train"]:
+        path = tmp_path / "out" / rec["name"]
+        assert rec["bytes"] == path.stat().st_size
+        with tarfile.open(path) as tar:
+            first = [mem for mem in tar.getmembers() if mem.name.endswith(".image.npy")]
+        assert [mem.offset for mem in first] == rec["offsets"]
+    assert verify(tmp_path / "out") == []
+
+
+def test_uint8_and_float16_storage(tmp_path, volume):
+    path = _write("npy", tmp_path, volume)
+    for dtype, np_dtype in (("uint8", np.uint8), ("float16", np.float16)):
+        out = tmp_path / dtype
+        shard(parse_config([path], crop=8, context=0, split="1", dtype=dtype), out)
+        sample = next(iter_tar(next(out.glob("*.tar"))))
+        assert sample["image.npy"].dtype == np_dtype
+        assert read_manifest(out)["dtype"] == dtype
+    sample = next(iter_tar(next((tmp_path / "uint8").glob("*.tar"))))
+    stats = read_manifest(tmp_path / "uint8")["stats"]
+    centre = sample["json"]["centre"]
+    raw = _expected_block(volume, centre, (8, 8, 8), (0, 0, 0))
+    expected = np.clip(
+        np.rint((raw - stats["p0_5"]) * 255 / (stats["p99_5"] - stats["p0_5"])), 0, 255
+    )
+    assert np.array_equal(sample["image.npy"], expected.astype(np.uint8))
+
+
+def test_reflect_padding_is_recorded(tmp_path, volume):
+    path = _write("npy", tmp_path, volume)
+    shard(parse_config([path], crop=8, context=3, split="1"), tmp_path / "out")
+    sample = next(iter_tar(next((tmp_path / "out").glob("*.tar"))))
+    assert sample["json"]["padded"] == [[3, 0], [3, 0], [3, 0]]
+    assert sample["json"]["pad_mode"] == "reflect"
+    block = sample["image.npy"]
+    assert block.shape == (14, 14, 14)
+    assert np.array_equal(block[3:, 3:, 3:], volume[:11, :11, :11])
+    assert np.array_equal(
+        block[:3, 3:, 3:], volume[3:0:-1, :11, :11]
+    )  # reflected, edge not repeated
+
+
+# --- resume -----------------------------------------------------------------------------------
+
+
+def _many_sources(tmp_path, n=6):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "vols"
+    folder.mkdir()
+    for i in range(n):
+        np.save(folder / f"v{i}.npy", rng.normal(size=(8, 16, 16)).astype(np.float32))
+    return folder
+
+
+def test_rerun_rewrites_only_damaged_shards(tmp_path):
+    src = _many_sources(tmp_path)
+    config = parse_config([src], crop=8, context=0, split="1", shard_size=3)
+    out = tmp_path / "out"
+    first = shard(config, out)
+    tars = sorted(out.glob("*.tar"))
+    assert len(tars) == 8 and len(first.written) == 8
+    old = {t.name: t.stat().st_mtime_ns for t in tars}
+    with open(tars[2], "r+b") as f:
+        f.truncate(tars[2].stat().st_size // 2)
+    tars[5].unlink()
+    second = shard(config, out)
+    assert sorted(second.written) == sorted([tars[2].name, tars[5].name])
+    assert len(second.skipped) == 6
+    for t in tars:
+        if t.name not in second.written:
+            assert t.stat().st_mtime_ns == old[t.name]
+    assert verify(out) == []
+    assert read_manifest(out)["splits"] == first.manifest["splits"]
+
+
+def test_interrupted_run_resumes_from_shard_records(tmp_path, monkeypatch):
+    import streamvol.shard.sharder as sharder
+
+    src = _many_sources(tmp_path)
+    config = parse_config([src], crop=8, context=0, split="1", shard_size=3)
+    out = tmp_path / "out"
+    real = sharder.write_shard
+
+    def dies_on_fifth(path, *args, **kwargs):
+        if path.name == "train-000004.tar":
+            raise KeyboardInterrupt("power cut")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(sharder, "write_shard", dies_on_fifth)
+    with pytest.raises(KeyboardInterrupt):
+        shard(config, out, workers=1)
+    assert not (out / "manifest.json").exists()
+    monkeypatch.setattr(sharder, "write_shard", real)
+    second = shard(config, out, workers=1)
+    assert "train-000004.tar" in second.written
+    assert second.skipped  # the shards finished before the cut are kept
+    assert sorted(second.written + second.skipped) == sorted(p.name for p in out.glob("*.tar"))
+    assert verify(out) == []
+
+
+def test_different_command_is_refused_without_overwrite(tmp_path):
+    src = _many_sources(tmp_path)
+    out = tmp_path / "out"
+    shard(parse_config([src], crop=8, context=0, split="1"), out)
+    other = parse_config([src], crop=4, context=0, split="1")
+    with pytest.raises(ShardError, match=r"different command.*--overwrite"):
+        shard(other, out)
+    assert read_manifest(out)["crop"] == [8, 8, 8]  # nothing lost
+    shard(other, out, overwrite=True)
+    assert read_manifest(out)["crop"] == [4, 4, 4]
+    assert verify(out) == []
+
+
+def test_foreign_folder_is_refused(tmp_path):
+    src = _many_sources(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "thesis.pdf").write_bytes(b"precious")
+    with pytest.raises(ShardError, match="did not write"):
+        shard(parse_config([src], crop=8, context=0, split="1"), out)
+    assert (out / "thesis.pdf").read_bytes() == b"precious"
+
+
+# --- splits -----------------------------------------------------------------------------------
+
+
+def test_grouped_split_and_folds(tmp_path):
+    src = _many_sources(tmp_path, n=10)
+    out = tmp_path / "split"
+    m = shard(parse_config([src], crop=8, context=0, split="0.6,0.2,0.2", seed=1), out).manifest
+    sources_of = {
+        split: {k.rsplit("_z", 1)[0] for s in shards for k in s["keys"]}
+        for split, shards in m["splits"].items()
+    }
+    assert set(sources_of) == {"train", "val", "test"}
+    assert not (sources_of["train"] & sources_of["val"] or sources_of["train"] & sources_of["test"])
+    assert not sources_of["val"] & sources_of["test"]
+    assert sum(m["counts"].values()) == 10 * 4
+
+    folds = shard(
+        parse_config([src], crop=8, context=0, folds=5, seed=1), tmp_path / "folds"
+    ).manifest
+    assert list(folds["splits"]) == [f"fold{k}" for k in range(5)]
+    all_keys = [k for shards in folds["splits"].values() for s in shards for k in s["keys"]]
+    assert len(all_keys) == len(set(all_keys)) == 40
+    per_fold = [
+        {k.rsplit("_z", 1)[0] for s in shards for k in s["keys"]}
+        for shards in folds["splits"].values()
+    ]
+    assert all(len(a & b) == 0 for i, a in enumerate(per_fold) for b in per_fold[i + 1 :])
+
+
+# --- bad input: stops before writing anything --------------------------------------------------
+
+
+def _assert_nothing_written(out):
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_crop_larger_than_volume_without_padding(tmp_path, volume):
+    path = _write("npy", tmp_path, volume)
+    out = tmp_path / "out"
+    with pytest.raises(CropTooLarge, match=r"vol.*32"):
+        shard(parse_config([path], crop=32, pad="none", split="1"), out)
+    _assert_nothing_written(out)
+
+
+def test_nan_in_volume(tmp_path, volume):
+    bad = volume.copy()
+    bad[3, 4, 5] = np.nan
+    np.save(tmp_path / "nan.npy", bad)
+    out = tmp_path / "out"
+    with pytest.raises(BadVolumeValues, match=r"nan\.npy.*1 NaN or Inf"):
+        shard(parse_config([tmp_path / "nan.npy"], crop=4, split="1"), out)
+    _assert_nothing_written(out)
+
+
+def test_empty_source(tmp_path):
+    np.save(tmp_path / "empty.npy", np.zeros((0, 4, 4), np.float32))
+    with pytest.raises(NoVolumeFound, match=r"empty\.npy.*empty"):
+        shard(parse_config([tmp_path / "empty.npy"], crop=4, split="1"), tmp_path / "out")
+    _assert_nothing_written(tmp_path / "out")
+
+
+def test_spots_outside_volume(tmp_path, volume):
+    np.save(tmp_path / "cells.npy", volume)
+    (tmp_path / "cells.csv").write_text("z,y,x,label\n3,4,5,1\n40,4,5,0\n")
+    with pytest.raises(PointsOutsideVolume, match=r"cells"):
+        shard(
+            parse_config([tmp_path / "cells.npy"], plan="points", crop=4, split="1"),
+            tmp_path / "out",
+        )
+    _assert_nothing_written(tmp_path / "out")
+
+
+def test_class_csv_that_labels_no_crop(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        (tmp_path / "data" / name / "raw").mkdir(parents=True)
+        tifffile.imwrite(
+            tmp_path / "data" / name / "raw" / "stack.tif",
+            rng.random((4, 8, 8)).astype(np.float32),
+            photometric="minisblack",
+        )
+    (tmp_path / "other.csv").write_text("sample,class\nx,round\ny,flat\n")
+    with pytest.raises(BadLabels, match=r"other\.csv"):
+        shard(
+            parse_config(
+                [tmp_path / "data"],
+                plan="sample",
+                crop=4,
+                classes=tmp_path / "other.csv",
+                split="1",
+            ),
+            tmp_path / "out",
+        )
+    _assert_nothing_written(tmp_path / "out")
+
+
+def test_unknown_particle_name(tmp_path):
+    from tests.shard.conftest import write_copick
+
+    root = write_copick(
+        tmp_path / "proj", particles={"ribosome": 150.0}, picks={"ferritin": [(5, 5, 5)]}
+    )
+    with pytest.raises(BadLabels, match=r"ferritin"):
+        shard(parse_config([root], plan="points", crop=4, split="1"), tmp_path / "out")
+    _assert_nothing_written(tmp_path / "out")
+
+
+def test_unusable_options_name_the_value(tmp_path):
+    with pytest.raises(ValueError, match="--plan 'tiles'"):
+        parse_config([tmp_path], plan="tiles")
+    with pytest.raises(ValueError, match="--context 'wide'"):
+        parse_config([tmp_path], context="wide")
+    with pytest.raises(ValueError, match="--shard-size 0"):
+        parse_config([tmp_path], shard_size=0)
+
+
+@pytest.mark.parametrize("processes", [False, True])
+def test_local_threads_and_processes_write_identical_shards(tmp_path, processes):
+    src = _many_sources(tmp_path, n=4)
+    config = parse_config([src], crop=8, context=1, split="1", shard_size=4)
+    a = shard(config, tmp_path / "a", workers=1).manifest
+    b = shard(config, tmp_path / "b", workers=2, processes=processes).manifest
+    assert a["splits"] == b["splits"]
+
+
+def test_distributed_cluster(tmp_path):
+    from distributed import LocalCluster
+
+    src = _many_sources(tmp_path, n=4)
+    config = parse_config([src], crop=8, context=1, split="1", shard_size=4)
+    local = shard(config, tmp_path / "local").manifest
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        remote = shard(config, tmp_path / "remote", scheduler=cluster.scheduler_address).manifest
+    assert remote["splits"] == local["splits"]
+    assert verify(tmp_path / "remote") == []
+    assert not os.path.exists(tmp_path / "remote" / ".streamvol")
