@@ -80,7 +80,17 @@ def synth(
         )
     try:
         shape = as_zyx(size) if size else None
-        path = synth_mod.make(kind, out, n=n, size=shape, seed=seed, overwrite=overwrite)
+        with _progress() as bar:
+            job = bar.add_task(f"synth {kind}", total=synth_mod.total_steps(kind, n))
+            path = synth_mod.make(
+                kind,
+                out,
+                n=n,
+                size=shape,
+                seed=seed,
+                overwrite=overwrite,
+                progress=lambda k: bar.advance(job, k),
+            )
     except (StreamvolError, ValueError, FileExistsError) as exc:
         raise _fail(exc) from None
     typer.echo(f"wrote {kind} to {path}")

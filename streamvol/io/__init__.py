@@ -3,7 +3,7 @@
 Volumes open lazily as ``dask.array`` in (z, y, x) order; labels come back as plain numpy.
 """
 
-from streamvol.io._discover import Dataset, SourceSpec, discover
+from streamvol.io._discover import Dataset, SourceSpec, discover, load_points
 from streamvol.io._labels import (
     ClassTable,
     Points,
@@ -21,6 +21,7 @@ __all__ = [
     "SourceSpec",
     "Volume",
     "discover",
+    "load_points",
     "natural_key",
     "open_mask",
     "open_volume",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,26 +15,22 @@ from streamvol.stream.decode import iter_tar
 
 
 def summary_table(manifest: dict[str, Any]) -> Table:
-    """Samples, shards and bytes per split, with per-class counts."""
-    names = manifest["class_names"]
-    table = Table(
-        title=f"{manifest['task']} shards: crop {manifest['crop']} + margin {manifest['margin']}"
-    )
-    table.add_column("split")
-    table.add_column("shards", justify="right")
-    table.add_column("samples", justify="right")
-    table.add_column("MB", justify="right")
-    for name in names:
-        table.add_column(name, justify="right")
-    for split, shards in manifest["splits"].items():
-        counts = manifest["class_counts"].get(split, {})
-        table.add_row(
-            split,
-            str(len(shards)),
-            str(sum(s["count"] for s in shards)),
-            f"{sum(s['bytes'] for s in shards) / 1e6:.1f}",
-            *(str(counts.get(n, 0)) for n in names),
-        )
+    """Per split (columns): shards, samples, MB, and the samples of each class (rows)."""
+    splits = manifest["splits"]
+    crop, margin = _zyx(manifest["crop"]), _zyx(manifest["margin"])
+    table = Table(title=f"{manifest['task']}: crop {crop} + margin {margin}")
+    table.add_column("")
+    for split in splits:
+        table.add_column(split, justify="right")
+    table.add_row("shards", *(str(len(shards)) for shards in splits.values()))
+    table.add_row("samples", *(str(sum(s["count"] for s in shards)) for shards in splits.values()))
+    table.add_row("MB", *(f"{sum(s['bytes'] for s in sh) / 1e6:.1f}" for sh in splits.values()))
+    counts = manifest["class_counts"]
+    labels = [*manifest["class_names"], "unlabelled"]
+    for name in labels:
+        row = [str(counts.get(split, {}).get(name, 0)) for split in splits]
+        if name != "unlabelled" or any(v != "0" for v in row):
+            table.add_row(name, *row, style="dim" if name == "unlabelled" else None)
     return table
 
 
@@ -61,7 +58,7 @@ def preview(folder: str | Path, png: str | Path, *, n: int = 16, split: str | No
     manifest = read_manifest(folder)
     splits = [split] if split else list(manifest["splits"])
     paths = [folder / s["name"] for sp in splits for s in manifest["splits"][sp]]
-    samples = list(itertools.islice(itertools.chain.from_iterable(map(iter_tar, paths)), n))
+    samples = _spread(itertools.chain.from_iterable(map(iter_tar, paths)), n)
     names = manifest["class_names"]
     margin = manifest["margin"]
     cols = min(len(samples), 4) or 1
@@ -101,3 +98,21 @@ def preview(folder: str | Path, png: str | Path, *, n: int = 16, split: str | No
     fig.savefig(png, dpi=100)
     plt.close(fig)
     return png
+
+
+def _spread(samples: Iterator[dict[str, Any]], n: int, *, scan: int = 50) -> list[dict[str, Any]]:
+    """Up to ``n`` samples taken round-robin over classes from the first ``scan * n`` samples."""
+    by_class: dict[int, list[dict[str, Any]]] = {}
+    for sample in itertools.islice(samples, scan * n):
+        by_class.setdefault(sample.get("cls", -1), []).append(sample)
+    queues = [by_class[k] for k in sorted(by_class)]
+    picked: list[dict[str, Any]] = []
+    while len(picked) < n and any(queues):
+        for queue in queues:
+            if queue and len(picked) < n:
+                picked.append(queue.pop(0))
+    return picked
+
+
+def _zyx(values: list[int]) -> str:
+    return "x".join(map(str, values))

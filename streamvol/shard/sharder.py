@@ -13,8 +13,9 @@ import hashlib
 import json
 import shutil
 import time
+import warnings
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,7 @@ import numpy as np
 
 from streamvol import __version__
 from streamvol.errors import BadLabels, NoVolumeFound, ShardError
-from streamvol.io import Dataset, discover, open_mask, open_volume
-from streamvol.io._discover import load_points
+from streamvol.io import Dataset, discover, load_points, open_mask, open_volume
 from streamvol.shard.manifest import (
     FORMAT,
     MANIFEST,
@@ -45,7 +45,7 @@ from streamvol.shard.plan import (
     plan_samples,
     rotation_margin,
 )
-from streamvol.shard.split import fold_crops, parse_fractions, split_crops
+from streamvol.shard.split import SplitWarning, fold_crops, parse_fractions, split_crops
 from streamvol.shard.write import Encoding, ShardRecord, ShardSource, file_sha256, write_shard
 
 PLANS = ("grid", "points", "sample")
@@ -90,7 +90,9 @@ class ShardConfig:
         if self.folds is not None and self.folds < 2:
             raise ValueError(f"--folds {self.folds}: expected at least 2 folds")
         if self.negatives < 0:
-            raise ValueError(f"--negatives {self.negatives}: expected a count >= 0")
+            raise ValueError(
+                f"--negatives {self.negatives}: expected a ratio >= 0 (background crops per point)"
+            )
         if not (self.context == "auto" or (isinstance(self.context, int) and self.context >= 0)):
             raise ValueError(f"--context {self.context!r}: expected 'auto' or a number >= 0")
 
@@ -150,9 +152,51 @@ def shard(
     """
     started = time.perf_counter()
     out = Path(out)
-    prepared = _prepare(config)
-    splits = _split(prepared.plan.crops, config)
-    jobs = _assign(splits, config.shard_size)
+    with _dask_context(workers, processes, scheduler) as client:
+        prepared = _prepare(config)
+        splits, split_warnings = _split(prepared.plan.crops, config)
+        jobs = _assign(splits, config.shard_size)
+        records = _write_all(config, prepared, jobs, out, overwrite, client, progress)
+    manifest = _manifest(config, prepared, splits, jobs, records, command, split_warnings)
+    write_json_atomic(out / MANIFEST, manifest)
+    shutil.rmtree(out / STATE, ignore_errors=True)
+    return ShardResult(
+        out=out,
+        manifest=manifest,
+        written=[name for name, _ in jobs if name not in records.skipped],
+        skipped=sorted(records.skipped),
+        seconds=time.perf_counter() - started,
+    )
+
+
+@contextlib.contextmanager
+def _dask_context(workers: int | None, processes: bool, scheduler: str | None) -> Iterator[Any]:
+    """Where every dask computation of a run goes: a distributed client, or local workers."""
+    if scheduler:
+        from distributed import Client
+
+        with Client(scheduler) as client:
+            yield client
+        return
+    with dask.config.set(scheduler="processes" if processes else "threads", num_workers=workers):
+        yield None
+
+
+class _Records(dict):
+    """Shard records by name, remembering which were already finished before this run."""
+
+    skipped: set[str]
+
+
+def _write_all(
+    config: ShardConfig,
+    prepared: _Prepared,
+    jobs: list[tuple[str, list[Crop]]],
+    out: Path,
+    overwrite: bool,
+    client: Any,
+    progress: Callable[[int, int], None] | None,
+) -> _Records:
     encoding = Encoding(
         crop=config.crop,
         margin=config.margin,
@@ -162,33 +206,19 @@ def shard(
         high=prepared.stats["p99_5"],
     )
     finished = _claim_folder(out, config, overwrite, {name for name, _ in jobs})
+    records = _Records(finished)
+    records.skipped = set(finished)
     todo = [(name, crops) for name, crops in jobs if name not in finished]
-    records = dict(finished)
     if progress:
         progress(len(finished), len(jobs))
-    for record in _run(
-        todo,
-        out,
-        prepared.sources,
-        encoding,
-        workers,
-        processes,
-        scheduler,
-        progress,
-        len(finished),
-        len(jobs),
-    ):
+
+    def done(record: ShardRecord) -> None:
         records[record.name] = record
-    manifest = _manifest(config, prepared, splits, jobs, records, command)
-    write_json_atomic(out / MANIFEST, manifest)
-    shutil.rmtree(out / STATE, ignore_errors=True)
-    return ShardResult(
-        out=out,
-        manifest=manifest,
-        written=[name for name, _ in todo],
-        skipped=sorted(finished),
-        seconds=time.perf_counter() - started,
-    )
+        if progress:
+            progress(len(records), len(jobs))
+
+    _run(todo, out, prepared.sources, encoding, client, done)
+    return records
 
 
 # --- before writing: sources, checks, plan --------------------------------------------------
@@ -312,10 +342,15 @@ def _task(config: ShardConfig, sources: dict[str, ShardSource]) -> str:
     return "classification"
 
 
-def _split(crops: Sequence[Crop], config: ShardConfig) -> dict[str, list[Crop]]:
-    if config.folds:
-        return fold_crops(crops, config.folds, seed=config.seed)
-    return split_crops(crops, config.split, seed=config.seed)
+def _split(crops: Sequence[Crop], config: ShardConfig) -> tuple[dict[str, list[Crop]], list[str]]:
+    """The splits (or folds), and the warnings of a grouping that had to fall back."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SplitWarning)
+        if config.folds:
+            splits = fold_crops(crops, config.folds, seed=config.seed)
+        else:
+            splits = split_crops(crops, config.split, seed=config.seed)
+    return splits, [str(w.message) for w in caught if issubclass(w.category, SplitWarning)]
 
 
 def _assign(splits: dict[str, list[Crop]], shard_size: int) -> list[tuple[str, list[Crop]]]:
@@ -405,57 +440,36 @@ def _run(
     out: Path,
     sources: dict[str, ShardSource],
     encoding: Encoding,
-    workers: int | None,
-    processes: bool,
-    scheduler: str | None,
-    progress: Callable[[int, int], None] | None,
-    done: int,
-    total: int,
-):
-    """Run the shard tasks on dask, yielding records as shards finish."""
-    if not todo:
-        return
+    client: Any,
+    done: Callable[[ShardRecord], None],
+) -> None:
+    """Run one dask task per shard; ``done(record)`` is called as each shard finishes."""
     used = {c.source for _, crops in todo for c in crops}
     sources = {k: v for k, v in sources.items() if k in used}
-    if scheduler:
-        from distributed import Client, as_completed
+    if client is not None:
+        from distributed import as_completed
 
-        with Client(scheduler) as client:
-            shared = client.scatter(sources, broadcast=True)
-            futures = [
-                client.submit(
-                    _task_write, out, name, crops, shared, encoding, key=f"shard-{name}", pure=False
-                )
-                for name, crops in todo
-            ]
-            for future in as_completed(futures):
-                record = future.result()
-                done += 1
-                if progress:
-                    progress(done, total)
-                yield record
+        shared = client.scatter(sources, broadcast=True)
+        futures = [
+            client.submit(_task_write, out, name, crops, shared, encoding, key=f"shard-{name}")
+            for name, crops in todo
+        ]
+        for future in as_completed(futures):
+            done(future.result())
         return
+    from dask.callbacks import Callback
+
+    class _Done(Callback):
+        def _posttask(self, key, result, dsk, state, worker_id):
+            if isinstance(result, ShardRecord):
+                done(result)
+
     # traverse=False: the sources hold lazy dask arrays that each task slices itself; dask must
     # not compute them (whole volumes) as task inputs.
     shared = dask.delayed(sources, traverse=False)
     tasks = [dask.delayed(_task_write)(out, name, crops, shared, encoding) for name, crops in todo]
-    from dask.callbacks import Callback
-
-    class _Progress(Callback):
-        def _posttask(self, key, result, dsk, state, worker_id):
-            nonlocal done
-            if isinstance(result, ShardRecord):
-                done += 1
-                if progress:
-                    progress(done, total)
-
-    with _Progress():
-        results = dask.compute(
-            *tasks,
-            scheduler="processes" if processes else "threads",
-            num_workers=workers,
-        )
-    yield from results
+    with _Done():
+        dask.compute(*tasks)
 
 
 # --- the manifest ----------------------------------------------------------------------------
@@ -468,6 +482,7 @@ def _manifest(
     jobs: list[tuple[str, list[Crop]]],
     records: dict[str, ShardRecord],
     command: str | None,
+    split_warnings: list[str],
 ) -> dict[str, Any]:
     names = prepared.plan.class_names
     voxel_sizes = {tuple(m["voxel_size"]) for m in prepared.source_meta if m["voxel_size"]}
@@ -508,7 +523,10 @@ def _manifest(
             "warnings": list(getattr(prepared.plan, "warnings", ())),
         },
         "seed": config.seed,
-        "split": {"folds": config.folds} if config.folds else {"fractions": list(config.split)},
+        "split": {
+            **({"folds": config.folds} if config.folds else {"fractions": list(config.split)}),
+            "warnings": split_warnings,
+        },
         "splits": by_split,
         "counts": {split: sum(r["count"] for r in shards) for split, shards in by_split.items()},
         "class_counts": counts,

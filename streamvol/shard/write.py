@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import tarfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -81,15 +82,23 @@ class ShardRecord:
         }
 
 
+def _clamp(box: Sequence[tuple[int, int]], shape: Sequence[int]) -> tuple[slice, ...]:
+    return tuple(slice(max(a, 0), min(b, n)) for (a, b), n in zip(box, shape, strict=True))
+
+
 def read_block(
-    volume: Volume, box: Sequence[tuple[int, int]], pad: str
+    volume: Volume, box: Sequence[tuple[int, int]], pad: str, region: Region | None = None
 ) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """Read ``box`` (per-axis [start, stop)) from a volume, padding what lies beyond its edge.
 
+    ``region`` is an already-read part of the volume to cut from when it holds the box.
     Returns the block and the per-axis (before, after) padding applied.
     """
-    inside = tuple(slice(max(a, 0), min(b, n)) for (a, b), n in zip(box, volume.shape, strict=True))
-    block = np.asarray(volume.data[inside].compute(scheduler="sync"))
+    inside = _clamp(box, volume.shape)
+    if region is not None and region.holds(inside):
+        block = region.cut(inside)
+    else:
+        block = np.asarray(volume.data[inside].compute(scheduler="sync"))
     widths = [(s.start - a, b - s.stop) for (a, b), s in zip(box, inside, strict=True)]
     if any(w for pair in widths for w in pair):
         if block.size == 0 or pad == "zero":
@@ -97,6 +106,56 @@ def read_block(
         else:
             block = np.pad(block, widths, mode="reflect" if min(block.shape) > 1 else "edge")
     return block, widths
+
+
+@dataclass(frozen=True)
+class Region:
+    """A part of a volume read once and shared by the neighbouring crops that lie in it."""
+
+    origin: tuple[int, ...]
+    data: np.ndarray
+
+    def holds(self, inside: tuple[slice, ...]) -> bool:
+        return all(
+            s.start >= o and s.stop <= o + n
+            for s, o, n in zip(inside, self.origin, self.data.shape, strict=True)
+        )
+
+    def cut(self, inside: tuple[slice, ...]) -> np.ndarray:
+        return self.data[
+            tuple(slice(s.start - o, s.stop - o) for s, o in zip(inside, self.origin, strict=True))
+        ]
+
+
+def read_region(volume: Volume, boxes: Sequence[Sequence[tuple[int, int]]]) -> Region:
+    """Read the part of ``volume`` that covers every box, once."""
+    union = [(min(b[i][0] for b in boxes), max(b[i][1] for b in boxes)) for i in range(3)]
+    inside = _clamp(union, volume.shape)
+    data = np.asarray(volume.data[inside].compute(scheduler="sync"))
+    return Region(tuple(s.start for s in inside), data)
+
+
+def group_crops(
+    crops: Sequence[Crop], encoding: Encoding, *, slack: float = 2.0
+) -> list[list[Crop]]:
+    """Runs of consecutive crops of one source whose joint box is at most ``slack`` times the
+    voxels of their own boxes: such a run is read as one region, each chunk once, and memory
+    stays bounded by the shard (scattered crops fall back to one read each)."""
+    groups: list[list[Crop]] = []
+    union: list[list[int]] = []
+    own = 0
+    size = math.prod(c + 2 * m for c, m in zip(encoding.crop, encoding.margin, strict=True))
+    for crop in crops:
+        box = crop_box(crop.centre, encoding.crop, encoding.margin)
+        if groups and groups[-1][0].source == crop.source:
+            grown = [[min(u[0], b[0]), max(u[1], b[1])] for u, b in zip(union, box, strict=True)]
+            if math.prod(b - a for a, b in grown) <= slack * (own + size):
+                groups[-1].append(crop)
+                union, own = grown, own + size
+                continue
+        groups.append([crop])
+        union, own = [list(b) for b in box], size
+    return groups
 
 
 def encode_image(block: np.ndarray, encoding: Encoding) -> np.ndarray:
@@ -110,13 +169,21 @@ def encode_image(block: np.ndarray, encoding: Encoding) -> np.ndarray:
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
-def build_sample(source: ShardSource, crop: Crop, encoding: Encoding) -> dict[str, Any]:
-    """Read and label one crop: the members of one WebDataset sample, not yet serialised."""
+def build_sample(
+    source: ShardSource,
+    crop: Crop,
+    encoding: Encoding,
+    regions: tuple[Region | None, Region | None] = (None, None),
+) -> dict[str, Any]:
+    """Read and label one crop: the members of one WebDataset sample, not yet serialised.
+
+    ``regions`` are already-read parts of the image and mask that hold this crop, if any.
+    """
     box = crop_box(crop.centre, encoding.crop, encoding.margin)
-    image, widths = read_block(source.image, box, encoding.pad)
+    image, widths = read_block(source.image, box, encoding.pad, regions[0])
     sample: dict[str, Any] = {"__key__": crop.key, "image.npy": encode_image(image, encoding)}
     if source.mask is not None:
-        mask, _ = read_block(source.mask, box, encoding.pad)
+        mask, _ = read_block(source.mask, box, encoding.pad, regions[1])
         sample["mask.npy"] = _small_int(mask)
     if source.points is not None:
         start = np.array([a for a, _ in box], dtype=np.float32)
@@ -208,7 +275,14 @@ def write_shard(
     """The dask task: read this shard's crops and write its tar."""
 
     def samples() -> Iterator[dict[str, Any]]:
-        for crop in crops:
-            yield build_sample(sources[crop.source], crop, encoding)
+        for group in group_crops(crops, encoding):
+            source = sources[group[0].source]
+            regions: tuple[Region | None, Region | None] = (None, None)
+            if len(group) > 1:
+                boxes = [crop_box(c.centre, encoding.crop, encoding.margin) for c in group]
+                mask = read_region(source.mask, boxes) if source.mask is not None else None
+                regions = (read_region(source.image, boxes), mask)
+            for crop in group:
+                yield build_sample(source, crop, encoding, regions)
 
     return write_tar(Path(path), samples())

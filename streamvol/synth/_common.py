@@ -19,16 +19,17 @@ Shape3 = tuple[int, int, int]
 def as_shape(size: int | Sequence[int] | None, default: Shape3, *, minimum: Shape3) -> Shape3:
     """Turn ``size`` (None, an int for a cube, or z, y, x) into a checked 3-tuple."""
     if size is None:
-        shape = default
+        dims: tuple[int, ...] = default
     elif isinstance(size, int | np.integer):
-        shape = (int(size),) * 3
+        dims = (int(size),) * 3
     else:
-        shape = tuple(int(s) for s in size)  # type: ignore[assignment]
-        if len(shape) != 3:
-            raise ValueError(f"size: expected an int or (z, y, x), got {tuple(size)}")
+        dims = tuple(int(s) for s in size)
+    if len(dims) != 3:
+        raise ValueError(f"size: expected an int or (z, y, x), got {size!r}")
+    shape = (dims[0], dims[1], dims[2])
     if any(s < m for s, m in zip(shape, minimum, strict=True)):
         raise ValueError(f"size: expected at least {minimum} (z, y, x), got {shape}")
-    return shape  # type: ignore[return-value]
+    return shape
 
 
 def check_n(n: int, *, minimum: int = 1) -> int:
@@ -84,7 +85,7 @@ def random_rotation(rng: np.random.Generator) -> np.ndarray:
 
 
 def local_grid(
-    centre: Sequence[float], half: Sequence[int], shape: Shape3
+    centre: Sequence[float], half: Sequence[int], shape: Sequence[int]
 ) -> tuple[tuple[slice, ...], np.ndarray]:
     """The window of ``shape`` within ``half`` voxels of ``centre`` (clipped at the borders).
 

@@ -61,15 +61,11 @@ def _ellipsoid(rng: np.random.Generator, shape: Shape3) -> tuple[np.ndarray, np.
     centre = rng.uniform(-1, 1, size=3) * np.clip(0.92 - extent, 0, None)
     half = (np.asarray(shape) - 1) / 2.0
     coords = [(np.arange(s, dtype=np.float32) - h) / h for s, h in zip(shape, half, strict=True)]
-    grid = np.stack(np.meshgrid(*coords, indexing="ij")) - centre.astype(np.float32).reshape(
-        3, 1, 1, 1
-    )
-    body = np.einsum("ji,j...->i...", rot.astype(np.float32), grid)
-    level = np.sqrt(
-        np.einsum(
-            "i...,i...->...", body / axes.reshape(3, 1, 1, 1), body / axes.reshape(3, 1, 1, 1)
-        )
-    )
+    offset = centre.astype(np.float32).reshape(3, 1, 1, 1)
+    grid = np.stack(np.meshgrid(*coords, indexing="ij")) - offset
+    body = np.einsum("ji,j...->i...", rot.astype(np.float32), grid)  # volume -> nucleus frame
+    scaled = body / axes.astype(np.float32).reshape(3, 1, 1, 1)
+    level = np.sqrt(np.einsum("i...,i...->...", scaled, scaled))
     # approximate distance to the surface in voxels of the shortest axis, 0 on the envelope
     depth = (1.0 - level) * float(axes.min() * half.min())
     return level, depth
@@ -104,7 +100,7 @@ def _texture(rng: np.random.Generator, label: int, shape: Shape3, depth: np.ndar
 
 
 def render_nucleus(
-    label: int, shape: Sequence[int] = DEFAULT_SIZE, seed: int | Sequence[int] = 0
+    label: int, shape: int | Sequence[int] = DEFAULT_SIZE, seed: int | Sequence[int] = 0
 ) -> Nucleus:
     """Draw one nucleus of class index ``label`` (into ``CLASSES``), in memory.
 
@@ -113,7 +109,7 @@ def render_nucleus(
     """
     if label not in range(len(CLASSES)):
         raise ValueError(f"label: expected one of 0..{len(CLASSES) - 1}, got {label!r}")
-    shape = as_shape(tuple(shape), DEFAULT_SIZE, minimum=MIN_SIZE)
+    shape = as_shape(shape, DEFAULT_SIZE, minimum=MIN_SIZE)
     rng = np.random.default_rng(seed)
     level, depth = _ellipsoid(rng, shape)
     mask = level <= 1.0
@@ -121,11 +117,8 @@ def render_nucleus(
     signal = _texture(rng, label, shape, depth) * soft
     signal = ndimage.gaussian_filter(signal, sigma=(1.0, 0.6, 0.6))  # widefield-ish PSF
     # uneven illumination: a smooth multiplicative ramp across the field
-    ramp = np.einsum(
-        "i,i...->...",
-        rng.normal(size=3),
-        np.indices(shape) / np.asarray(shape).reshape(3, 1, 1, 1) - 0.5,
-    )
+    unit_grid = np.indices(shape) / np.asarray(shape).reshape(3, 1, 1, 1) - 0.5
+    ramp = np.einsum("i,i...->...", rng.normal(size=3), unit_grid)
     signal *= 1.0 + 0.15 * ramp / max(np.abs(ramp).max(), 1e-6)
     level_k = MEAN_LEVEL * (1.0 + rng.uniform(-LEVEL_JITTER, LEVEL_JITTER))
     signal *= level_k / signal[mask].mean()

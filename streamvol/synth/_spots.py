@@ -58,28 +58,40 @@ def default_candidates(shape: Sequence[int]) -> int:
 
 
 def _place(rng: np.random.Generator, shape: Shape3, n: int) -> np.ndarray:
-    """Integer candidate positions inside the margins, at least ``MIN_DISTANCE`` apart."""
+    """Integer candidate positions inside the margins, closer than ``MIN_DISTANCE`` to none.
+
+    Dart throwing over a random order of all allowed voxels with a map of the voxels still
+    free, so it is exact: it fails only when no free voxel is left.
+    """
     lo = np.asarray(MARGIN)
-    hi = np.asarray(shape) - np.asarray(MARGIN)  # exclusive
-    kept = np.empty((n, 3), dtype=np.int64)
-    count = 0
-    for _ in range(64):
-        for cand in rng.integers(lo, hi, size=(max(4 * n, 256), 3)):
-            if count and np.min(np.sum((kept[:count] - cand) ** 2, axis=1)) < MIN_DISTANCE**2:
-                continue
-            kept[count] = cand
-            count += 1
-            if count == n:
-                return kept
+    region = tuple(int(s) for s in np.asarray(shape) - 2 * lo)
+    free = np.ones(region, dtype=bool)
+    r = int(np.ceil(MIN_DISTANCE)) - 1
+    off = np.mgrid[-r : r + 1, -r : r + 1, -r : r + 1]
+    ball = np.sum(off**2, axis=0) < MIN_DISTANCE**2
+    kept: list[tuple[int, int, int]] = []
+    for flat in rng.permutation(free.size).tolist():
+        c = np.unravel_index(flat, region)
+        if not free[c]:
+            continue
+        kept.append(c)
+        if len(kept) == n:
+            return np.asarray(kept, dtype=np.int64) + lo
+        a = [max(ci - r, 0) for ci in c]
+        b = [min(ci + r + 1, s) for ci, s in zip(c, region, strict=True)]
+        sub = ball[
+            tuple(slice(ai - ci + r, bi - ci + r) for ai, bi, ci in zip(a, b, c, strict=True))
+        ]
+        free[tuple(slice(ai, bi) for ai, bi in zip(a, b, strict=True))] &= ~sub
     raise ValueError(
-        f"n: cannot place {n} candidates {MIN_DISTANCE:g} voxels apart in a volume of {shape}; "
-        "ask for fewer or a larger size"
+        f"n: cannot place {n} candidates {MIN_DISTANCE:g} voxels apart in a volume of {shape} "
+        f"(room for {len(kept)} in this draw); ask for fewer or a larger size"
     )
 
 
 def _gaussian(signal: np.ndarray, centre: np.ndarray, amp: float, sigma: Sequence[float]) -> None:
     half = [int(np.ceil(3.5 * s)) for s in sigma]
-    sl, d = local_grid(centre, half, signal.shape)  # type: ignore[arg-type]
+    sl, d = local_grid(centre, half, signal.shape)
     s = np.asarray(sigma, dtype=np.float32).reshape(3, 1, 1, 1)
     signal[sl] += amp * np.exp(-0.5 * np.sum((d / s) ** 2, axis=0))
 
@@ -109,7 +121,7 @@ def _draw(rng: np.random.Generator, signal: np.ndarray, kind: str, c: np.ndarray
         _gaussian(signal, mid - direction * sep / 2, amp * rng.uniform(0.5, 1.0), sigma)
     elif kind == "blob":
         # irregular: thresholded smooth noise under a round, not z-stretched, envelope
-        sl, d = local_grid(c, (4, 6, 6), shape)  # type: ignore[arg-type]
+        sl, d = local_grid(c, (4, 6, 6), shape)
         env = np.exp(-0.5 * np.sum(d**2, axis=0) / rng.uniform(1.8, 2.6) ** 2)
         g = ndimage.gaussian_filter(rng.standard_normal(env.shape), 0.8)
         lumpy = np.clip(g / (g.std() + 1e-9) + 0.6, 0.0, None) * env
@@ -118,7 +130,7 @@ def _draw(rng: np.random.Generator, signal: np.ndarray, kind: str, c: np.ndarray
         # a ridge or a step through the candidate, reaching past the crop
         reach = rng.uniform(4.0, 6.0)
         half = int(np.ceil(3.0 * reach))
-        sl, d = local_grid(c, (half, half, half), shape)  # type: ignore[arg-type]
+        sl, d = local_grid(c, (half, half, half), shape)
         normal = rng.normal(size=3)
         normal /= np.linalg.norm(normal)
         dist = np.einsum("i,i...->...", normal.astype(np.float32), d)
@@ -130,7 +142,7 @@ def _draw(rng: np.random.Generator, signal: np.ndarray, kind: str, c: np.ndarray
         signal[sl] += SPOT_PEAK * rng.uniform(0.5, 1.0) * profile * env
     elif kind == "dim":
         # shot-noise maximum: a few hot voxels, no PSF shape
-        sl, _ = local_grid(c, (1, 1, 1), shape)  # type: ignore[arg-type]
+        sl, _ = local_grid(c, (1, 1, 1), shape)
         peak = rng.uniform(2.5, 4.5) * np.sqrt(BACKGROUND)
         hot = (
             peak
@@ -144,14 +156,14 @@ def _draw(rng: np.random.Generator, signal: np.ndarray, kind: str, c: np.ndarray
 
 
 def render_spots(
-    shape: Sequence[int] = DEFAULT_SIZE, n: int | None = None, seed: int | Sequence[int] = 0
+    shape: int | Sequence[int] = DEFAULT_SIZE, n: int | None = None, seed: int | Sequence[int] = 0
 ) -> Spots:
     """Draw one spot stack with ``n`` candidates (default scaled from 200), in memory.
 
     Deterministic for ``seed``; ``spots(out, n=n, size=shape, seed=s)`` writes
     ``render_spots(shape, n, s)``.
     """
-    shape = as_shape(tuple(shape), DEFAULT_SIZE, minimum=MIN_SIZE)
+    shape = as_shape(shape, DEFAULT_SIZE, minimum=MIN_SIZE)
     n = check_n(default_candidates(shape) if n is None else n, minimum=2)
     rng = np.random.default_rng(seed)
     coords = _place(rng, shape, n)

@@ -225,13 +225,15 @@ def particles_per_type(shape: Shape3) -> int:
     return max(1, round(PER_TYPE * float(np.prod(shape)) / float(np.prod(DEFAULT_SIZE))))
 
 
-def render_tomogram(shape: Sequence[int] = DEFAULT_SIZE, seed: int | Sequence[int] = 0) -> Tomogram:
+def render_tomogram(
+    shape: int | Sequence[int] = DEFAULT_SIZE, seed: int | Sequence[int] = 0
+) -> Tomogram:
     """Draw one synthetic tomogram and its ground truth, in memory.
 
     Deterministic for ``seed`` (anything ``np.random.default_rng`` accepts); run ``k`` of
     ``tomograms(out, seed=s)`` is ``render_tomogram(size, (s, k))``.
     """
-    shape = as_shape(tuple(shape), DEFAULT_SIZE, minimum=MIN_SIZE)
+    shape = as_shape(shape, DEFAULT_SIZE, minimum=MIN_SIZE)
     rng = np.random.default_rng(seed)
     membrane = _membrane(rng, shape)
     per_type = particles_per_type(shape)

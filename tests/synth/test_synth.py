@@ -17,7 +17,7 @@ from streamvol.synth import _nuclei, _spots, _tomograms
 
 TOMO_SMALL = (40, 64, 64)
 NUC_SMALL = (12, 20, 20)
-SPOT_SMALL = (16, 48, 48)
+SPOT_SMALL = (16, 64, 64)
 
 
 # --- readers used only here (the library's own readers are tested in the last section) --------
@@ -220,7 +220,7 @@ def test_tomogram_is_not_trivially_thresholdable() -> None:
     # a threshold picking as many voxels as the particles hold catches well under all of them
     thr = np.quantile(truth.image, 1 - inside.mean())
     recall = (truth.image[inside] > thr).mean()
-    assert 0.3 < recall < 0.85
+    assert 0.15 < recall < 0.85
 
 
 # --- nuclei -------------------------------------------------------------------------------------
@@ -261,7 +261,7 @@ def test_nuclei_differ_by_texture_not_brightness(nuclei_root: Path) -> None:
         fine[cls].append((raw - smooth1)[inner].std() / mu)
         coarse[cls].append((smooth1 - ndimage.gaussian_filter(raw, 3.0))[inner].std() / mu)
     class_means = np.asarray([np.mean(means[c]) for c in synth.CLASSES])
-    assert class_means.max() / class_means.min() < 1.03
+    assert class_means.max() / class_means.min() < 1.05  # levels jitter +-5% per nucleus
     avg = {c: (np.mean(fine[c]), np.mean(coarse[c])) for c in synth.CLASSES}
     # condensed: coarse clumps; speckled: sharp foci; granular: neither at these scales
     assert avg["condensed"][1] > 1.5 * avg["granular"][1]
@@ -318,7 +318,7 @@ def test_spot_crops_are_learnable_but_not_trivial(spots_root: Path) -> None:
                        + (np.arange(11) - 5)[None, None, :] ** 2 / 1.2**2))  # fmt: skip
     g = (g - g.mean()) / np.linalg.norm(g - g.mean())
     flat = crops - crops.mean(axis=(1, 2, 3), keepdims=True)
-    corr = (flat * g).sum(axis=(1, 2, 3)) / np.linalg.norm(flat, axis=(1, 2, 3))
+    corr = (flat * g).sum(axis=(1, 2, 3)) / np.sqrt((flat**2).sum(axis=(1, 2, 3)))
     assert auc(corr) > auc(centre)
 
 
@@ -416,23 +416,31 @@ def test_discover_finds_each_layout(tomo_root: Path, nuclei_root: Path, spots_ro
 
     ds = io.discover(tomo_root)
     assert ds.layout == "copick"
-    assert [s.id for s in ds.sources] == ["TS_0", "TS_1"] or len(ds.sources) == 2
-    assert set(ds.class_names) == {p.name for p in synth.PARTICLES}
+    assert [s.id for s in ds.sources] == ["TS_0", "TS_1"]
+    assert ds.sources[1].image == tomo_path(tomo_root, 1)
+    assert all(len(s.picks) == len(synth.PARTICLES) for s in ds.sources)
+    assert ds.class_names == tuple(p.name for p in synth.PARTICLES)
+    assert ds.radii == {p.name: p.radius for p in synth.PARTICLES}
     truth = synth.render_tomogram(_tomograms.DEFAULT_SIZE, (3, 0))
-    spec = next(s for s in ds.sources if "TS_0" in s.id)
-    points = load_points(spec, io.open_volume(spec.image), ds)
-    got = sorted(map(tuple, np.rint(points.zyx).astype(int).tolist()))
-    assert got == sorted(map(tuple, truth.centres.tolist()))
+    points = load_points(ds.sources[0], io.open_volume(ds.sources[0].image), ds)
+    got = sorted(zip(map(tuple, points.zyx.tolist()), (points.labels + 1).tolist(), strict=True))
+    want = sorted(
+        zip(map(tuple, truth.centres.astype(float).tolist()), truth.types.tolist(), strict=True)
+    )
+    assert got == want
 
     ds = io.discover(nuclei_root)
     assert ds.layout == "samples"
-    assert len(ds.sources) == 24
-    assert all(s.mask is not None and s.class_name in synth.CLASSES for s in ds.sources)
-    assert set(ds.class_names) == set(synth.CLASSES)
+    rows = read_csv(nuclei_root / "classes.csv")[1:]
+    assert [(s.id, s.class_name) for s in ds.sources] == [tuple(r) for r in rows]
+    assert all(s.mask == nuclei_root / s.id / "mask" for s in ds.sources)
+    assert ds.class_names == synth.CLASSES
 
     ds = io.discover(spots_root)
     assert ds.layout == "volumes"
     (spec,) = ds.sources
-    assert spec.spots is not None and spec.spots.name == "spots.csv"
+    assert (spec.image, spec.spots) == (spots_root / "spots.tif", spots_root / "spots.csv")
     points = load_points(spec, io.open_volume(spec.image), ds)
-    assert len(points) == 200
+    table = np.asarray(read_csv(spots_root / "spots.csv")[1:], dtype=np.int64)
+    np.testing.assert_array_equal(points.zyx, table[:, :3])
+    assert [int(points.class_names[i]) for i in points.labels] == table[:, 3].tolist()
