@@ -43,7 +43,7 @@ def main(
 
 def _fail(exc: Exception) -> typer.Exit:
     """Report a user-facing error in one line, without a traceback."""
-    console.print(f"[bold red]error:[/] {exc}", highlight=False)
+    console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
     return typer.Exit(code=1)
 
 
@@ -245,7 +245,7 @@ def inspect(
         if verify:
             problems = run_verify(shards)
             for problem in problems:
-                console.print(f"[red]{problem}[/]", highlight=False)
+                console.print(f"[red]{problem}[/]", highlight=False, soft_wrap=True)
             if problems:
                 raise typer.Exit(code=1)
             out.print(f"verified: every shard of {shards} matches the manifest")

@@ -9,6 +9,7 @@ shards whose sha256 matches their record and rewrites the rest.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -284,6 +285,9 @@ def _prepare(config: ShardConfig) -> _Prepared:
         )
     if not plan.crops:
         raise ShardError(f"the {config.plan} plan made no crops from {', '.join(config.sources)}")
+    shift = len(plan.class_names) - len(class_names)  # 1 when the planner added "background"
+    if shift:
+        sources = {k: _shift_point_classes(v, shift) for k, v in sources.items()}
     return _Prepared(
         dataset_roots=tuple(str(d.root) for d in datasets),
         sources=sources,
@@ -292,6 +296,15 @@ def _prepare(config: ShardConfig) -> _Prepared:
         task=_task(config, sources),
         stats=stats,
     )
+
+
+def _shift_point_classes(source: ShardSource, shift: int) -> ShardSource:
+    """Renumber point classes to the plan's class names (class 0 then being "background")."""
+    if source.points is None:
+        return source
+    points = source.points.copy()
+    points[:, 3] += shift
+    return dataclasses.replace(source, points=points)
 
 
 def _merge_class_names(datasets: Sequence[Dataset]) -> tuple[str, ...]:

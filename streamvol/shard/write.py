@@ -229,35 +229,54 @@ def _member_bytes(suffix: str, value: Any) -> bytes:
     return str(value).encode()
 
 
+class _HashingFile:
+    """A write-only file that hashes what passes through, so a shard is never read back."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        return self.raw.write(data)
+
+    def tell(self) -> int:
+        return self.size
+
+
 def write_tar(path: Path, samples: Iterable[dict[str, Any]]) -> ShardRecord:
     """Write samples to ``path`` atomically; return the shard's record (count, size, sha256)."""
     partial = path.with_name(path.name + ".partial")
     keys: list[str] = []
     offsets: list[int] = []
-    with (
-        open(partial, "wb") as raw,
-        tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar,
-    ):
-        for sample in samples:
-            key = sample["__key__"]
-            if "." in key:
-                raise ValueError(f"sample key {key!r} holds a dot; WebDataset would cut it there")
-            keys.append(key)
-            offsets.append(tar.offset)
-            for suffix, value in sample.items():
-                if suffix == "__key__":
-                    continue
-                data = _member_bytes(suffix, value)
-                info = tarfile.TarInfo(f"{key}.{suffix}")
-                info.size, info.mtime, info.mode = len(data), MTIME, 0o644
-                info.uname = info.gname = "streamvol"
-                tar.addfile(info, io.BytesIO(data))
-    with open(partial, "rb+") as raw:
+    with open(partial, "wb") as raw:
+        out = _HashingFile(raw)
+        with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:  # type: ignore[call-overload]
+            tar.copybufsize = 2**22
+            for sample in samples:
+                key = sample["__key__"]
+                if "." in key:
+                    raise ValueError(
+                        f"sample key {key!r} holds a dot; WebDataset would cut it there"
+                    )
+                keys.append(key)
+                offsets.append(tar.offset)
+                for suffix, value in sample.items():
+                    if suffix == "__key__":
+                        continue
+                    data = _member_bytes(suffix, value)
+                    info = tarfile.TarInfo(f"{key}.{suffix}")
+                    info.size, info.mtime, info.mode = len(data), MTIME, 0o644
+                    info.uname = info.gname = "streamvol"
+                    tar.addfile(info, io.BytesIO(data))
+        raw.flush()
         os.fsync(raw.fileno())
-    digest = file_sha256(partial)
-    size = partial.stat().st_size
     os.replace(partial, path)
-    return ShardRecord(path.name, len(keys), size, digest, tuple(keys), tuple(offsets))
+    return ShardRecord(
+        path.name, len(keys), out.size, out.digest.hexdigest(), tuple(keys), tuple(offsets)
+    )
 
 
 def file_sha256(path: Path) -> str:

@@ -1,0 +1,74 @@
+"""Safe decoding: only .npy without pickles, .json, .cls and text; bad tars are named."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import tarfile
+
+import numpy as np
+import pytest
+
+from streamvol.errors import ShardError, UnsafeMember
+from streamvol.stream.decode import decode_member, iter_tar
+
+
+def _tar(path, members):
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _npy(array):
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=True)
+    return buffer.getvalue()
+
+
+def test_round_trip_of_every_safe_member(tmp_path):
+    image = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    path = _tar(
+        tmp_path / "ok.tar",
+        [
+            ("a_z1_y2_x3.image.npy", _npy(image)),
+            ("a_z1_y2_x3.cls", b"2\n"),
+            ("a_z1_y2_x3.json", b'{"source": "a"}'),
+            ("b_z0_y0_x0.image.npy", _npy(image + 1)),
+            ("b_z0_y0_x0.txt", b"note"),
+        ],
+    )
+    samples = list(iter_tar(path))
+    assert [s["__key__"] for s in samples] == ["a_z1_y2_x3", "b_z0_y0_x0"]
+    assert np.array_equal(samples[0]["image.npy"], image)
+    assert samples[0]["cls"] == 2 and samples[0]["json"] == {"source": "a"}
+    assert samples[1]["txt"] == "note"
+
+
+@pytest.mark.parametrize("suffix", ["pyd", "pickle", "pth", "pt", "exe"])
+def test_unsafe_members_are_refused_by_name(tmp_path, suffix):
+    path = _tar(tmp_path / "evil.tar", [(f"k_z0_y0_x0.{suffix}", pickle.dumps({"x": 1}))])
+    with pytest.raises(UnsafeMember, match=rf"evil\.tar key k_z0_y0_x0.*\.{suffix}"):
+        list(iter_tar(path))
+
+
+def test_object_npy_is_never_unpickled(tmp_path):
+    payload = _npy(np.array([{"x": 1}], dtype=object))
+    path = _tar(tmp_path / "obj.tar", [("k_z0_y0_x0.image.npy", payload)])
+    with pytest.raises(ShardError, match=r"obj\.tar key k_z0_y0_x0.*corrupt"):
+        list(iter_tar(path))
+
+
+def test_truncated_tar_is_named(tmp_path):
+    big = np.zeros((32, 32, 32), np.float32)
+    path = _tar(tmp_path / "cut.tar", [(f"k{i}_z0_y0_x0.image.npy", _npy(big)) for i in range(3)])
+    path.write_bytes(path.read_bytes()[:200_000])
+    with pytest.raises(ShardError, match=r"cut\.tar"):
+        list(iter_tar(path))
+
+
+def test_decode_member_rejects_garbage_cls():
+    with pytest.raises(ShardError, match="corrupt"):
+        decode_member("cls", b"two", where="x.tar key k")
