@@ -162,8 +162,8 @@ def report(rows: list[dict], path: Path) -> None:
             f"| {r['format']} | {r['scale']}x | {'x'.join(map(str, r['shape']))} | "
             f"{r['source_mb']:.0f} | {r['read_mb_s']:.0f} | {r['shard_mb_s']:.0f} | "
             f"{r['shard_mb_s'] / r['read_mb_s']:.2f} | "
-            f"{r['shard_out_mb'] / r['source_mb'] * r['shard_mb_s']:.0f} | {r['read_rss_mb']:.0f} | "
-            f"{r['shard_rss_mb']:.0f} |"
+            f"{r['shard_out_mb'] / r['source_mb'] * r['shard_mb_s']:.0f} | "
+            f"{r['read_rss_mb']:.0f} | {r['shard_rss_mb']:.0f} |"
         )
     with open(path, "a") as f:
         f.write("\n".join(lines) + "\n")
