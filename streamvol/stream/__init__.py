@@ -1,1 +1,25 @@
-"""stream: see DESIGN.md."""
+"""Streaming loader: exact, deterministic, resumable epochs over WebDataset shards."""
+
+from streamvol.stream.dataset import (
+    Prepare,
+    StreamDataset,
+    key_hash,
+    merge_state_dicts,
+    open_shards,
+    sample_rng,
+)
+from streamvol.stream.loader import StreamLoader, collate, loader
+from streamvol.stream.prefetch import DevicePrefetcher
+
+__all__ = [
+    "DevicePrefetcher",
+    "Prepare",
+    "StreamDataset",
+    "StreamLoader",
+    "collate",
+    "key_hash",
+    "loader",
+    "merge_state_dicts",
+    "open_shards",
+    "sample_rng",
+]

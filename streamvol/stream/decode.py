@@ -46,24 +46,49 @@ def decode_member(suffix: str, data: bytes, *, where: str = "") -> Any:
     )
 
 
-def iter_tar(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Yield decoded samples (dicts keyed by member suffix plus ``__key__``) from a local tar."""
-    path = Path(path)
+def iter_samples(
+    fileobj: Any, where: str, *, limit: int | None = None, first_key: str | None = None
+) -> Iterator[dict[str, Any]]:
+    """Decode samples from a tar stream positioned at a member header.
+
+    Stops after ``limit`` samples; ``first_key`` checks the stream starts where the index says.
+    Truncation and corruption raise ``ShardError`` naming ``where``.
+    """
     sample: dict[str, Any] = {}
+    done = 0
     try:
-        with tarfile.open(path, mode="r|") as tar:
+        with tarfile.open(fileobj=fileobj, mode="r|") as tar:
             for member in tar:
                 if not member.isfile():
                     continue
                 key, suffix = split_name(member.name)
                 if sample and key != sample["__key__"]:
                     yield sample
+                    done += 1
                     sample = {}
+                    if limit is not None and done >= limit:
+                        return
+                if not sample and first_key is not None and done == 0 and key != first_key:
+                    raise ShardError(
+                        f"{where}: expected sample {first_key!r} at this offset, found {key!r}; "
+                        "the shard does not match its manifest"
+                    )
                 handle = tar.extractfile(member)
                 data = handle.read() if handle else b""
+                if len(data) != member.size:
+                    raise ShardError(f"{where}: truncated member {member.name}")
                 sample.setdefault("__key__", key)
-                sample[suffix] = decode_member(suffix, data, where=f"{path} key {key}")
-    except tarfile.TarError as exc:
-        raise ShardError(f"{path}: truncated or corrupt tar: {exc}") from exc
+                sample[suffix] = decode_member(suffix, data, where=f"{where} key {key}")
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise ShardError(f"{where}: truncated or corrupt tar: {exc}") from exc
     if sample:
         yield sample
+        done += 1
+    if limit is not None and done < limit:
+        raise ShardError(f"{where}: expected {limit} samples, found {done}; truncated shard?")
+
+
+def iter_tar(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Yield decoded samples (dicts keyed by member suffix plus ``__key__``) from a local tar."""
+    with open(path, "rb") as f:
+        yield from iter_samples(f, str(path))

@@ -1,0 +1,104 @@
+"""Who reads what in an epoch: a pure function of (shard counts, seed, epoch, rank, worker).
+
+The epoch's samples are the shards' samples in a shard order drawn from (seed, epoch). Each rank
+takes a contiguous, balanced slice of that list, padded to the same length on every rank with
+weight-0 copies; each worker takes a contiguous, balanced slice of what its rank has not yet
+consumed. So every sample is read exactly once per epoch, whatever the number of ranks and
+workers, also inside shards shared by several readers (they seek to member offsets).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+SHARD_ORDER = 0x5A4D  # stream ids, so the loader's draws never coincide with augmentation's
+SHUFFLE_BUFFER = 0x5B0F
+
+
+def loader_rng(*words: int) -> np.random.Generator:
+    """A generator keyed by integers (seed, epoch, ...): never global, never time-based."""
+    return np.random.default_rng(
+        np.random.SeedSequence([int(w) & 0xFFFFFFFFFFFFFFFF for w in words])
+    )
+
+
+@dataclass(frozen=True)
+class RankPlan:
+    """One rank's samples for one epoch, in reading order (padding last)."""
+
+    shard: np.ndarray  # (n,) index into the shard list
+    local: np.ndarray  # (n,) sample index inside that shard
+    weight: np.ndarray  # (n,) float32: 1, or 0 for padding
+
+    def __len__(self) -> int:
+        return len(self.shard)
+
+
+def balanced(n: int, parts: int, part: int) -> slice:
+    """The ``part``-th of ``parts`` contiguous slices of ``range(n)``; sizes differ by at most 1."""
+    return slice(part * n // parts, (part + 1) * n // parts)
+
+
+def per_rank(total: int, world_size: int) -> int:
+    """Samples every rank yields per epoch (padding included)."""
+    return -(-total // world_size) if total else 0
+
+
+def rank_plan(
+    counts: Sequence[int],
+    *,
+    seed: int,
+    epoch: int,
+    shuffle: bool,
+    rank: int = 0,
+    world_size: int = 1,
+) -> RankPlan:
+    """The samples ``rank`` reads in ``epoch``; every rank gets ``per_rank(total, world_size)``."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside world size {world_size}")
+    counts = np.asarray(counts, dtype=np.int64)
+    order = np.arange(len(counts))
+    if shuffle:
+        order = loader_rng(seed, epoch, SHARD_ORDER).permutation(len(counts))
+    shard = np.repeat(order, counts[order])
+    local = np.concatenate([np.arange(counts[s]) for s in order]) if len(order) else shard
+    total = len(shard)
+    span = balanced(total, world_size, rank)
+    n = per_rank(total, world_size)
+    real = np.arange(span.start, span.stop)
+    pad = (span.stop + np.arange(n - len(real))) % max(total, 1)
+    take = np.concatenate([real, pad]).astype(np.int64)
+    weight = np.concatenate([np.ones(len(real)), np.zeros(len(pad))]).astype(np.float32)
+    return RankPlan(shard[take], local[take], weight)
+
+
+def worker_positions(remaining: np.ndarray, worker: int, num_workers: int) -> np.ndarray:
+    """The positions (into the rank plan) one worker reads: a contiguous share of ``remaining``."""
+    return remaining[balanced(len(remaining), num_workers, worker)]
+
+
+@dataclass(frozen=True)
+class Run:
+    """Consecutive samples of one shard: read by one seek and one sequential pass."""
+
+    shard: int
+    start: int  # first sample index inside the shard
+    positions: np.ndarray  # their positions in the rank plan
+
+    @property
+    def count(self) -> int:
+        return len(self.positions)
+
+
+def runs(plan: RankPlan, positions: np.ndarray) -> Iterator[Run]:
+    """Group positions into runs of consecutive samples of the same shard."""
+    if not len(positions):
+        return
+    shard = plan.shard[positions]
+    local = plan.local[positions]
+    breaks = np.flatnonzero((np.diff(shard) != 0) | (np.diff(local) != 1)) + 1
+    for chunk in np.split(np.arange(len(positions)), breaks):
+        yield Run(int(shard[chunk[0]]), int(local[chunk[0]]), positions[chunk])

@@ -1,0 +1,164 @@
+"""Where the samples of a shard set are: shard URLs, sample counts and member byte offsets.
+
+A shard folder's manifest already records every shard's keys and offsets; tars given without a
+manifest are indexed by reading their headers once. Any fsspec URL works (``s3://``,
+``file://``, ...); plain paths are local files.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import tarfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+
+from streamvol.errors import ShardError
+from streamvol.stream.decode import split_name
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """One tar: its URL, and per sample its key and the byte offset of its first member."""
+
+    url: str
+    keys: tuple[str, ...]
+    offsets: tuple[int, ...]
+    size: int | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.keys)
+
+    @classmethod
+    def from_record(cls, url: str, rec: dict[str, Any]) -> ShardInfo:
+        """From a manifest's shard record (keys, offsets, bytes)."""
+        return cls(url, tuple(rec["keys"]), tuple(rec["offsets"]), rec["bytes"])
+
+
+@dataclass(frozen=True)
+class ShardSet:
+    """The shards an epoch reads, in a fixed order, plus the manifest when there is one."""
+
+    shards: tuple[ShardInfo, ...]
+    manifest: dict[str, Any] | None = field(default=None, compare=False)
+
+    @property
+    def total(self) -> int:
+        return sum(s.count for s in self.shards)
+
+
+def open_file(url: str) -> Any:
+    """Open a local path or any fsspec URL for binary reading (seekable)."""
+    return fsspec.open(url, "rb").open()
+
+
+def _join(base: str, name: str) -> str:
+    if "://" in base:
+        return posixpath.join(base.rstrip("/"), name)
+    return str(fsspec.core.strip_protocol(base)).rstrip("/") + "/" + name
+
+
+def _exists(url: str) -> bool:
+    fs, path = fsspec.core.url_to_fs(url)
+    return fs.exists(path)
+
+
+def read_manifest_url(folder: str) -> dict[str, Any] | None:
+    """The manifest of a shard folder (local or URL), or None when there is none."""
+    url = _join(folder, "manifest.json")
+    if not _exists(url):
+        return None
+    with open_file(url) as f:
+        try:
+            return json.loads(f.read())
+        except json.JSONDecodeError as exc:
+            raise ShardError(f"{url}: corrupt manifest: {exc}") from exc
+
+
+def split_names(manifest: dict[str, Any], split: str, folds: Sequence[int] | None) -> list[str]:
+    """The manifest's splits that ``split`` / ``folds`` select, checked to exist."""
+    wanted = [f"fold{k}" for k in folds] if folds is not None else [split]
+    missing = [name for name in wanted if name not in manifest["splits"]]
+    if missing:
+        raise ShardError(
+            f"split(s) {', '.join(missing)} not in this shard set; "
+            f"it has {', '.join(manifest['splits'])}"
+        )
+    return wanted
+
+
+def index_tar(url: str) -> ShardInfo:
+    """Index a tar without a manifest by reading its member headers once."""
+    keys: list[str] = []
+    offsets: list[int] = []
+    try:
+        with open_file(url) as f, tarfile.open(fileobj=f, mode="r:") as tar:
+            for member in tar.getmembers():
+                key, _ = split_name(member.name)
+                if not keys or keys[-1] != key:
+                    keys.append(key)
+                    offsets.append(member.offset)
+            f.seek(tar.offset)
+            end = f.read(2 * tarfile.BLOCKSIZE)
+    except (tarfile.TarError, OSError) as exc:
+        raise ShardError(f"{url}: not a readable tar shard: {exc}") from exc
+    if end != bytes(2 * tarfile.BLOCKSIZE):
+        raise ShardError(
+            f"{url}: truncated tar (no end-of-archive marker after {len(keys)} samples)"
+        )
+    return ShardInfo(url, tuple(keys), tuple(offsets))
+
+
+def resolve(
+    source: str | Sequence[str], *, split: str = "train", folds: Sequence[int] | None = None
+) -> ShardSet:
+    """Turn a shard folder, a list of tars, or a brace pattern into an ordered ``ShardSet``."""
+    if isinstance(source, str | bytes) or hasattr(source, "__fspath__"):
+        source = str(source)
+        if not source.endswith(".tar") and "{" not in source:
+            manifest = read_manifest_url(source)
+            if manifest is None:
+                raise ShardError(
+                    f"{source}: no manifest.json; expected a shard folder written by "
+                    "`streamvol shard`, tar paths, or a brace pattern like "
+                    "train-{000000..000009}.tar"
+                )
+            shards = [
+                ShardInfo.from_record(_join(source, rec["name"]), rec)
+                for name in split_names(manifest, split, folds)
+                for rec in manifest["splits"][name]
+            ]
+            return ShardSet(tuple(shards), manifest)
+        import braceexpand
+
+        urls = list(braceexpand.braceexpand(source))
+    else:
+        urls = [str(u) for u in source]
+    if not urls:
+        raise ShardError("no shard given; expected a folder, tar paths or a brace pattern")
+    return ShardSet(tuple(_index_with_manifest(urls)), None)
+
+
+def _index_with_manifest(urls: list[str]) -> list[ShardInfo]:
+    """Index tars, taking keys and offsets from their folder's manifest when it lists them."""
+    infos = []
+    manifests: dict[str, dict[str, dict[str, Any]]] = {}
+    for url in urls:
+        folder, name = posixpath.split(url)
+        if folder not in manifests:
+            manifest = read_manifest_url(folder or ".")
+            manifests[folder] = (
+                {rec["name"]: rec for shards in manifest["splits"].values() for rec in shards}
+                if manifest
+                else {}
+            )
+        rec = manifests[folder].get(name)
+        if rec is not None:
+            infos.append(ShardInfo.from_record(url, rec))
+        else:
+            infos.append(index_tar(url))
+    return infos

@@ -1,0 +1,124 @@
+"""``streamvol.loader``: a DataLoader over a ``StreamDataset`` with the right collate, worker
+setup, exact length, and resume (it records which samples reached the trainer)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from streamvol.stream.dataset import StreamDataset
+from streamvol.stream.epoch import balanced
+
+
+def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Stack samples into a batch; points are padded to the longest with ``points_count``."""
+    first = samples[0]
+    for sample in samples[1:]:
+        if sample.keys() != first.keys():
+            raise ValueError(
+                f"samples {first['__key__']} and {sample['__key__']} carry different members "
+                f"({sorted(first)} vs {sorted(sample)}); a batch needs one kind"
+            )
+    batch: dict[str, Any] = {
+        "__key__": [s["__key__"] for s in samples],
+        "__pos__": torch.tensor([s["__pos__"] for s in samples], dtype=torch.int64),
+        "__epoch__": first["__epoch__"],
+        "weight": torch.tensor([s["weight"] for s in samples], dtype=torch.float32),
+        "image": torch.stack([s["image"] for s in samples]),
+    }
+    if "label" in first:
+        batch["label"] = torch.tensor([s["label"] for s in samples], dtype=torch.int64)
+    if "mask" in first:
+        batch["mask"] = torch.stack([s["mask"] for s in samples])
+    if "points" in first:
+        counts = [len(s["points"]) for s in samples]
+        points = torch.zeros((len(samples), max(counts, default=0), 4), dtype=torch.float32)
+        for i, s in enumerate(samples):
+            points[i, : counts[i]] = s["points"]
+        batch["points"] = points
+        batch["points_count"] = torch.tensor(counts, dtype=torch.int64)
+    if "params" in first:
+        from streamvol.augment import stack_params
+
+        batch["params"] = stack_params([s["params"] for s in samples])
+    return batch
+
+
+def worker_init(_: int) -> None:
+    """One thread per loader worker: the workers are the parallelism, no oversubscription."""
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        import numba
+
+        numba.set_num_threads(1)
+    except (ImportError, ValueError):
+        pass
+
+
+class StreamLoader:
+    """Batches from a ``StreamDataset``; knows its exact length and can resume mid-epoch."""
+
+    def __init__(
+        self,
+        dataset: StreamDataset,
+        batch_size: int,
+        num_workers: int = 0,
+        *,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = True,
+        prefetch_factor: int | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size}: expected at least 1")
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        pin = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            collate_fn=collate,
+            worker_init_fn=worker_init if num_workers else None,
+            persistent_workers=persistent_workers and num_workers > 0,
+            pin_memory=pin,
+            prefetch_factor=prefetch_factor if num_workers else None,
+        )
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        self.dataset.begin_pass()
+        for batch in self.loader:
+            self.dataset.mark_consumed(batch["__pos__"].tolist())
+            yield batch
+
+    def __len__(self) -> int:
+        """Batches in what remains of the epoch (a full epoch when nothing was consumed)."""
+        remaining = len(self.dataset.remaining) or len(self.dataset)
+        workers = max(self.num_workers, 1)
+        sizes = [balanced(remaining, workers, w) for w in range(workers)]
+        return int(sum(-(-(s.stop - s.start) // self.batch_size) for s in sizes))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.dataset.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.dataset.load_state_dict(state)
+
+
+def loader(
+    dataset: StreamDataset,
+    batch_size: int,
+    num_workers: int = 0,
+    **options: Any,
+) -> StreamLoader:
+    """A DataLoader for ``dataset``: collate with padded points, one thread per worker,
+    persistent workers, pinned memory when CUDA is there; ``len()`` is exact."""
+    return StreamLoader(dataset, batch_size, num_workers, **options)

@@ -1,0 +1,72 @@
+"""``DevicePrefetcher``: move batches to the device one step ahead, and augment them there.
+
+On CUDA it copies pinned tensors with ``non_blocking`` on a side stream while the trainer works
+on the previous batch, and applies the GPU augmentation backend on that stream. On a CPU device
+it is a pass-through (still applying the augmentation when the workers only decoded).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+
+
+def _to(batch: dict[str, Any], device: torch.device, non_blocking: bool) -> dict[str, Any]:
+    out = {}
+    for name, value in batch.items():
+        movable = isinstance(value, torch.Tensor) or (name == "params" and hasattr(value, "to"))
+        out[name] = value.to(device, non_blocking=non_blocking) if movable else value
+    return out
+
+
+class DevicePrefetcher:
+    """Iterate batches on ``device``; with ``augment`` (a spec using the GPU backend) and
+    batches that carry ``params``, apply it on the device with the manifest normalisation."""
+
+    def __init__(
+        self,
+        batches: Iterable[dict[str, Any]],
+        device: str | torch.device = "cuda",
+        *,
+        offset: float = 0.0,
+        scale: float = 1.0,
+    ) -> None:
+        self.batches = batches
+        self.device = torch.device(device)
+        self.offset = offset
+        self.scale = scale
+        self.cuda = self.device.type == "cuda" and torch.cuda.is_available()
+
+    def __len__(self) -> int:
+        return len(self.batches)  # type: ignore[arg-type]
+
+    def _finish(self, batch: dict[str, Any]) -> dict[str, Any]:
+        if "params" in batch:
+            from streamvol.augment import apply_gpu
+
+            params = batch.pop("params")
+            done = apply_gpu(batch, params, offset=self.offset, scale=self.scale)
+            batch.update(done)
+        return batch
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        if not self.cuda:
+            for batch in self.batches:
+                yield self._finish(_to(batch, self.device, False))
+            return
+        stream = torch.cuda.Stream(device=self.device)
+        pending = None
+        for batch in self.batches:
+            with torch.cuda.stream(stream):
+                ready = self._finish(_to(batch, self.device, True))
+            if pending is not None:
+                yield pending
+            torch.cuda.current_stream(self.device).wait_stream(stream)
+            for value in ready.values():
+                if isinstance(value, torch.Tensor):
+                    value.record_stream(torch.cuda.current_stream(self.device))
+            pending = ready
+        if pending is not None:
+            yield pending
