@@ -33,7 +33,7 @@ from streamvol.stream.epoch import (
     runs,
     worker_positions,
 )
-from streamvol.stream.index import ShardSet, open_file, resolve
+from streamvol.stream.index import ShardSet, resolve
 
 log = logging.getLogger(__name__)
 STATE_VERSION = 1
@@ -59,7 +59,7 @@ def read_runs(
     for run in runs(plan, positions):
         info = shards.shards[run.shard]
         try:
-            with open_file(info.url) as f:
+            with shards.open(info.url) as f:
                 f.seek(info.offsets[run.start])
                 stream = iter_samples(f, info.url, limit=run.count, first_key=info.keys[run.start])
                 for sample, pos in zip(stream, run.positions, strict=False):
@@ -373,17 +373,19 @@ def open_shards(
     normalize: bool | tuple[float, float] = True,
     on_error: str = "raise",
     shuffle_buffer: int = 256,
+    storage_options: dict[str, Any] | None = None,
 ) -> StreamDataset:
     """Open a shard set for streaming: a folder (its manifest), tar paths, a brace pattern or URLs.
 
     Yields dicts with ``__key__``, ``image`` (float32, 1 x D x H x W, normalised by the
     manifest's mean and std unless ``normalize`` says otherwise), ``label``, ``mask``, ``points``
     (as present) and ``weight`` (0 for padding). Rank and world size come from
-    ``torch.distributed`` when it is initialised, else from the arguments.
+    ``torch.distributed`` when it is initialised, else from the arguments. ``storage_options``
+    go to fsspec (for example ``{"client_kwargs": {"endpoint_url": ...}}`` for ``s3://``).
     """
     if augment_device not in ("cpu", "gpu"):
         raise ValueError(f"augment_device={augment_device!r}: expected 'cpu' or 'gpu'")
-    shards = resolve(source, split=split, folds=folds)
+    shards = resolve(source, split=split, folds=folds, storage=storage_options)
     dist = _distributed()
     if dist is not None and rank is None and world_size is None:
         rank, world_size = dist

@@ -41,19 +41,26 @@ class ShardInfo:
 
 @dataclass(frozen=True)
 class ShardSet:
-    """The shards an epoch reads, in a fixed order, plus the manifest when there is one."""
+    """The shards an epoch reads, in a fixed order, plus the manifest when there is one.
+
+    ``storage`` holds fsspec storage options (credentials, endpoint) for remote URLs.
+    """
 
     shards: tuple[ShardInfo, ...]
     manifest: dict[str, Any] | None = field(default=None, compare=False)
+    storage: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def open(self, url: str) -> Any:
+        return open_file(url, self.storage)
 
     @property
     def total(self) -> int:
         return sum(s.count for s in self.shards)
 
 
-def open_file(url: str) -> Any:
+def open_file(url: str, storage: dict[str, Any] | None = None) -> Any:
     """Open a local path or any fsspec URL for binary reading (seekable)."""
-    return fsspec.open(url, "rb").open()
+    return fsspec.open(url, "rb", **(storage or {})).open()
 
 
 def _join(base: str, name: str) -> str:
@@ -62,17 +69,18 @@ def _join(base: str, name: str) -> str:
     return str(fsspec.core.strip_protocol(base)).rstrip("/") + "/" + name
 
 
-def _exists(url: str) -> bool:
-    fs, path = fsspec.core.url_to_fs(url)
+def _exists(url: str, storage: dict[str, Any]) -> bool:
+    fs, path = fsspec.core.url_to_fs(url, **storage)
     return fs.exists(path)
 
 
-def read_manifest_url(folder: str) -> dict[str, Any] | None:
+def read_manifest_url(folder: str, storage: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The manifest of a shard folder (local or URL), or None when there is none."""
+    storage = storage or {}
     url = _join(folder, "manifest.json")
-    if not _exists(url):
+    if not _exists(url, storage):
         return None
-    with open_file(url) as f:
+    with open_file(url, storage) as f:
         try:
             return json.loads(f.read())
         except json.JSONDecodeError as exc:
@@ -91,12 +99,12 @@ def split_names(manifest: dict[str, Any], split: str, folds: Sequence[int] | Non
     return wanted
 
 
-def index_tar(url: str) -> ShardInfo:
+def index_tar(url: str, storage: dict[str, Any] | None = None) -> ShardInfo:
     """Index a tar without a manifest by reading its member headers once."""
     keys: list[str] = []
     offsets: list[int] = []
     try:
-        with open_file(url) as f, tarfile.open(fileobj=f, mode="r:") as tar:
+        with open_file(url, storage) as f, tarfile.open(fileobj=f, mode="r:") as tar:
             for member in tar.getmembers():
                 key, _ = split_name(member.name)
                 if not keys or keys[-1] != key:
@@ -114,13 +122,18 @@ def index_tar(url: str) -> ShardInfo:
 
 
 def resolve(
-    source: str | Sequence[str], *, split: str = "train", folds: Sequence[int] | None = None
+    source: str | Sequence[str],
+    *,
+    split: str = "train",
+    folds: Sequence[int] | None = None,
+    storage: dict[str, Any] | None = None,
 ) -> ShardSet:
     """Turn a shard folder, a list of tars, or a brace pattern into an ordered ``ShardSet``."""
+    storage = dict(storage or {})
     if isinstance(source, str | bytes) or hasattr(source, "__fspath__"):
         source = str(source)
         if not source.endswith(".tar") and "{" not in source:
-            manifest = read_manifest_url(source)
+            manifest = read_manifest_url(source, storage)
             if manifest is None:
                 raise ShardError(
                     f"{source}: no manifest.json; expected a shard folder written by "
@@ -132,7 +145,7 @@ def resolve(
                 for name in split_names(manifest, split, folds)
                 for rec in manifest["splits"][name]
             ]
-            return ShardSet(tuple(shards), manifest)
+            return ShardSet(tuple(shards), manifest, storage)
         import braceexpand
 
         urls = list(braceexpand.braceexpand(source))
@@ -140,17 +153,17 @@ def resolve(
         urls = [str(u) for u in source]
     if not urls:
         raise ShardError("no shard given; expected a folder, tar paths or a brace pattern")
-    return ShardSet(tuple(_index_with_manifest(urls)), None)
+    return ShardSet(tuple(_index_with_manifest(urls, storage)), None, storage)
 
 
-def _index_with_manifest(urls: list[str]) -> list[ShardInfo]:
+def _index_with_manifest(urls: list[str], storage: dict[str, Any]) -> list[ShardInfo]:
     """Index tars, taking keys and offsets from their folder's manifest when it lists them."""
     infos = []
     manifests: dict[str, dict[str, dict[str, Any]]] = {}
     for url in urls:
         folder, name = posixpath.split(url)
         if folder not in manifests:
-            manifest = read_manifest_url(folder or ".")
+            manifest = read_manifest_url(folder or ".", storage)
             manifests[folder] = (
                 {rec["name"]: rec for shards in manifest["splits"].values() for rec in shards}
                 if manifest
@@ -160,5 +173,5 @@ def _index_with_manifest(urls: list[str]) -> list[ShardInfo]:
         if rec is not None:
             infos.append(ShardInfo.from_record(url, rec))
         else:
-            infos.append(index_tar(url))
+            infos.append(index_tar(url, storage))
     return infos
