@@ -113,7 +113,13 @@ def shard(
         str,
         typer.Option(help="Margin kept around each crop: auto (free rotation + max shift) or N."),
     ] = "auto",
-    max_shift: Annotated[int, typer.Option(help="Largest augmentation shift, in voxels.")] = 0,
+    augment: Annotated[
+        str,
+        typer.Option(
+            help="Augmentation the shards are for (preset or file): sizes --context auto."
+        ),
+    ] = "default",
+    max_shift: Annotated[int, typer.Option(help="Extra shift margin, in voxels.")] = 0,
     stride: Annotated[str | None, typer.Option(help="Grid step (default: the crop size).")] = None,
     negatives: Annotated[
         float, typer.Option(help="Background crops per point (points plan), away from every point.")
@@ -163,6 +169,7 @@ def shard(
             plan=plan,
             crop=crop,
             context=context,
+            augment=augment,
             max_shift=max_shift,
             stride=stride,
             negatives=negatives,
@@ -257,26 +264,212 @@ def inspect(
 
 @app.command()
 def train(
-    shards: Annotated[Path, typer.Argument(help="A shard folder (holding manifest.json).")],
+    shards: Annotated[str, typer.Argument(help="A shard folder or URL (holding manifest.json).")],
+    model: Annotated[
+        str, typer.Option(help="Model name (see --help of streamvol.models) or auto.")
+    ] = "auto",
+    epochs: Annotated[int, typer.Option(help="Epochs to train.")] = 20,
+    batch_size: Annotated[int, typer.Option(help="Samples per batch.")] = 16,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-3,
+    weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = 1e-4,
+    optimizer: Annotated[str, typer.Option(help="adamw | sgd.")] = "adamw",
+    schedule: Annotated[str, typer.Option(help="cosine | step | plateau | none.")] = "cosine",
+    warmup: Annotated[int, typer.Option(help="Warmup epochs (linear).")] = 1,
+    clip: Annotated[float | None, typer.Option(help="Gradient norm clip (0 = off).")] = 1.0,
+    amp: Annotated[
+        str, typer.Option(help="auto (bf16 on GPU, off on CPU) | off | bf16 | fp16.")
+    ] = "auto",
+    ema: Annotated[float | None, typer.Option(help="EMA decay of the weights, e.g. 0.999.")] = None,
+    loss: Annotated[
+        str,
+        typer.Option(
+            help="auto | ce | focal | dice | tversky | ce+dice | focal+dice | ce+tversky."
+        ),
+    ] = "auto",
+    class_weights: Annotated[
+        bool, typer.Option(help="Weight classes by the manifest's counts.")
+    ] = True,
+    augment: Annotated[
+        str, typer.Option(help="Preset (none, flips, default, cryoet) or a TOML/YAML file.")
+    ] = "default",
+    augment_device: Annotated[
+        str, typer.Option(help="cpu (loader workers) | gpu (on the batch).")
+    ] = "cpu",
+    early_stopping: Annotated[
+        int | None, typer.Option(help="Stop after N epochs without gain.")
+    ] = None,
+    metric: Annotated[str, typer.Option(help="Validation metric for best.pt (auto).")] = "auto",
+    train_split: Annotated[str, typer.Option(help="Training split.")] = "train",
+    val_split: Annotated[str, typer.Option(help="Validation split ('' for none).")] = "val",
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    workers: Annotated[int, typer.Option(help="Loader worker processes.")] = 2,
+    seed: Annotated[int, typer.Option(help="Seed of weights, order and augmentation.")] = 0,
+    compile: Annotated[bool, typer.Option(help="torch.compile the model.")] = False,
+    channels_last: Annotated[bool, typer.Option(help="channels_last_3d memory format.")] = False,
+    name: Annotated[str | None, typer.Option(help="Run name (default: the model name).")] = None,
+    runs: Annotated[Path, typer.Option(help="Folder of run folders.")] = Path("runs"),
+    resume: Annotated[bool, typer.Option(help="Continue the run in runs/NAME exactly.")] = False,
 ) -> None:
-    """Train a 3D model on a shard set with fresh augmentation every epoch."""
-    raise _not_built("train", "issue 6")
+    """Train a 3D model on a shard set with fresh augmentation every epoch.
+
+    Writes runs/NAME/: config.json, metrics.jsonl, best.pt, last.pt, report.json and PNG plots.
+    """
+    from streamvol.train import TrainConfig, Trainer
+
+    try:
+        config = TrainConfig(
+            shards=shards,
+            model=model,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            optimizer=optimizer,
+            schedule=schedule,
+            warmup=warmup,
+            clip=clip or None,
+            amp=amp,
+            ema=ema,
+            loss=loss,
+            class_weights=class_weights,
+            augment=augment,
+            augment_device=augment_device,
+            early_stopping=early_stopping,
+            metric=metric,
+            train_split=train_split,
+            val_split=val_split or None,
+            device=device,
+            workers=workers,
+            seed=seed,
+            compile=compile,
+            channels_last=channels_last,
+        )
+        run_dir = runs / (name or (model if model != "auto" else "run"))
+        trainer = Trainer(config, run_dir, resume=resume)
+        report = _fit(trainer)
+    except (StreamvolError, ValueError, FileNotFoundError) as exc:
+        raise _fail(exc) from None
+    _print_report(report, run_dir)
+
+
+def _fit(trainer) -> dict:
+    out = Console()
+    with _progress() as bar:
+        job = bar.add_task(f"epoch {trainer.epoch + 1}", total=trainer.steps_per_epoch)
+
+        def on_epoch(values: dict) -> None:
+            shown = {k: v for k, v in values.items() if isinstance(v, float)}
+            out.print(
+                f"epoch {values['epoch']}/{trainer.config.epochs} "
+                + " ".join(f"{k} {v:.4g}" for k, v in shown.items()),
+                highlight=False,
+            )
+            bar.reset(
+                job, total=trainer.steps_per_epoch, description=f"epoch {values['epoch'] + 1}"
+            )
+
+        return trainer.fit(
+            on_epoch=on_epoch,
+            progress=lambda done, total: bar.update(job, completed=done, total=total),
+        )
+
+
+def _print_report(report: dict, run_dir: Path) -> None:
+    out = Console()
+    keys = ("accuracy", "balanced_accuracy", "f1", "roc_auc", "average_precision", "dice", "iou")
+    shown = {k: report[k] for k in keys if isinstance(report.get(k), float)}
+    split = report.get("split", "val")
+    out.print(f"{split}: " + ", ".join(f"{k} {v:.3f}" for k, v in shown.items()), highlight=False)
+    for label, path in report.get("plots", {}).items():
+        out.print(f"  {label}: {path}", highlight=False)
+    out.print(f"run: {run_dir}", highlight=False)
 
 
 @app.command()
 def evaluate(
     run: Annotated[Path, typer.Argument(help="A run folder written by `streamvol train`.")],
+    split: Annotated[str, typer.Option(help="Split to score.")] = "test",
+    tta: Annotated[
+        bool, typer.Option(help="Average the 8 axis flips (test-time augmentation).")
+    ] = False,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda.")] = None,
 ) -> None:
     """Score a trained run on a split: metrics, ROC and PR curves, confusion matrices."""
-    raise _not_built("evaluate", "issue 6")
+    from streamvol.train import evaluate as run_evaluate
+
+    try:
+        report = run_evaluate(run, split=split, tta=tta, device=device)
+    except (StreamvolError, ValueError, FileNotFoundError) as exc:
+        raise _fail(exc) from None
+    _print_report(report, run)
 
 
 @app.command()
 def predict(
     run: Annotated[Path, typer.Argument(help="A run folder written by `streamvol train`.")],
+    out: Annotated[Path, typer.Option(help="CSV to write.")] = Path("predictions.csv"),
+    split: Annotated[str, typer.Option(help="Split of the shard set to predict.")] = "test",
+    shards: Annotated[str | None, typer.Option(help="Other shards (default: the run's).")] = None,
+    tta: Annotated[bool, typer.Option(help="Average the 8 axis flips.")] = False,
 ) -> None:
-    """Apply a trained model to shards or volumes and write its predictions."""
-    raise _not_built("predict", "issue 6")
+    """Apply a trained model to shards and write each sample's scores and class as CSV."""
+    from streamvol.train.evaluate import predict_run
+
+    try:
+        path = predict_run(run, out, split=split, shards=shards, tta=tta)
+    except (StreamvolError, ValueError, FileNotFoundError) as exc:
+        raise _fail(exc) from None
+    Console().print(f"wrote {path}")
+
+
+@app.command()
+def cv(
+    shards: Annotated[str, typer.Argument(help="A shard folder written with --folds K.")],
+    model: Annotated[str, typer.Option(help="Model name or auto.")] = "auto",
+    folds: Annotated[int | None, typer.Option(help="Folds to use (default: all).")] = None,
+    epochs: Annotated[int, typer.Option(help="Epochs per fold.")] = 20,
+    batch_size: Annotated[int, typer.Option(help="Samples per batch.")] = 16,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-3,
+    augment: Annotated[str, typer.Option(help="Augmentation preset or file.")] = "default",
+    workers: Annotated[int, typer.Option(help="Loader worker processes.")] = 2,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    name: Annotated[str | None, typer.Option(help="Run name (default: cv-MODEL).")] = None,
+    runs: Annotated[Path, typer.Option(help="Folder of run folders.")] = Path("runs"),
+) -> None:
+    """K-fold cross-validation over fold shards: a mean +- std table and all folds' ROC curves."""
+    from streamvol.metrics import format_table
+    from streamvol.train import TrainConfig
+    from streamvol.train.cv import cross_validate
+
+    run_dir = runs / (name or f"cv-{model}")
+    try:
+        config = TrainConfig(
+            shards=shards,
+            model=model,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            augment=augment,
+            workers=workers,
+            seed=seed,
+            device=device,
+        )
+        result = cross_validate(
+            config,
+            run_dir,
+            folds=folds,
+            on_fold=lambda k, r: console.print(
+                f"fold {k}: balanced accuracy {r.get('balanced_accuracy')}"
+            ),
+        )
+    except (StreamvolError, ValueError, FileNotFoundError) as exc:
+        raise _fail(exc) from None
+    out = Console()
+    out.print(format_table(result["summary"]))
+    for label, path in result["plots"].items():
+        out.print(f"{label}: {path}")
+    out.print(f"report: {run_dir / 'cv_report.json'}")
 
 
 @app.command()
@@ -295,7 +488,7 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of the synthetic data and splits.")] = 0,
     workers: Annotated[int | None, typer.Option(help="Local dask workers.")] = None,
 ) -> None:
-    """Run the main job end to end on built-in synthetic data (synth, shard, verify, preview)."""
+    """Run the main job end to end on built-in synthetic data: synth, shard, train, evaluate."""
     from streamvol.demo import run_demo
     from streamvol.shard.inspect import summary_table
 
@@ -310,3 +503,5 @@ def demo(
         out_console.print(summary_table(result.shards.manifest))
         out_console.print(f"{result.kind}: shards {result.shards.out}, preview {result.preview}")
     out_console.print("verified: every shard matches its manifest")
+    trained = next(r for r in results if r.report is not None)
+    _print_report(trained.report, trained.run)

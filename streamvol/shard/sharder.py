@@ -44,7 +44,6 @@ from streamvol.shard.plan import (
     plan_grid,
     plan_points,
     plan_samples,
-    rotation_margin,
 )
 from streamvol.shard.split import SplitWarning, fold_crops, parse_fractions, split_crops
 from streamvol.shard.write import Encoding, ShardRecord, ShardSource, file_sha256, write_shard
@@ -64,6 +63,7 @@ class ShardConfig:
     plan: str = "grid"
     crop: tuple[int, int, int] = (64, 64, 64)
     context: str | int = "auto"
+    augment: str = "default"
     max_shift: int = 0
     stride: tuple[int, int, int] | None = None
     negatives: float = 0.0
@@ -99,9 +99,15 @@ class ShardConfig:
 
     @property
     def margin(self) -> tuple[int, int, int]:
-        if self.context == "auto":
-            return rotation_margin(self.crop, self.max_shift)
-        return (int(self.context),) * 3
+        """``auto``: what the augmentation the shards are meant for needs (free rotation for the
+        ``default`` preset: ceil(c (sqrt(3) - 1) / 2) a side), plus ``max_shift``; else N."""
+        if self.context != "auto":
+            return (int(self.context),) * 3
+        from streamvol.train.setup import augment_spec
+
+        spec = augment_spec(self.augment)
+        need = spec.margin(self.crop) if spec is not None else (0, 0, 0)
+        return tuple(m + self.max_shift for m in need)  # type: ignore[return-value]
 
     def digest(self) -> str:
         payload = json.dumps(asdict(self), sort_keys=True, default=str)

@@ -1,1 +1,8 @@
-"""train: see DESIGN.md."""
+"""Trainers: the loop, losses, EMA, checkpoints, evaluation and cross-validation."""
+
+from streamvol.train.checkpoint import load_checkpoint, save_checkpoint
+from streamvol.train.config import TrainConfig
+from streamvol.train.evaluate import evaluate
+from streamvol.train.loop import RunError, Trainer
+
+__all__ = ["RunError", "TrainConfig", "Trainer", "evaluate", "load_checkpoint", "save_checkpoint"]

@@ -1,0 +1,292 @@
+"""PNG plots of a run: training curves, ROC and PR curves, confusion matrices, CV ROC.
+
+Figures are made with ``matplotlib.figure.Figure`` and the Agg canvas, never through
+``pyplot``: no global figure registry to leak into, nothing to close, safe beside a GUI
+backend. Each function writes ``path`` atomically (``.partial`` then rename), creates its
+folder, and returns the path.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
+
+from streamvol.errors import ShapeMismatch
+from streamvol.metrics._arrays import as_numpy, check_labels, check_scores, sample_mask
+
+NOT_METRICS = frozenset({"epoch", "step", "lr", "learning_rate", "time", "seconds", "elapsed"})
+"""History keys that are bookkeeping, not metrics, left out of the default metric panel."""
+
+
+def plot_history(
+    history: Sequence[Mapping[str, Any]],
+    path: str | os.PathLike[str],
+    *,
+    metrics: Sequence[str] | None = None,
+    title: str | None = None,
+) -> Path:
+    """Loss curves (every key containing ``loss``) and metric curves, one point per epoch.
+
+    ``history`` is the list of per-epoch dicts (the lines of ``metrics.jsonl``); the x axis
+    is their ``epoch`` value, else 1, 2, ... . A key missing from some epochs leaves gaps.
+    ``metrics`` picks the metric keys; by default every numeric key that is not a loss and
+    not bookkeeping (:data:`NOT_METRICS`).
+    """
+    if not history:
+        raise ValueError("history: expected at least one epoch, got an empty list")
+    keys = list(dict.fromkeys(k for row in history for k, v in row.items() if _is_number(v)))
+    losses = [k for k in keys if "loss" in k]
+    if metrics is None:
+        metrics = [k for k in keys if "loss" not in k and k not in NOT_METRICS]
+    else:
+        unknown = [k for k in metrics if k not in keys]
+        if unknown:
+            raise ValueError(f"metrics: {unknown} appear in no epoch; numeric keys are {keys}")
+    x = [row["epoch"] if _is_number(row.get("epoch")) else i + 1 for i, row in enumerate(history)]
+    panels = [(name, ks) for name, ks in (("loss", losses), ("metric", list(metrics))) if ks]
+    if not panels:
+        raise ValueError("history: no numeric key to plot")
+    fig = _figure(figsize=(6.0 * len(panels), 4.2))
+    for i, (ylabel, ks) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        for k in ks:
+            y = [float(row[k]) if _is_number(row.get(k)) else math.nan for row in history]
+            ax.plot(x, y, marker="o", markersize=3, label=k)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_roc(
+    y_true: Any,
+    scores: Any,
+    path: str | os.PathLike[str],
+    *,
+    class_names: Sequence[str],
+    weights: Any = None,
+) -> Path:
+    """ROC curve (binary) or one-vs-rest ROC curves (multi-class), AUC in the legend.
+
+    Inputs as :func:`streamvol.metrics.classification_report`; a class whose curve is
+    undefined (no positive or no negative in ``y_true``) is listed as such in the legend.
+    """
+    fig = _figure(figsize=(5.5, 5.0))
+    ax = fig.add_subplot(1, 1, 1)
+    for name, positive, score, w in _one_vs_rest(y_true, scores, class_names, weights):
+        if positive.all() or not positive.any():
+            ax.plot([], [], " ", label=f"{name}: undefined (one outcome only)")
+            continue
+        fpr, tpr, _ = roc_curve(positive, score, sample_weight=w)
+        ax.plot(fpr, tpr, label=f"{name} (AUC {auc(fpr, tpr):.3f})")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8, label="chance")
+    _axes(ax, "false positive rate", "true positive rate", "ROC")
+    return _save(fig, path)
+
+
+def plot_pr(
+    y_true: Any,
+    scores: Any,
+    path: str | os.PathLike[str],
+    *,
+    class_names: Sequence[str],
+    weights: Any = None,
+) -> Path:
+    """Precision-recall curve (binary) or one-vs-rest curves, average precision in the legend."""
+    fig = _figure(figsize=(5.5, 5.0))
+    ax = fig.add_subplot(1, 1, 1)
+    for name, positive, score, w in _one_vs_rest(y_true, scores, class_names, weights):
+        if not positive.any():
+            ax.plot([], [], " ", label=f"{name}: undefined (no positive)")
+            continue
+        precision, recall, _ = precision_recall_curve(positive, score, sample_weight=w)
+        ap = average_precision_score(positive, score, sample_weight=w)
+        line = ax.step(recall, precision, where="post", label=f"{name} (AP {ap:.3f})")[0]
+        prevalence = np.average(positive, weights=w)
+        ax.axhline(prevalence, linestyle=":", linewidth=0.8, color=line.get_color())
+    _axes(ax, "recall", "precision", "precision-recall (dotted: prevalence)")
+    return _save(fig, path)
+
+
+def plot_confusion_matrix(
+    matrix: Any,
+    path: str | os.PathLike[str],
+    *,
+    class_names: Sequence[str],
+) -> Path:
+    """Raw and row-normalised confusion matrix side by side, every cell annotated.
+
+    ``matrix`` (C, C) has true classes in rows and predictions in columns, as
+    ``classification_report(...)["confusion_matrix"]``.
+    """
+    cm = as_numpy(matrix, "matrix").astype(np.float64)
+    n = len(class_names)
+    if cm.shape != (n, n):
+        raise ShapeMismatch(f"matrix: expected ({n}, {n}) for {n} class names, got {cm.shape}")
+    rows = cm.sum(axis=1, keepdims=True)
+    norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    integer = bool(np.all(cm == np.round(cm)))
+    side = max(4.0, 0.6 * n + 2.5)
+    fig = _figure(figsize=(2 * side + 1.0, side))
+    for i, (data, title, fmt) in enumerate(
+        ((cm, "counts", ".0f" if integer else ".2f"), (norm, "normalised by true class", ".2f"))
+    ):
+        ax = fig.add_subplot(1, 2, i + 1)
+        vmax = 1.0 if i else max(float(cm.max()), 1.0)
+        image = ax.imshow(data, cmap="Blues", vmin=0.0, vmax=vmax)
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+        for (r, c), value in np.ndenumerate(data):
+            dark = value > 0.5 * vmax
+            ax.text(
+                c,
+                r,
+                format(value, fmt),
+                ha="center",
+                va="center",
+                color="white" if dark else "black",
+                fontsize="small",
+            )
+        ax.set_xticks(range(n), labels=list(class_names), rotation=45, ha="right")
+        ax.set_yticks(range(n), labels=list(class_names))
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_cv_roc(
+    y_trues: Sequence[Any],
+    scores: Sequence[Any],
+    path: str | os.PathLike[str],
+    *,
+    class_names: Sequence[str],
+    weights: Sequence[Any] | None = None,
+) -> Path:
+    """Every fold's ROC curve on one plot, with the mean curve and a +-1 std band (ddof=1).
+
+    One ``y_true`` and one ``scores`` array per fold, as for :func:`plot_roc`. Multi-class
+    folds are drawn as micro-averaged one-vs-rest curves (every (sample, class) pair one
+    binary decision). The mean interpolates each fold's TPR on a common FPR grid.
+    """
+    if len(y_trues) != len(scores) or not y_trues:
+        raise ShapeMismatch(
+            f"scores: expected one array per fold ({len(y_trues)}), got {len(scores)}"
+        )
+    if weights is not None and len(weights) != len(y_trues):
+        raise ShapeMismatch(f"weights: expected one array per fold, got {len(weights)}")
+    grid = np.linspace(0.0, 1.0, 201)
+    tprs, aucs = [], []
+    fig = _figure(figsize=(5.5, 5.0))
+    ax = fig.add_subplot(1, 1, 1)
+    for k, (y, s) in enumerate(zip(y_trues, scores, strict=True)):
+        positive, score, w = _micro(y, s, class_names, None if weights is None else weights[k])
+        if positive.all() or not positive.any():
+            ax.plot([], [], " ", label=f"fold {k + 1}: undefined (one outcome only)")
+            continue
+        fpr, tpr, _ = roc_curve(positive, score, sample_weight=w)
+        aucs.append(auc(fpr, tpr))
+        ax.plot(fpr, tpr, linewidth=0.9, alpha=0.5, label=f"fold {k + 1} (AUC {aucs[-1]:.3f})")
+        interp = np.interp(grid, fpr, tpr)
+        interp[0] = 0.0
+        tprs.append(interp)
+    if tprs:
+        mean, std = np.mean(tprs, axis=0), _std(tprs)
+        mean[-1] = 1.0
+        ax.plot(
+            grid,
+            mean,
+            color="black",
+            linewidth=2.0,
+            label=f"mean (AUC {np.mean(aucs):.3f} ± {_std(aucs):.3f})",
+        )
+        ax.fill_between(
+            grid,
+            np.clip(mean - std, 0, 1),
+            np.clip(mean + std, 0, 1),
+            color="grey",
+            alpha=0.25,
+            label="± 1 std",
+        )
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
+    _axes(ax, "false positive rate", "true positive rate", "ROC, cross-validation folds")
+    return _save(fig, path)
+
+
+def _std(values: Any) -> Any:
+    """Sample standard deviation over folds (axis 0), as ``summarise_folds`` reports it."""
+    values = np.asarray(values, dtype=np.float64)
+    return np.std(values, axis=0, ddof=1) if len(values) > 1 else np.zeros(values.shape[1:])
+
+
+def _figure(figsize: tuple[float, float]) -> Figure:
+    fig = Figure(figsize=figsize, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    fig.savefig(partial, format="png", dpi=120)
+    os.replace(partial, out)
+    return out
+
+
+def _axes(ax: Any, xlabel: str, ylabel: str, title: str) -> None:
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right" if "ROC" in title else "lower left", fontsize="small")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
+
+
+def _inputs(
+    y_true: Any, scores: Any, class_names: Sequence[str], weights: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Labels, (N, C) class scores and weights, padding rows dropped."""
+    y = as_numpy(y_true, "y_true").reshape(-1)
+    n_classes = len(class_names)
+    s = check_scores(as_numpy(scores, "scores"), n_classes, len(y))
+    y = check_labels(y, n_classes)
+    keep, w = sample_mask(weights, len(y))
+    y, s = y[keep], s[keep]
+    if n_classes == 2:
+        s = np.stack([1.0 - s, s], axis=1)
+    return y, s, w
+
+
+def _one_vs_rest(
+    y_true: Any, scores: Any, class_names: Sequence[str], weights: Any
+) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray | None]]:
+    """(name, is-this-class, score, weights) per curve: the positive class only when binary."""
+    y, s, w = _inputs(y_true, scores, class_names, weights)
+    classes = [1] if len(class_names) == 2 else range(len(class_names))
+    return [(str(class_names[k]), y == k, s[:, k], w) for k in classes]
+
+
+def _micro(
+    y_true: Any, scores: Any, class_names: Sequence[str], weights: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    y, s, w = _inputs(y_true, scores, class_names, weights)
+    if len(class_names) == 2:
+        return y == 1, s[:, 1], w
+    onehot = y[:, None] == np.arange(len(class_names))[None, :]
+    return onehot.ravel(), s.ravel(), None if w is None else np.repeat(w, len(class_names))

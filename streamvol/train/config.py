@@ -1,0 +1,101 @@
+"""``TrainConfig``: every choice of a training run, saved as ``config.json`` in its run folder."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "step", "plateau", "none")
+AMP = ("auto", "off", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
+TASKS = ("auto", "classification", "segmentation")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What to train, on what, and how. ``auto`` values are resolved from the manifest."""
+
+    shards: str
+    model: str = "auto"
+    model_options: dict[str, Any] | None = None
+    task: str = "auto"
+    epochs: int = 20
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    optimizer: str = "adamw"
+    momentum: float = 0.9
+    schedule: str = "cosine"
+    warmup: int = 1
+    step_size: int = 10
+    gamma: float = 0.1
+    clip: float | None = 1.0
+    amp: str = "auto"
+    ema: float | None = None
+    loss: str = "auto"
+    class_weights: bool = True
+    augment: str = "default"
+    augment_device: str = "cpu"
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    early_stopping: int | None = None
+    metric: str = "auto"
+    train_split: str = "train"
+    val_split: str | None = "val"
+    train_folds: tuple[int, ...] | None = None
+    val_folds: tuple[int, ...] | None = None
+    device: str = "auto"
+    workers: int = 2
+    seed: int = 0
+    compile: bool = False
+    channels_last: bool = False
+    sweep_threshold: bool = True
+    max_steps_per_epoch: int | None = None
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (
+            ("optimizer", self.optimizer, OPTIMIZERS),
+            ("schedule", self.schedule, SCHEDULES),
+            ("amp", self.amp, AMP),
+            ("device", self.device, DEVICES),
+            ("task", self.task, TASKS),
+            ("augment_device", self.augment_device, ("cpu", "gpu")),
+        ):
+            if value not in allowed:
+                raise ValueError(
+                    f"--{name.replace('_', '-')} {value!r}: expected one of {', '.join(allowed)}"
+                )
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)}: expected >= 1")
+        if self.lr <= 0:
+            raise ValueError(f"--lr {self.lr}: expected a positive learning rate")
+        if self.early_stopping is not None and self.early_stopping < 1:
+            raise ValueError(f"--early-stopping {self.early_stopping}: expected a patience >= 1")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, payload: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(payload) - known)
+        if unknown:
+            raise ValueError(f"config.json: unknown keys {unknown}")
+        data = dict(payload)
+        for name in ("train_folds", "val_folds"):
+            if data.get(name) is not None:
+                data[name] = tuple(data[name])
+        return cls(**data)
+
+    def save(self, path: Path) -> None:
+        from streamvol.shard.manifest import write_json_atomic
+
+        write_json_atomic(path, self.to_json())
+
+    @classmethod
+    def load(cls, path: Path) -> TrainConfig:
+        return cls.from_json(json.loads(Path(path).read_text()))

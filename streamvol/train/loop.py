@@ -1,0 +1,332 @@
+"""The training loop: fresh augmentation every epoch, weighted losses that ignore padding,
+AMP on a GPU, EMA, best and last checkpoints written atomically, exact resume.
+
+A run folder ``runs/<name>/`` holds ``config.json``, ``metrics.jsonl`` (one line per epoch),
+``best.pt``, ``last.pt``, ``report.json`` and PNG plots.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from streamvol.errors import StreamvolError
+from streamvol.shard.manifest import write_json_atomic
+from streamvol.stream import DevicePrefetcher, loader
+from streamvol.train import setup
+from streamvol.train.checkpoint import load_checkpoint, save_checkpoint
+from streamvol.train.config import TrainConfig
+from streamvol.train.ema import EMA
+
+
+class RunError(StreamvolError, ValueError):
+    """A run folder that cannot be started or resumed as asked."""
+
+
+@dataclass
+class EpochLog:
+    """What the loop reports after each epoch (also the lines of ``metrics.jsonl``)."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+def _mix(batch: dict[str, Any], augment: Any, num_classes: int, rng: np.random.Generator) -> Any:
+    """Soft targets after the spec's batch-level MixUp / CutMix, or None when neither applies."""
+    if augment is None or (augment.mixup.alpha <= 0 and augment.cutmix.alpha <= 0):
+        return None
+    from streamvol.augment import mix_batch
+
+    return mix_batch(batch, augment, num_classes, rng)
+
+
+class Trainer:
+    """Train ``config`` into ``run_dir``; ``fit()`` returns the final report."""
+
+    def __init__(self, config: TrainConfig, run_dir: str | Path, *, resume: bool = False) -> None:
+        self._base(config, run_dir)
+        self.augment = setup.make_augment(config)
+        self._check_margin()
+        self._claim(resume)
+        self.step_model = torch.compile(self.model) if config.compile else self.model
+        self.train_set = setup.make_dataset(config, train=True, augment=self.augment)
+        self.train_loader = loader(self.train_set, config.batch_size, config.workers)
+        steps = len(self.train_loader)
+        if config.max_steps_per_epoch:
+            steps = min(steps, config.max_steps_per_epoch)
+        self.steps_per_epoch = max(steps, 1)
+        self.optimizer = setup.make_optimizer(config, self.model)
+        self.schedule = setup.make_schedule(config, self.optimizer, self.steps_per_epoch)
+        self.plateau = (
+            torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, mode="max", patience=2)
+            if config.schedule == "plateau"
+            else None
+        )
+        self.scaler = torch.amp.GradScaler(enabled=self.amp == torch.float16)
+        self.ema = EMA(self.model, config.ema) if config.ema else None
+        self.metric = self._metric_name()
+        self.epoch = 0
+        self.best: float | None = None
+        self.stale = 0
+        if resume and (self.run_dir / "last.pt").is_file():
+            self._restore(load_checkpoint(self.run_dir / "last.pt", self.device))
+
+    def _base(self, config: TrainConfig, run_dir: str | Path) -> None:
+        """What training and evaluation share: manifest, task, device, model, loss."""
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.manifest = setup.manifest_of(config.shards)
+        self.task = setup.resolve_task(config, self.manifest)
+        self.device = setup.resolve_device(config)
+        self.amp = setup.amp_dtype(config, self.device)
+        torch.manual_seed(config.seed)  # the initial weights are a function of the seed
+        self.model = setup.build_model(config, self.task).to(self.device)
+        if config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last_3d)
+        self.loss_fn = setup.make_loss_fn(config, self.task)
+        self.ema = None
+        self.history = []
+
+    @classmethod
+    def for_evaluation(cls, config: TrainConfig, run_dir: str | Path) -> Trainer:
+        """A trainer holding a finished run's best weights, for evaluation and prediction."""
+        trainer = cls.__new__(cls)
+        trainer._base(config, run_dir)
+        best = load_checkpoint(trainer.run_dir / "best.pt", trainer.device)
+        trainer.model.load_state_dict(best["model"])
+        if best.get("ema"):
+            trainer.ema = EMA(trainer.model, best["ema"]["decay"])
+            trainer.ema.load_state_dict(best["ema"])
+        trainer.history = json.loads(best["history"])
+        return trainer
+
+    # --- setup ---------------------------------------------------------------------------
+
+    def _check_margin(self) -> None:
+        if self.augment is None:
+            return
+        need = self.augment.margin(self.task.crop)
+        have = tuple(self.manifest["margin"])
+        if any(n > h for n, h in zip(need, have, strict=True)):
+            raise RunError(
+                f"{self.config.shards}: shards keep a margin of {have} voxels but augment "
+                f"{self.config.augment!r} needs {need}; reshard with --context auto (or a larger "
+                "--context), or choose --augment flips"
+            )
+
+    def _claim(self, resume: bool) -> None:
+        config_path = self.run_dir / "config.json"
+        if config_path.is_file():
+            previous = TrainConfig.load(config_path)
+            if not resume:
+                raise RunError(
+                    f"{self.run_dir}: a run already lives here; pass --resume to continue it "
+                    "or choose another --name"
+                )
+            if previous != self.config:
+                raise RunError(
+                    f"{self.run_dir}: --resume with a different configuration; "
+                    "resume with the same options"
+                )
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.config.save(config_path)
+
+    def _metric_name(self) -> str:
+        if self.config.metric != "auto":
+            return self.config.metric
+        return "dice" if self.task.kind == "segmentation" else "balanced_accuracy"
+
+    # --- state ---------------------------------------------------------------------------
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "plateau": self.plateau.state_dict() if self.plateau else None,
+            "scaler": self.scaler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema else None,
+            "loader": self.train_loader.state_dict(),
+            "epoch": self.epoch,
+            "best": self.best,
+            "stale": self.stale,
+            "history": json.dumps(self.history),
+            "rng": torch.get_rng_state(),
+            "task": {"kind": self.task.kind, "class_names": list(self.task.class_names)},
+        }
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        if self.plateau and state["plateau"]:
+            self.plateau.load_state_dict(state["plateau"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema and state["ema"]:
+            self.ema.load_state_dict(state["ema"])
+        self.train_loader.load_state_dict(state["loader"])
+        self.epoch = int(state["epoch"])
+        self.best = state["best"]
+        self.stale = int(state["stale"])
+        self.history = json.loads(state["history"])
+        torch.set_rng_state(state["rng"])
+
+    # --- steps ---------------------------------------------------------------------------
+
+    def _target(self, batch: dict[str, Any]) -> torch.Tensor:
+        return batch["mask"] if self.task.kind == "segmentation" else batch["label"]
+
+    def _forward(self, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        ctx = (
+            torch.autocast(self.device.type, dtype=self.amp)
+            if self.amp is not None
+            else contextlib.nullcontext()
+        )
+        with ctx:
+            return model(x)
+
+    def _batches(self, batches: Any) -> Iterator[dict[str, Any]]:
+        stats = self.manifest.get("stats", {})
+        std = max(stats.get("std", 1.0), 1e-12)
+        return iter(
+            DevicePrefetcher(batches, self.device, offset=stats.get("mean", 0.0), scale=1 / std)
+        )
+
+    def train_epoch(self, progress: Callable[[int, int], None] | None = None) -> dict[str, float]:
+        """One pass over the training split; returns mean loss and samples per second."""
+        self.model.train()
+        self.train_loader.set_epoch(self.epoch)
+        rng = np.random.default_rng([self.config.seed, self.epoch, 0x4D1C])
+        total, weight_sum, seen = 0.0, 0.0, 0
+        started = time.perf_counter()
+        for step, batch in enumerate(self._batches(self.train_loader)):
+            if step >= self.steps_per_epoch:
+                break
+            x, w = batch["image"], batch["weight"]
+            soft = _mix(batch, self.augment, self.task.num_classes, rng)
+            x = batch["image"]
+            target = soft if soft is not None else self._target(batch)
+            logits = self._forward(self.step_model, x)
+            loss = self.loss_fn(logits.float(), target, w)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if self.config.clip:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.schedule.step()
+            if self.ema:
+                self.ema.update(self.model)
+            real = float(w.sum())
+            total += float(loss.detach()) * real
+            weight_sum += real
+            seen += len(w)
+            if progress:
+                progress(step + 1, self.steps_per_epoch)
+        seconds = time.perf_counter() - started
+        return {
+            "train_loss": total / max(weight_sum, 1.0),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "train_samples_per_s": seen / max(seconds, 1e-9),
+        }
+
+    @torch.no_grad()
+    def predict(
+        self, split: str | None = None, *, tta: bool = False, model: Any = None
+    ) -> dict[str, Any]:
+        """Scores (probabilities), targets, weights and keys over an evaluation split."""
+        from streamvol.train.evaluate import predict_batches
+
+        ds = setup.make_dataset(self.config, train=False, split=split)
+        dl = loader(ds, self.config.batch_size, self.config.workers)
+        net = model or (self.ema.model if self.ema else self.model)
+        return predict_batches(
+            net, self._batches(dl), self.task, forward=self._forward, tta=tta, loss_fn=self.loss_fn
+        )
+
+    def validate(self) -> dict[str, Any]:
+        from streamvol.train.evaluate import score
+
+        if not self.config.val_split and self.config.val_folds is None:
+            return {}
+        out = self.predict()
+        report = score(out, self.task, threshold=0.5)
+        values = {"val_loss": out["loss"]}
+        for key in ("accuracy", "balanced_accuracy", "f1", "roc_auc", "dice", "iou"):
+            if report.get(key) is not None:
+                values[f"val_{key}"] = report[key]
+        return values
+
+    # --- the run -------------------------------------------------------------------------
+
+    def fit(
+        self,
+        *,
+        stop_after: int | None = None,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Train until ``config.epochs`` (or early stopping); ``stop_after`` ends this call after
+        that many epochs, as a job with a time limit would (``--resume`` continues exactly)."""
+        done_now = 0
+        while self.epoch < self.config.epochs:
+            started = time.perf_counter()
+            values = {"epoch": self.epoch + 1, **self.train_epoch(progress)}
+            values.update(self.validate())
+            values["seconds"] = time.perf_counter() - started
+            self.history.append(values)
+            improved = self._track(values)
+            self.epoch += 1
+            self._append_metrics(values)
+            save_checkpoint(self.run_dir / "last.pt", self._state())
+            if improved:
+                save_checkpoint(self.run_dir / "best.pt", self._state())
+            if on_epoch:
+                on_epoch(values)
+            done_now += 1
+            if self.config.early_stopping and self.stale >= self.config.early_stopping:
+                break
+            if stop_after is not None and done_now >= stop_after:
+                return {"stopped_after": self.epoch}
+        return self.finish()
+
+    def _track(self, values: dict[str, Any]) -> bool:
+        value = values.get(f"val_{self.metric}")
+        if value is None:
+            value = -values["train_loss"]  # no validation split: keep the lowest training loss
+        if self.plateau:
+            self.plateau.step(value)
+        if self.best is None or value > self.best:
+            self.best, self.stale = float(value), 0
+            values["best"] = True
+            return True
+        self.stale += 1
+        return False
+
+    def _append_metrics(self, values: dict[str, Any]) -> None:
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(values) + "\n")
+
+    def finish(self) -> dict[str, Any]:
+        """Best weights: threshold sweep on validation, report and plots on validation."""
+        from streamvol.train.evaluate import write_report
+
+        best = load_checkpoint(self.run_dir / "best.pt", self.device)
+        self.model.load_state_dict(best["model"])
+        if self.ema and best["ema"]:
+            self.ema.load_state_dict(best["ema"])
+        report = write_report(self, split=None, prefix="val")
+        report["history"] = self.history
+        report["stopped_early"] = self.epoch < self.config.epochs
+        write_json_atomic(self.run_dir / "report.json", report)
+        return report

@@ -1,0 +1,199 @@
+"""What a run needs before its first step: task, classes, model, loss, optimizer, schedule,
+device and the loaders, all resolved from the config and the shard set's manifest."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from streamvol.shard.manifest import read_manifest
+from streamvol.stream import StreamDataset, open_shards
+from streamvol.stream.index import read_manifest_url
+from streamvol.train.config import TrainConfig
+from streamvol.train.losses import class_weights_from_counts, make_loss
+
+
+@dataclass(frozen=True)
+class Task:
+    """The learning problem a shard set poses."""
+
+    kind: str  # "classification" | "segmentation"
+    class_names: tuple[str, ...]
+    crop: tuple[int, int, int]
+    counts: tuple[int, ...]  # training samples per class (classification)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def binary(self) -> bool:
+        return self.kind == "classification" and self.num_classes == 2
+
+
+def manifest_of(shards: str) -> dict[str, Any]:
+    """The manifest of a local or remote shard folder."""
+    if "://" in shards:
+        manifest = read_manifest_url(shards)
+        if manifest is None:
+            raise FileNotFoundError(f"{shards}: no manifest.json")
+        return manifest
+    return read_manifest(shards)
+
+
+def resolve_task(config: TrainConfig, manifest: dict[str, Any]) -> Task:
+    """Classification (binary or multi-class) or segmentation, with the training class counts."""
+    kind = config.task if config.task != "auto" else manifest["task"]
+    if kind == "detection":
+        raise ValueError(
+            f"{config.shards}: a detection shard set (points without classes) has no trainer yet; "
+            "shard with --plan points for classification, or masks for segmentation"
+        )
+    if kind == "segmentation":
+        names = tuple((config.model_options or {}).get("class_names", ("background", "foreground")))
+        return Task("segmentation", names, tuple(manifest["crop"]), ())
+    names = tuple(manifest["class_names"])
+    if len(names) < 2:
+        raise ValueError(
+            f"{config.shards}: {len(names)} class(es) {names}; classification needs 2+"
+        )
+    splits = _train_splits(config)
+    counts = [0] * len(names)
+    for split in splits:
+        for name, n in manifest["class_counts"].get(split, {}).items():
+            if name in names:
+                counts[names.index(name)] += n
+    return Task("classification", names, tuple(manifest["crop"]), tuple(counts))
+
+
+def _train_splits(config: TrainConfig) -> list[str]:
+    if config.train_folds is not None:
+        return [f"fold{k}" for k in config.train_folds]
+    return [config.train_split]
+
+
+def default_model(task: Task) -> str:
+    """simple_cnn for small classification crops, se_resnet3d for larger ones, unet3d for masks."""
+    if task.kind == "segmentation":
+        return "unet3d"
+    if task.crop == (9, 11, 11):
+        return "simple_cnn"
+    return "se_resnet3d"
+
+
+def build_model(config: TrainConfig, task: Task) -> torch.nn.Module:
+    from streamvol import models
+
+    name = config.model if config.model != "auto" else default_model(task)
+    options = {k: v for k, v in (config.model_options or {}).items() if k != "class_names"}
+    if name == "vgg3d" and "input_shape" not in options:
+        options["input_shape"] = task.crop
+    if name == "vit3d" and task.kind == "segmentation":
+        options.setdefault("task", "segment")
+    return models.build(name, in_channels=1, num_classes=task.num_classes, **options)
+
+
+def resolve_device(config: TrainConfig) -> torch.device:
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    if config.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(config.device)
+
+
+def amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast on a GPU by default, none on the CPU."""
+    if config.amp == "off" or (config.amp == "auto" and device.type != "cuda"):
+        return None
+    return torch.float16 if config.amp == "fp16" else torch.bfloat16
+
+
+def make_loss_fn(config: TrainConfig, task: Task) -> Any:
+    name = config.loss
+    if name == "auto":
+        name = "ce+dice" if task.kind == "segmentation" else "ce"
+    weights = None
+    if config.class_weights and task.kind == "classification" and all(task.counts):
+        weights = class_weights_from_counts(task.counts)
+    return make_loss(name, class_weights=weights)
+
+
+def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=config.lr,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+            nesterov=True,
+        )
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def make_schedule(
+    config: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """Per-step schedule: linear warmup, then cosine / step decay / constant.
+
+    ``plateau`` keeps the warmup per step and lowers the rate on a stalled validation metric
+    (see ``Trainer``), so every schedule steps the same way.
+    """
+    warmup = config.warmup * steps_per_epoch
+    total = max(config.epochs * steps_per_epoch, 1)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if config.schedule == "cosine":
+            progress = (step - warmup) / max(total - warmup, 1)
+            return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        if config.schedule == "step":
+            return config.gamma ** ((step // steps_per_epoch) // config.step_size)
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def make_dataset(
+    config: TrainConfig, *, train: bool, augment: Any = None, split: str | None = None
+) -> StreamDataset:
+    """The training stream (augmented, shuffled) or an evaluation stream (plain, in order)."""
+    if train:
+        return open_shards(
+            config.shards,
+            split=config.train_split,
+            folds=config.train_folds,
+            augment=augment,
+            augment_device=config.augment_device,
+            seed=config.seed,
+            shuffle=True,
+        )
+    folds = config.val_folds if split is None else None
+    return open_shards(
+        config.shards,
+        split=split or config.val_split or "val",
+        folds=folds,
+        seed=config.seed,
+        shuffle=False,
+    )
+
+
+def augment_spec(name: str) -> Any:
+    """An augmentation spec from a preset name or a TOML/YAML file; None for ``none``."""
+    from pathlib import Path
+
+    from streamvol.augment import Augment
+
+    if name in ("none", ""):
+        return None
+    if Path(name).suffix in (".toml", ".yaml", ".yml"):
+        return Augment.from_file(name)
+    return Augment.preset(name)
+
+
+def make_augment(config: TrainConfig) -> Any:
+    return augment_spec(config.augment)

@@ -1,0 +1,57 @@
+"""summarise_folds and format_table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from rich.console import Console
+from rich.table import Table
+
+from streamvol.metrics import classification_report, format_table, summarise_folds
+
+
+def fold_reports() -> list[dict]:
+    reports = []
+    for k in range(3):
+        rng = np.random.default_rng(k)
+        y = rng.integers(0, 2, 50)
+        s = np.clip(0.3 * y + rng.uniform(0, 0.7, 50), 0, 1)
+        reports.append(classification_report(y, s, class_names=["neg", "pos"]))
+    return reports
+
+
+def test_mean_and_std_of_every_scalar():
+    reports = fold_reports()
+    summary = summarise_folds(reports)
+    for key in ("accuracy", "balanced_accuracy", "roc_auc", "f1", "specificity"):
+        values = [r[key] for r in reports]
+        assert summary[key]["mean"] == pytest.approx(np.mean(values))
+        assert summary[key]["std"] == pytest.approx(np.std(values, ddof=1))
+        assert summary[key]["n"] == 3 and summary[key]["values"] == values
+    assert "per_class.pos.recall" in summary
+    assert "notes" not in summary and "class_names" not in summary
+    assert "confusion_matrix" not in summary  # lists are not scalars
+
+
+def test_undefined_values_are_left_out():
+    summary = summarise_folds([{"auc": 0.8}, {"auc": None}, {"auc": 0.6}, {"other": 1}])
+    assert summary["auc"]["mean"] == pytest.approx(0.7) and summary["auc"]["n"] == 2
+    assert summary["auc"]["values"] == [0.8, None, 0.6, None]
+    assert summary["other"]["std"] is None  # one value: no spread
+
+
+def test_format_table_renders():
+    summary = summarise_folds(fold_reports())
+    table = format_table(summary)
+    assert isinstance(table, Table)
+    console = Console(width=200, record=True)
+    console.print(table)
+    text = console.export_text()
+    assert "balanced_accuracy" in text and "fold 3" in text and "±" in text
+    assert "per_class" not in text
+    picked = format_table(summary, keys=["per_class.pos.recall"])
+    assert picked.row_count == 1
+    with pytest.raises(ValueError, match="not in the summary"):
+        format_table(summary, keys=["nope"])
+    with pytest.raises(ValueError, match="at least one"):
+        summarise_folds([])

@@ -1,0 +1,104 @@
+"""Plots write real PNG files and leave no figure open."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+from streamvol.errors import ShapeMismatch
+from streamvol.metrics import (
+    classification_report,
+    plot_confusion_matrix,
+    plot_cv_roc,
+    plot_history,
+    plot_pr,
+    plot_roc,
+)
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png(path: Path) -> None:
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE
+    assert len(data) > 5_000  # axes, text and curves, not an empty canvas
+    assert not path.with_name(path.name + ".partial").exists()
+
+
+def binary(seed: int, n: int = 80):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    return y, np.clip(0.3 * y + rng.uniform(0, 0.7, n), 0, 1)
+
+
+def multiclass(seed: int, n: int = 90, c: int = 3):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, c, n)
+    p = rng.dirichlet(np.ones(c), n) + np.eye(c)[y]
+    return y, p / p.sum(axis=1, keepdims=True)
+
+
+@pytest.fixture(autouse=True)
+def no_figure_left_open():
+    before = plt.get_fignums()
+    yield
+    assert plt.get_fignums() == before
+
+
+def test_history(tmp_path: Path):
+    history = [
+        {"epoch": e, "train_loss": 1 / e, "val_loss": 1.2 / e, "val_auc": 1 - 0.5 / e, "lr": 1e-3}
+        for e in range(1, 6)
+    ]
+    history[2].pop("val_auc")  # a metric missing in one epoch leaves a gap
+    history[1]["per_class"] = {"a": 0.5}  # nested values are ignored
+    out = plot_history(history, tmp_path / "runs" / "curves.png")
+    assert out == tmp_path / "runs" / "curves.png"
+    assert_png(out)
+    assert_png(plot_history(history, tmp_path / "m.png", metrics=["val_auc"], title="run"))
+    with pytest.raises(ValueError, match="appear in no epoch"):
+        plot_history(history, tmp_path / "x.png", metrics=["f1"])
+
+
+@pytest.mark.parametrize("plot", [plot_roc, plot_pr])
+def test_roc_and_pr(tmp_path: Path, plot):
+    y, s = binary(0)
+    assert_png(plot(y, s, tmp_path / "binary.png", class_names=["neg", "pos"]))
+    y, p = multiclass(1)
+    w = (np.arange(len(y)) % 7 != 0).astype(float)
+    assert_png(plot(y, p, tmp_path / "multi.png", class_names=["a", "b", "c"], weights=w))
+    keep = y != 1  # class b absent: drawn as undefined, no crash
+    assert_png(plot(y[keep], p[keep], tmp_path / "absent.png", class_names=["a", "b", "c"]))
+
+
+def test_confusion_matrix(tmp_path: Path):
+    y, p = multiclass(2)
+    report = classification_report(y, p, class_names=["a", "b", "c"])
+    out = plot_confusion_matrix(report["confusion_matrix"], tmp_path / "cm.png", class_names="abc")
+    assert_png(out)
+    with pytest.raises(ShapeMismatch):
+        plot_confusion_matrix(np.eye(2), tmp_path / "bad.png", class_names="abc")
+
+
+def test_cv_roc(tmp_path: Path):
+    folds = [binary(k) for k in range(4)]
+    out = plot_cv_roc(
+        [f[0] for f in folds],
+        [f[1] for f in folds],
+        tmp_path / "cv.png",
+        class_names=["neg", "pos"],
+    )
+    assert_png(out)
+    folds = [multiclass(k) for k in range(3)]
+    out = plot_cv_roc(
+        [f[0] for f in folds],
+        [f[1] for f in folds],
+        tmp_path / "cv3.png",
+        class_names=["a", "b", "c"],
+    )
+    assert_png(out)
+    with pytest.raises(ShapeMismatch):
+        plot_cv_roc([folds[0][0]], [], tmp_path / "bad.png", class_names="abc")
