@@ -76,10 +76,11 @@ def _train_splits(config: TrainConfig) -> list[str]:
 
 
 def default_model(task: Task) -> str:
-    """simple_cnn for small classification crops, se_resnet3d for larger ones, unet3d for masks."""
+    """simple_cnn for small crops (the 9 x 11 x 11 spot classifier's kind), se_resnet3d for
+    larger ones, unet3d for masks."""
     if task.kind == "segmentation":
         return "unet3d"
-    if task.crop == (9, 11, 11):
+    if max(task.crop) <= 16:
         return "simple_cnn"
     return "se_resnet3d"
 
@@ -89,7 +90,7 @@ def build_model(config: TrainConfig, task: Task) -> torch.nn.Module:
 
     name = config.model if config.model != "auto" else default_model(task)
     options = {k: v for k, v in (config.model_options or {}).items() if k != "class_names"}
-    if name == "vgg3d" and "input_shape" not in options:
+    if name in ("vgg3d", "simple_cnn") and "input_shape" not in options:
         options["input_shape"] = task.crop
     if name == "vit3d" and task.kind == "segmentation":
         options.setdefault("task", "segment")

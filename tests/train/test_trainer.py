@@ -1,0 +1,173 @@
+"""The training loop on real shards: it learns, resumes exactly, writes its run folder, stops
+early, evaluates with the validation threshold, cross-validates, and refuses bad setups."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from streamvol.cli import app
+from streamvol.train import RunError, TrainConfig, Trainer, evaluate
+from streamvol.train.cv import cross_validate
+from streamvol.train.evaluate import predict_run
+
+FAST = {"batch_size": 8, "workers": 0, "lr": 3e-3, "augment": "flips", "warmup": 0}
+
+
+def test_a_short_run_learns_well_above_chance(blob_shards, tmp_path):
+    config = TrainConfig(shards=str(blob_shards), model="simple_cnn", epochs=6, **FAST)
+    report = Trainer(config, tmp_path / "run").fit()
+    assert report["balanced_accuracy"] >= 0.9  # chance is 0.5
+    run = tmp_path / "run"
+    for name in ("config.json", "metrics.jsonl", "best.pt", "last.pt", "report.json", "curves.png"):
+        assert (run / name).is_file(), name
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4, 5, 6]
+    for name in ("val_roc.png", "val_pr.png", "val_confusion.png"):
+        assert (run / name).read_bytes()[:4] == b"\x89PNG"
+    state = torch.load(run / "best.pt", weights_only=True)
+    assert set(state) >= {"model", "optimizer", "schedule", "loader", "epoch", "rng"}
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(blob_shards, tmp_path):
+    config = TrainConfig(shards=str(blob_shards), model="simple_cnn", epochs=3, ema=0.9, **FAST)
+    whole = Trainer(config, tmp_path / "whole")
+    whole.fit()
+    cut = Trainer(config, tmp_path / "cut")
+    assert cut.fit(stop_after=1) == {"stopped_after": 1}
+    resumed = Trainer(config, tmp_path / "cut", resume=True)
+    assert resumed.epoch == 1
+    resumed.fit()
+    a = torch.load(tmp_path / "whole" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for key in a["ema"]["model"]:
+        assert torch.equal(a["ema"]["model"][key], b["ema"]["model"][key]), key
+    assert json.loads(a["history"])[-1]["train_loss"] == json.loads(b["history"])[-1]["train_loss"]
+
+
+def test_existing_run_needs_resume_and_same_config(blob_shards, tmp_path):
+    config = TrainConfig(shards=str(blob_shards), model="simple_cnn", epochs=1, **FAST)
+    Trainer(config, tmp_path / "r").fit()
+    with pytest.raises(RunError, match="--resume"):
+        Trainer(config, tmp_path / "r")
+    with pytest.raises(RunError, match="different configuration"):
+        Trainer(replace(config, lr=0.1), tmp_path / "r", resume=True)
+
+
+def test_early_stopping_stops(blob_shards, tmp_path):
+    config = TrainConfig(
+        shards=str(blob_shards),
+        model="simple_cnn",
+        epochs=8,
+        early_stopping=1,
+        **{**FAST, "lr": 1e-9},
+    )
+    report = Trainer(config, tmp_path / "es").fit()
+    assert report["stopped_early"]
+    assert len(report["history"]) < 8
+
+
+def test_evaluate_uses_the_validation_threshold_and_writes_plots(blob_shards, tmp_path):
+    config = TrainConfig(shards=str(blob_shards), model="simple_cnn", epochs=4, **FAST)
+    Trainer(config, tmp_path / "ev").fit()
+    chosen = json.loads((tmp_path / "ev" / "threshold.json").read_text())["threshold"]
+    report = evaluate(tmp_path / "ev", split="test")
+    assert report["threshold"] == pytest.approx(chosen)
+    assert report["split"] == "test" and report["n_samples"] == 12
+    assert (tmp_path / "ev" / "test_confusion.png").is_file()
+    tta = evaluate(tmp_path / "ev", split="test", tta=True)
+    assert tta["tta"] and tta["n_samples"] == 12
+    out = predict_run(tmp_path / "ev", tmp_path / "pred.csv", split="test")
+    with open(out) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 12 and {r["predicted"] for r in rows} <= {"blob", "flat"}
+
+
+def test_cross_validation_over_fold_shards(blob_folds, tmp_path):
+    config = TrainConfig(shards=str(blob_folds), model="simple_cnn", epochs=2, **FAST)
+    result = cross_validate(config, tmp_path / "cv")
+    assert result["folds"] == 3
+    summary = result["summary"]
+    assert summary["balanced_accuracy"]["n"] == 3
+    assert 0.0 <= summary["balanced_accuracy"]["mean"] <= 1.0
+    assert (tmp_path / "cv" / "cv_roc.png").is_file()
+    assert (tmp_path / "cv" / "cv_report.json").is_file()
+    for k in range(3):
+        assert json.loads((tmp_path / "cv" / f"fold{k}" / "config.json").read_text())[
+            "val_folds"
+        ] == [k]
+
+
+def test_augmentation_must_fit_the_stored_margin(blob_shards, tmp_path):
+    config = TrainConfig(
+        shards=str(blob_shards), model="simple_cnn", epochs=1, **{**FAST, "augment": "default"}
+    )
+    with pytest.raises(RunError, match=r"margin of \(0, 0, 0\).*--context auto"):
+        Trainer(config, tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+
+
+def test_bad_options_name_the_value(blob_shards):
+    with pytest.raises(ValueError, match="--optimizer 'adam'"):
+        TrainConfig(shards=str(blob_shards), optimizer="adam")
+    with pytest.raises(ValueError, match="--epochs 0"):
+        TrainConfig(shards=str(blob_shards), epochs=0)
+
+
+def test_segmentation_run(tmp_path):
+    from streamvol import synth
+    from streamvol.shard import parse_config, shard
+
+    data = synth.make("nuclei", tmp_path / "nuclei", n=6, size=(8, 16, 16))
+    shards = tmp_path / "seg"
+    shard(parse_config([data], plan="grid", crop="8,16,16", context=0, split="0.5,0.5"), shards)
+    config = TrainConfig(
+        shards=str(shards),
+        model="unet3d",
+        model_options={"depth": 2, "base_width": 4},
+        epochs=1,
+        **FAST,
+    )
+    report = Trainer(config, tmp_path / "seg-run").fit()
+    assert 0.0 <= report["dice"] <= 1.0
+    assert (
+        set(report["dice_per_class"]) == {"background", "foreground"}
+        or len(report["dice_per_class"]) == 2
+    )
+
+
+def test_cli_train_and_evaluate(blob_shards, tmp_path):
+    runner = CliRunner()
+    args = [
+        "train",
+        str(blob_shards),
+        "--model",
+        "simple_cnn",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--workers",
+        "0",
+        "--augment",
+        "flips",
+        "--runs",
+        str(tmp_path),
+        "--name",
+        "cli",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "val:" in result.output and "balanced_accuracy" in result.output
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "cli"), "--split", "test"])
+    assert result.exit_code == 0, result.output
+    assert "test:" in result.output
+    again = runner.invoke(app, args)
+    assert again.exit_code == 1 and "--resume" in again.output
