@@ -47,11 +47,6 @@ def _fail(exc: Exception) -> typer.Exit:
     return typer.Exit(code=1)
 
 
-def _not_built(command: str, issue: str) -> typer.Exit:
-    console.print(f"streamvol {command}: not built yet ({issue}).", highlight=False)
-    return typer.Exit(code=2)
-
-
 @app.command()
 def synth(
     kind: Annotated[str, typer.Argument(help="tomograms | nuclei | spots")],
@@ -474,10 +469,67 @@ def cv(
 
 @app.command()
 def bench(
-    shards: Annotated[Path, typer.Argument(help="A shard folder (holding manifest.json).")],
+    shards: Annotated[str, typer.Argument(help="A shard folder or URL (holding manifest.json).")],
+    workers: Annotated[
+        str, typer.Option(help="Loader worker counts to try, e.g. 0,1,2.")
+    ] = "0,1,2",
+    augment: Annotated[str, typer.Option(help="Modes to try: none, cpu, gpu.")] = "none,cpu",
+    preset: Annotated[
+        str, typer.Option(help="Augmentation preset or file for cpu/gpu.")
+    ] = "default",
+    batch_size: Annotated[int, typer.Option(help="Samples per batch.")] = 16,
+    batches: Annotated[int, typer.Option(help="Batches timed per repeat.")] = 20,
+    warmup: Annotated[int, typer.Option(help="Batches before timing.")] = 2,
+    repeats: Annotated[int, typer.Option(help="Repeats per configuration (median, min-max).")] = 3,
+    split: Annotated[str, typer.Option(help="Split to read.")] = "train",
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    model: Annotated[
+        str | None, typer.Option(help="Also time this model's training step and compare.")
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the results as JSON.")
+    ] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="Write a PNG of throughput against workers.")
+    ] = None,
 ) -> None:
     """Measure data-loader throughput and whether it keeps a trainer fed."""
-    raise _not_built("bench", "issue 7")
+    import json
+
+    from streamvol.bench import BenchConfig, parse_list, run_bench
+    from streamvol.bench import plot as make_plot
+    from streamvol.bench import table as make_table
+    from streamvol.shard.manifest import write_json_atomic
+
+    try:
+        config = BenchConfig(
+            shards=shards,
+            workers=parse_list(workers),
+            modes=parse_list(augment, str),
+            batch_size=batch_size,
+            batches=batches,
+            warmup=warmup,
+            repeats=repeats,
+            preset=preset,
+            split=split,
+            device=device,
+            model=model,
+        )
+        result = run_bench(config, log=lambda m: console.print(m, highlight=False))
+    except (StreamvolError, ValueError, FileNotFoundError) as exc:
+        raise _fail(exc) from None
+    out = Console()
+    out.print(make_table(result))
+    if result.trainer:
+        t = result.trainer
+        out.print(f"trainer ({t['model']} on {t['device']}): {t['samples_per_s']:.1f} samples/s")
+    if result.verdict:
+        out.print(result.verdict, highlight=False)
+    if json_out:
+        write_json_atomic(json_out, json.loads(json.dumps(result.to_json())))
+        out.print(f"json: {json_out}")
+    if plot:
+        out.print(f"plot: {make_plot(result, plot)}")
 
 
 @app.command()

@@ -30,16 +30,6 @@ def test_every_command_has_real_help(command):
     assert len(result.stdout.splitlines()) > 4
 
 
-@pytest.mark.parametrize(("command", "issue"), [("bench", "issue 7")])
-def test_unbuilt_commands_exit_2_with_one_line(tmp_path, command, issue):
-    result = runner.invoke(app, [command, str(tmp_path)])
-    assert result.exit_code == 2
-    assert result.exception is None or isinstance(result.exception, SystemExit)
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1
-    assert "not built yet" in lines[0] and issue in lines[0]
-
-
 def test_top_level_cli_py_runs_the_same_app():
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run(

@@ -1,1 +1,27 @@
-"""bench: see DESIGN.md."""
+"""The loader benchmark behind ``streamvol bench``."""
+
+from streamvol.bench.loader import (
+    BenchConfig,
+    BenchResult,
+    Measurement,
+    measure,
+    parse_list,
+    plot,
+    run_bench,
+    table,
+    trainer_rate,
+    verdict,
+)
+
+__all__ = [
+    "BenchConfig",
+    "BenchResult",
+    "Measurement",
+    "measure",
+    "parse_list",
+    "plot",
+    "run_bench",
+    "table",
+    "trainer_rate",
+    "verdict",
+]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import multiprocessing
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -72,6 +73,20 @@ def read_runs(
             log.warning("skipping the rest of %s: %s", info.url, exc)
             with errors.get_lock():
                 errors.value += 1
+
+
+def timed(samples: Iterable[dict[str, Any]], clock: list[float]) -> Iterator[dict[str, Any]]:
+    """Add the seconds spent reading and decoding to ``clock[0]`` (for ``streamvol bench``)."""
+    it = iter(samples)
+    while True:
+        started = time.perf_counter()
+        try:
+            sample = next(it)
+        except StopIteration:
+            return
+        finally:
+            clock[0] += time.perf_counter() - started
+        yield sample
 
 
 def shuffle(
@@ -327,15 +342,22 @@ class StreamDataset(IterableDataset):
         epoch = self.epoch
         plan = self.plan(epoch)
         mine = self.worker_share(worker, workers)
-        stream: Iterator[dict[str, Any]] = read_runs(
-            self.shards, plan, mine, self.on_error, self._shared.errors
+        clock = [
+            0.0
+        ]  # read + decode seconds so far; a sample carries what was spent since the last
+        stream: Iterator[dict[str, Any]] = timed(
+            read_runs(self.shards, plan, mine, self.on_error, self._shared.errors), clock
         )
         if self.shuffle and self.shuffle_buffer > 1:
             rng = loader_rng(self.seed, epoch, SHUFFLE_BUFFER, self.rank, worker)
             stream = shuffle(stream, self.shuffle_buffer, rng)
         consumed = self._shared.view()
+        read_so_far = 0.0
         for sample in stream:
+            started = time.perf_counter()
             out = self.prepare(sample, epoch)
+            out["__t_prep__"] = time.perf_counter() - started
+            out["__t_read__"], read_so_far = clock[0] - read_so_far, clock[0]
             out["__epoch__"] = epoch
             if in_main:
                 consumed[out["__pos__"]] = 1

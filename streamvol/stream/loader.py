@@ -4,6 +4,7 @@ setup, exact length, and resume (it records which samples reached the trainer)."
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -15,7 +16,12 @@ from streamvol.stream.epoch import balanced
 
 
 def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Stack samples into a batch; points are padded to the longest with ``points_count``."""
+    """Stack samples into a batch; points are padded to the longest with ``points_count``.
+
+    ``__timing__`` holds the seconds this batch's samples spent in each stage of the worker
+    that made it (read + decode, prepare/augment, collate), for ``streamvol bench``.
+    """
+    started = time.perf_counter()
     first = samples[0]
     for sample in samples[1:]:
         if sample.keys() != first.keys():
@@ -45,6 +51,11 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         from streamvol.augment import stack_params
 
         batch["params"] = stack_params([s["params"] for s in samples])
+    batch["__timing__"] = {
+        "read": sum(s.get("__t_read__", 0.0) for s in samples),
+        "augment": sum(s.get("__t_prep__", 0.0) for s in samples),
+        "collate": time.perf_counter() - started,
+    }
     return batch
 
 

@@ -7,6 +7,7 @@ it is a pass-through (still applying the augmentation when the workers only deco
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -51,16 +52,25 @@ class DevicePrefetcher:
             batch.update(done)
         return batch
 
+    def _move(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Copy to the device and augment there; the seconds spent go to ``__timing__["h2d"]``
+        (launch time on CUDA, where the copy itself is asynchronous)."""
+        started = time.perf_counter()
+        ready = self._finish(_to(batch, self.device, self.cuda))
+        if "__timing__" in ready:
+            ready["__timing__"] = {**ready["__timing__"], "h2d": time.perf_counter() - started}
+        return ready
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
         if not self.cuda:
             for batch in self.batches:
-                yield self._finish(_to(batch, self.device, False))
+                yield self._move(batch)
             return
         stream = torch.cuda.Stream(device=self.device)
         pending = None
         for batch in self.batches:
             with torch.cuda.stream(stream):
-                ready = self._finish(_to(batch, self.device, True))
+                ready = self._move(batch)
             if pending is not None:
                 yield pending
             torch.cuda.current_stream(self.device).wait_stream(stream)
