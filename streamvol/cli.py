@@ -290,6 +290,8 @@ def train(
     augment_device: Annotated[
         str, typer.Option(help="cpu (loader workers) | gpu (on the batch).")
     ] = "cpu",
+    mixup: Annotated[float, typer.Option(help="MixUp Beta alpha (0: the spec's, off).")] = 0.0,
+    cutmix: Annotated[float, typer.Option(help="3D CutMix Beta alpha (0: the spec's, off).")] = 0.0,
     early_stopping: Annotated[
         int | None, typer.Option(help="Stop after N epochs without gain.")
     ] = None,
@@ -329,6 +331,8 @@ def train(
             class_weights=class_weights,
             augment=augment,
             augment_device=augment_device,
+            mixup=mixup,
+            cutmix=cutmix,
             early_stopping=early_stopping,
             metric=metric,
             train_split=train_split,

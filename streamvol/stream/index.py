@@ -153,25 +153,26 @@ def resolve(
         urls = [str(u) for u in source]
     if not urls:
         raise ShardError("no shard given; expected a folder, tar paths or a brace pattern")
-    return ShardSet(tuple(_index_with_manifest(urls, storage)), None, storage)
+    infos, manifests = _index_with_manifest(urls, storage)
+    # Tars of one shard folder keep its manifest (crop, margin, statistics).
+    manifest = next(iter(manifests.values())) if len(manifests) == 1 else None
+    return ShardSet(tuple(infos), manifest, storage)
 
 
-def _index_with_manifest(urls: list[str], storage: dict[str, Any]) -> list[ShardInfo]:
+def _index_with_manifest(
+    urls: list[str], storage: dict[str, Any]
+) -> tuple[list[ShardInfo], dict[str, dict[str, Any] | None]]:
     """Index tars, taking keys and offsets from their folder's manifest when it lists them."""
     infos = []
-    manifests: dict[str, dict[str, dict[str, Any]]] = {}
+    manifests: dict[str, dict[str, Any] | None] = {}
     for url in urls:
         folder, name = posixpath.split(url)
         if folder not in manifests:
-            manifest = read_manifest_url(folder or ".", storage)
-            manifests[folder] = (
-                {rec["name"]: rec for shards in manifest["splits"].values() for rec in shards}
-                if manifest
-                else {}
-            )
-        rec = manifests[folder].get(name)
-        if rec is not None:
-            infos.append(ShardInfo.from_record(url, rec))
-        else:
-            infos.append(index_tar(url, storage))
-    return infos
+            manifests[folder] = read_manifest_url(folder or ".", storage)
+        manifest = manifests[folder]
+        records = (
+            {r["name"]: r for sh in manifest["splits"].values() for r in sh} if manifest else {}
+        )
+        rec = records.get(name)
+        infos.append(ShardInfo.from_record(url, rec) if rec else index_tar(url, storage))
+    return infos, manifests

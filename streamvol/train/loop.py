@@ -38,13 +38,28 @@ class EpochLog:
     values: dict[str, Any] = field(default_factory=dict)
 
 
-def _mix(batch: dict[str, Any], augment: Any, num_classes: int, rng: np.random.Generator) -> Any:
-    """Soft targets after the spec's batch-level MixUp / CutMix, or None when neither applies."""
+def _mix(
+    batch: dict[str, Any], augment: Any, task: Any, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch's images and targets after the spec's MixUp / CutMix (soft targets where
+    two samples blend), or unchanged when the spec mixes nothing."""
+    segmentation = task.kind == "segmentation"
+    target = batch["mask"] if segmentation else batch["label"]
     if augment is None or (augment.mixup.alpha <= 0 and augment.cutmix.alpha <= 0):
-        return None
+        return batch["image"], target
     from streamvol.augment import mix_batch
 
-    return mix_batch(batch, augment, num_classes, rng)
+    mixed = mix_batch(augment, batch["image"], rng, batch.get("mask"))
+    perm, lam = mixed["perm"], mixed["lam"]
+    if segmentation and mixed["mask"] is not target:  # cutmix: the boxes carry their labels
+        return mixed["image"], mixed["mask"]
+    if task.binary:
+        soft = lam * target.float() + (1 - lam) * target[perm].float()
+        return mixed["image"], soft
+    hot = torch.nn.functional.one_hot(target.long(), task.num_classes).movedim(-1, 1).float()
+    shape = (-1,) + (1,) * (hot.ndim - 1)
+    soft = lam.view(shape) * hot + (1 - lam.view(shape)) * hot[perm]
+    return mixed["image"], soft
 
 
 class Trainer:
@@ -211,10 +226,8 @@ class Trainer:
         for step, batch in enumerate(self._batches(self.train_loader)):
             if step >= self.steps_per_epoch:
                 break
-            x, w = batch["image"], batch["weight"]
-            soft = _mix(batch, self.augment, self.task.num_classes, rng)
-            x = batch["image"]
-            target = soft if soft is not None else self._target(batch)
+            w = batch["weight"]
+            x, target = _mix(batch, self.augment, self.task, rng)
             logits = self._forward(self.step_model, x)
             loss = self.loss_fn(logits.float(), target, w)
             self.optimizer.zero_grad(set_to_none=True)

@@ -197,4 +197,17 @@ def augment_spec(name: str) -> Any:
 
 
 def make_augment(config: TrainConfig) -> Any:
-    return augment_spec(config.augment)
+    """The run's spec, with ``--mixup`` / ``--cutmix`` alphas (when given) over the spec's own."""
+    import dataclasses
+
+    from streamvol.augment import Augment, Cutmix, Mixup
+
+    spec = augment_spec(config.augment)
+    if not (config.mixup or config.cutmix):
+        return spec
+    spec = spec or Augment()
+    if config.mixup:
+        spec = dataclasses.replace(spec, mixup=Mixup(alpha=config.mixup))
+    if config.cutmix:
+        spec = dataclasses.replace(spec, cutmix=Cutmix(alpha=config.cutmix))
+    return spec

@@ -171,3 +171,33 @@ def test_cli_train_and_evaluate(blob_shards, tmp_path):
     assert "test:" in result.output
     again = runner.invoke(app, args)
     assert again.exit_code == 1 and "--resume" in again.output
+
+
+def test_mixup_and_cutmix_give_soft_targets(blob_shards, tmp_path):
+    import numpy as np
+
+    from streamvol.augment import Augment, Cutmix, Mixup, mix_batch
+    from streamvol.train.loop import _mix
+    from streamvol.train.setup import Task
+
+    batch = {
+        "image": torch.arange(4.0).view(4, 1, 1, 1, 1).expand(4, 1, 2, 2, 2).clone(),
+        "label": torch.tensor([0, 1, 1, 0]),
+    }
+    binary = Task("classification", ("a", "b"), (2, 2, 2), (2, 2))
+    spec = Augment(mixup=Mixup(alpha=0.4))
+    x, y = _mix(batch, spec, binary, np.random.default_rng(0))
+    ref = mix_batch(spec, batch["image"], np.random.default_rng(0))  # the same draws
+    lam, perm = ref["lam"], ref["perm"]
+    assert torch.allclose(x, ref["image"])
+    assert torch.allclose(
+        y, lam * batch["label"].float() + (1 - lam) * batch["label"][perm].float()
+    )
+    three = Task("classification", ("a", "b", "c"), (2, 2, 2), (1, 1, 1))
+    _, soft = _mix(batch, Augment(cutmix=Cutmix(alpha=1.0)), three, np.random.default_rng(1))
+    assert soft.shape == (4, 3) and torch.allclose(soft.sum(1), torch.ones(4))
+    config = TrainConfig(
+        shards=str(blob_shards), model="simple_cnn", epochs=1, mixup=0.4, cutmix=1.0, **FAST
+    )
+    report = Trainer(config, tmp_path / "mix").fit()
+    assert np.isfinite(report["history"][0]["train_loss"])

@@ -1,0 +1,77 @@
+"""The loader with augmentation: a sample's tensor depends on (seed, epoch, key) only, and the
+GPU backend (run here on a CPU device through DevicePrefetcher) matches the CPU backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import streamvol
+from streamvol.augment import Augment, Flip, Noise, Rotate
+from streamvol.shard import parse_config, shard
+from streamvol.stream import DevicePrefetcher, open_shards
+
+SPEC = Augment(
+    rotate=Rotate(mode="free"), flip=Flip(p=(0.5, 0.5, 0.5)), noise=Noise(std=(0.0, 0.2))
+)
+SMOOTH = Augment(rotate=Rotate(mode="free"), flip=Flip(p=(0.5, 0.5, 0.5)))
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    root = tmp_path_factory.mktemp("aug")
+    src = root / "src"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        np.save(src / f"v{i}.npy", rng.normal(5, 1, (6, 12, 12)).astype(np.float32))
+    out = root / "shards"
+    shard(parse_config([src], crop=6, augment="default", split="1", shard_size=5), out)
+    return out
+
+
+def _by_key(ds, workers, epoch):
+    ds.set_epoch(epoch)
+    dl = streamvol.loader(ds, batch_size=3, num_workers=workers, persistent_workers=False)
+    return {k: b["image"][i] for b in dl for i, k in enumerate(b["__key__"])}
+
+
+def test_same_key_same_tensor_whatever_the_workers(shards):
+    a = _by_key(open_shards(shards, augment=SPEC, seed=7), 0, epoch=3)
+    b = _by_key(open_shards(shards, augment=SPEC, seed=7), 2, epoch=3)
+    assert a.keys() == b.keys() and len(a) == 12
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(v.shape == (1, 6, 6, 6) for v in a.values())
+
+
+def test_another_epoch_or_seed_draws_afresh(shards):
+    e3 = _by_key(open_shards(shards, augment=SPEC, seed=7), 0, epoch=3)
+    e4 = _by_key(open_shards(shards, augment=SPEC, seed=7), 0, epoch=4)
+    s8 = _by_key(open_shards(shards, augment=SPEC, seed=8), 0, epoch=3)
+    assert all(not torch.equal(e3[k], e4[k]) for k in e3)
+    assert all(not torch.equal(e3[k], s8[k]) for k in e3)
+
+
+def test_gpu_backend_through_the_prefetcher_matches_the_cpu_backend(shards):
+    cpu = _by_key(open_shards(shards, augment=SMOOTH, seed=1), 0, epoch=0)
+    ds = open_shards(shards, augment=SMOOTH, augment_device="gpu", seed=1)
+    stats = streamvol.shard.read_manifest(shards)["stats"]
+    batches = DevicePrefetcher(
+        streamvol.loader(ds, 3, 0), "cpu", offset=stats["mean"], scale=1 / stats["std"]
+    )
+    gpu = {k: b["image"][i] for b in batches for i, k in enumerate(b["__key__"])}
+    assert gpu.keys() == cpu.keys()
+    for k in cpu:
+        assert torch.allclose(gpu[k], cpu[k], atol=1e-4), k
+
+
+def test_tars_keep_their_folders_manifest_and_lone_tars_cannot_augment(shards, tmp_path):
+    tars = sorted(str(p) for p in shards.glob("*.tar"))
+    assert len(_by_key(open_shards(tars, augment=SPEC), 0, epoch=0)) == 12
+    lone = tmp_path / "lone.tar"
+    lone.write_bytes(Path(tars[0]).read_bytes())
+    with pytest.raises(streamvol.errors.ShardError, match="crop size"):
+        open_shards([str(lone)], augment=SPEC)
