@@ -231,6 +231,12 @@ def inspect(
         Path | None, typer.Option(help="Write a PNG montage of crops with labels overlaid.")
     ] = None,
     n: Annotated[int, typer.Option(help="Crops in the preview.")] = 16,
+    preview_augment: Annotated[
+        Path | None, typer.Option(help="Write a PNG of one crop under 8 augmentation draws.")
+    ] = None,
+    augment: Annotated[
+        str, typer.Option(help="Augmentation preset or file to preview.")
+    ] = "default",
 ) -> None:
     """Summarise a shard set, verify its checksums, and preview crops as a PNG montage."""
     from streamvol.shard.inspect import describe, summary_table
@@ -253,7 +259,12 @@ def inspect(
             out.print(f"verified: every shard of {shards} matches the manifest")
         if preview:
             out.print(f"preview: {make_preview(shards, preview, n=n)}")
-    except StreamvolError as exc:
+        if preview_augment:
+            from streamvol.shard.inspect import preview_augmented
+
+            path = preview_augmented(shards, preview_augment, augment)
+            out.print(f"augmentation preview: {path}")
+    except (StreamvolError, ValueError) as exc:
         raise _fail(exc) from None
 
 

@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from streamvol.augment import load_spec
 from streamvol.stream import DevicePrefetcher, loader, open_shards
-from streamvol.train.setup import augment_spec, manifest_of
+from streamvol.train.setup import manifest_of
 
 MODES = ("none", "cpu", "gpu")
 STAGES = ("read", "augment", "collate", "h2d")
@@ -132,7 +133,7 @@ def _sync(device: torch.device) -> None:
 def measure(config: BenchConfig, workers: int, mode: str, device: torch.device) -> Measurement:
     """Time ``config.batches`` batches (after warm-up) ``config.repeats`` times."""
     manifest = manifest_of(config.shards)
-    augment = augment_spec(config.preset) if mode != "none" else None
+    augment = load_spec(config.preset) if mode != "none" else None
     ds = open_shards(
         config.shards,
         split=config.split,

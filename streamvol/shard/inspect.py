@@ -116,3 +116,30 @@ def _spread(samples: Iterator[dict[str, Any]], n: int, *, scan: int = 50) -> lis
 
 def _zyx(values: list[int]) -> str:
     return "x".join(map(str, values))
+
+
+def preview_augmented(folder: str | Path, png: str | Path, augment: str = "default") -> Path:
+    """One crop (the first labelled one, with points if any) under 8 draws of ``augment``."""
+    from streamvol.augment import load_spec, preview_augment
+
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    spec = load_spec(augment)
+    if spec is None:
+        raise ValueError(f"--augment {augment!r} draws nothing to preview")
+    need = spec.margin(manifest["crop"])
+    if any(n > h for n, h in zip(need, manifest["margin"], strict=True)):
+        raise ValueError(
+            f"{folder}: shards keep a margin of {manifest['margin']} voxels but augment "
+            f"{augment!r} needs {list(need)}"
+        )
+    first_split = next(iter(manifest["splits"].values()))
+    samples = list(itertools.islice(iter_tar(folder / first_split[0]["name"]), 64))
+
+    def interest(sample: dict[str, Any]) -> tuple[bool, bool]:
+        labelled = sample.get("cls", 0) > 0 or bool(sample.get("mask.npy", np.zeros(1)).any())
+        return labelled, len(sample.get("points.npy", ())) > 0
+
+    chosen = max(samples, key=interest)  # the first labelled crop with points, if any
+    low, high = manifest["stats"]["p0_5"], manifest["stats"]["p99_5"]  # shown in [0, 1]
+    return preview_augment(chosen, spec, png, offset=low, scale=1 / max(high - low, 1e-12))

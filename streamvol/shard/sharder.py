@@ -103,9 +103,9 @@ class ShardConfig:
         ``default`` preset: ceil(c (sqrt(3) - 1) / 2) a side), plus ``max_shift``; else N."""
         if self.context != "auto":
             return (int(self.context),) * 3
-        from streamvol.train.setup import augment_spec
+        from streamvol.augment import load_spec
 
-        spec = augment_spec(self.augment)
+        spec = load_spec(self.augment)
         need = spec.margin(self.crop) if spec is not None else (0, 0, 0)
         return tuple(m + self.max_shift for m in need)  # type: ignore[return-value]
 

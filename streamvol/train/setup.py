@@ -183,26 +183,13 @@ def make_dataset(
     )
 
 
-def augment_spec(name: str) -> Any:
-    """An augmentation spec from a preset name or a TOML/YAML file; None for ``none``."""
-    from pathlib import Path
-
-    from streamvol.augment import Augment
-
-    if name in ("none", ""):
-        return None
-    if Path(name).suffix in (".toml", ".yaml", ".yml"):
-        return Augment.from_file(name)
-    return Augment.preset(name)
-
-
 def make_augment(config: TrainConfig) -> Any:
     """The run's spec, with ``--mixup`` / ``--cutmix`` alphas (when given) over the spec's own."""
     import dataclasses
 
-    from streamvol.augment import Augment, Cutmix, Mixup
+    from streamvol.augment import Augment, Cutmix, Mixup, load_spec
 
-    spec = augment_spec(config.augment)
+    spec = load_spec(config.augment)
     if not (config.mixup or config.cutmix):
         return spec
     spec = spec or Augment()

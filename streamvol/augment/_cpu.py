@@ -1,0 +1,218 @@
+"""The CPU backend: one sample at a time, inside loader workers, through the fused numba pass.
+
+Intensity chain, in this order, on every output voxel (values in float64, stored as float32):
+
+1. resample the stored block (trilinear; outside the block the raw value ``cval`` = 0);
+2. normalise: ``v = (v - offset) * scale`` (the loader passes the manifest's statistics);
+3. gamma: with ``lo``/``hi`` the normalised min/max of the whole stored block,
+   ``v = lo + (hi - lo) * clip((v - lo) / (hi - lo), 0, 1) ** gamma`` (MONAI's AdjustContrast
+   on a per-sample min-max range; trilinear values stay inside [lo, hi], so only voxels read
+   from outside the block are clipped);
+4. contrast and brightness: ``v = (v - mean) * contrast + mean + brightness``, ``mean`` the
+   normalised mean of the stored block;
+5. blur (separable Gaussian, radius ``int(3 sigma + 0.5)``, edges repeated), a second pass over
+   the output, only when drawn;
+6. noise: ``v += noise_std * N(noise_seed, voxel index)`` (``_noise``), after the blur so the noise
+   stays white.
+
+Without blur, steps 1-4 and 6 are one pass; the block statistics (steps 3-4) cost one numpy
+reduction over the block, only when gamma or contrast was drawn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from streamvol.augment import _kernels as K
+from streamvol.augment._kernels import noise_key
+from streamvol.augment._params import AugmentParams
+from streamvol.augment._points import transform_points
+from streamvol.errors import ShapeMismatch
+
+__all__ = ["affine_transform", "apply_cpu", "blur_weights"]
+
+
+def _ro(a: np.ndarray) -> np.ndarray:
+    """A read-only view: numba compiles read-only and writable arrays as different types, so
+    every input goes in read-only and each dtype compiles once."""
+    view = a.view()
+    view.flags.writeable = False
+    return view
+
+
+_NO_MASK = _ro(np.zeros((1, 1, 1), np.uint8))
+_NO_MASK_OUT = np.zeros((1, 1, 1), np.int64)
+_NO_GRID = _ro(np.zeros((3, 2, 2, 2)))
+_NATIVE = (np.uint8, np.uint16, np.float32)
+
+
+@lru_cache(maxsize=1)
+def _f16_lut() -> np.ndarray:
+    """float16 bit pattern -> float32 value (numba has no float16 on the CPU)."""
+    return _ro(np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32))
+
+
+def _source(volume: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The array the kernel reads and its lookup table (float16 is read as uint16 bits)."""
+    if volume.size >= 2**31:
+        raise ValueError(
+            f"a block of shape {volume.shape} has {volume.size} voxels; the kernels index with "
+            "int32 and take at most 2**31 - 1 (augment crops, not whole volumes)"
+        )
+    if volume.dtype == np.float16:
+        return _ro(np.ascontiguousarray(volume).view(np.uint16)), _f16_lut()
+    if volume.dtype.type in _NATIVE:
+        return _ro(np.ascontiguousarray(volume)), None
+    if volume.dtype.kind not in "biuf":
+        raise ValueError(f"expected a real-valued volume, got dtype {volume.dtype}")
+    return _ro(np.ascontiguousarray(volume, dtype=np.float32)), None
+
+
+def _mask_source(mask: np.ndarray) -> np.ndarray:
+    if mask.dtype == np.uint8 or mask.dtype == np.bool_:
+        return _ro(np.ascontiguousarray(mask).view(np.uint8))
+    if mask.dtype.kind not in "iu":
+        raise ValueError(f"expected an integer mask, got dtype {mask.dtype}")
+    return _ro(np.ascontiguousarray(mask, dtype=np.int64))
+
+
+def _matrix(matrix: np.ndarray) -> np.ndarray:
+    m = np.asarray(matrix, dtype=np.float64)
+    if m.shape not in ((3, 4), (4, 4)):
+        raise ValueError(f"expected a 3x4 or 4x4 matrix, got shape {m.shape}")
+    return _ro(np.ascontiguousarray(m[:3]))
+
+
+def blur_weights(sigma: float) -> np.ndarray:
+    """Normalised Gaussian taps, radius ``int(3 sigma + 0.5)`` (scipy's rule, truncate=3)."""
+    radius = int(3.0 * sigma + 0.5)
+    if sigma <= 0 or radius == 0:
+        return np.ones(1)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    w = np.exp(-0.5 * (x / sigma) ** 2)
+    return w / w.sum()
+
+
+def _flags(**on: bool) -> np.ndarray:
+    flags = np.zeros(K.N_FLAGS, np.int64)
+    for name, value in on.items():
+        flags[getattr(K, name.upper())] = int(value)
+    return flags
+
+
+def affine_transform(
+    volume: np.ndarray,
+    matrix: np.ndarray,
+    output_shape: Sequence[int] | None = None,
+    order: int = 1,
+    cval: float = 0.0,
+    *,
+    threads: int = 1,
+) -> np.ndarray:
+    """``scipy.ndimage.affine_transform(volume, matrix, output_shape, order=order,
+    mode="constant", cval=cval)`` for 3D volumes, with numba.
+
+    Output voxel ``o`` reads the input at ``matrix[:3, :3] @ o + matrix[:3, 3]`` (3x4 or 4x4
+    matrix); coordinates outside ``[0, n - 1]`` on any axis give ``cval``. ``order`` 0 (nearest,
+    halves round up as in scipy) or 1 (trilinear). Input uint8, uint16, float16 or float32 (other
+    real dtypes are converted to float32 first); the output is always float32, also for order 0
+    (integer labels are exact up to 2**24).
+    """
+    vol = np.asarray(volume)
+    if vol.ndim != 3:
+        raise ValueError(f"expected a 3D (D, H, W) volume, got shape {vol.shape}")
+    if order not in (0, 1):
+        raise ValueError(f"order={order!r}: expected 0 (nearest) or 1 (trilinear)")
+    shape = tuple(vol.shape) if output_shape is None else tuple(int(s) for s in output_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"expected a 3D output_shape of sizes >= 1, got {output_shape}")
+    src, lut = _source(vol)
+    out = np.empty(shape, np.float32)
+    fp = np.zeros(K.N_FLOATS)
+    fp[[K.SCALE, K.SPAN, K.GAMMA, K.CONTRAST]] = 1.0
+    fp[K.CVAL] = cval
+    flags = _flags(order=order)
+    K.resample(
+        src, lut, _NO_MASK, out, _NO_MASK_OUT, _matrix(matrix), _NO_GRID, fp, flags, 0, threads
+    )
+    return out
+
+
+def apply_cpu(
+    sample: dict[str, Any],
+    params: AugmentParams,
+    *,
+    offset: float = 0.0,
+    scale: float = 1.0,
+    threads: int = 1,
+) -> dict[str, Any]:
+    """Apply drawn ``params`` to one decoded stored sample.
+
+    ``sample``: ``image`` (D, H, W) or (1, D, H, W) of the stored dtype, optional ``mask``
+    (D, H, W) integer labels and ``points`` (N, 4) float32 [z, y, x, class] in stored voxels;
+    other keys pass through, None values stay None. Returns a new dict with ``image`` float32
+    (1, d, h, w) of ``params.out_shape``, ``mask`` (d, h, w) int64 (nearest) and ``points``
+    moved into output voxels (those leaving the output dropped). ``threads`` > 1 splits the
+    pass over numba threads (same result); loader workers keep the default 1.
+    """
+    image = sample.get("image")
+    if image is None:
+        raise ValueError(f"expected a sample with an 'image', got keys {sorted(sample)}")
+    image = np.asarray(image)
+    if image.ndim == 4 and image.shape[0] == 1:
+        image = image[0]
+    if image.ndim != 3:
+        raise ValueError(f"expected image (D, H, W) or (1, D, H, W), got shape {image.shape}")
+    if image.shape != params.stored_shape:
+        raise ShapeMismatch(
+            f"image of shape {image.shape} does not match the params' stored block "
+            f"{params.stored_shape}; draw the params for this block's shape"
+        )
+    mask = sample.get("mask")
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.shape != image.shape:
+            raise ShapeMismatch(f"mask of shape {mask.shape} differs from image {image.shape}")
+    src, lut = _source(image)
+    fp = np.zeros(K.N_FLOATS)
+    fp[K.OFFSET], fp[K.SCALE] = offset, scale
+    fp[K.SPAN], fp[K.GAMMA], fp[K.CONTRAST] = 1.0, params.gamma, params.contrast
+    fp[K.BRIGHTNESS], fp[K.NOISE_STD] = params.brightness, params.noise_std
+    do_gamma = params.gamma != 1.0
+    if do_gamma or params.contrast != 1.0:
+        a = (float(image.min()) - offset) * scale
+        b = (float(image.max()) - offset) * scale
+        fp[K.LO], fp[K.SPAN] = min(a, b), abs(b - a)
+        fp[K.MEAN] = (float(image.mean(dtype=np.float64)) - offset) * scale
+        do_gamma = do_gamma and fp[K.SPAN] > 0
+    blurred = params.blur_sigma > 0 and blur_weights(params.blur_sigma).size > 1
+    noisy = params.noise_std > 0
+    flags = _flags(
+        order=1,
+        has_mask=mask is not None,
+        has_elastic=params.elastic is not None,
+        do_gamma=do_gamma,
+        do_noise=noisy and not blurred,
+    )
+    out = np.empty((1, *params.out_shape), np.float32)
+    mout = np.empty(params.out_shape, np.int64) if mask is not None else _NO_MASK_OUT
+    msrc = _mask_source(mask) if mask is not None else _NO_MASK
+    grid = _ro(params.elastic) if params.elastic is not None else _NO_GRID
+    key = noise_key(params.noise_seed) if noisy else 0
+    m = _matrix(params.matrix)
+    K.resample(src, lut, msrc, out[0], mout, m, grid, fp, flags, key, threads)
+    if blurred:
+        K.blur(out[0], blur_weights(params.blur_sigma))
+        if noisy:
+            K.add_noise(out[0], np.uint64(key), params.noise_std)
+    result = dict(sample)
+    result["image"] = out
+    if mask is not None:
+        result["mask"] = mout
+    if sample.get("points") is not None:
+        result["points"] = transform_points(sample["points"], params)
+    return result

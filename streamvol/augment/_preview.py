@@ -1,0 +1,114 @@
+"""``preview_augment``: one stored sample under several draws, as a PNG, to eyeball a spec."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamvol.augment._cpu import apply_cpu
+from streamvol.augment._spec import Augment
+
+__all__ = ["preview_augment"]
+
+
+def _member(sample: dict[str, Any], name: str) -> Any:
+    """``image`` or ``image.npy``: a decoded shard sample or an already-renamed one."""
+    value = sample.get(name)
+    return sample.get(f"{name}.npy") if value is None else value
+
+
+def _out_shape(sample: dict[str, Any], stored: tuple[int, ...]) -> tuple[int, int, int]:
+    meta = sample.get("json")
+    if isinstance(meta, dict) and meta.get("crop"):
+        return tuple(int(c) for c in meta["crop"])  # type: ignore[return-value]
+    return stored  # type: ignore[return-value]
+
+
+def preview_augment(
+    sample: dict[str, Any],
+    augment: Augment,
+    png_path: str | Path,
+    *,
+    draws: int = 8,
+    seed: int = 0,
+    offset: float | None = None,
+    scale: float | None = None,
+) -> Path:
+    """Draw ``sample`` (a decoded stored sample: ``image`` / ``image.npy``, optional mask and
+    points, ``json`` with the crop size) under ``draws`` draws: draw ``i`` is what epoch ``i``
+    of a run with ``seed`` yields. Each panel shows the central z slice of the output, the mask
+    outline and the points within 2 slices; the first panel is the stored centre crop. Intensities
+    are normalised by the block's 0.5 / 99.5 percentiles unless ``offset`` / ``scale`` are given.
+    Writes the PNG atomically and returns its path."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from streamvol.stream import sample_rng
+
+    image = np.asarray(_member(sample, "image"))
+    if image.ndim == 4 and image.shape[0] == 1:
+        image = image[0]
+    if image.ndim != 3:
+        raise ValueError(f"expected image (D, H, W) or (1, D, H, W), got shape {image.shape}")
+    if draws < 1:
+        raise ValueError(f"draws={draws}: expected at least 1")
+    stored = tuple(image.shape)
+    out_shape = _out_shape(sample, stored)
+    if offset is None or scale is None:
+        lo, hi = np.percentile(image.astype(np.float32), [0.5, 99.5])
+        offset, scale = float(lo), 1.0 / max(float(hi - lo), 1e-12)
+    data = {
+        "image": image,
+        "mask": _member(sample, "mask"),
+        "points": _member(sample, "points"),
+    }
+    key = str(sample.get("__key__", "sample"))
+    panels = [("stored (centre)", Augment().sample(np.random.default_rng(0), stored, out_shape))]
+    for i in range(draws):
+        panels.append((f"draw {i}", augment.sample(sample_rng(seed, i, key), stored, out_shape)))
+    cols = min(len(panels), 3 if len(panels) <= 6 else 5)
+    rows = -(-len(panels) // cols)
+    fig = Figure(figsize=(3.0 * cols, 3.2 * rows))
+    FigureCanvasAgg(fig)
+    for n, (title, params) in enumerate(panels):
+        done = apply_cpu(data, params, offset=offset, scale=scale)
+        ax = fig.add_subplot(rows, cols, n + 1)
+        zc = out_shape[0] // 2
+        ax.imshow(done["image"][0, zc], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        if done.get("mask") is not None and (done["mask"][zc] > 0).any():
+            ax.contour(done["mask"][zc] > 0, levels=[0.5], colors="tab:red", linewidths=0.8)
+        points = done.get("points")
+        if points is not None and len(points):
+            near = np.abs(points[:, 0] - zc) <= 2
+            ax.scatter(
+                points[near, 2],
+                points[near, 1],
+                c=points[near, 3],
+                cmap="tab10",
+                s=14,
+                vmin=0,
+                vmax=9,
+                edgecolors="white",
+                linewidths=0.4,
+            )
+        extra = []
+        if params.gamma != 1.0:
+            extra.append(f"g{params.gamma:.2f}")
+        if params.contrast != 1.0:
+            extra.append(f"c{params.contrast:.2f}")
+        if params.noise_std > 0:
+            extra.append(f"n{params.noise_std:.2f}")
+        ax.set_title(" ".join([title, *extra]), fontsize=8)
+        ax.set_axis_off()
+    fig.suptitle(
+        f"{key}: {image.dtype} {stored} -> {out_shape}, z = {out_shape[0] // 2}", fontsize=9
+    )
+    fig.tight_layout()
+    path = Path(png_path)
+    partial = path.with_name(path.name + ".partial")
+    fig.savefig(partial, format="png", dpi=100)
+    os.replace(partial, path)
+    return path

@@ -1,0 +1,271 @@
+"""The CPU backend against references: scipy's affine_transform and gaussian_filter, numpy's
+flips and turns, and the documented intensity chain written out in numpy."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+
+from streamvol.augment import (
+    Augment,
+    AugmentParams,
+    Rotate,
+    Shift,
+    affine_transform,
+    apply_cpu,
+    normal_field,
+)
+from streamvol.augment._cpu import blur_weights
+from streamvol.errors import ShapeMismatch
+
+from .conftest import block, rng_for, stored_for
+
+DTYPES = [np.uint8, np.uint16, np.float16, np.float32]
+
+
+def _random_matrix(rng: np.random.Generator, shape) -> np.ndarray:
+    """A random rotation-ish affine around the centre, some points falling outside."""
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    linear = q * rng.uniform(0.7, 1.3, 3)
+    c = (np.array(shape) - 1) / 2
+    m = np.eye(4)
+    m[:3, :3] = linear
+    m[:3, 3] = c + rng.uniform(-2, 2, 3) - linear @ c
+    return m
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("order", [0, 1])
+def test_affine_transform_matches_scipy(dtype, order):
+    rng = np.random.default_rng(order * 10 + DTYPES.index(dtype))
+    vol = block((14, 15, 16), dtype, seed=1)
+    for trial in range(4):
+        m = _random_matrix(rng, vol.shape)
+        matrix = m if trial % 2 else m[:3]  # 4x4 and 3x4 both accepted
+        got = affine_transform(vol, matrix, (12, 13, 14), order=order)
+        ref = ndi.affine_transform(
+            vol.astype(np.float64), m, output_shape=(12, 13, 14), order=order, mode="constant"
+        )
+        assert got.dtype == np.float32 and got.shape == (12, 13, 14)
+        # everywhere, boundary included (constant mode: outside [0, n - 1] reads cval)
+        err = np.abs(got - ref)
+        if order == 0:  # nearest can differ where scipy's and our coordinate round differently
+            assert (err > 1e-4).mean() < 1e-3
+        else:
+            assert err.max() < 1e-4
+
+
+def test_affine_transform_full_range_uint16_to_float32_precision():
+    rng = np.random.default_rng(11)
+    vol = rng.integers(0, 65536, (10, 11, 12)).astype(np.uint16)
+    m = _random_matrix(rng, vol.shape)
+    got = affine_transform(vol, m)
+    ref = ndi.affine_transform(vol.astype(np.float64), m, order=1, mode="constant")
+    np.testing.assert_allclose(got, ref, rtol=1e-7, atol=1e-3)  # float32 output: ulp(65535) 0.004
+
+
+def test_affine_transform_cval_and_identity():
+    vol = block((6, 7, 8), np.float32)
+    np.testing.assert_array_equal(affine_transform(vol, np.eye(4)), vol)
+    shifted = np.eye(4)
+    shifted[:3, 3] = [0, 0, 3]
+    got = affine_transform(vol, shifted, cval=-5.0)
+    np.testing.assert_array_equal(got[:, :, :5], vol[:, :, 3:])
+    assert (got[:, :, 5:] == -5.0).all()
+
+
+def test_affine_transform_rejects_bad_input():
+    vol = np.zeros((4, 4, 4), np.float32)
+    with pytest.raises(ValueError, match="order"):
+        affine_transform(vol, np.eye(4), order=3)
+    with pytest.raises(ValueError, match="matrix"):
+        affine_transform(vol, np.eye(3))
+    with pytest.raises(ValueError, match="3D"):
+        affine_transform(np.zeros((4, 4)), np.eye(4))
+
+
+def _all_flips_and_turns(a: np.ndarray) -> list[np.ndarray]:
+    """The 48 images of a cube under np.rot90 and np.flip."""
+    out = []
+    for flips in itertools.product([False, True], repeat=3):
+        f = a
+        for axis, on in enumerate(flips):
+            if on:
+                f = np.flip(f, axis)
+        for k0, k1 in itertools.product(range(4), range(4)):
+            out.append(np.rot90(np.rot90(f, k0, (1, 2)), k1, (0, 1)))
+            out.append(np.rot90(np.rot90(f, k0, (1, 2)), k1, (0, 2)))
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float16, np.float32])
+def test_flips_and_90_degree_turns_equal_numpy_exactly(dtype):
+    vol = block((7, 7, 7), dtype, seed=2)
+    references = _all_flips_and_turns(vol.astype(np.float32))
+    spec = Augment.preset("flips")
+    seen = set()
+    for seed in range(60):
+        p = spec.sample(rng_for(seed), vol.shape, vol.shape)
+        got = apply_cpu({"image": vol}, p)["image"][0]
+        hits = [i for i, r in enumerate(references) if np.array_equal(got, r)]
+        assert hits, f"seed {seed}: not a flip or turn of the input"
+        seen.add(got.tobytes())
+    assert len(seen) > 20
+
+
+def test_a_single_flip_is_np_flip_and_a_turn_is_np_rot90():
+    vol = block((6, 8, 8), np.float32, seed=3)
+    flip_x = np.diag([1.0, 1.0, -1.0, 1.0])
+    flip_x[2, 3] = 7
+    np.testing.assert_array_equal(affine_transform(vol, flip_x), np.flip(vol, 2))
+    # np.rot90(vol, 1, (1, 2)): out[z, y, x] = vol[z, x, 7 - y]
+    turn = np.array([[1, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 7], [0, 0, 0, 1]], float)
+    np.testing.assert_array_equal(affine_transform(vol, turn), np.rot90(vol, 1, (1, 2)))
+
+
+@pytest.mark.parametrize("preset", ["default", "cryoet", "flips"])
+def test_a_labelled_voxel_lands_where_its_point_lands(preset):
+    spec = Augment.preset(preset)
+    out = (16, 16, 16)
+    stored = stored_for(spec, 16)
+    rng = np.random.default_rng(5)
+    for seed in range(25):
+        p = spec.sample(rng_for(seed), stored, out)
+        # a point at a voxel centre, away from the crop's edge
+        centre = (np.array(stored) - 1) // 2 + rng.integers(-1, 2, 3)
+        mask = np.zeros(stored, np.uint8)
+        mask[tuple(centre)] = 1
+        blob = np.zeros(stored, np.uint8)
+        blob[tuple(slice(c - 1, c + 2) for c in centre)] = 1
+        points = np.array([[*centre, 2.0]], np.float32)
+        done = apply_cpu({"image": mask, "mask": mask, "points": points}, p)
+        moved = done["points"]
+        assert moved.shape == (1, 4) and moved[0, 3] == 2.0
+        # every voxel labelled 1 reads the point's voxel: it lies within half a stored voxel
+        # (times the zoom) of the moved point on every axis of the stored grid
+        zoom = 1.0 / np.linalg.norm(p.matrix[:3, 0])
+        for o in np.argwhere(done["mask"] == 1):
+            assert np.linalg.norm(o - moved[0, :3]) <= zoom * np.sqrt(3) / 2 + 1e-6
+        # and the output voxel nearest the moved point reads inside the 3x3x3 blob
+        nearest = tuple(np.rint(moved[0, :3]).astype(int))
+        assert apply_cpu({"image": blob, "mask": blob}, p)["mask"][nearest] == 1
+        if preset == "flips":  # exact maps: the voxel and the point coincide
+            np.testing.assert_array_equal(np.argwhere(done["mask"] == 1)[0], moved[0, :3])
+
+
+def test_points_leaving_the_output_are_dropped():
+    p = AugmentParams.centre((20, 20, 20), (10, 10, 10))
+    points = np.array(
+        [[10, 10, 10, 1], [4.6, 5, 5, 2], [4.4, 5, 5, 3], [14.4, 5, 5, 4]], np.float32
+    )
+    got = apply_cpu({"image": np.zeros((20, 20, 20), np.uint8), "points": points}, p)["points"]
+    np.testing.assert_array_equal(got[:, 3], [1, 2, 4])
+    np.testing.assert_allclose(got[0, :3], [5, 5, 5])
+
+
+def _reference_chain(vol, p, offset, scale):
+    """The documented intensity chain in plain numpy (no blur, no noise)."""
+    v = ndi.affine_transform(vol.astype(np.float64), p.matrix, output_shape=p.out_shape, order=1)
+    v = (v - offset) * scale
+    lo, hi = sorted([(float(vol.min()) - offset) * scale, (float(vol.max()) - offset) * scale])
+    mean = (vol.mean(dtype=np.float64) - offset) * scale
+    if p.gamma != 1:
+        v = lo + (hi - lo) * np.clip((v - lo) / (hi - lo), 0, 1) ** p.gamma
+    return (v - mean) * p.contrast + mean + p.brightness
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_intensity_chain_is_the_documented_one(dtype):
+    vol = block((16, 16, 16), dtype, seed=4)
+    spec = Augment.from_dict(
+        {
+            "rotate": {"mode": "free", "max_angle": 20},
+            "gamma": {"range": [0.5, 2.0]},
+            "contrast": {"range": [0.5, 1.5]},
+            "brightness": {"range": [-1, 1]},
+        }
+    )
+    for seed in range(3):
+        p = spec.sample(rng_for(seed), vol.shape, (10, 10, 10))
+        got = apply_cpu({"image": vol}, p, offset=100.0, scale=0.01)["image"][0]
+        ref = _reference_chain(vol, p, 100.0, 0.01)
+        assert np.abs(got - ref).max() < 1e-5
+
+
+def test_noise_is_added_after_the_chain_and_blur_before_it():
+    vol = block((12, 12, 12), np.float32, seed=5)
+    plain = AugmentParams.centre(vol.shape, vol.shape)
+    noisy = AugmentParams.from_matrix(
+        plain.matrix, vol.shape, vol.shape, noise_std=0.5, noise_seed=9
+    )
+    got = apply_cpu({"image": vol}, noisy, offset=50, scale=0.1)["image"][0]
+    want = (vol - 50) * 0.1 + 0.5 * normal_field(9, vol.shape)
+    assert np.abs(got - want).max() < 1e-5
+    both = AugmentParams.from_matrix(
+        plain.matrix, vol.shape, vol.shape, noise_std=0.5, noise_seed=9, blur_sigma=0.8
+    )
+    got = apply_cpu({"image": vol}, both, offset=50, scale=0.1)["image"][0]
+    blurred = ndi.gaussian_filter((vol - 50.0) * 0.1, 0.8, mode="nearest", truncate=3.0)
+    assert np.abs(got - (blurred + 0.5 * normal_field(9, vol.shape))).max() < 1e-5
+
+
+@pytest.mark.parametrize("sigma", [0.3, 0.7, 1.6])
+def test_blur_matches_scipy(sigma):
+    vol = block((9, 10, 11), np.float32, seed=6)
+    p = AugmentParams.from_matrix(np.eye(4), vol.shape, vol.shape, blur_sigma=sigma)
+    got = apply_cpu({"image": vol}, p)["image"][0]
+    ref = ndi.gaussian_filter(vol.astype(np.float64), sigma, mode="nearest", truncate=3.0)
+    assert np.abs(got - ref).max() < 1e-4
+    assert blur_weights(0.1).size == 1  # below half a voxel of radius: no blur
+
+
+def test_same_key_same_output_other_epoch_other_output(everything):
+    stored = stored_for(everything, 12)
+    vol = block(stored, np.uint8, seed=7)
+    mask = (vol > 120).astype(np.uint8)
+    sample = {"image": vol, "mask": mask, "__key__": "a_z1_y2_x3"}
+    a = apply_cpu(sample, everything.sample(rng_for(0, 3, 17), stored, (12, 12, 12)))
+    b = apply_cpu(sample, everything.sample(rng_for(0, 3, 17), stored, (12, 12, 12)))
+    c = apply_cpu(sample, everything.sample(rng_for(0, 4, 17), stored, (12, 12, 12)))
+    np.testing.assert_array_equal(a["image"], b["image"])
+    np.testing.assert_array_equal(a["mask"], b["mask"])
+    assert not np.array_equal(a["image"], c["image"])
+    assert a["__key__"] == "a_z1_y2_x3"  # other keys pass through
+
+
+def test_threads_do_not_change_the_result(everything):
+    stored = stored_for(everything, 16)
+    vol = block(stored, np.float32, seed=8)
+    mask = (vol > 100).astype(np.uint8)
+    for seed in range(3):
+        p = everything.sample(rng_for(seed), stored, (16, 16, 16))
+        one = apply_cpu({"image": vol, "mask": mask}, p, threads=1)
+        two = apply_cpu({"image": vol, "mask": mask}, p, threads=2)
+        np.testing.assert_array_equal(one["image"], two["image"])
+        np.testing.assert_array_equal(one["mask"], two["mask"])
+
+
+def test_masks_of_any_integer_dtype_and_1xdxhxw_images():
+    vol = block((10, 10, 10), np.uint16, seed=9)
+    labels = (vol // 40).astype(np.int32) * 1000
+    p = Augment(rotate=Rotate("free"), shift=Shift(max=1)).sample(
+        rng_for(1), (10, 10, 10), (6, 6, 6)
+    )
+    a = apply_cpu({"image": vol[None], "mask": labels}, p)
+    b = apply_cpu({"image": vol, "mask": labels.astype(np.uint16)}, p)
+    assert a["image"].shape == (1, 6, 6, 6) and a["mask"].dtype == np.int64
+    np.testing.assert_array_equal(a["mask"], b["mask"])
+    assert set(np.unique(a["mask"])) <= set(np.unique(labels)) | {0}
+
+
+def test_shape_errors_name_the_shapes():
+    p = AugmentParams.centre((10, 10, 10), (6, 6, 6))
+    with pytest.raises(ShapeMismatch, match=r"\(8, 10, 10\)"):
+        apply_cpu({"image": np.zeros((8, 10, 10), np.uint8)}, p)
+    with pytest.raises(ShapeMismatch, match="mask"):
+        apply_cpu({"image": np.zeros((10, 10, 10)), "mask": np.zeros((9, 10, 10), int)}, p)
+    with pytest.raises(ValueError, match=r"\(D, H, W\)"):
+        apply_cpu({"image": np.zeros((2, 10, 10, 10))}, p)
