@@ -395,3 +395,14 @@ def test_distributed_cluster(tmp_path):
     assert remote["splits"] == local["splits"]
     assert verify(tmp_path / "remote") == []
     assert not os.path.exists(tmp_path / "remote" / ".streamvol")
+
+
+def test_context_auto_follows_the_augmentation(tmp_path, volume):
+    from streamvol.augment import Augment
+
+    path = _write("npy", tmp_path, volume)
+    flips = parse_config([path], crop=8, augment="flips", split="1")
+    assert flips.margin == (0, 0, 0)
+    default = parse_config([path], crop=8, augment="default", max_shift=1, split="1")
+    assert default.margin == tuple(m + 1 for m in Augment.preset("default").margin(8))
+    assert parse_config([path], crop=8, context=3, split="1").margin == (3, 3, 3)

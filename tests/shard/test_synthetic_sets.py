@@ -62,7 +62,11 @@ def test_tomograms_points_plan(data, tmp_path):
     manifest = read_manifest(out)
     dataset = discover(data["tomograms"])
     assert manifest["class_names"] == ["background", *dataset.class_names]
-    assert manifest["margin"] == [6, 6, 6]  # ceil(16 * 0.366)
+    from streamvol.augment import Augment
+
+    # --context auto: what the default augmentation needs, at least the free-rotation sphere
+    assert manifest["margin"] == list(Augment.preset("default").margin(16))
+    assert all(m >= 6 for m in manifest["margin"])  # ceil(16 * (sqrt(3) - 1) / 2)
     per_source = [
         len(load_points(spec, open_volume(spec.image), dataset).zyx) for spec in dataset.sources
     ]
