@@ -122,19 +122,25 @@ def write_report(
 
     run = trainer.run_dir
     task = trainer.task
+    writes = getattr(trainer, "main", True)  # under torchrun, rank 0 alone writes files
     if split is None and not trainer.config.val_split and trainer.config.val_folds is None:
         report: dict[str, Any] = {"task": task.kind, "note": "no validation split"}
-        if trainer.history:
+        if trainer.history and writes:
             plot_history(trainer.history, run / "curves.png")
         return report
     out = trainer.predict(split, tta=tta)
     threshold = _saved_threshold(run)
     if task.binary and split is None and trainer.config.sweep_threshold:
         threshold, _ = sweep_threshold(out["targets"], out["scores"], weights=out["weights"])
-        write_json_atomic(run / "threshold.json", {"threshold": float(threshold), "from": "val"})
+        if writes:
+            write_json_atomic(
+                run / "threshold.json", {"threshold": float(threshold), "from": "val"}
+            )
     report = score(out, task, threshold=threshold)
     report["split"] = split or "val"
     report["tta"] = tta
+    if not writes:
+        return report
     plots = {}
     if trainer.history:
         plots["curves"] = str(plot_history(trainer.history, run / "curves.png"))

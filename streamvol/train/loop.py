@@ -21,7 +21,7 @@ import torch
 from streamvol.errors import StreamvolError
 from streamvol.shard.manifest import write_json_atomic
 from streamvol.stream import DevicePrefetcher, loader
-from streamvol.train import setup
+from streamvol.train import distributed, setup
 from streamvol.train.checkpoint import load_checkpoint, save_checkpoint
 from streamvol.train.config import TrainConfig
 from streamvol.train.ema import EMA
@@ -62,6 +62,11 @@ def _mix(
     return mixed["image"], soft
 
 
+def _mean_over_ranks(ranks: distributed.Ranks, total: float, weight: float) -> float:
+    total, weight = distributed.sum_all(ranks, total, weight)
+    return total / max(weight, 1.0)
+
+
 class Trainer:
     """Train ``config`` into ``run_dir``; ``fit()`` returns the final report."""
 
@@ -70,7 +75,12 @@ class Trainer:
         self.augment = setup.make_augment(config)
         self._check_margin()
         self._claim(resume)
-        self.step_model = torch.compile(self.model) if config.compile else self.model
+        self.step_model = self.model
+        if self.ranks.distributed:
+            ids = [self.ranks.local_rank] if self.device.type == "cuda" else None
+            self.step_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if config.compile:
+            self.step_model = torch.compile(self.step_model)
         self.train_set = setup.make_dataset(config, train=True, augment=self.augment)
         self.train_loader = loader(self.train_set, config.batch_size, config.workers)
         steps = len(self.train_loader)
@@ -100,6 +110,10 @@ class Trainer:
         self.manifest = setup.manifest_of(config.shards)
         self.task = setup.resolve_task(config, self.manifest)
         self.device = setup.resolve_device(config)
+        self.ranks = distributed.init(self.device.type)
+        self.main = self.ranks.main  # rank 0 alone writes the run folder
+        if self.device.type == "cuda" and self.ranks.distributed:
+            self.device = torch.device("cuda", self.ranks.local_rank)
         self.amp = setup.amp_dtype(config, self.device)
         torch.manual_seed(config.seed)  # the initial weights are a function of the seed
         self.model = setup.build_model(config, self.task).to(self.device)
@@ -150,8 +164,11 @@ class Trainer:
                     f"{self.run_dir}: --resume with a different configuration; "
                     "resume with the same options"
                 )
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.config.save(config_path)
+        distributed.barrier(self.ranks)  # every rank has checked before rank 0 writes
+        if self.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.config.save(config_path)
+        distributed.barrier(self.ranks)
 
     def _metric_name(self) -> str:
         if self.config.metric != "auto":
@@ -186,7 +203,8 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         if self.ema and state["ema"]:
             self.ema.load_state_dict(state["ema"])
-        self.train_loader.load_state_dict(state["loader"])
+        if not self.ranks.distributed:  # each rank's own stream restarts from its epoch
+            self.train_loader.load_state_dict(state["loader"])
         self.epoch = int(state["epoch"])
         self.best = state["best"]
         self.stale = int(state["stale"])
@@ -248,7 +266,7 @@ class Trainer:
                 progress(step + 1, self.steps_per_epoch)
         seconds = time.perf_counter() - started
         return {
-            "train_loss": total / max(weight_sum, 1.0),
+            "train_loss": _mean_over_ranks(self.ranks, total, weight_sum),
             "lr": self.optimizer.param_groups[0]["lr"],
             "train_samples_per_s": seen / max(seconds, 1e-9),
         }
@@ -263,9 +281,10 @@ class Trainer:
         ds = setup.make_dataset(self.config, train=False, split=split)
         dl = loader(ds, self.config.batch_size, self.config.workers)
         net = model or (self.ema.model if self.ema else self.model)
-        return predict_batches(
+        out = predict_batches(
             net, self._batches(dl), self.task, forward=self._forward, tta=tta, loss_fn=self.loss_fn
         )
+        return distributed.gather_predictions(self.ranks, out)
 
     def validate(self) -> dict[str, Any]:
         from streamvol.train.evaluate import score
@@ -300,10 +319,11 @@ class Trainer:
             self.history.append(values)
             improved = self._track(values)
             self.epoch += 1
-            self._append_metrics(values)
-            save_checkpoint(self.run_dir / "last.pt", self._state())
-            if improved:
-                save_checkpoint(self.run_dir / "best.pt", self._state())
+            if self.main:
+                self._append_metrics(values)
+                save_checkpoint(self.run_dir / "last.pt", self._state())
+                if improved:
+                    save_checkpoint(self.run_dir / "best.pt", self._state())
             if on_epoch:
                 on_epoch(values)
             done_now += 1
@@ -334,6 +354,7 @@ class Trainer:
         """Best weights: threshold sweep on validation, report and plots on validation."""
         from streamvol.train.evaluate import write_report
 
+        distributed.barrier(self.ranks)  # best.pt is written by rank 0
         best = load_checkpoint(self.run_dir / "best.pt", self.device)
         self.model.load_state_dict(best["model"])
         if self.ema and best["ema"]:
@@ -341,5 +362,7 @@ class Trainer:
         report = write_report(self, split=None, prefix="val")
         report["history"] = self.history
         report["stopped_early"] = self.epoch < self.config.epochs
-        write_json_atomic(self.run_dir / "report.json", report)
+        if self.main:
+            write_json_atomic(self.run_dir / "report.json", report)
+        distributed.barrier(self.ranks)
         return report
