@@ -148,24 +148,10 @@ def write_report(
         keep = out["weights"] > 0
         names = list(task.class_names)
         if len(np.unique(out["targets"][keep])) > 1:
-            plots["roc"] = str(
-                plot_roc(
-                    out["targets"],
-                    out["scores"],
-                    run / f"{prefix}_roc.png",
-                    class_names=names,
-                    weights=out["weights"],
-                )
-            )
-            plots["pr"] = str(
-                plot_pr(
-                    out["targets"],
-                    out["scores"],
-                    run / f"{prefix}_pr.png",
-                    class_names=names,
-                    weights=out["weights"],
-                )
-            )
+            for name, plot in (("roc", plot_roc), ("pr", plot_pr)):
+                path = run / f"{prefix}_{name}.png"
+                plot(out["targets"], out["scores"], path, class_names=names, weights=out["weights"])
+                plots[name] = str(path)
         plots["confusion"] = str(
             plot_confusion_matrix(
                 report["confusion_matrix"], run / f"{prefix}_confusion.png", class_names=names
