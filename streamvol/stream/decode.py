@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,24 +25,115 @@ def split_name(name: str) -> tuple[str, str]:
     return key, suffix
 
 
-def decode_member(suffix: str, data: bytes, *, where: str = "") -> Any:
+def _npy(data: bytearray) -> np.ndarray:
+    """A ``.npy`` member as an array over its own buffer (no copy); object arrays refused."""
+    buffer = io.BytesIO(data)
+    version = np.lib.format.read_magic(buffer)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(buffer)
+    elif version in ((2, 0), (3, 0)):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(buffer)
+    else:
+        raise ValueError(f"unknown .npy format version {version}")
+    if dtype.hasobject:
+        raise ValueError("object arrays need pickle, which streamvol never loads")
+    count = int(np.prod(shape, dtype=np.int64))
+    array = np.frombuffer(data, dtype=dtype, count=count, offset=buffer.tell())
+    return array.reshape(shape, order="F" if fortran else "C")
+
+
+def decode_member(suffix: str, data: bytes | bytearray, *, where: str = "") -> Any:
     """Decode one member's bytes by its suffix; refuse every type that could run code."""
     kind = suffix.rsplit(".", 1)[-1]
     try:
         if kind == "npy":
-            return np.load(io.BytesIO(data), allow_pickle=False)
+            return _npy(data if isinstance(data, bytearray) else bytearray(data))
         if kind == "json":
             return json.loads(data)
         if kind == "cls":
-            return int(data.decode().strip())
+            return int(bytes(data).decode().strip())
         if kind == "txt":
-            return data.decode()
+            return bytes(data).decode()
     except (ValueError, UnicodeDecodeError) as exc:
         raise ShardError(f"{where}: member .{suffix} is corrupt: {exc}") from exc
     raise UnsafeMember(
         f"{where}: member .{suffix} is not a type streamvol decodes; "
         f"expected one of {', '.join('.' + s for s in SAFE_SUFFIXES)} (pickles are never loaded)"
     )
+
+
+BLOCK = 512
+
+
+def _field(header: bytes, start: int, size: int) -> bytes:
+    return header[start : start + size].split(b"\0", 1)[0]
+
+
+def _number(header: bytes, start: int, size: int, where: str) -> int:
+    raw = header[start : start + size]
+    if raw[0] & 0x80:  # GNU base-256 for large sizes
+        return int.from_bytes(raw[1:], "big")
+    text = raw.split(b"\0", 1)[0].strip() or b"0"
+    try:
+        return int(text, 8)
+    except ValueError:
+        raise ShardError(f"{where}: corrupt tar header (number {text!r})") from None
+
+
+def _read_exact(fileobj: Any, size: int, where: str) -> bytearray:
+    data = bytearray(size)
+    view = memoryview(data)
+    got = 0
+    while got < size:
+        n = fileobj.readinto(view[got:])
+        if not n:
+            raise ShardError(f"{where}: truncated tar (a member ends after {got} of {size} bytes)")
+        got += n
+    return data
+
+
+def read_members(fileobj: Any, where: str) -> Iterator[tuple[str, bytearray]]:
+    """(name, data) of each regular file in a tar stream positioned at a header.
+
+    A direct reader (one ``readinto`` per member, checksums verified): the streaming mode of
+    ``tarfile`` costs several milliseconds per large member. Handles ustar, GNU long names and
+    pax path records; ends at the end-of-archive block, and a stream that stops before it is
+    reported truncated.
+    """
+    long_name: str | None = None
+    while True:
+        header = fileobj.read(BLOCK)
+        if len(header) < BLOCK:
+            raise ShardError(f"{where}: truncated tar (no end-of-archive marker)")
+        if header == bytes(BLOCK):
+            return
+        stored = _number(header, 148, 8, where)
+        checksum = sum(header[:148]) + 8 * 32 + sum(header[156:])
+        if stored != checksum:
+            raise ShardError(f"{where}: corrupt tar header (checksum)")
+        size = _number(header, 124, 12, where)
+        kind = header[156:157]
+        data = _read_exact(fileobj, size, where)
+        fileobj.read(-size % BLOCK)
+        if kind == b"L":  # GNU long name for the next member
+            long_name = bytes(data).split(b"\0", 1)[0].decode()
+            continue
+        if kind == b"x":  # pax extended header: only the path record matters here
+            for record in bytes(data).decode().splitlines():
+                _, _, text = record.partition(" ")
+                if text.startswith("path="):
+                    long_name = text[5:]
+            continue
+        if kind not in (b"0", b"\0", b"7"):  # directories, links, global headers
+            long_name = None
+            continue
+        name = long_name
+        if name is None:
+            name = _field(header, 0, 100).decode()
+            prefix = _field(header, 345, 155).decode() if header[257:262] == b"ustar" else ""
+            name = f"{prefix}/{name}" if prefix else name
+        long_name = None
+        yield name, data
 
 
 def iter_samples(
@@ -57,30 +147,23 @@ def iter_samples(
     sample: dict[str, Any] = {}
     done = 0
     try:
-        with tarfile.open(fileobj=fileobj, mode="r|") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                key, suffix = split_name(member.name)
-                if sample and key != sample["__key__"]:
-                    yield sample
-                    done += 1
-                    sample = {}
-                    if limit is not None and done >= limit:
-                        return
-                if not sample and first_key is not None and done == 0 and key != first_key:
-                    raise ShardError(
-                        f"{where}: expected sample {first_key!r} at this offset, found {key!r}; "
-                        "the shard does not match its manifest"
-                    )
-                handle = tar.extractfile(member)
-                data = handle.read() if handle else b""
-                if len(data) != member.size:
-                    raise ShardError(f"{where}: truncated member {member.name}")
-                sample.setdefault("__key__", key)
-                sample[suffix] = decode_member(suffix, data, where=f"{where} key {key}")
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        raise ShardError(f"{where}: truncated or corrupt tar: {exc}") from exc
+        for name, data in read_members(fileobj, where):
+            key, suffix = split_name(name)
+            if sample and key != sample["__key__"]:
+                yield sample
+                done += 1
+                sample = {}
+                if limit is not None and done >= limit:
+                    return
+            if not sample and first_key is not None and done == 0 and key != first_key:
+                raise ShardError(
+                    f"{where}: expected sample {first_key!r} at this offset, found {key!r}; "
+                    "the shard does not match its manifest"
+                )
+            sample.setdefault("__key__", key)
+            sample[suffix] = decode_member(suffix, data, where=f"{where} key {key}")
+    except OSError as exc:
+        raise ShardError(f"{where}: unreadable tar: {exc}") from exc
     if sample:
         yield sample
         done += 1
