@@ -69,13 +69,15 @@ def child(mode: str, source: str, out: str) -> dict:
 
     from streamvol.io import open_volume
     from streamvol.shard import parse_config, shard
+    from streamvol.shard.plan import rotation_margin
 
     started = time.perf_counter()
     if mode == "read":
         volume = open_volume(source)
         dask.compute(volume.data.sum(), scheduler="threads", num_workers=2)
     else:
-        config = parse_config([source], crop=64, split="1", shard_size=32)
+        margin = rotation_margin(64)[0]  # free rotation only: 24 voxels a side
+        config = parse_config([source], crop=64, context=margin, split="1", shard_size=32)
         shard(config, out, workers=2)
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "peak_rss_mb": peak_rss_mb()}

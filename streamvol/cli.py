@@ -314,6 +314,13 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed of weights, order and augmentation.")] = 0,
     compile: Annotated[bool, typer.Option(help="torch.compile the model.")] = False,
     channels_last: Annotated[bool, typer.Option(help="channels_last_3d memory format.")] = False,
+    pretrained: Annotated[
+        str | None, typer.Option(help="Start from these weights (a checkpoint; any head).")
+    ] = None,
+    freeze_features: Annotated[bool, typer.Option(help="Train only the head.")] = False,
+    unfreeze_every: Annotated[
+        int | None, typer.Option(help="Unfreeze one feature level every N epochs.")
+    ] = None,
     name: Annotated[str | None, typer.Option(help="Run name (default: the model name).")] = None,
     runs: Annotated[Path, typer.Option(help="Folder of run folders.")] = Path("runs"),
     resume: Annotated[bool, typer.Option(help="Continue the run in runs/NAME exactly.")] = False,
@@ -353,6 +360,9 @@ def train(
             seed=seed,
             compile=compile,
             channels_last=channels_last,
+            pretrained=pretrained,
+            freeze_features=freeze_features,
+            unfreeze_every=unfreeze_every,
         )
         run_dir = runs / (name or (model if model != "auto" else "run"))
         trainer = Trainer(config, run_dir, resume=resume)

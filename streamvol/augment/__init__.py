@@ -4,13 +4,10 @@ Draw parameters with a spec (``Augment.sample(rng, stored_shape, out_shape)``, t
 ``(seed, epoch, key)``), then apply them with either backend; both give the same result.
 """
 
-from streamvol.augment._cpu import affine_transform, apply_cpu
-from streamvol.augment._gpu import apply_gpu
-from streamvol.augment._mix import cutmix, mix_batch, mixup
-from streamvol.augment._noise import normal_field, normal_field_torch
+from importlib import import_module
+from typing import Any
+
 from streamvol.augment._params import AugmentParams, BatchParams, stack_params
-from streamvol.augment._points import transform_points
-from streamvol.augment._preview import preview_augment
 from streamvol.augment._sample import sample_params
 from streamvol.augment._spec import (
     Augment,
@@ -59,3 +56,24 @@ __all__ = [
     "stack_params",
     "transform_points",
 ]
+
+# The backends load on first use (numba kernels, torch, matplotlib), so code that only needs a
+# spec and its margin (the sharder, the CLI) stays light.
+_LAZY = {
+    "affine_transform": "_cpu",
+    "apply_cpu": "_cpu",
+    "apply_gpu": "_gpu",
+    "cutmix": "_mix",
+    "mix_batch": "_mix",
+    "mixup": "_mix",
+    "normal_field": "_noise",
+    "normal_field_torch": "_noise",
+    "transform_points": "_points",
+    "preview_augment": "_preview",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(f"streamvol.augment.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'streamvol.augment' has no attribute {name!r}")

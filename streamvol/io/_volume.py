@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,6 @@ class Volume:
     path: Path
     format: str
     level: int = 0
-    meta: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def shape(self) -> tuple[int, int, int]:

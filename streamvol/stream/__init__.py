@@ -4,7 +4,6 @@ from streamvol.stream.dataset import (
     Prepare,
     StreamDataset,
     key_hash,
-    merge_state_dicts,
     open_shards,
     sample_rng,
 )
@@ -19,7 +18,6 @@ __all__ = [
     "collate",
     "key_hash",
     "loader",
-    "merge_state_dicts",
     "open_shards",
     "sample_rng",
 ]

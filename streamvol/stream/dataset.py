@@ -364,16 +364,6 @@ class StreamDataset(IterableDataset):
             yield out
 
 
-def merge_state_dicts(states: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Check that per-rank states belong to one run (same epoch, seed, world size)."""
-    first = states[0]
-    for state in states[1:]:
-        for name in ("epoch", "seed", "world_size", "total"):
-            if state[name] != first[name]:
-                raise ValueError(f"rank states disagree on {name}: {state[name]} vs {first[name]}")
-    return list(states)
-
-
 def _distributed() -> tuple[int, int] | None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()

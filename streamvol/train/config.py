@@ -52,6 +52,9 @@ class TrainConfig:
     seed: int = 0
     compile: bool = False
     channels_last: bool = False
+    pretrained: str | None = None
+    freeze_features: bool = False
+    unfreeze_every: int | None = None
     sweep_threshold: bool = True
     max_steps_per_epoch: int | None = None
 
@@ -73,6 +76,8 @@ class TrainConfig:
                 raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)}: expected >= 1")
         if self.lr <= 0:
             raise ValueError(f"--lr {self.lr}: expected a positive learning rate")
+        if self.unfreeze_every is not None and self.unfreeze_every < 1:
+            raise ValueError(f"--unfreeze-every {self.unfreeze_every}: expected epochs >= 1")
         if self.early_stopping is not None and self.early_stopping < 1:
             raise ValueError(f"--early-stopping {self.early_stopping}: expected a patience >= 1")
 

@@ -75,6 +75,7 @@ class Trainer:
         self.augment = setup.make_augment(config)
         self._check_margin()
         self._claim(resume)
+        self._transfer()
         self.step_model = self.model
         if self.ranks.distributed:
             ids = [self.ranks.local_rank] if self.device.type == "cuda" else None
@@ -149,6 +150,15 @@ class Trainer:
                 f"{self.config.augment!r} needs {need}; reshard with --context auto (or a larger "
                 "--context), or choose --augment flips"
             )
+
+    def _transfer(self) -> None:
+        """Fine-tuning: start from pretrained weights (any head), freeze the feature levels."""
+        from streamvol import models
+
+        if self.config.pretrained:
+            models.load_weights(self.model, self.config.pretrained, strict=False, skip_head=True)
+        if self.config.freeze_features or self.config.unfreeze_every:
+            models.freeze_features(self.model)
 
     def _claim(self, resume: bool) -> None:
         config_path = self.run_dir / "config.json"
@@ -238,6 +248,10 @@ class Trainer:
         """One pass over the training split; returns mean loss and samples per second."""
         self.model.train()
         self.train_loader.set_epoch(self.epoch)
+        if self.config.unfreeze_every:
+            from streamvol.models import unfreeze_schedule
+
+            unfreeze_schedule(self.model, self.epoch, self.config.unfreeze_every)
         rng = np.random.default_rng([self.config.seed, self.epoch, 0x4D1C])
         total, weight_sum, seen = 0.0, 0.0, 0
         started = time.perf_counter()

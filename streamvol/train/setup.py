@@ -123,7 +123,8 @@ def make_loss_fn(config: TrainConfig, task: Task) -> Any:
 
 
 def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+    """Over every parameter: frozen ones get no gradient and are skipped until unfrozen."""
+    params = list(model.parameters())
     if config.optimizer == "sgd":
         return torch.optim.SGD(
             params,

@@ -201,3 +201,28 @@ def test_mixup_and_cutmix_give_soft_targets(blob_shards, tmp_path):
     )
     report = Trainer(config, tmp_path / "mix").fit()
     assert np.isfinite(report["history"][0]["train_loss"])
+
+
+def test_fine_tuning_freezes_then_unfreezes_feature_levels(blob_shards, tmp_path):
+    base = TrainConfig(shards=str(blob_shards), model="simple_cnn", epochs=1, **FAST)
+    Trainer(base, tmp_path / "a").fit()
+    start = torch.load(tmp_path / "a" / "best.pt", weights_only=True)["model"]
+    pretrained = str(tmp_path / "a" / "best.pt")
+
+    frozen = Trainer(replace(base, pretrained=pretrained, freeze_features=True), tmp_path / "b")
+    frozen.fit()
+    after = frozen.model.state_dict()
+    features = [k for k in start if k.startswith("features.")]
+    assert features and all(torch.equal(after[k], start[k]) for k in features)
+    assert not torch.equal(after["head.weight"], start["head.weight"])
+
+    gradual = Trainer(
+        replace(base, epochs=2, pretrained=pretrained, unfreeze_every=1), tmp_path / "c"
+    )
+    gradual.fit()
+    after = gradual.model.state_dict()
+    levels = sorted({k.split(".")[1] for k in features}, key=int)
+    first = [k for k in features if k.split(".")[1] == levels[0]]
+    last = [k for k in features if k.split(".")[1] == levels[-1]]
+    assert all(torch.equal(after[k], start[k]) for k in first)  # still frozen at epoch 2
+    assert any(not torch.equal(after[k], start[k]) for k in last)  # unfrozen after epoch 1
