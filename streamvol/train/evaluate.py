@@ -114,7 +114,6 @@ def write_report(
     """Predict ``split`` (None: validation), choose or reuse the threshold, score, plot."""
     from streamvol.metrics import (
         plot_confusion_matrix,
-        plot_history,
         plot_pr,
         plot_roc,
         sweep_threshold,
@@ -126,7 +125,7 @@ def write_report(
     if split is None and not trainer.config.val_split and trainer.config.val_folds is None:
         report: dict[str, Any] = {"task": task.kind, "note": "no validation split"}
         if trainer.history and writes:
-            plot_history(trainer.history, run / "curves.png")
+            _curves(trainer.history, run)
         return report
     out = trainer.predict(split, tta=tta)
     threshold = _saved_threshold(run)
@@ -142,8 +141,8 @@ def write_report(
     if not writes:
         return report
     plots = {}
-    if trainer.history:
-        plots["curves"] = str(plot_history(trainer.history, run / "curves.png"))
+    if trainer.history and split is None:  # after training; evaluation keeps the run's curves
+        plots["curves"] = str(_curves(trainer.history, run))
     if task.kind == "classification":
         keep = out["weights"] > 0
         names = list(task.class_names)
@@ -160,6 +159,14 @@ def write_report(
     report["plots"] = plots
     write_json_atomic(run / f"{prefix}_report.json", report)
     return report
+
+
+def _curves(history: list[dict[str, Any]], run: Path) -> Path:
+    """Loss curves and the validation metrics per epoch (not throughput or learning rate)."""
+    from streamvol.metrics import plot_history
+
+    metrics = sorted({k for h in history for k in h if k.startswith("val_") and "loss" not in k})
+    return plot_history(history, run / "curves.png", metrics=metrics or None)
 
 
 def _saved_threshold(run: Path) -> float:

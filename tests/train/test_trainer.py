@@ -78,7 +78,9 @@ def test_evaluate_uses_the_validation_threshold_and_writes_plots(blob_shards, tm
     config = TrainConfig(shards=str(blob_shards), model="simple_cnn", epochs=4, **FAST)
     Trainer(config, tmp_path / "ev").fit()
     chosen = json.loads((tmp_path / "ev" / "threshold.json").read_text())["threshold"]
+    curves = (tmp_path / "ev" / "curves.png").read_bytes()
     report = evaluate(tmp_path / "ev", split="test")
+    assert (tmp_path / "ev" / "curves.png").read_bytes() == curves  # the whole run's curves stay
     assert report["threshold"] == pytest.approx(chosen)
     assert report["split"] == "test" and report["n_samples"] == 12
     assert (tmp_path / "ev" / "test_confusion.png").is_file()
