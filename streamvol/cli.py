@@ -486,7 +486,9 @@ def cv(
     except (StreamvolError, ValueError, FileNotFoundError) as exc:
         raise _fail(exc) from None
     out = Console()
-    out.print(format_table(result["summary"]))
+    settings = {"n_samples", "n_padding", "beta", "threshold"}  # not metrics
+    keys = [k for k in result["summary"] if "." not in k and k not in settings]
+    out.print(format_table(result["summary"], keys=keys))
     for label, path in result["plots"].items():
         out.print(f"{label}: {path}")
     out.print(f"report: {run_dir / 'cv_report.json'}")

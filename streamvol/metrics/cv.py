@@ -59,7 +59,7 @@ def format_table(
     table.add_column("mean ± std", justify="right")
     table.add_column("n", justify="right")
     for i in range(n_folds):
-        table.add_column(f"fold {i + 1}", justify="right")
+        table.add_column(f"fold{i}", justify="right")  # as the shard splits are named
     for key in rows:
         entry = summary[key]
         folds = [_fmt(v, digits) for v in entry["values"]]

@@ -47,7 +47,7 @@ def test_format_table_renders():
     console = Console(width=200, record=True)
     console.print(table)
     text = console.export_text()
-    assert "balanced_accuracy" in text and "fold 3" in text and "±" in text
+    assert "balanced_accuracy" in text and "fold2" in text and "±" in text
     assert "per_class" not in text
     picked = format_table(summary, keys=["per_class.pos.recall"])
     assert picked.row_count == 1
