@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from streamvol.augment import Augment, Flip, Noise, Rotate, apply_cpu
+from streamvol.bench.loader import cpu_model
 from streamvol.shard.plan import rotation_margin
 
 SIZES = (64, 96)
@@ -213,16 +214,6 @@ def main() -> None:
         print(f"appended to {args.out}")
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
-
-
 def report(best: dict[tuple[int, int, str], float], args: argparse.Namespace) -> str:
     import kornia
     import monai
@@ -234,7 +225,7 @@ def report(best: dict[tuple[int, int, str], float], args: argparse.Namespace) ->
         "",
         f"## Augmentation: rotate + flip + noise, crops/s ({time.strftime('%Y-%m-%d')})",
         "",
-        f"Machine: {platform.machine()}, {_cpu_name()}, {os.cpu_count()} cores, no GPU; "
+        f"Machine: {platform.machine()}, {cpu_model()}, {os.cpu_count()} cores, no GPU; "
         f"Python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}, "
         f"torch {torch.__version__}, MONAI {monai.__version__}, TorchIO {torchio.__version__}, "
         f"kornia {kornia.__version__}, scipy {scipy.__version__}. `python benchmarks/augment.py "

@@ -42,7 +42,6 @@ import argparse  # noqa: E402
 import gc  # noqa: E402
 import io  # noqa: E402
 import multiprocessing  # noqa: E402
-import platform  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
 import tarfile  # noqa: E402
@@ -541,16 +540,6 @@ def measure(all_cases: list[Case], batches: int, repeats: int, log: Callable[[st
 # --- reporting ---------------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def versions() -> dict[str, str]:
     import monai
     import numba
@@ -560,21 +549,12 @@ def versions() -> dict[str, str]:
     import torchio
 
     import streamvol
+    from streamvol.bench.loader import machine_info
 
-    try:
-        from streamvol.bench.loader import machine_info
-
-        info = machine_info()
-    except Exception:  # streamvol bench itself broken: the same facts without it
-        info = {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "torch": torch.__version__,
-        }
+    info = machine_info()
     return {
         "cpus": str(info["cpus"]),
-        "cpu": cpu_model(),
+        "cpu": info["cpu"],
         "platform": info["platform"],
         "python": info["python"],
         "torch": info["torch"],
