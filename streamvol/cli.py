@@ -400,7 +400,10 @@ def _print_report(report: dict, run_dir: Path) -> None:
     shown = {k: report[k] for k in keys if isinstance(report.get(k), float)}
     split = report.get("split", "val")
     out.print(f"{split}: " + ", ".join(f"{k} {v:.3f}" for k, v in shown.items()), highlight=False)
-    for label, path in report.get("plots", {}).items():
+    plots = dict(report.get("plots", {}))
+    if "curves" not in plots and (Path(run_dir) / "curves.png").is_file():
+        plots["curves"] = str(Path(run_dir) / "curves.png")
+    for label, path in plots.items():
         out.print(f"  {label}: {path}", highlight=False)
     out.print(f"run: {run_dir}", highlight=False)
 

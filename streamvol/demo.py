@@ -32,10 +32,17 @@ STEPS = (
         "points",
         {"crop": "24", "negatives": 1.0, "split": "0.5,0.5,0", "shard_size": 32},
     ),
-    DemoStep("spots", "points", {"crop": "9,11,11", "split": "0.7,0.15,0.15", "shard_size": 64}),
+    DemoStep(
+        "spots",
+        "points",
+        {"crop": "9,11,11", "split": "0.7,0.15,0.15", "shard_size": 64, "augment": "cryoet"},
+    ),
 )
 SPOTS = 600  # candidate spots in the demo's stack
-TRAIN = {"model": "simple_cnn", "epochs": 15, "batch_size": 32, "lr": 3e-3, "augment": "default"}
+# Rotation about z only (the cryoet preset: z, small tilt, flips, noise, contrast): a spot's PSF is
+# longer in z than in y and x, and free 3D rotation would erase that cue (0.74 against 0.92
+# balanced accuracy on this data).
+TRAIN = {"model": "simple_cnn", "epochs": 15, "batch_size": 32, "lr": 3e-3, "augment": "cryoet"}
 
 
 @dataclass(frozen=True)

@@ -147,6 +147,13 @@ def measure(config: BenchConfig, workers: int, mode: str, device: torch.device) 
     """Time ``config.batches`` batches (after warm-up) ``config.repeats`` times."""
     manifest = manifest_of(config.shards)
     augment = load_spec(config.preset) if mode != "none" else None
+    if augment is not None:
+        need = augment.margin(manifest["crop"])
+        if any(n > h for n, h in zip(need, manifest["margin"], strict=True)):
+            raise ValueError(
+                f"{config.shards}: shards keep a margin of {manifest['margin']} voxels but "
+                f"--preset {config.preset!r} needs {list(need)}; choose a preset that fits"
+            )
     ds = open_shards(
         config.shards,
         split=config.split,

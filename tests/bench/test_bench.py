@@ -95,3 +95,15 @@ def test_bad_bench_options_name_the_value(tiny):
         BenchConfig(shards=str(tiny), modes=("tpu",))
     with pytest.raises(ValueError, match="--batches 0"):
         BenchConfig(shards=str(tiny), batches=0)
+
+
+def test_preset_must_fit_the_stored_margin(tiny, tmp_path):
+    import torch
+
+    flat = tmp_path / "flat"
+    src = tiny.parent / "src"
+    shard(parse_config([src], crop=8, context=0, split="1", shard_size=8), flat)
+    config = BenchConfig(shards=str(flat), batch_size=2, batches=1, repeats=1)
+    with pytest.raises(ValueError, match=r"margin of \[0, 0, 0\].*--preset 'default'"):
+        measure(config, 0, "cpu", torch.device("cpu"))
+    assert measure(config, 0, "none", torch.device("cpu")).median > 0
