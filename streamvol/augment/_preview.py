@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +45,7 @@ def preview_augment(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from streamvol.metrics.plots import save_figure
     from streamvol.stream import sample_rng
 
     image = np.asarray(_member(sample, "image"))
@@ -107,8 +107,4 @@ def preview_augment(
         f"{key}: {image.dtype} {stored} -> {out_shape}, z = {out_shape[0] // 2}", fontsize=9
     )
     fig.tight_layout()
-    path = Path(png_path)
-    partial = path.with_name(path.name + ".partial")
-    fig.savefig(partial, format="png", dpi=100)
-    os.replace(partial, path)
-    return path
+    return save_figure(fig, png_path, dpi=100)

@@ -438,6 +438,13 @@ class Augment:
             for r, s, e in zip(reach, size, extra, strict=True)
         )
 
+    def margin_shortfall(
+        self, crop: int | str | Sequence[int], margin: Sequence[int]
+    ) -> tuple[int, int, int] | None:
+        """The margin this spec needs when a stored ``margin`` is too small for it, else None."""
+        need = self.margin(crop)
+        return need if any(n > h for n, h in zip(need, margin, strict=True)) else None
+
     def sample(
         self,
         rng: np.random.Generator,

@@ -8,7 +8,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,11 +127,11 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _endless(make: Callable[[], Any]) -> Iterator[dict[str, Any]]:
+def _endless(batches: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     """Batches forever: a new pass (the next epoch) whenever one ends."""
     while True:
         yielded = False
-        for batch in make():
+        for batch in batches:
             yielded = True
             yield batch
         if not yielded:
@@ -148,8 +148,8 @@ def measure(config: BenchConfig, workers: int, mode: str, device: torch.device) 
     manifest = manifest_of(config.shards)
     augment = load_spec(config.preset) if mode != "none" else None
     if augment is not None:
-        need = augment.margin(manifest["crop"])
-        if any(n > h for n, h in zip(need, manifest["margin"], strict=True)):
+        need = augment.margin_shortfall(manifest["crop"], manifest["margin"])
+        if need:
             raise ValueError(
                 f"{config.shards}: shards keep a margin of {manifest['margin']} voxels but "
                 f"--preset {config.preset!r} needs {list(need)}; choose a preset that fits"
@@ -165,7 +165,7 @@ def measure(config: BenchConfig, workers: int, mode: str, device: torch.device) 
     prefetch = DevicePrefetcher(
         dl, device, offset=stats["mean"], scale=1 / max(stats["std"], 1e-12)
     )
-    batches = _endless(lambda: prefetch)
+    batches = _endless(prefetch)
     stored = np.prod(manifest["stored_shape"]) * np.dtype(manifest["dtype"]).itemsize
     out_voxels = float(np.prod(manifest["crop"]))
     rates, stage_sum, samples_sum, wall_sum = [], dict.fromkeys(STAGES, 0.0), 0, 0.0
@@ -283,6 +283,8 @@ def plot(result: BenchResult, path: str | Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from streamvol.metrics.plots import save_figure
+
     fig = Figure(figsize=(6, 4))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -310,10 +312,7 @@ def plot(result: BenchResult, path: str | Path) -> Path:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def table(result: BenchResult) -> Any:

@@ -66,7 +66,7 @@ def plot_history(
         ax.legend(fontsize="small")
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_roc(
@@ -92,7 +92,7 @@ def plot_roc(
         ax.plot(fpr, tpr, label=f"{name} (AUC {auc(fpr, tpr):.3f})")
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8, label="chance")
     _axes(ax, "false positive rate", "true positive rate", "ROC")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_pr(
@@ -116,7 +116,7 @@ def plot_pr(
         prevalence = np.average(positive, weights=w)
         ax.axhline(prevalence, linestyle=":", linewidth=0.8, color=line.get_color())
     _axes(ax, "recall", "precision", "precision-recall (dotted: prevalence)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusion_matrix(
@@ -162,7 +162,7 @@ def plot_confusion_matrix(
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_cv_roc(
@@ -220,7 +220,7 @@ def plot_cv_roc(
         )
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
     _axes(ax, "false positive rate", "true positive rate", "ROC, cross-validation folds")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _std(values: Any) -> Any:
@@ -235,11 +235,12 @@ def _figure(figsize: tuple[float, float]) -> Figure:
     return fig
 
 
-def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
+def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 120) -> Path:
+    """Write a figure as PNG atomically (temporary name, then rename); every plot goes here."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
-    fig.savefig(partial, format="png", dpi=120)
+    fig.savefig(partial, format="png", dpi=dpi)
     os.replace(partial, out)
     return out
 

@@ -54,6 +54,8 @@ def preview(folder: str | Path, png: str | Path, *, n: int = 16, split: str | No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from streamvol.metrics.plots import save_figure
+
     folder = Path(folder)
     manifest = read_manifest(folder)
     splits = [split] if split else list(manifest["splits"])
@@ -93,11 +95,9 @@ def preview(folder: str | Path, png: str | Path, *, n: int = 16, split: str | No
             title += f"\n{names[label] if 0 <= label < len(names) else label}"
         ax.set_title(title, fontsize=7)
     fig.tight_layout()
-    png = Path(png)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=100)
+    path = save_figure(fig, png, dpi=100)
     plt.close(fig)
-    return png
+    return path
 
 
 def _spread(samples: Iterator[dict[str, Any]], n: int, *, scan: int = 50) -> list[dict[str, Any]]:
@@ -127,8 +127,8 @@ def preview_augmented(folder: str | Path, png: str | Path, augment: str = "defau
     spec = load_spec(augment)
     if spec is None:
         raise ValueError(f"--augment {augment!r} draws nothing to preview")
-    need = spec.margin(manifest["crop"])
-    if any(n > h for n, h in zip(need, manifest["margin"], strict=True)):
+    need = spec.margin_shortfall(manifest["crop"], manifest["margin"])
+    if need:
         raise ValueError(
             f"{folder}: shards keep a margin of {manifest['margin']} voxels but augment "
             f"{augment!r} needs {list(need)}"

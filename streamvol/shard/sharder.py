@@ -163,15 +163,15 @@ def shard(
         prepared = _prepare(config)
         splits, split_warnings = _split(prepared.plan.crops, config)
         jobs = _assign(splits, config.shard_size)
-        records = _write_all(config, prepared, jobs, out, overwrite, client, progress)
+        records, skipped = _write_all(config, prepared, jobs, out, overwrite, client, progress)
     manifest = _manifest(config, prepared, splits, jobs, records, command, split_warnings)
     write_json_atomic(out / MANIFEST, manifest)
     shutil.rmtree(out / STATE, ignore_errors=True)
     return ShardResult(
         out=out,
         manifest=manifest,
-        written=[name for name, _ in jobs if name not in records.skipped],
-        skipped=sorted(records.skipped),
+        written=[name for name, _ in jobs if name not in skipped],
+        skipped=sorted(skipped),
         seconds=time.perf_counter() - started,
     )
 
@@ -189,12 +189,6 @@ def _dask_context(workers: int | None, processes: bool, scheduler: str | None) -
         yield None
 
 
-class _Records(dict):
-    """Shard records by name, remembering which were already finished before this run."""
-
-    skipped: set[str]
-
-
 def _write_all(
     config: ShardConfig,
     prepared: _Prepared,
@@ -203,7 +197,8 @@ def _write_all(
     overwrite: bool,
     client: Any,
     progress: Callable[[int, int], None] | None,
-) -> _Records:
+) -> tuple[dict[str, ShardRecord], set[str]]:
+    """Write what is not finished yet; return every shard's record, and the names skipped."""
     encoding = Encoding(
         crop=config.crop,
         margin=config.margin,
@@ -213,8 +208,7 @@ def _write_all(
         high=prepared.stats["p99_5"],
     )
     finished = _claim_folder(out, config, overwrite, {name for name, _ in jobs})
-    records = _Records(finished)
-    records.skipped = set(finished)
+    records = dict(finished)
     todo = [(name, crops) for name, crops in jobs if name not in finished]
     if progress:
         progress(len(finished), len(jobs))
@@ -225,7 +219,7 @@ def _write_all(
             progress(len(records), len(jobs))
 
     _run(todo, out, prepared.sources, encoding, client, done)
-    return records
+    return records, set(finished)
 
 
 # --- before writing: sources, checks, plan --------------------------------------------------

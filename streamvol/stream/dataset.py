@@ -410,6 +410,12 @@ def open_shards(
     crop = tuple(manifest["crop"]) if "crop" in manifest else None
     if augment is not None and crop is None:
         raise ShardError("augmentation needs the crop size from the shard set's manifest.json")
+    need = augment.margin_shortfall(crop, manifest["margin"]) if augment is not None else None
+    if need:
+        raise ShardError(
+            f"{source}: shards keep a margin of {manifest['margin']} voxels but the augmentation "
+            f"needs {list(need)}; reshard with --context auto for it, or augment less"
+        )
     prepare = Prepare(
         crop=crop,  # type: ignore[arg-type]
         offset=offset,

@@ -142,9 +142,9 @@ class Trainer:
     def _check_margin(self) -> None:
         if self.augment is None:
             return
-        need = self.augment.margin(self.task.crop)
         have = tuple(self.manifest["margin"])
-        if any(n > h for n, h in zip(need, have, strict=True)):
+        need = self.augment.margin_shortfall(self.task.crop, have)
+        if need:
             raise RunError(
                 f"{self.config.shards}: shards keep a margin of {have} voxels but augment "
                 f"{self.config.augment!r} needs {need}; reshard with --context auto (or a larger "

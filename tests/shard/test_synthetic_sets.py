@@ -31,6 +31,12 @@ def _invoke(*args):
     return result
 
 
+def _shard_spots(data, out, *options):
+    """The spot candidates, one 9 x 11 x 11 crop each, no margin."""
+    plan = ("--plan", "points", "--crop", "9,11,11", "--context", "0")
+    return _invoke("shard", data["spots"], "--out", out, *plan, *options)
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")
@@ -148,20 +154,7 @@ def test_nuclei_grid_plan_is_segmentation(data, tmp_path):
 
 def test_spots_points_plan_exact_crops(data, tmp_path):
     out = tmp_path / "spots"
-    _invoke(
-        "shard",
-        data["spots"],
-        "--out",
-        out,
-        "--plan",
-        "points",
-        "--crop",
-        "9,11,11",
-        "--context",
-        "0",
-        "--split",
-        "0.8,0.2",
-    )
+    _shard_spots(data, out, "--split", "0.8,0.2")
     manifest = read_manifest(out)
     volume = open_volume(data["spots"] / "spots.tif").data.compute()
     with open(data["spots"] / "spots.csv") as f:
@@ -188,22 +181,7 @@ def test_cli_errors_are_one_line(tmp_path):
 
 def test_inspect_verify_and_preview(data, tmp_path):
     out = tmp_path / "spots"
-    _invoke(
-        "shard",
-        data["spots"],
-        "--out",
-        out,
-        "--plan",
-        "points",
-        "--crop",
-        "9,11,11",
-        "--context",
-        "0",
-        "--split",
-        "1",
-        "--shard-size",
-        "16",
-    )
+    _shard_spots(data, out, "--split", "1", "--shard-size", "16")
     result = _invoke("inspect", out, "--verify", "--preview", tmp_path / "p.png", "--n", "6")
     assert "verified" in result.output
     png = (tmp_path / "p.png").read_bytes()

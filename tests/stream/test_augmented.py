@@ -75,3 +75,11 @@ def test_tars_keep_their_folders_manifest_and_lone_tars_cannot_augment(shards, t
     lone.write_bytes(Path(tars[0]).read_bytes())
     with pytest.raises(streamvol.errors.ShardError, match="crop size"):
         open_shards([str(lone)], augment=SPEC)
+
+
+def test_augmentation_beyond_the_stored_margin_is_refused(shards):
+    from streamvol.augment import Shift
+
+    greedy = Augment(rotate=Rotate(mode="free"), shift=Shift(max=(20, 20, 20)))
+    with pytest.raises(streamvol.errors.ShardError, match=r"margin of \[.*\].*needs"):
+        open_shards(shards, augment=greedy)
