@@ -280,15 +280,19 @@ def _rows(
     words = np.empty(ox, np.uint32)
     k0, k1 = split_key(key)
     line = np.empty((3, grid.shape[3]))
+    # the matrix in scalars: LLVM cannot tell that the row stores do not alias it
+    m00, m01, m02, m03 = m[0, 0], m[0, 1], m[0, 2], m[0, 3]
+    m10, m11, m12, m13 = m[1, 0], m[1, 1], m[1, 2], m[1, 3]
+    m20, m21, m22, m23 = m[2, 0], m[2, 1], m[2, 2], m[2, 3]
     for z in range(z0, z1):
         for y in range(oy):
-            bz = m[0, 0] * z + m[0, 1] * y + m[0, 3]
-            by = m[1, 0] * z + m[1, 1] * y + m[1, 3]
-            bx = m[2, 0] * z + m[2, 1] * y + m[2, 3]
+            bz = m00 * z + m01 * y + m03
+            by = m10 * z + m11 * y + m13
+            bx = m20 * z + m21 * y + m23
             for x in range(ox):
-                cz[x] = bz + m[0, 2] * x
-                cy[x] = by + m[1, 2] * x
-                cx[x] = bx + m[2, 2] * x
+                cz[x] = bz + m02 * x
+                cy[x] = by + m12 * x
+                cx[x] = bx + m22 * x
             # a fast row lies strictly inside [0, n - 1): every +1 neighbour exists
             fast = True
             if has_elastic:
