@@ -25,31 +25,36 @@ def split_name(name: str) -> tuple[str, str]:
     return key, suffix
 
 
-def _npy(data: bytearray) -> np.ndarray:
+def _npy(data: bytearray | np.ndarray) -> np.ndarray:
     """A ``.npy`` member as an array over its own buffer (no copy); object arrays refused."""
-    buffer = io.BytesIO(data)
-    version = np.lib.format.read_magic(buffer)
+    view = memoryview(data).cast("B")
+    # only the header goes through numpy's parser (a BytesIO of the whole member would copy it)
+    version = tuple(view[6:8]) if len(view) >= 8 else ()
     if version == (1, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_1_0(buffer)
+        end, read_header = 10 + int.from_bytes(view[8:10], "little"), "read_array_header_1_0"
     elif version in ((2, 0), (3, 0)):
-        shape, fortran, dtype = np.lib.format.read_array_header_2_0(buffer)
+        end, read_header = 12 + int.from_bytes(view[8:12], "little"), "read_array_header_2_0"
     else:
-        raise ValueError(f"unknown .npy format version {version}")
+        raise ValueError(f"not a .npy member (format version {version or 'missing'})")
+    buffer = io.BytesIO(view[:end].tobytes())
+    np.lib.format.read_magic(buffer)
+    shape, fortran, dtype = getattr(np.lib.format, read_header)(buffer)
     if dtype.hasobject:
         raise ValueError("object arrays need pickle, which streamvol never loads")
     count = int(np.prod(shape, dtype=np.int64))
-    array = np.frombuffer(data, dtype=dtype, count=count, offset=buffer.tell())
+    array = np.frombuffer(view, dtype=dtype, count=count, offset=end)
     return array.reshape(shape, order="F" if fortran else "C")
 
 
-def decode_member(suffix: str, data: bytes | bytearray, *, where: str = "") -> Any:
-    """Decode one member's bytes by its suffix; refuse every type that could run code."""
+def decode_member(suffix: str, data: bytes | bytearray | np.ndarray, *, where: str = "") -> Any:
+    """Decode one member's bytes (or uint8 array) by its suffix; refuse every type that could
+    run code. Arrays come back writable, over the member's own buffer."""
     kind = suffix.rsplit(".", 1)[-1]
     try:
         if kind == "npy":
-            return _npy(data if isinstance(data, bytearray) else bytearray(data))
+            return _npy(bytearray(data) if isinstance(data, bytes) else data)
         if kind == "json":
-            return json.loads(data)
+            return json.loads(bytes(data))
         if kind == "cls":
             return int(bytes(data).decode().strip())
         if kind == "txt":
@@ -80,8 +85,10 @@ def _number(header: bytes, start: int, size: int, where: str) -> int:
         raise ShardError(f"{where}: corrupt tar header (number {text!r})") from None
 
 
-def _read_exact(fileobj: Any, size: int, where: str) -> bytearray:
-    data = bytearray(size)
+def _read_exact(fileobj: Any, size: int, where: str) -> np.ndarray:
+    """``size`` bytes into a fresh uint8 array (``np.empty``: unlike ``bytearray(size)``, not
+    zero-filled first)."""
+    data = np.empty(size, np.uint8)
     view = memoryview(data)
     got = 0
     while got < size:
@@ -92,7 +99,7 @@ def _read_exact(fileobj: Any, size: int, where: str) -> bytearray:
     return data
 
 
-def read_members(fileobj: Any, where: str) -> Iterator[tuple[str, bytearray]]:
+def read_members(fileobj: Any, where: str) -> Iterator[tuple[str, np.ndarray]]:
     """(name, data) of each regular file in a tar stream positioned at a header.
 
     A direct reader (one ``readinto`` per member, checksums verified): the streaming mode of

@@ -9,10 +9,23 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, get_worker_info
 
 from streamvol.stream.dataset import StreamDataset
 from streamvol.stream.epoch import balanced
+
+
+def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.stack``, straight into shared memory inside a loader worker (as torch's
+    ``default_collate`` does): the batch then crosses to the main process without a copy."""
+    out = None
+    if get_worker_info() is not None:
+        first = tensors[0]
+        storage = first.untyped_storage()._new_shared(
+            len(tensors) * first.numel() * first.element_size()
+        )
+        out = first.new_empty(0).set_(storage).view(len(tensors), *first.shape)
+    return torch.stack(tensors, out=out)
 
 
 def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -34,12 +47,12 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "__pos__": torch.tensor([s["__pos__"] for s in samples], dtype=torch.int64),
         "__epoch__": first["__epoch__"],
         "weight": torch.tensor([s["weight"] for s in samples], dtype=torch.float32),
-        "image": torch.stack([s["image"] for s in samples]),
+        "image": _stack([s["image"] for s in samples]),
     }
     if "label" in first:
         batch["label"] = torch.tensor([s["label"] for s in samples], dtype=torch.int64)
     if "mask" in first:
-        batch["mask"] = torch.stack([s["mask"] for s in samples])
+        batch["mask"] = _stack([s["mask"] for s in samples])
     if "points" in first:
         counts = [len(s["points"]) for s in samples]
         points = torch.zeros((len(samples), max(counts, default=0), 4), dtype=torch.float32)

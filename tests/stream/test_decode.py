@@ -8,6 +8,8 @@ import tarfile
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamvol.errors import ShardError, UnsafeMember
 from streamvol.stream.decode import decode_member, iter_tar
@@ -72,3 +74,27 @@ def test_truncated_tar_is_named(tmp_path):
 def test_decode_member_rejects_garbage_cls():
     with pytest.raises(ShardError, match="corrupt"):
         decode_member("cls", b"two", where="x.tar key k")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    dtype=st.sampled_from(["<u1", "<u2", ">u2", "<f2", "<f4", ">f8", "<i8", "|b1"]),
+    shape=st.lists(st.integers(0, 5), min_size=0, max_size=4),
+    fortran=st.booleans(),
+    version=st.sampled_from([(1, 0), (2, 0), (3, 0)]),
+)
+def test_npy_members_decode_exactly_and_writable(dtype, shape, fortran, version):
+    array = np.arange(int(np.prod(shape)), dtype=np.int64).astype(dtype).reshape(shape)
+    array = np.asfortranarray(array) if fortran else array
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, array, version=version)
+    for data in (buffer.getvalue(), np.frombuffer(buffer.getvalue(), np.uint8).copy()):
+        got = decode_member("image.npy", data)
+        assert got.dtype == array.dtype and got.shape == array.shape
+        assert np.array_equal(got, array) and got.flags.writeable
+
+
+@pytest.mark.parametrize("data", [b"", b"\x93NUMPY", b"not an npy member at all"])
+def test_npy_members_that_are_not_npy_are_named(data):
+    with pytest.raises(ShardError, match=r"x\.tar key k: member \.image\.npy is corrupt"):
+        decode_member("image.npy", data, where="x.tar key k")
