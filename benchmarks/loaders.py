@@ -90,7 +90,12 @@ p = 1.0
 
 
 def single_thread(_: int = 0) -> None:
-    """Every library one thread per process: the loader workers are the parallelism."""
+    """Every library one thread per process: the loader workers are the parallelism. And one
+    allocator setting for every loader and the bare kernel alike: freed memory kept for reuse
+    (``streamvol.stream.loader.keep_freed_memory``; workers inherit it when forked)."""
+    from streamvol.stream.loader import keep_freed_memory
+
+    keep_freed_memory()
     torch.set_num_threads(1)
     try:
         import SimpleITK as sitk
@@ -773,7 +778,9 @@ def report(
         f"median of {args.repeats} interleaved repeats after a warm-up round. "
         "`torch.set_num_threads(1)` in the main process and every worker, and likewise "
         "SimpleITK, numba and BLAS at one thread, so "
-        f"workers are the only parallelism. Whole run {seconds:.0f} s, data preparation "
+        "workers are the only parallelism; one glibc setting for every loader and the bare "
+        "kernel (freed memory kept for reuse, as `streamvol.loader` does for its own "
+        f"processes). Whole run {seconds:.0f} s, data preparation "
         f"{data.seconds:.0f} s.",
         "",
         "Augmentation: free rotation (trilinear), flip of each axis with p 0.5, additive "
