@@ -326,13 +326,13 @@ def _rows(
             bz = m00 * z + m01 * y + m03
             by = m10 * z + m11 * y + m13
             bx = m20 * z + m21 * y + m23
-            for x in range(ox):
-                cz[x] = bz + m02 * x
-                cy[x] = by + m12 * x
-                cx[x] = bx + m22 * x
             # a fast row lies strictly inside [0, n - 1): every +1 neighbour exists
             fast = True
             if has_elastic:
+                for x in range(ox):
+                    cz[x] = bz + m02 * x
+                    cy[x] = by + m12 * x
+                    cx[x] = bx + m22 * x
                 _elastic_row(cz, cy, cx, grid, z, y, (oz, oy, ox), line)
                 for x in range(ox):
                     if not (0.0 <= cz[x] < zmax and 0.0 <= cy[x] < ymax and 0.0 <= cx[x] < xmax):
@@ -340,20 +340,33 @@ def _rows(
                         break
             else:  # affine in x: the row is inside iff both ends are
                 e = ox - 1
+                ez, ey, ex = bz + m02 * e, by + m12 * e, bx + m22 * e
                 fast = (
-                    0.0 <= cz[0] < zmax
-                    and 0.0 <= cy[0] < ymax
-                    and 0.0 <= cx[0] < xmax
-                    and 0.0 <= cz[e] < zmax
-                    and 0.0 <= cy[e] < ymax
-                    and 0.0 <= cx[e] < xmax
+                    0.0 <= bz < zmax
+                    and 0.0 <= by < ymax
+                    and 0.0 <= bx < xmax
+                    and 0.0 <= ez < zmax
+                    and 0.0 <= ey < ymax
+                    and 0.0 <= ex < xmax
                 )
+                if not (fast and order == 1):
+                    for x in range(ox):
+                        cz[x] = bz + m02 * x
+                        cy[x] = by + m12 * x
+                        cx[x] = bx + m22 * x
             if fast and order == 1:
-                for x in range(ox):
-                    # int32: the conversions vectorise (AVX2 has no float64 -> int64)
-                    iz, iy, ix = np.int32(cz[x]), np.int32(cy[x]), np.int32(cx[x])
-                    wz[x], wy[x], wx[x] = cz[x] - iz, cy[x] - iy, cx[x] - ix
-                    corner[x] = iz * sz32 + iy * sy32 + ix
+                if has_elastic:
+                    for x in range(ox):
+                        # int32: the conversions vectorise (AVX2 has no float64 -> int64)
+                        iz, iy, ix = np.int32(cz[x]), np.int32(cy[x]), np.int32(cx[x])
+                        wz[x], wy[x], wx[x] = cz[x] - iz, cy[x] - iy, cx[x] - ix
+                        corner[x] = iz * sz32 + iy * sy32 + ix
+                else:
+                    for x in range(ox):
+                        pz, py, px = bz + m02 * x, by + m12 * x, bx + m22 * x
+                        iz, iy, ix = np.int32(pz), np.int32(py), np.int32(px)
+                        wz[x], wy[x], wx[x] = pz - iz, py - iy, px - ix
+                        corner[x] = iz * sz32 + iy * sy32 + ix
                 mrow = mout[z, y] if has_mask else mout[0, 0]
                 _gather(s, ms, corner, wz, wy, wx, sy, sz, pairs, mrow, has_mask)
                 if lut is not None:  # float16 bits -> values, before the vectorised loop
