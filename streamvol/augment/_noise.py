@@ -21,9 +21,9 @@ torch twin is exact on every device. (A 64-bit ziggurat, the first design, cost 
 has no 64-bit multiply, and its rejection path needed ``exp``/``log`` that no two backends round
 alike.)
 
-The numba side (``_kernels.noise_row``, in the kernels' module so numba's cache, which only
-watches a function's own file, recompiles the kernels when it changes) is what the CPU kernels
-call per row; ``normal_field_torch`` evaluates the same words with int64 torch ops.
+The numba side (``_kernels.noise_words`` and the table, in the kernels' module so numba's cache,
+which only watches a function's own file, recompiles the kernels when it changes) is what the
+CPU kernels use per row; ``normal_field_torch`` evaluates the same words with int64 torch ops.
 """
 
 from __future__ import annotations
