@@ -267,6 +267,71 @@ def _gather(
             mrow[x] = ms[k]
 
 
+@njit(cache=True, inline="always")
+def _finish_row(
+    raw: np.ndarray,
+    out: np.ndarray,
+    words: np.ndarray,
+    first: int,
+    k0: np.uint32,
+    k1: np.uint32,
+    fp: np.ndarray,
+    do_gamma: bool,
+    do_noise: bool,
+) -> None:
+    """One row's intensity chain and noise, from the raw values ``raw`` into ``out`` (float32)."""
+    offset, scale = fp[OFFSET], fp[SCALE]
+    lo, span, gamma = fp[LO], fp[SPAN], fp[GAMMA]
+    mean, contrast, brightness, std = fp[MEAN], fp[CONTRAST], fp[BRIGHTNESS], fp[NOISE_STD]
+    if do_noise:
+        noise_words(words, k0, k1, first)
+    if do_gamma:
+        for x in range(out.shape[0]):
+            v = (raw[x] - offset) * scale
+            r = min(max((v - lo) / span, 0.0), 1.0)
+            v = r**gamma * span + lo
+            raw[x] = (v - mean) * contrast + mean + brightness
+        g, b = 1.0, 0.0
+    else:  # without gamma, normalise + contrast + brightness is one affine map of the raw value
+        g = scale * contrast
+        b = (-offset * scale - mean) * contrast + mean + brightness
+    if do_noise:
+        for x in range(out.shape[0]):
+            out[x] = raw[x] * g + b + std * NOISE_TABLE[words[x] >> _SHIFT]
+    else:
+        for x in range(out.shape[0]):
+            out[x] = raw[x] * g + b
+
+
+@njit(cache=True)
+def copy_rows(
+    view: np.ndarray,
+    lut: np.ndarray,
+    out: np.ndarray,
+    fp: np.ndarray,
+    flags: np.ndarray,
+    key: np.uint64,
+) -> None:
+    """``out`` from ``view``, a (strided) view of the stored block that already is the output's
+    geometry (flips and 90-degree turns land on stored voxels): the intensity chain and the
+    noise of ``_rows``, without resampling."""
+    oz, oy, ox = out.shape
+    raw = np.empty(ox)
+    words = np.empty(ox, np.uint32)
+    k0, k1 = split_key(key)
+    do_gamma, do_noise = flags[DO_GAMMA] != 0, flags[DO_NOISE] != 0
+    for z in range(oz):
+        for y in range(oy):
+            row = view[z, y]
+            if lut is not None:
+                for x in range(ox):
+                    raw[x] = lut[row[x]]
+            else:
+                for x in range(ox):
+                    raw[x] = row[x]
+            _finish_row(raw, out[z, y], words, (z * oy + y) * ox, k0, k1, fp, do_gamma, do_noise)
+
+
 @njit(cache=True)
 def _rows(
     src: np.ndarray,
@@ -296,12 +361,7 @@ def _rows(
     has_elastic = flags[HAS_ELASTIC] != 0
     do_gamma = flags[DO_GAMMA] != 0
     do_noise = flags[DO_NOISE] != 0
-    offset, scale, cval = fp[OFFSET], fp[SCALE], fp[CVAL]
-    lo, span, gamma = fp[LO], fp[SPAN], fp[GAMMA]
-    mean, contrast, brightness, std = fp[MEAN], fp[CONTRAST], fp[BRIGHTNESS], fp[NOISE_STD]
-    # without gamma, normalise + contrast + brightness is one affine map of the raw value
-    gain = scale * contrast
-    bias = (-offset * scale - mean) * contrast + mean + brightness
+    cval = fp[CVAL]
     cz = np.empty(ox)
     cy = np.empty(ox)
     cx = np.empty(ox)
@@ -408,23 +468,7 @@ def _rows(
                             mout[z, y, x] = ms[i]
                         else:
                             mout[z, y, x] = 0
-            if do_noise:
-                noise_words(words, k0, k1, (z * oy + y) * ox)
-            if do_gamma:
-                for x in range(ox):
-                    v_ = (raw[x] - offset) * scale
-                    r = min(max((v_ - lo) / span, 0.0), 1.0)
-                    v_ = r**gamma * span + lo
-                    raw[x] = (v_ - mean) * contrast + mean + brightness
-                g, b_ = 1.0, 0.0
-            else:
-                g, b_ = gain, bias
-            if do_noise:
-                for x in range(ox):
-                    out[z, y, x] = raw[x] * g + b_ + std * NOISE_TABLE[words[x] >> _SHIFT]
-            else:
-                for x in range(ox):
-                    out[z, y, x] = raw[x] * g + b_
+            _finish_row(raw, out[z, y], words, (z * oy + y) * ox, k0, k1, fp, do_gamma, do_noise)
 
 
 @njit(cache=True, parallel=True)

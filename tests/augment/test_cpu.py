@@ -8,6 +8,8 @@ import itertools
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamvol.augment import (
     Augment,
@@ -18,7 +20,7 @@ from streamvol.augment import (
     apply_cpu,
     normal_field,
 )
-from streamvol.augment._cpu import blur_weights
+from streamvol.augment._cpu import blur_weights, exact_view
 from streamvol.errors import ShapeMismatch
 
 from .conftest import block, rng_for, stored_for
@@ -269,3 +271,42 @@ def test_shape_errors_name_the_shapes():
         apply_cpu({"image": np.zeros((10, 10, 10)), "mask": np.zeros((9, 10, 10), int)}, p)
     with pytest.raises(ValueError, match=r"\(D, H, W\)"):
         apply_cpu({"image": np.zeros((2, 10, 10, 10))}, p)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    turn=st.integers(0, 23),
+    flips=st.tuples(*[st.sampled_from([1.0, -1.0])] * 3),
+    shift=st.tuples(*[st.integers(-2, 2)] * 3),
+    dtype=st.sampled_from(DTYPES),
+    chain=st.tuples(st.floats(0.5, 2.0), st.floats(0.5, 1.5), st.floats(-1, 1)),
+)
+def test_flips_and_turns_take_the_exact_path_and_match_the_kernel(turn, flips, shift, dtype, chain):
+    """A signed axis permutation with a whole-voxel offset reads the stored voxels themselves
+    (no resampling); the result is the documented chain of scipy's resampling, the mask that of
+    nearest sampling, the noise the same field, whether the output stays inside or not."""
+    from streamvol.augment._sample import cube_rotations
+
+    vol = block((9, 9, 9), dtype, seed=turn)
+    labels = (np.arange(vol.size).reshape(vol.shape) % 5).astype(np.uint8)
+    linear = cube_rotations()[turn] @ np.diag(flips)
+    m = np.eye(4)
+    m[:3, :3] = linear
+    m[:3, 3] = 4.0 + np.array(shift) - linear @ np.full(3, 3.0)  # 7^3 out, centred, then shifted
+    gamma, contrast, brightness = chain
+    p = AugmentParams.from_matrix(
+        m, vol.shape, (7, 7, 7), gamma=gamma, contrast=contrast, brightness=brightness
+    )
+    inside = exact_view(vol, m, (7, 7, 7)) is not None
+    assert inside == (max(abs(s) for s in shift) <= 1)
+    got = apply_cpu({"image": vol, "mask": labels}, p, offset=50.0, scale=0.02)
+    np.testing.assert_allclose(got["image"][0], _reference_chain(vol, p, 50.0, 0.02), atol=1e-5)
+    ref_mask = ndi.affine_transform(labels, m, output_shape=(7, 7, 7), order=0, cval=0)
+    np.testing.assert_array_equal(got["mask"], ref_mask)
+    noisy = AugmentParams.from_matrix(m, vol.shape, (7, 7, 7), noise_std=0.5, noise_seed=turn)
+    clean = apply_cpu({"image": vol}, AugmentParams.from_matrix(m, vol.shape, (7, 7, 7)))
+    np.testing.assert_allclose(
+        apply_cpu({"image": vol}, noisy)["image"][0] - clean["image"][0],
+        0.5 * normal_field(turn, (7, 7, 7)),
+        atol=1e-5,
+    )
