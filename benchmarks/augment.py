@@ -7,9 +7,12 @@ stored block (crop plus the free-rotation margin) straight to the output size, a
 does; MONAI, TorchIO and kornia rotate the crop itself (their usual use, and no more work than
 the block). streamvol's time includes drawing the parameters. Each configuration runs for
 ``--seconds`` after a warm-up, ``--rounds`` times interleaved (the best round counts, so a busy
-shared machine hurts less). Needs the bench extras: ``pip install monai torchio``.
+shared machine hurts less). Each library cycles over ``--crops`` inputs: 1 (the default) keeps
+them in the CPU's caches, as a sample the loader has just decoded is; with more, streamvol's
+5.6 MB float32 blocks spill out of the caches long before the others' 1 MB crops do. Needs the
+bench extras: ``pip install monai torchio``.
 
-    python benchmarks/augment.py [--seconds 2] [--rounds 2] [--out benchmarks/RESULTS.md]
+    python benchmarks/augment.py [--seconds 2] [--rounds 2] [--crops 1] [--out RESULTS.md]
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ from streamvol.shard.plan import rotation_margin
 
 SIZES = (64, 96)
 THREADS = (1, 2)
-CROPS = 4  # distinct crops per size, cycled
 
 
 def set_threads(n: int) -> None:
@@ -45,11 +47,11 @@ def set_threads(n: int) -> None:
         pass
 
 
-def make_crops(size: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Stored blocks (crop + free-rotation margin) and their central crops, float32."""
+def make_crops(size: int, count: int = 1) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """``count`` stored blocks (crop + free-rotation margin) and their central crops, float32."""
     margin = rotation_margin(size)[0]
     rng = np.random.default_rng(size)
-    blocks = [rng.random((size + 2 * margin,) * 3, dtype=np.float32) for _ in range(CROPS)]
+    blocks = [rng.random((size + 2 * margin,) * 3, dtype=np.float32) for _ in range(count)]
     crops = [
         np.ascontiguousarray(b[margin:-margin, margin:-margin, margin:-margin]) for b in blocks
     ]
@@ -187,12 +189,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--crops",
+        type=int,
+        default=1,
+        help="distinct inputs per size, cycled (1: cache-warm, as a just-decoded sample is)",
+    )
     parser.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")))
     parser.add_argument("--no-write", action="store_true", help="print the table only")
     args = parser.parse_args()
 
     args.load_before = os.getloadavg()[0]
-    data = {size: make_crops(size) for size in SIZES}
+    data = {size: make_crops(size, args.crops) for size in SIZES}
     best: dict[tuple[int, int, str], float] = {}
     for round_ in range(args.rounds):
         for size in SIZES:
@@ -229,8 +237,9 @@ def report(best: dict[tuple[int, int, str], float], args: argparse.Namespace) ->
         f"Python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}, "
         f"torch {torch.__version__}, MONAI {monai.__version__}, TorchIO {torchio.__version__}, "
         f"kornia {kornia.__version__}, scipy {scipy.__version__}. `python benchmarks/augment.py "
-        f"--seconds {args.seconds:g} --rounds {args.rounds}`: best of {args.rounds} interleaved "
-        "rounds. One crop per call, float32 unless noted; streamvol and scipy resample the stored "
+        f"--seconds {args.seconds:g} --rounds {args.rounds} --crops {args.crops}`: best of "
+        f"{args.rounds} interleaved rounds, each library cycling over {args.crops} input(s) per "
+        "size. One crop per call, float32 unless noted; streamvol and scipy resample the stored "
         "block (crop + free-rotation margin: 112^3 for 64^3, 168^3 for 96^3) to the output, the "
         "others rotate the crop. Threads: numba threads for streamvol (`apply_cpu(threads=)`), "
         "torch threads for MONAI / kornia, SimpleITK threads for TorchIO; scipy is single-threaded "
