@@ -178,6 +178,7 @@ def apply_cpu(
     offset: float = 0.0,
     scale: float = 1.0,
     threads: int = 1,
+    out: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Apply drawn ``params`` to one decoded stored sample.
 
@@ -186,7 +187,9 @@ def apply_cpu(
     other keys pass through, None values stay None. Returns a new dict with ``image`` float32
     (1, d, h, w) of ``params.out_shape``, ``mask`` (d, h, w) int64 (nearest) and ``points``
     moved into output voxels (those leaving the output dropped). ``threads`` > 1 splits the
-    pass over numba threads (same result); loader workers keep the default 1.
+    pass over numba threads (same result); loader workers keep the default 1. ``out``: a C-order
+    float32 (1, d, h, w) array to write the image into (returned as ``image``), e.g. a slot of
+    the batch being assembled.
     """
     image = sample.get("image")
     if image is None:
@@ -226,7 +229,14 @@ def apply_cpu(
         do_gamma=do_gamma,
         do_noise=noisy and not blurred,
     )
-    out = np.empty((1, *params.out_shape), np.float32)
+    shape = (1, *params.out_shape)
+    if out is None:
+        out = np.empty(shape, np.float32)
+    elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(
+            f"out: expected a C-contiguous float32 array of shape {shape}, got "
+            f"{out.dtype} {out.shape}{'' if out.flags.c_contiguous else ' (not C-contiguous)'}"
+        )
     key = noise_key(params.noise_seed) if noisy else 0
     view = exact_view(image, params.matrix, params.out_shape) if params.elastic is None else None
     if view is not None:  # flips and 90-degree turns: the stored voxels themselves, no resampling

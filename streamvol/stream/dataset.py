@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import multiprocessing
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -122,7 +123,19 @@ class Prepare:
     seed: int = 0
     decode_only: bool = False
 
-    def __call__(self, sample: dict[str, Any], epoch: int) -> dict[str, Any]:
+    @property
+    def out_shape(self) -> tuple[int, ...] | None:
+        """The image shape this stage returns when it writes the output itself (CPU
+        augmentation with a crop size), else None."""
+        if self.augment is None or self.augment_device != "cpu" or self.decode_only:
+            return None
+        return None if self.crop is None else (1, *self.crop)
+
+    def __call__(
+        self, sample: dict[str, Any], epoch: int, into: torch.Tensor | None = None
+    ) -> dict[str, Any]:
+        """The training sample; with ``into`` (a float32 tensor of ``out_shape``) the augmented
+        image is written there, e.g. into its slot of the batch being assembled."""
         image = sample["image.npy"]
         if image.ndim == 3:
             image = image[None]
@@ -155,8 +168,9 @@ class Prepare:
                 params,
                 offset=self.offset,
                 scale=self.scale,
+                out=None if into is None else into.numpy(),
             )
-            out["image"] = torch.from_numpy(done["image"])
+            out["image"] = torch.from_numpy(done["image"]) if into is None else into
             if done.get("mask") is not None:
                 out["mask"] = torch.from_numpy(done["mask"])
             if done.get("points") is not None:
@@ -169,6 +183,16 @@ class Prepare:
         if points is not None:
             out["points"] = torch.from_numpy(_shift_points(points, image.shape[1:], self.crop))
         return out
+
+
+def batch_buffer(n: int, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+    """An empty (n, *shape) tensor, in shared memory inside a loader worker (as torch's
+    ``default_collate`` allocates its batches): it then reaches the main process uncopied."""
+    if get_worker_info() is None:
+        return torch.empty((n, *shape), dtype=dtype)
+    size = n * math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    storage = torch.UntypedStorage._new_shared(size)
+    return torch.empty(0, dtype=dtype).set_(storage).view(n, *shape)
 
 
 def _centre(block: np.ndarray, crop: Sequence[int] | None) -> np.ndarray:
@@ -249,6 +273,9 @@ class StreamDataset(IterableDataset):
         self.shuffle_buffer = shuffle_buffer
         self.counts = [s.count for s in shards.shards]
         self._shared = _Shared(per_rank(sum(self.counts), world_size))
+        # set by the loader: with CPU augmentation, images are written straight into batches of
+        # this many (``batch_buffer``), which ``collate`` recognises and passes on uncopied
+        self.batch_size: int | None = None
 
     # epochs and resume
 
@@ -342,9 +369,7 @@ class StreamDataset(IterableDataset):
         epoch = self.epoch
         plan = self.plan(epoch)
         mine = self.worker_share(worker, workers)
-        clock = [
-            0.0
-        ]  # read + decode seconds so far; a sample carries what was spent since the last
+        clock = [0.0]  # read + decode seconds so far; a sample carries what was spent since
         stream: Iterator[dict[str, Any]] = timed(
             read_runs(self.shards, plan, mine, self.on_error, self._shared.errors), clock
         )
@@ -353,9 +378,17 @@ class StreamDataset(IterableDataset):
             stream = shuffle(stream, self.shuffle_buffer, rng)
         consumed = self._shared.view()
         read_so_far = 0.0
-        for sample in stream:
+        shape, batch = self.prepare.out_shape, None
+        arena = shape is not None and self.batch_size is not None
+        for i, sample in enumerate(stream):
             started = time.perf_counter()
-            out = self.prepare(sample, epoch)
+            if arena:  # each batch's images written in place: collate then copies nothing
+                slot = i % self.batch_size
+                if slot == 0:
+                    batch = batch_buffer(self.batch_size, shape, torch.float32)
+                out = self.prepare(sample, epoch, into=batch[slot])
+            else:
+                out = self.prepare(sample, epoch)
             out["__t_prep__"] = time.perf_counter() - started
             out["__t_read__"], read_so_far = clock[0] - read_so_far, clock[0]
             out["__epoch__"] = epoch

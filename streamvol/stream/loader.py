@@ -10,22 +10,30 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, get_worker_info
+from torch.utils.data import DataLoader
 
-from streamvol.stream.dataset import StreamDataset
+from streamvol.stream.dataset import StreamDataset, batch_buffer
 from streamvol.stream.epoch import balanced
 
 
 def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """``torch.stack``, straight into shared memory inside a loader worker (as torch's
-    ``default_collate`` does): the batch then crosses to the main process without a copy."""
-    out = None
-    if get_worker_info() is not None:
-        first = tensors[0]
-        storage = first.untyped_storage()._new_shared(
-            len(tensors) * first.numel() * first.element_size()
+    """``torch.stack``: uncopied when the tensors already lie one after another in one buffer
+    (``StreamDataset`` writes augmented images straight into ``batch_buffer`` slots), else
+    straight into shared memory inside a loader worker, so the batch crosses uncopied."""
+    first = tensors[0]
+    step = first.numel()
+    if first.is_contiguous() and all(
+        t.shape == first.shape
+        and t.dtype == first.dtype
+        and t.is_contiguous()
+        and t.untyped_storage().data_ptr() == first.untyped_storage().data_ptr()
+        and t.storage_offset() == first.storage_offset() + i * step
+        for i, t in enumerate(tensors)
+    ):
+        return first.new_empty(0).set_(
+            first.untyped_storage(), first.storage_offset(), (len(tensors), *first.shape)
         )
-        out = first.new_empty(0).set_(storage).view(len(tensors), *first.shape)
+    out = batch_buffer(len(tensors), first.shape, first.dtype)
     return torch.stack(tensors, out=out)
 
 
@@ -131,6 +139,7 @@ class StreamLoader:
             raise ValueError(f"batch_size={batch_size}: expected at least 1")
         self.dataset = dataset
         self.batch_size = batch_size
+        dataset.batch_size = batch_size  # its workers then write images straight into batches
         self.num_workers = num_workers
         pin = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.loader = DataLoader(

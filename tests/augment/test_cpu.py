@@ -310,3 +310,16 @@ def test_flips_and_turns_take_the_exact_path_and_match_the_kernel(turn, flips, s
         0.5 * normal_field(turn, (7, 7, 7)),
         atol=1e-5,
     )
+
+
+def test_apply_cpu_writes_into_out_or_names_what_it_needs():
+    vol = block((12, 12, 12), np.uint16, seed=8)
+    p = Augment.preset("default").sample(rng_for(1), vol.shape, (8, 8, 8))
+    want = apply_cpu({"image": vol}, p)["image"]
+    out = np.full((1, 8, 8, 8), np.nan, np.float32)
+    got = apply_cpu({"image": vol}, p, out=out)["image"]
+    assert got is out and np.array_equal(out, want)
+    with pytest.raises(ValueError, match=r"float32 array of shape \(1, 8, 8, 8\), got float32"):
+        apply_cpu({"image": vol}, p, out=np.empty((8, 8, 8), np.float32))
+    with pytest.raises(ValueError, match="not C-contiguous"):
+        apply_cpu({"image": vol}, p, out=np.empty((1, 8, 8, 16), np.float32)[..., ::2])

@@ -83,3 +83,22 @@ def test_augmentation_beyond_the_stored_margin_is_refused(shards):
     greedy = Augment(rotate=Rotate(mode="free"), shift=Shift(max=(20, 20, 20)))
     with pytest.raises(streamvol.errors.ShardError, match=r"margin of \[.*\].*needs"):
         open_shards(shards, augment=greedy)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_batches_are_written_in_place_and_match_samples_augmented_alone(shards, workers):
+    one_by_one = open_shards(shards, augment=SPEC, seed=7)  # no loader: no batch buffers
+    one_by_one.set_epoch(2)
+    alone = {s["__key__"]: s["image"] for s in one_by_one}
+    ds = open_shards(shards, augment=SPEC, seed=7)
+    ds.set_epoch(2)
+    dl = streamvol.loader(ds, batch_size=5, num_workers=workers, persistent_workers=False)
+    seen = 0
+    for b in dl:
+        image = b["image"]
+        assert all(torch.equal(image[i], alone[k]) for i, k in enumerate(b["__key__"]))
+        # written straight into a 5-slot batch buffer: a short last batch keeps the whole
+        # buffer (a copy made by stacking would hold just its own samples)
+        assert image.untyped_storage().nbytes() == 5 * image[0].nbytes
+        seen += len(image)
+    assert seen == len(alone) == 12

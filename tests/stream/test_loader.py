@@ -273,3 +273,20 @@ def _faults_per_block() -> tuple[bool, float]:
     for _ in range(10):
         batch()
     return tuned, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 40
+
+
+def test_collate_passes_images_in_one_buffer_on_uncopied_and_stacks_the_rest():
+    from streamvol.stream.loader import collate
+
+    buf = torch.arange(4 * 2 * 3, dtype=torch.float32).view(4, 2, 3)
+    samples = [
+        {"__key__": f"k{i}", "__pos__": i, "__epoch__": 0, "weight": 1.0, "image": buf[i]}
+        for i in range(3)
+    ]
+    batch = collate(samples)
+    assert batch["image"].data_ptr() == buf.data_ptr()
+    assert torch.equal(batch["image"], buf[:3])
+    shuffled = [samples[1], samples[0], samples[2]]
+    batch = collate(shuffled)
+    assert batch["image"].data_ptr() != buf.data_ptr()
+    assert torch.equal(batch["image"], torch.stack([buf[1], buf[0], buf[2]]))
