@@ -369,7 +369,7 @@ class StreamDataset(IterableDataset):
         epoch = self.epoch
         plan = self.plan(epoch)
         mine = self.worker_share(worker, workers)
-        clock = [0.0]  # read + decode seconds so far; a sample carries what was spent since
+        clock = [0.0]  # read + decode seconds so far (each sample carries its own share)
         stream: Iterator[dict[str, Any]] = timed(
             read_runs(self.shards, plan, mine, self.on_error, self._shared.errors), clock
         )
