@@ -422,7 +422,7 @@ def _rows(
                         iz, iy, ix = np.int32(cz[x]), np.int32(cy[x]), np.int32(cx[x])
                         wz[x], wy[x], wx[x] = cz[x] - iz, cy[x] - iy, cx[x] - ix
                         corner[x] = iz * sz32 + iy * sy32 + ix
-                else:
+                else:  # straight from the row's start: no coordinate rows to store and reload
                     for x in range(ox):
                         pz, py, px = bz + m02 * x, by + m12 * x, bx + m22 * x
                         iz, iy, ix = np.int32(pz), np.int32(py), np.int32(px)
