@@ -1,6 +1,7 @@
 """The CPU backend: one sample at a time, inside loader workers, through the fused numba pass.
 
-Intensity chain, in this order, on every output voxel (values in float64, stored as float32):
+Intensity chain, in this order, on every output voxel (values in float32, coordinates in float64;
+``affine_transform`` interpolates in float64, as scipy does):
 
 1. resample the stored block (trilinear; outside the block the raw value ``cval`` = 0);
 2. normalise: ``v = (v - offset) * scale`` (the loader passes the manifest's statistics);
@@ -249,7 +250,7 @@ def apply_cpu(
         mout = np.empty(params.out_shape, np.int64) if mask is not None else _NO_MASK_OUT
         grid = _ro(params.elastic) if params.elastic is not None else _NO_GRID
         m = _matrix(params.matrix)
-        K.resample(src, lut, msrc, out[0], mout, m, grid, fp, flags, key, threads)
+        K.resample(src, lut, msrc, out[0], mout, m, grid, fp, flags, key, threads, np.float32)
         mask = mout if mask is not None else None
     if blurred:
         K.blur(out[0], blur_weights(params.blur_sigma))

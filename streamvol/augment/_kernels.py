@@ -232,14 +232,24 @@ def _values_rows_numba(v, lut):
     return lambda v, lut: np.empty(v.shape, lut.dtype)
 
 
+def _like(array: np.ndarray, value: float) -> float:
+    """``value`` as ``array``'s float type (the precision the caller's ``work`` rows chose)."""
+    raise NotImplementedError("numba only")
+
+
+@overload(_like)
+def _like_numba(array, value):
+    if array.dtype == types.float32:
+        return lambda array, value: np.float32(value)
+    return lambda array, value: np.float64(value)
+
+
 @njit(cache=True, inline="always")
 def _gather(
     s: np.ndarray,
     ms: np.ndarray,
     corner: np.ndarray,
-    wz: np.ndarray,
-    wy: np.ndarray,
-    wx: np.ndarray,
+    near: np.ndarray,
     sy: int,
     sz: int,
     pairs: np.ndarray,
@@ -247,9 +257,9 @@ def _gather(
     has_mask: bool,
 ) -> None:
     """The eight neighbours of each corner, as four x-adjacent pairs, into ``pairs`` (4, n),
-    and the nearest mask label into ``mrow``. Loads only, so the arithmetic around it
-    vectorises (a loop that gathers keeps LLVM from vectorising it); unsigned indices, so no
-    negative-index wraparound per load."""
+    and the mask label at each ``near`` index into ``mrow``. Loads only, so the arithmetic
+    around it vectorises (a loop that gathers keeps LLVM from vectorising it); unsigned
+    indices, so no negative-index wraparound per load."""
     uy, uz = np.uint64(sy), np.uint64(sz)
     for x in range(corner.shape[0]):
         i = np.uint64(corner[x])
@@ -258,14 +268,8 @@ def _gather(
         pairs[1, x] = _load_pair(s, i + uy)
         pairs[2, x] = _load_pair(s, j)
         pairs[3, x] = _load_pair(s, j + uy)
-        if has_mask:  # nearest: the corner plus one where the weight is >= 1/2
-            k = (
-                i
-                + np.uint64(wx[x] >= 0.5)
-                + uy * np.uint64(wy[x] >= 0.5)
-                + uz * np.uint64(wz[x] >= 0.5)
-            )
-            mrow[x] = ms[k]
+        if has_mask:
+            mrow[x] = ms[np.uint64(near[x])]
 
 
 @njit(cache=True, inline="always")
@@ -280,7 +284,8 @@ def _finish_row(
     do_gamma: bool,
     do_noise: bool,
 ) -> None:
-    """One row's intensity chain and noise, from the raw values ``raw`` into ``out`` (float32)."""
+    """One row's intensity chain and noise, from the raw values ``raw`` into ``out`` (float32),
+    in ``raw``'s precision."""
     offset, scale = fp[OFFSET], fp[SCALE]
     lo, span, gamma = fp[LO], fp[SPAN], fp[GAMMA]
     mean, contrast, brightness, std = fp[MEAN], fp[CONTRAST], fp[BRIGHTNESS], fp[NOISE_STD]
@@ -292,11 +297,12 @@ def _finish_row(
             r = min(max((v - lo) / span, 0.0), 1.0)
             v = r**gamma * span + lo
             raw[x] = (v - mean) * contrast + mean + brightness
-        g, b = 1.0, 0.0
+        g, b = _like(raw, 1.0), _like(raw, 0.0)
     else:  # without gamma, normalise + contrast + brightness is one affine map of the raw value
-        g = scale * contrast
-        b = (-offset * scale - mean) * contrast + mean + brightness
+        g = _like(raw, scale * contrast)
+        b = _like(raw, (-offset * scale - mean) * contrast + mean + brightness)
     if do_noise:
+        std = _like(raw, std)
         for x in range(out.shape[0]):
             out[x] = raw[x] * g + b + std * NOISE_TABLE[words[x] >> _SHIFT]
     else:
@@ -333,7 +339,7 @@ def copy_rows(
             _finish_row(raw, out[z, y], words, (z * oy + y) * ox, k0, k1, fp, do_gamma, do_noise)
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath={"contract"})
 def _rows(
     src: np.ndarray,
     lut: np.ndarray,
@@ -345,12 +351,15 @@ def _rows(
     fp: np.ndarray,
     flags: np.ndarray,
     key: np.uint64,
+    precision: np.ndarray,
     z0: int,
     z1: int,
 ) -> None:
     """Fill ``out[z0:z1]`` (and ``mout``) from ``src`` through the 3x4 matrix ``m``. ``lut`` is
     None, or a table the raw values index (float16 read as its uint16 bits): a None argument
-    is pruned at compile time, so each dtype gets a kernel without the test."""
+    is pruned at compile time, so each dtype gets a kernel without the test. ``precision``'s
+    dtype (float32 or float64) is the interpolation's and intensity chain's: coordinates, and
+    so which voxels are read, are float64 either way."""
     nz, ny, nx = src.shape
     oz, oy, ox = out.shape
     s = src.reshape(-1)
@@ -366,15 +375,14 @@ def _rows(
     cz = np.empty(ox)
     cy = np.empty(ox)
     cx = np.empty(ox)
-    wz = np.empty(ox)
-    wy = np.empty(ox)
-    wx = np.empty(ox)
+    work = np.empty((4, ox), precision.dtype)
+    wz, wy, wx, raw = work[0], work[1], work[2], work[3]
     pairs = _pair_rows(s, ox)
     v = pairs.view(s.dtype)  # (4, 2 * ox): the corner's value, then its +x neighbour
     vals = _values_rows(v, lut)
     corner = np.empty(ox, np.int32)
+    near = np.empty(ox, np.int32)
     sy32, sz32 = np.int32(sy), np.int32(sz)
-    raw = np.empty(ox)
     words = np.empty(ox, np.uint32)
     k0, k1 = split_key(key)
     line = np.empty((3, grid.shape[3]))
@@ -420,26 +428,51 @@ def _rows(
                     for x in range(ox):
                         # int32: the conversions vectorise (AVX2 has no float64 -> int64)
                         iz, iy, ix = np.int32(cz[x]), np.int32(cy[x]), np.int32(cx[x])
-                        wz[x], wy[x], wx[x] = cz[x] - iz, cy[x] - iy, cx[x] - ix
+                        wz[x] = _like(wz, cz[x] - iz)
+                        wy[x] = _like(wy, cy[x] - iy)
+                        wx[x] = _like(wx, cx[x] - ix)
                         corner[x] = iz * sz32 + iy * sy32 + ix
+                    if has_mask:  # nearest, from the float64 coordinates (ties as scipy's)
+                        for x in range(ox):
+                            iz, iy, ix = np.int32(cz[x]), np.int32(cy[x]), np.int32(cx[x])
+                            near[x] = (
+                                (iz + np.int32(cz[x] - iz >= 0.5)) * sz32
+                                + (iy + np.int32(cy[x] - iy >= 0.5)) * sy32
+                                + ix
+                                + np.int32(cx[x] - ix >= 0.5)
+                            )
                 else:  # straight from the row's start: no coordinate rows to store and reload
                     for x in range(ox):
                         pz, py, px = bz + m02 * x, by + m12 * x, bx + m22 * x
                         iz, iy, ix = np.int32(pz), np.int32(py), np.int32(px)
-                        wz[x], wy[x], wx[x] = pz - iz, py - iy, px - ix
+                        wz[x], wy[x], wx[x] = (
+                            _like(wz, pz - iz),
+                            _like(wy, py - iy),
+                            _like(wx, px - ix),
+                        )
                         corner[x] = iz * sz32 + iy * sy32 + ix
+                    if has_mask:
+                        for x in range(ox):
+                            pz, py, px = bz + m02 * x, by + m12 * x, bx + m22 * x
+                            iz, iy, ix = np.int32(pz), np.int32(py), np.int32(px)
+                            near[x] = (
+                                (iz + np.int32(pz - iz >= 0.5)) * sz32
+                                + (iy + np.int32(py - iy >= 0.5)) * sy32
+                                + ix
+                                + np.int32(px - ix >= 0.5)
+                            )
                 mrow = mout[z, y] if has_mask else mout[0, 0]
-                _gather(s, ms, corner, wz, wy, wx, sy, sz, pairs, mrow, has_mask)
+                _gather(s, ms, corner, near, sy, sz, pairs, mrow, has_mask)
                 if lut is not None:  # float16 bits -> values, before the vectorised loop
                     for k in range(4):
                         for e in range(2 * ox):
                             vals[k, e] = lut[v[k, e]]
                 for x in range(ox):
                     e, f = 2 * x, 2 * x + 1
-                    v000, v001 = np.float64(vals[0, e]), np.float64(vals[0, f])
-                    v010, v011 = np.float64(vals[1, e]), np.float64(vals[1, f])
-                    v100, v101 = np.float64(vals[2, e]), np.float64(vals[2, f])
-                    v110, v111 = np.float64(vals[3, e]), np.float64(vals[3, f])
+                    v000, v001 = _like(raw, vals[0, e]), _like(raw, vals[0, f])
+                    v010, v011 = _like(raw, vals[1, e]), _like(raw, vals[1, f])
+                    v100, v101 = _like(raw, vals[2, e]), _like(raw, vals[2, f])
+                    v110, v111 = _like(raw, vals[3, e]), _like(raw, vals[3, f])
                     a = v000 + (v001 - v000) * wx[x]
                     b = v010 + (v011 - v010) * wx[x]
                     c = v100 + (v101 - v100) * wx[x]
@@ -484,6 +517,7 @@ def _rows_parallel(
     fp: np.ndarray,
     flags: np.ndarray,
     key: np.uint64,
+    precision: np.ndarray,
     chunks: int,
 ) -> None:
     oz = out.shape[0]
@@ -499,6 +533,7 @@ def _rows_parallel(
             fp,
             flags,
             key,
+            precision,
             c * oz // chunks,
             (c + 1) * oz // chunks,
         )
@@ -549,6 +584,9 @@ def blur(vol: np.ndarray, weights: np.ndarray) -> None:
                         vol[i, a, b] = s
 
 
+_PRECISION = {np.dtype(t): np.zeros(0, t) for t in (np.float32, np.float64)}
+
+
 def resample(
     src: np.ndarray,
     lut: np.ndarray | None,
@@ -561,11 +599,14 @@ def resample(
     flags: np.ndarray,
     key: int,
     threads: int = 1,
+    precision: type = np.float64,
 ) -> None:
-    """Run the fused kernel serially (``threads=1``) or split over numba threads."""
+    """Run the fused kernel serially (``threads=1``) or split over numba threads, interpolating
+    in ``precision`` (np.float32 or np.float64)."""
     ukey = np.uint64(key)
+    like = _PRECISION[np.dtype(precision)]
     if threads <= 1:
-        _rows(src, lut, msrc, out, mout, m, grid, fp, flags, ukey, 0, out.shape[0])
+        _rows(src, lut, msrc, out, mout, m, grid, fp, flags, ukey, like, 0, out.shape[0])
         return
     import numba
 
@@ -573,6 +614,6 @@ def resample(
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     try:
         chunks = min(out.shape[0], 4 * threads)
-        _rows_parallel(src, lut, msrc, out, mout, m, grid, fp, flags, ukey, chunks)
+        _rows_parallel(src, lut, msrc, out, mout, m, grid, fp, flags, ukey, like, chunks)
     finally:
         numba.set_num_threads(before)

@@ -60,6 +60,29 @@ def test_affine_transform_matches_scipy(dtype, order):
             assert err.max() < 1e-4
 
 
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), dtype=st.sampled_from(DTYPES))
+def test_augment_resamples_masks_as_scipy_nearest_and_images_in_float32(seed, dtype):
+    """The augment path interpolates in float32 but places voxels in float64: masks equal
+    scipy's order 0 wherever no coordinate sits within 1e-9 of a tie or of the block's edge."""
+    rng = np.random.default_rng(seed)
+    vol = block((20, 21, 22), dtype, seed=seed % 1000)
+    labels = rng.integers(0, 7, vol.shape).astype(np.uint8)
+    m = _random_matrix(rng, vol.shape)
+    shape = (12, 13, 14)
+    got = apply_cpu({"image": vol, "mask": labels}, AugmentParams.from_matrix(m, vol.shape, shape))
+    coords = m[:3, :3] @ np.indices(shape).reshape(3, -1) + m[:3, 3:]
+    frac = coords - np.floor(coords)
+    edge = np.array(vol.shape)[:, None] - 1.0
+    near = (np.abs(frac - 0.5) < 1e-9) | (np.abs(coords) < 1e-9) | (np.abs(coords - edge) < 1e-9)
+    clear = ~near.any(axis=0).reshape(shape)
+    ref_mask = ndi.affine_transform(labels, m, output_shape=shape, order=0, cval=0)
+    np.testing.assert_array_equal(got["mask"][clear], ref_mask[clear])
+    values = vol.astype(np.float64)
+    ref = ndi.affine_transform(values, m, output_shape=shape, order=1, mode="constant")
+    assert np.abs(got["image"][0] - ref).max() <= 1e-6 * np.abs(values).max()
+
+
 def test_affine_transform_full_range_uint16_to_float32_precision():
     rng = np.random.default_rng(11)
     vol = rng.integers(0, 65536, (10, 11, 12)).astype(np.uint16)
