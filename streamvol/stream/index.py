@@ -17,7 +17,7 @@ from typing import Any
 import fsspec
 
 from streamvol.errors import ShardError
-from streamvol.stream.decode import split_name
+from streamvol.stream.decode import MappedFile, split_name
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,10 @@ class ShardSet:
     storage: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def open(self, url: str) -> Any:
+        """A shard for ``read_members``: local files memory-mapped, URLs through fsspec."""
+        protocol, path = fsspec.core.split_protocol(url)
+        if protocol in (None, "file"):
+            return MappedFile(path)
         return open_file(url, self.storage)
 
     @property

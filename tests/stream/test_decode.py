@@ -6,13 +6,15 @@ import io
 import pickle
 import tarfile
 
+import fsspec
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamvol.errors import ShardError, UnsafeMember
-from streamvol.stream.decode import decode_member, iter_tar
+from streamvol.stream.decode import MappedFile, decode_member, iter_samples, iter_tar
+from streamvol.stream.index import ShardSet
 
 
 def _tar(path, members):
@@ -63,12 +65,58 @@ def test_object_npy_is_never_unpickled(tmp_path):
         list(iter_tar(path))
 
 
-def test_truncated_tar_is_named(tmp_path):
+@pytest.mark.parametrize("opener", [MappedFile, io.FileIO], ids=["mapped", "file"])
+@pytest.mark.parametrize("cut", [200_000, 131_700, 600])
+def test_truncated_tar_is_named(tmp_path, opener, cut):
     big = np.zeros((32, 32, 32), np.float32)
     path = _tar(tmp_path / "cut.tar", [(f"k{i}_z0_y0_x0.image.npy", _npy(big)) for i in range(3)])
-    path.write_bytes(path.read_bytes()[:200_000])
-    with pytest.raises(ShardError, match=r"cut\.tar"):
-        list(iter_tar(path))
+    path.write_bytes(path.read_bytes()[:cut])
+    with opener(path) as f, pytest.raises(ShardError, match=r"cut\.tar.*truncated"):
+        list(iter_samples(f, str(path)))
+
+
+def test_mapped_reads_equal_streamed_ones_and_stay_private(tmp_path):
+    """Members read in place from the memory map equal those read from the file, outlive the
+    map's closing, and are writable without writing to the shard."""
+    rng = np.random.default_rng(0)
+    arrays = [rng.normal(size=(5, 6, 7)).astype(t) for t in (np.float32, np.uint16, np.float16)]
+    path = _tar(
+        tmp_path / "s.tar",
+        [
+            (f"k{i}_z0_y0_x0.{m}", d)
+            for i, a in enumerate(arrays)
+            for m, d in (("image.npy", _npy(a)), ("cls", f"{i}".encode()))
+        ],
+    )
+    before = path.read_bytes()
+    with open(path, "rb") as f:
+        streamed = list(iter_samples(f, str(path)))
+    with MappedFile(path) as f:
+        mapped = list(iter_samples(f, str(path)))
+    with MappedFile(path) as f:  # from an index offset: the second sample's header
+        f.seek(3 * 512 + len(_npy(arrays[0])) // 512 * 512 + 512)
+        tail = list(iter_samples(f, str(path), first_key="k1_z0_y0_x0"))
+    assert [s["__key__"] for s in tail] == ["k1_z0_y0_x0", "k2_z0_y0_x0"]
+    for got, want, array in zip(mapped, streamed, arrays, strict=True):
+        assert got["cls"] == want["cls"]
+        assert got["image.npy"].dtype == array.dtype
+        np.testing.assert_array_equal(got["image.npy"], array)
+        got["image.npy"][...] = 3
+    np.testing.assert_array_equal(tail[0]["image.npy"], arrays[1])  # its own private pages
+    assert path.read_bytes() == before
+
+
+def test_local_shards_are_mapped_and_urls_are_streamed(tmp_path):
+    path = _tar(tmp_path / "a.tar", [("k_z0_y0_x0.cls", b"1")])
+    shards = ShardSet(shards=())
+    for url in (str(path), f"file://{path}"):
+        with shards.open(url) as f:
+            assert isinstance(f, MappedFile)
+            assert [s["cls"] for s in iter_samples(f, url)] == [1]
+    fsspec.filesystem("memory").pipe("/streamvol-test/a.tar", path.read_bytes())
+    with shards.open("memory://streamvol-test/a.tar") as f:
+        assert not isinstance(f, MappedFile)
+        assert [s["cls"] for s in iter_samples(f, "memory")] == [1]
 
 
 def test_decode_member_rejects_garbage_cls():
