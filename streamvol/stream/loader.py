@@ -4,13 +4,15 @@ setup, exact length, and resume (it records which samples reached the trainer)."
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import os
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, get_worker_info
 
 from streamvol.stream.dataset import StreamDataset, batch_buffer
 from streamvol.stream.epoch import balanced
@@ -78,7 +80,43 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "augment": sum(s.get("__t_prep__", 0.0) for s in samples),
         "collate": time.perf_counter() - started,
     }
-    return batch
+    if get_worker_info() is None:
+        return batch
+    return {k: v if k in ("image", "mask") else _wire(v) for k, v in batch.items()}
+
+
+WIRE_BYTES = 64 << 10
+
+
+def _wire(value: Any) -> Any:
+    """What a worker sends: tensors under ``WIRE_BYTES`` as numpy arrays, pickled by value.
+    torch hands every tensor over through shared memory, one file descriptor per tensor that
+    the main process fetches from the worker over a socket: for labels, weights, positions and
+    augmentation parameters that round trip costs far more than their bytes (images and masks,
+    written into shared memory as they are made, keep it). ``_unwire`` makes them tensors."""
+    if isinstance(value, torch.Tensor):
+        small = value.numel() * value.element_size() <= WIRE_BYTES
+        return value.numpy() if small and value.device.type == "cpu" else value
+    if isinstance(value, dict):
+        return {k: _wire(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(
+            value, **{f.name: _wire(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        )
+    return value
+
+
+def _unwire(value: Any) -> Any:
+    """The batch as ``collate`` made it, from what a worker sent (``_wire``)."""
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value)
+    if isinstance(value, dict):
+        return {k: _unwire(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(
+            value, **{f.name: _unwire(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        )
+    return value
 
 
 _MALLOC_TUNED = False
@@ -158,6 +196,8 @@ class StreamLoader:
             keep_freed_memory()  # this process makes the samples
         self.dataset.begin_pass()
         for batch in self.loader:
+            if self.num_workers:
+                batch = _unwire(batch)
             self.dataset.mark_consumed(batch["__pos__"].tolist())
             yield batch
 

@@ -342,6 +342,10 @@ def test_apply_cpu_writes_into_out_or_names_what_it_needs():
     out = np.full((1, 8, 8, 8), np.nan, np.float32)
     got = apply_cpu({"image": vol}, p, out=out)["image"]
     assert got is out and np.array_equal(out, want)
+    labels = (vol % 3).astype(np.uint8)
+    warm = apply_cpu({"image": vol, "mask": labels}, p, prefetch=True)  # same result, sooner
+    cold = apply_cpu({"image": vol, "mask": labels}, p)
+    assert np.array_equal(warm["image"], want) and np.array_equal(warm["mask"], cold["mask"])
     with pytest.raises(ValueError, match=r"float32 array of shape \(1, 8, 8, 8\), got float32"):
         apply_cpu({"image": vol}, p, out=np.empty((8, 8, 8), np.float32))
     with pytest.raises(ValueError, match="not C-contiguous"):

@@ -102,3 +102,54 @@ def test_batches_are_written_in_place_and_match_samples_augmented_alone(shards, 
         assert image.untyped_storage().nbytes() == 5 * image[0].nbytes
         seen += len(image)
     assert seen == len(alone) == 12
+
+
+def _structure(value):
+    """Type, dtype and shape of every leaf of a batch (tensors, BatchParams fields, lists)."""
+    if isinstance(value, dict):
+        return {k: _structure(v) for k, v in value.items() if k != "__timing__"}
+    if hasattr(value, "__dataclass_fields__"):
+        return {k: _structure(getattr(value, k)) for k in value.__dataclass_fields__}
+    if isinstance(value, torch.Tensor):
+        return ("tensor", value.dtype, tuple(value.shape))
+    return type(value).__name__
+
+
+@pytest.mark.parametrize("device", ["cpu", "gpu"])
+def test_batches_from_workers_are_built_as_in_the_main_process(shards, device):
+    """Workers send small tensors by value (not one shared-memory handle each); the loader
+    hands the trainer the same tensors, dtypes and shapes either way."""
+    first, rows = {}, {}
+    for workers in (0, 2):
+        ds = open_shards(shards, augment=SPEC, augment_device=device, seed=3)
+        dl = streamvol.loader(ds, batch_size=4, num_workers=workers, persistent_workers=False)
+        batches = list(dl)
+        first[workers] = _structure(batches[0])
+        rows[workers] = {
+            key: (
+                b["__pos__"][i],
+                b["weight"][i],
+                b["image"][i],
+                b["params"].matrix[i] if device == "gpu" else None,
+            )
+            for b in batches
+            for i, key in enumerate(b["__key__"])
+        }
+    assert first[0] == first[2]
+    assert rows[0].keys() == rows[2].keys() and len(rows[0]) == 12
+    for key, row in rows[0].items():
+        assert all(
+            a is b is None or torch.equal(a, b) for a, b in zip(row, rows[2][key], strict=True)
+        )
+
+
+def test_wire_sends_small_tensors_by_value_and_large_ones_as_they_are():
+    from streamvol.stream.loader import WIRE_BYTES, _unwire, _wire
+
+    small = torch.arange(6, dtype=torch.int64)
+    large = torch.zeros(WIRE_BYTES // 4 + 1, dtype=torch.float32)
+    sent = _wire({"a": small, "nested": {"b": large}, "n": 3})
+    assert isinstance(sent["a"], np.ndarray) and sent["nested"]["b"] is large and sent["n"] == 3
+    back = _unwire(sent)
+    assert isinstance(back["a"], torch.Tensor) and torch.equal(back["a"], small)
+    assert back["nested"]["b"] is large
