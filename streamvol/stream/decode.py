@@ -11,6 +11,7 @@ import json
 import mmap
 import os
 from collections.abc import Iterator
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,15 @@ def split_name(name: str) -> tuple[str, str]:
     return key, suffix
 
 
+@lru_cache(maxsize=256)
+def _npy_header(header: bytes, read_header: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran order, dtype) of a ``.npy`` header: numpy parses it with
+    ``ast.literal_eval``, and a shard's members repeat a handful of headers."""
+    buffer = io.BytesIO(header)
+    np.lib.format.read_magic(buffer)
+    return getattr(np.lib.format, read_header)(buffer)
+
+
 def _npy(data: bytearray | np.ndarray) -> np.ndarray:
     """A ``.npy`` member as an array over its own buffer (no copy); object arrays refused."""
     view = memoryview(data).cast("B")
@@ -38,9 +48,7 @@ def _npy(data: bytearray | np.ndarray) -> np.ndarray:
         end, read_header = 12 + int.from_bytes(view[8:12], "little"), "read_array_header_2_0"
     else:
         raise ValueError(f"not a .npy member (format version {version or 'missing'})")
-    buffer = io.BytesIO(view[:end].tobytes())
-    np.lib.format.read_magic(buffer)
-    shape, fortran, dtype = getattr(np.lib.format, read_header)(buffer)
+    shape, fortran, dtype = _npy_header(view[:end].tobytes(), read_header)
     if dtype.hasobject:
         raise ValueError("object arrays need pickle, which streamvol never loads")
     count = int(np.prod(shape, dtype=np.int64))
@@ -155,10 +163,10 @@ def _read_exact(fileobj: Any, size: int, where: str) -> np.ndarray:
 def read_members(fileobj: Any, where: str) -> Iterator[tuple[str, np.ndarray]]:
     """(name, data) of each regular file in a tar stream positioned at a header.
 
-    A direct reader (one ``readinto`` per member, checksums verified): the streaming mode of
-    ``tarfile`` costs several milliseconds per large member. Handles ustar, GNU long names and
-    pax path records; ends at the end-of-archive block, and a stream that stops before it is
-    reported truncated.
+    A direct reader (one ``readinto`` per member, or a view of a ``MappedFile``; checksums
+    verified): the streaming mode of ``tarfile`` costs several milliseconds per large member.
+    Handles ustar, GNU long names and pax path records; ends at the end-of-archive block, and a
+    stream that stops before it is reported truncated.
     """
     long_name: str | None = None
     while True:
