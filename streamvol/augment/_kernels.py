@@ -35,6 +35,11 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
+# output rows per band: the kernel sweeps z for 16 rows at a time, so the block's lines that one
+# slice of a band reads are still in L2 when the next slice reads most of them again (a whole
+# 64-row slice of a rotated float32 block reads more than L2 holds): 10% faster for float32
+BAND = 16
+
 # flags (int64 array)
 ORDER, HAS_MASK, HAS_ELASTIC, DO_GAMMA, DO_NOISE = range(5)
 # float parameters (float64 array)
@@ -407,106 +412,121 @@ def _rows(
     m00, m01, m02, m03 = m[0, 0], m[0, 1], m[0, 2], m[0, 3]
     m10, m11, m12, m13 = m[1, 0], m[1, 1], m[1, 2], m[1, 3]
     m20, m21, m22, m23 = m[2, 0], m[2, 1], m[2, 2], m[2, 3]
-    for z in range(z0, z1):
-        for y in range(oy):
-            bz = m00 * z + m01 * y + m03
-            by = m10 * z + m11 * y + m13
-            bx = m20 * z + m21 * y + m23
-            # a fast row lies strictly inside [0, n - 1): every +1 neighbour exists
-            fast = True
-            if has_elastic:
-                for x in range(ox):
-                    cz[x] = bz + m02 * x
-                    cy[x] = by + m12 * x
-                    cx[x] = bx + m22 * x
-                _elastic_row(cz, cy, cx, grid, z, y, (oz, oy, ox), line)
-                for x in range(ox):
-                    if not (0.0 <= cz[x] < zmax and 0.0 <= cy[x] < ymax and 0.0 <= cx[x] < xmax):
-                        fast = False
-                        break
-            else:  # affine in x: the row is inside iff both ends are
-                e = ox - 1
-                ez, ey, ex = bz + m02 * e, by + m12 * e, bx + m22 * e
-                fast = (
-                    0.0 <= bz < zmax
-                    and 0.0 <= by < ymax
-                    and 0.0 <= bx < xmax
-                    and 0.0 <= ez < zmax
-                    and 0.0 <= ey < ymax
-                    and 0.0 <= ex < xmax
-                )
-                if not (fast and order == 1):
+    for band in range(0, oy, BAND):  # rows band..band + BAND of every z, then the next band
+        for z in range(z0, z1):
+            for y in range(band, min(band + BAND, oy)):
+                bz = m00 * z + m01 * y + m03
+                by = m10 * z + m11 * y + m13
+                bx = m20 * z + m21 * y + m23
+                # a fast row lies strictly inside [0, n - 1): every +1 neighbour exists
+                fast = True
+                if has_elastic:
                     for x in range(ox):
                         cz[x] = bz + m02 * x
                         cy[x] = by + m12 * x
                         cx[x] = bx + m22 * x
-            if fast and order == 1:
-                if has_elastic:
+                    _elastic_row(cz, cy, cx, grid, z, y, (oz, oy, ox), line)
                     for x in range(ox):
-                        # int32: the conversions vectorise (AVX2 has no float64 -> int64)
-                        iz, iy, ix = np.int32(cz[x]), np.int32(cy[x]), np.int32(cx[x])
-                        wz[x] = _like(wz, cz[x] - iz)
-                        wy[x] = _like(wy, cy[x] - iy)
-                        wx[x] = _like(wx, cx[x] - ix)
-                        corner[x] = iz * sz32 + iy * sy32 + ix
-                    if has_mask:
+                        if not (
+                            0.0 <= cz[x] < zmax and 0.0 <= cy[x] < ymax and 0.0 <= cx[x] < xmax
+                        ):
+                            fast = False
+                            break
+                else:  # affine in x: the row is inside iff both ends are
+                    e = ox - 1
+                    ez, ey, ex = bz + m02 * e, by + m12 * e, bx + m22 * e
+                    fast = (
+                        0.0 <= bz < zmax
+                        and 0.0 <= by < ymax
+                        and 0.0 <= bx < xmax
+                        and 0.0 <= ez < zmax
+                        and 0.0 <= ey < ymax
+                        and 0.0 <= ex < xmax
+                    )
+                    if not (fast and order == 1):
                         for x in range(ox):
-                            near[x] = _nearest(cz[x], cy[x], cx[x], sz32, sy32)
-                else:  # straight from the row's start: no coordinate rows to store and reload
-                    for x in range(ox):
-                        pz, py, px = bz + m02 * x, by + m12 * x, bx + m22 * x
-                        iz, iy, ix = np.int32(pz), np.int32(py), np.int32(px)
-                        wz[x], wy[x], wx[x] = (
-                            _like(wz, pz - iz),
-                            _like(wy, py - iy),
-                            _like(wx, px - ix),
-                        )
-                        corner[x] = iz * sz32 + iy * sy32 + ix
-                    if has_mask:
+                            cz[x] = bz + m02 * x
+                            cy[x] = by + m12 * x
+                            cx[x] = bx + m22 * x
+                if fast and order == 1:
+                    if has_elastic:
                         for x in range(ox):
-                            near[x] = _nearest(bz + m02 * x, by + m12 * x, bx + m22 * x, sz32, sy32)
-                mrow = mout[z, y] if has_mask else mout[0, 0]
-                _gather(s, ms, corner, near, sy, sz, pairs, mrow, has_mask)
-                if lut is not None:  # float16 bits -> values, before the vectorised loop
-                    for k in range(4):
-                        for e in range(2 * ox):
-                            vals[k, e] = lut[v[k, e]]
-                for x in range(ox):
-                    e, f = 2 * x, 2 * x + 1
-                    v000, v001 = _like(raw, vals[0, e]), _like(raw, vals[0, f])
-                    v010, v011 = _like(raw, vals[1, e]), _like(raw, vals[1, f])
-                    v100, v101 = _like(raw, vals[2, e]), _like(raw, vals[2, f])
-                    v110, v111 = _like(raw, vals[3, e]), _like(raw, vals[3, f])
-                    a = v000 + (v001 - v000) * wx[x]
-                    b = v010 + (v011 - v010) * wx[x]
-                    c = v100 + (v101 - v100) * wx[x]
-                    d = v110 + (v111 - v110) * wx[x]
-                    a = a + (b - a) * wy[x]
-                    c = c + (d - c) * wy[x]
-                    raw[x] = a + (c - a) * wz[x]
-            else:
-                for x in range(ox):
-                    if not (0.0 <= cz[x] <= zmax and 0.0 <= cy[x] <= ymax and 0.0 <= cx[x] <= xmax):
-                        raw[x] = cval
-                    elif order == 1:
-                        iz, iy, ix = int(cz[x]), int(cy[x]), int(cx[x])
-                        # at an axis's last voxel the weight is 0: the neighbour is itself
-                        dz = sz if iz < nz - 1 else 0
-                        dy = sy if iy < ny - 1 else 0
-                        dx = 1 if ix < nx - 1 else 0
-                        i = iz * sz + iy * sy + ix
-                        raw[x] = _lerp8(s, lut, i, dx, dy, dz, cz[x] - iz, cy[x] - iy, cx[x] - ix)
-                    else:
-                        i = _round(cz[x]) * sz + _round(cy[x]) * sy + _round(cx[x])
-                        raw[x] = lut[s[i]] if lut is not None else s[i]
-                if has_mask:
+                            # int32: the conversions vectorise (AVX2 has no float64 -> int64)
+                            iz, iy, ix = np.int32(cz[x]), np.int32(cy[x]), np.int32(cx[x])
+                            wz[x] = _like(wz, cz[x] - iz)
+                            wy[x] = _like(wy, cy[x] - iy)
+                            wx[x] = _like(wx, cx[x] - ix)
+                            corner[x] = iz * sz32 + iy * sy32 + ix
+                        if has_mask:
+                            for x in range(ox):
+                                near[x] = _nearest(cz[x], cy[x], cx[x], sz32, sy32)
+                    else:  # straight from the row's start: no coordinate rows to store and reload
+                        for x in range(ox):
+                            pz, py, px = bz + m02 * x, by + m12 * x, bx + m22 * x
+                            iz, iy, ix = np.int32(pz), np.int32(py), np.int32(px)
+                            wz[x], wy[x], wx[x] = (
+                                _like(wz, pz - iz),
+                                _like(wy, py - iy),
+                                _like(wx, px - ix),
+                            )
+                            corner[x] = iz * sz32 + iy * sy32 + ix
+                        if has_mask:
+                            for x in range(ox):
+                                near[x] = _nearest(
+                                    bz + m02 * x, by + m12 * x, bx + m22 * x, sz32, sy32
+                                )
+                    mrow = mout[z, y] if has_mask else mout[0, 0]
+                    _gather(s, ms, corner, near, sy, sz, pairs, mrow, has_mask)
+                    if lut is not None:  # float16 bits -> values, before the vectorised loop
+                        for k in range(4):
+                            for e in range(2 * ox):
+                                vals[k, e] = lut[v[k, e]]
                     for x in range(ox):
-                        if 0.0 <= cz[x] <= zmax and 0.0 <= cy[x] <= ymax and 0.0 <= cx[x] <= xmax:
-                            i = _round(cz[x]) * sz + _round(cy[x]) * sy + _round(cx[x])
-                            mout[z, y, x] = ms[i]
+                        e, f = 2 * x, 2 * x + 1
+                        v000, v001 = _like(raw, vals[0, e]), _like(raw, vals[0, f])
+                        v010, v011 = _like(raw, vals[1, e]), _like(raw, vals[1, f])
+                        v100, v101 = _like(raw, vals[2, e]), _like(raw, vals[2, f])
+                        v110, v111 = _like(raw, vals[3, e]), _like(raw, vals[3, f])
+                        a = v000 + (v001 - v000) * wx[x]
+                        b = v010 + (v011 - v010) * wx[x]
+                        c = v100 + (v101 - v100) * wx[x]
+                        d = v110 + (v111 - v110) * wx[x]
+                        a = a + (b - a) * wy[x]
+                        c = c + (d - c) * wy[x]
+                        raw[x] = a + (c - a) * wz[x]
+                else:
+                    for x in range(ox):
+                        if not (
+                            0.0 <= cz[x] <= zmax and 0.0 <= cy[x] <= ymax and 0.0 <= cx[x] <= xmax
+                        ):
+                            raw[x] = cval
+                        elif order == 1:
+                            iz, iy, ix = int(cz[x]), int(cy[x]), int(cx[x])
+                            # at an axis's last voxel the weight is 0: the neighbour is itself
+                            dz = sz if iz < nz - 1 else 0
+                            dy = sy if iy < ny - 1 else 0
+                            dx = 1 if ix < nx - 1 else 0
+                            i = iz * sz + iy * sy + ix
+                            raw[x] = _lerp8(
+                                s, lut, i, dx, dy, dz, cz[x] - iz, cy[x] - iy, cx[x] - ix
+                            )
                         else:
-                            mout[z, y, x] = 0
-            _finish_row(raw, out[z, y], words, (z * oy + y) * ox, k0, k1, fp, do_gamma, do_noise)
+                            i = _round(cz[x]) * sz + _round(cy[x]) * sy + _round(cx[x])
+                            raw[x] = lut[s[i]] if lut is not None else s[i]
+                    if has_mask:
+                        for x in range(ox):
+                            if (
+                                0.0 <= cz[x] <= zmax
+                                and 0.0 <= cy[x] <= ymax
+                                and 0.0 <= cx[x] <= xmax
+                            ):
+                                i = _round(cz[x]) * sz + _round(cy[x]) * sy + _round(cx[x])
+                                mout[z, y, x] = ms[i]
+                            else:
+                                mout[z, y, x] = 0
+                _finish_row(
+                    raw, out[z, y], words, (z * oy + y) * ox, k0, k1, fp, do_gamma, do_noise
+                )
 
 
 @njit(cache=True, nogil=True, parallel=True)

@@ -99,7 +99,8 @@ class MappedFile:
     """A local file read through a private memory map: ``read_members`` hands out members as
     views of the map, so a stored block goes from the page cache straight to the kernel that
     reads it, without a copy in between. Private (copy-on-write): the arrays are writable, and
-    writing never reaches the file. The map lives until the last array made from it is gone."""
+    writing never reaches the file. The map lives until the last array made from it is gone;
+    the sharder replaces shards by renaming, never in place, so a mapped file never shrinks."""
 
     def __init__(self, path: str | Path) -> None:
         with open(path, "rb") as f:
