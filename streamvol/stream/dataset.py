@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import multiprocessing
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -25,6 +24,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from streamvol.errors import ShardError
+from streamvol.stream import slots
 from streamvol.stream.decode import iter_samples
 from streamvol.stream.epoch import (
     SHUFFLE_BUFFER,
@@ -187,13 +187,11 @@ class Prepare:
 
 
 def batch_buffer(n: int, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
-    """An empty (n, *shape) tensor, in shared memory inside a loader worker (as torch's
-    ``default_collate`` allocates its batches): it then reaches the main process uncopied."""
+    """An empty (n, *shape) tensor, in shared memory inside a loader worker (one of the worker's
+    reused ``slots``): it then reaches the main process uncopied."""
     if get_worker_info() is None:
         return torch.empty((n, *shape), dtype=dtype)
-    size = n * math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-    storage = torch.UntypedStorage._new_shared(size)
-    return torch.empty(0, dtype=dtype).set_(storage).view(n, *shape)
+    return slots.buffer(n, shape, dtype)
 
 
 def _centre(block: np.ndarray, crop: Sequence[int] | None) -> np.ndarray:
@@ -231,6 +229,7 @@ class _Shared:
         self.consumed = multiprocessing.RawArray("B", max(size, 1))
         self.at_start = multiprocessing.RawArray("B", max(size, 1))
         self.errors = multiprocessing.Value("q", 0)
+        self.slots = slots.SlotTable()
         self.size = size
 
     def view(self, name: str = "consumed") -> np.ndarray:
@@ -277,6 +276,11 @@ class StreamDataset(IterableDataset):
         # set by the loader: with CPU augmentation, images are written straight into batches of
         # this many (``batch_buffer``), which ``collate`` recognises and passes on uncopied
         self.batch_size: int | None = None
+
+    @property
+    def slot_table(self) -> slots.SlotTable:
+        """Which of the workers' batch segments are in use (see ``streamvol.stream.slots``)."""
+        return self._shared.slots
 
     # epochs and resume
 
@@ -367,6 +371,8 @@ class StreamDataset(IterableDataset):
         if in_main:
             self.begin_pass()
         worker, workers = (0, 1) if in_main else (info.id, info.num_workers)
+        if not in_main:
+            slots.use(self._shared.slots, worker)
         epoch = self.epoch
         plan = self.plan(epoch)
         mine = self.worker_share(worker, workers)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, get_worker_info
 
+from streamvol.stream import slots
 from streamvol.stream.dataset import StreamDataset, batch_buffer
 from streamvol.stream.epoch import balanced
 
@@ -82,7 +83,10 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
     if get_worker_info() is None:
         return batch
-    return {k: v if k in ("image", "mask") else _wire(v) for k, v in batch.items()}
+    sent = {k: v if k in ("image", "mask") else _wire(v) for k, v in batch.items()}
+    held = {k: slots.tag(batch[k]) for k in ("image", "mask") if k in batch}
+    sent["__slots__"] = {k: t for k, t in held.items() if t is not None}
+    return sent
 
 
 WIRE_BYTES = 64 << 10
@@ -197,7 +201,7 @@ class StreamLoader:
         self.dataset.begin_pass()
         for batch in self.loader:
             if self.num_workers:
-                batch = _unwire(batch)
+                batch = slots.adopt(_unwire(batch), self.dataset.slot_table)
             self.dataset.mark_consumed(batch["__pos__"].tolist())
             yield batch
 

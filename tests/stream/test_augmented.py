@@ -3,6 +3,7 @@ GPU backend (run here on a CPU device through DevicePrefetcher) matches the CPU 
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import numpy as np
@@ -97,9 +98,10 @@ def test_batches_are_written_in_place_and_match_samples_augmented_alone(shards, 
     for b in dl:
         image = b["image"]
         assert all(torch.equal(image[i], alone[k]) for i, k in enumerate(b["__key__"]))
-        # written straight into a 5-slot batch buffer: a short last batch keeps the whole
-        # buffer (a copy made by stacking would hold just its own samples)
-        assert image.untyped_storage().nbytes() == 5 * image[0].nbytes
+        if workers == 0:  # from workers, the batch comes over a reused slot (test_slots)
+            # written straight into a 5-slot batch buffer: a short last batch keeps the whole
+            # buffer (a copy made by stacking would hold just its own samples)
+            assert image.untyped_storage().nbytes() == 5 * image[0].nbytes
         seen += len(image)
     assert seen == len(alone) == 12
 
@@ -153,3 +155,55 @@ def test_wire_sends_small_tensors_by_value_and_large_ones_as_they_are():
     back = _unwire(sent)
     assert isinstance(back["a"], torch.Tensor) and torch.equal(back["a"], small)
     assert back["nested"]["b"] is large
+
+
+def _images_alone(shards, epoch):
+    ds = open_shards(shards, augment=SPEC, seed=5)  # no loader: no batch memory at all
+    ds.set_epoch(epoch)
+    return {s["__key__"]: s["image"] for s in ds}
+
+
+def test_workers_reuse_batch_memory_freed_by_the_trainer(shards):
+    """Batches dropped as they are used free their slots: two epochs of 2 workers fit in the
+    slots, every one was taken once per batch and all are free at the end."""
+    ds = open_shards(shards, augment=SPEC, seed=5)
+    dl = streamvol.loader(ds, batch_size=2, num_workers=2)
+    for epoch in (0, 1):
+        ds.set_epoch(epoch)
+        alone = _images_alone(shards, epoch)
+        for b in dl:
+            assert all(torch.equal(b["image"][i], alone[k]) for i, k in enumerate(b["__key__"]))
+        del b
+    gc.collect()
+    table = ds.slot_table
+    assert list(table.counters[:2]) == [6, 6]  # 3 batches a worker an epoch, each took a slot
+    assert not table.view().any()
+
+
+def test_batches_a_trainer_keeps_are_never_overwritten(shards):
+    """Holding every batch exhausts the slots: the worker then takes fresh memory, and no held
+    batch changes while the others are made."""
+    from streamvol.stream.slots import SLOTS
+
+    ds = open_shards(shards, augment=SPEC, seed=5)
+    ds.set_epoch(3)
+    dl = streamvol.loader(ds, batch_size=1, num_workers=1, persistent_workers=False)
+    kept = list(dl)
+    alone = _images_alone(shards, 3)
+    assert len(kept) == 12 > SLOTS
+    assert all(torch.equal(b["image"][0], alone[b["__key__"][0]]) for b in kept)
+    assert np.count_nonzero(ds.slot_table.view()) == SLOTS  # the other batches: fresh memory
+    del kept
+    gc.collect()
+    assert not ds.slot_table.view().any()
+
+
+def test_a_slot_is_freed_only_by_the_token_that_holds_it():
+    from streamvol.stream.slots import SlotTable
+
+    table = SlotTable()
+    table.view()[3] = 7
+    table.release(3, 8)  # a late release of an older batch
+    assert table.view()[3] == 7
+    table.release(3, 7)
+    assert table.view()[3] == 0
