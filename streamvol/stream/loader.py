@@ -204,6 +204,8 @@ class StreamLoader:
                 batch = slots.adopt(_unwire(batch), self.dataset.slot_table)
             self.dataset.mark_consumed(batch["__pos__"].tolist())
             yield batch
+        if not self.loader.persistent_workers:  # their workers, and so their slots, are gone
+            self.dataset.slot_table.mapped.clear()
 
     def __len__(self) -> int:
         """Batches in what remains of the epoch (a full epoch when nothing was consumed)."""

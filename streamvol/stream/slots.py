@@ -8,7 +8,8 @@ frees the segment when the last tensor over it is gone (a finalizer on the array
 made from), by clearing the slot's token in a table every process shares; a token is written
 only into a free slot and cleared only by the holder of that token, so a release that comes late
 (after the worker restarted, say) never frees a slot that holds a newer batch. When every slot is
-held, by a trainer that keeps batches, the worker takes fresh memory as before.
+held, by a trainer that keeps batches, the worker takes fresh memory as before. The main process
+keeps each slot's segment mapped between batches, so reading a batch faults in no pages either.
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ class SlotTable:
     def __init__(self) -> None:
         self.tokens = multiprocessing.RawArray("I", MAX_WORKERS * SLOTS)
         self.counters = multiprocessing.RawArray("I", MAX_WORKERS)
+        # main process: the last tensor received from each slot, so its segment stays mapped
+        # (torch then maps a slot's segment once, not once per batch, with all its page faults)
+        self.mapped: dict[int, torch.Tensor] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"tokens": self.tokens, "counters": self.counters, "mapped": {}}
 
     def view(self) -> np.ndarray:
         return np.frombuffer(self.tokens, dtype=np.uint32)
@@ -108,6 +115,7 @@ def adopt(batch: dict[str, Any], table: SlotTable) -> dict[str, Any]:
         if received.is_pinned():
             table.release(index, token)
             continue
+        table.mapped[index] = received
         array = received.numpy()
         batch[key] = torch.from_numpy(array)  # the new tensor's storage owns ``array``
         weakref.finalize(array, table.release, index, token)

@@ -166,16 +166,21 @@ def _images_alone(shards, epoch):
 def test_workers_reuse_batch_memory_freed_by_the_trainer(shards):
     """Batches dropped as they are used free their slots: two epochs of 2 workers fit in the
     slots, every one was taken once per batch and all are free at the end."""
+    from streamvol.stream.slots import SLOTS
+
     ds = open_shards(shards, augment=SPEC, seed=5)
     dl = streamvol.loader(ds, batch_size=2, num_workers=2)
+    addresses = set()
     for epoch in (0, 1):
         ds.set_epoch(epoch)
         alone = _images_alone(shards, epoch)
         for b in dl:
             assert all(torch.equal(b["image"][i], alone[k]) for i, k in enumerate(b["__key__"]))
+            addresses.add(b["image"].data_ptr())
         del b
     gc.collect()
     table = ds.slot_table
+    assert len(addresses) <= len(table.mapped) <= 2 * SLOTS  # each slot mapped once
     assert list(table.counters[:2]) == [6, 6]  # 3 batches a worker an epoch, each took a slot
     assert not table.view().any()
 
