@@ -371,8 +371,6 @@ class StreamDataset(IterableDataset):
         if in_main:
             self.begin_pass()
         worker, workers = (0, 1) if in_main else (info.id, info.num_workers)
-        if not in_main:
-            slots.use(self._shared.slots, worker)
         epoch = self.epoch
         plan = self.plan(epoch)
         mine = self.worker_share(worker, workers)

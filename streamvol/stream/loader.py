@@ -40,11 +40,16 @@ def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(tensors, out=out)
 
 
+_IN_LOADER_WORKER = False  # set in the workers of a StreamLoader, whose main side unwires
+
+
 def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Stack samples into a batch; points are padded to the longest with ``points_count``.
 
     ``__timing__`` holds the seconds this batch's samples spent in each stage of the worker
-    that made it (read + decode, prepare/augment, collate), for ``streamvol bench``.
+    that made it (read + decode, prepare/augment, collate), for ``streamvol bench``. In the
+    workers of ``streamvol.loader`` small tensors leave as numpy arrays (``_wire``) and images
+    and masks with their slot tags (``slots``); the loader makes them the batch again.
     """
     started = time.perf_counter()
     first = samples[0]
@@ -81,7 +86,7 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "augment": sum(s.get("__t_prep__", 0.0) for s in samples),
         "collate": time.perf_counter() - started,
     }
-    if get_worker_info() is None:
+    if not _IN_LOADER_WORKER:  # the main process, or a plain DataLoader's worker
         return batch
     sent = {k: v if k in ("image", "mask") else _wire(v) for k, v in batch.items()}
     held = {k: slots.tag(batch[k]) for k in ("image", "mask") if k in batch}
@@ -152,7 +157,13 @@ def keep_freed_memory() -> bool:
 
 def worker_init(_: int) -> None:
     """One thread per loader worker (the workers are the parallelism, no oversubscription);
-    freed sample memory kept for reuse (``keep_freed_memory``)."""
+    freed sample memory kept for reuse (``keep_freed_memory``); batches written into reused
+    shared memory (``slots``) and sent the way ``StreamLoader`` receives them (``collate``)."""
+    global _IN_LOADER_WORKER
+    _IN_LOADER_WORKER = True
+    info = get_worker_info()
+    if info is not None and isinstance(info.dataset, StreamDataset):
+        slots.use(info.dataset.slot_table, info.id)
     keep_freed_memory()
     torch.set_num_threads(1)
     os.environ["OMP_NUM_THREADS"] = "1"

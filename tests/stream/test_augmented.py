@@ -212,3 +212,17 @@ def test_a_slot_is_freed_only_by_the_token_that_holds_it():
     assert table.view()[3] == 7
     table.release(3, 7)
     assert table.view()[3] == 0
+
+
+def test_collate_in_a_plain_dataloader_returns_tensors(shards):
+    """Only streamvol.loader's workers send small tensors by value: a plain DataLoader with
+    streamvol's collate gets the batch collate made."""
+    from torch.utils.data import DataLoader
+
+    from streamvol.stream import collate
+
+    ds = open_shards(shards, augment=SPEC, seed=5)
+    for b in DataLoader(ds, batch_size=4, num_workers=2, collate_fn=collate):
+        assert "__slots__" not in b
+        assert all(isinstance(b[k], torch.Tensor) for k in ("__pos__", "weight", "image"))
+    assert not ds.slot_table.view().any()  # no slot taken that nothing would free
