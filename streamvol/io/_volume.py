@@ -329,6 +329,7 @@ def _open_tiff(path: Path) -> Volume:
             shape = tuple(series.shape)
             dtype = series.dtype
             n_pages = len(series.pages)
+            page_shape = tuple(series.pages[0].shape) if n_pages else ()
             voxel = _imagej_voxel_size(tif)
     except Exception as exc:
         raise UnreadableVolume(f"{path}: not a readable TIFF: {exc}") from exc
@@ -337,8 +338,9 @@ def _open_tiff(path: Path) -> Volume:
         shape = (1, *shape)
     if len(shape) != 3:
         raise UnreadableVolume(f"{path}: expected a 3D stack (z, y, x), got series shape {shape}")
-    if n_pages != shape[0]:
-        # One page holds the whole volume (or an unusual layout): read the series as a whole.
+    if n_pages != shape[0] or page_shape != shape[1:]:
+        # One page holds the whole volume, or pages are not (y, x) planes (a trailing axis of
+        # 1 that tifffile reads as samples): read the series as a whole.
         array = _WholeTiff(path, shape, dtype)
         return Volume(_lazy(array), voxel, path, "tiff")
     return Volume(_lazy(_TiffPages(path, shape, dtype)), voxel, path, "tiff")
