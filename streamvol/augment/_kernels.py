@@ -39,6 +39,11 @@ from numba.extending import intrinsic, overload
 # slice of a band reads are still in L2 when the next slice reads most of them again (a whole
 # 64-row slice of a rotated float32 block reads more than L2 holds): 10% faster for float32
 BAND = 16
+# while resampling a row, the kernel prefetches the block's lines that the same row AHEAD slices
+# later will read, at every STEP-th voxel (the four lines of its corner's 2 x 2 (z, y) rows): the
+# gathers otherwise wait on L3 or memory, which no hardware prefetcher can predict for a rotated
+# walk. 20-30% faster at 96^3 (a 19 MB float32 block), 0-10% at 64^3
+AHEAD, STEP = 4, 4
 
 # flags (int64 array)
 ORDER, HAS_MASK, HAS_ELASTIC, DO_GAMMA, DO_NOISE = range(5)
@@ -214,6 +219,27 @@ def _load_pair(typingctx, array, index):
         data = context.make_array(signature.args[0])(context, builder, args[0]).data
         pointer = builder.bitcast(builder.gep(data, [args[1]]), ir.IntType(bits).as_pointer())
         return builder.load(pointer, align=1)
+
+    return sig, codegen
+
+
+@intrinsic
+def _prefetch(typingctx, array, index):
+    """Ask the CPU to bring the cache line of ``array[index]`` into its caches (``llvm.prefetch``:
+    a hint, no load, no fault); ``index`` must be inside the array."""
+    sig = types.void(array, index)
+    byte = ir.IntType(8).as_pointer()
+    i32 = ir.IntType(32)
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        pointer = builder.bitcast(builder.gep(data, [args[1]]), byte)
+        hint = builder.module.declare_intrinsic(
+            "llvm.prefetch", (), ir.FunctionType(ir.VoidType(), [byte, i32, i32, i32])
+        )
+        # read, keep in all levels, data cache
+        builder.call(hint, [pointer, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
 
     return sig, codegen
 
@@ -405,6 +431,7 @@ def _rows(
     corner = np.empty(ox, np.int32)
     near = np.empty(ox, np.int32)
     sy32, sz32 = np.int32(sy), np.int32(sz)
+    last = s.size - 1 - sz - sy  # the last corner whose four prefetched lines are in the block
     words = np.empty(ox, np.uint32)
     k0, k1 = split_key(key)
     line = np.empty((3, grid.shape[3]))
@@ -476,6 +503,16 @@ def _rows(
                                     bz + m02 * x, by + m12 * x, bx + m22 * x, sz32, sy32
                                 )
                     mrow = mout[z, y] if has_mask else mout[0, 0]
+                    if z + AHEAD < z1 and last > 0:
+                        qz, qy, qx = bz + m00 * AHEAD, by + m10 * AHEAD, bx + m20 * AHEAD
+                        for x in range(0, ox, STEP):
+                            pz, py, px = qz + m02 * x, qy + m12 * x, qx + m22 * x
+                            i = np.int64(pz) * sz + np.int64(py) * sy + np.int64(px)
+                            i = min(max(i, 0), last)
+                            _prefetch(s, i)
+                            _prefetch(s, i + sy)
+                            _prefetch(s, i + sz)
+                            _prefetch(s, i + sz + sy)
                     _gather(s, ms, corner, near, sy, sz, pairs, mrow, has_mask)
                     if lut is not None:  # float16 bits -> values, before the vectorised loop
                         for k in range(4):
