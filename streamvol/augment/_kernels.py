@@ -9,11 +9,13 @@ does not vectorise a loop that gathers (it cannot rule out that the gather alias
 so keeping the loads in a loop of their own lets every other loop run 4 or 8 lanes wide: this
 split halved the kernel's time, and the pair loads took another quarter off. The augment path
 interpolates in float32 (8 lanes, not 4) with fused multiply-adds (``fastmath={"contract"}``
-only: no reassociation); the public ``affine_transform`` keeps float64. The per-row helpers
-are inlined by numba (``inline="always"``): a call passes its arrays with reference counting,
-which over 4096 rows cost a fifth of the time. A row that lies wholly inside the stored block
-skips the bounds tests; boundary rows take a voxel-at-a-time path. Nothing is allocated per
-voxel and no Python runs inside.
+only: no reassociation); the public ``affine_transform`` keeps float64. The output is swept in
+bands of ``BAND`` rows over every z, and each row prefetches the block's lines that the same row
+``AHEAD`` slices later will read: the cache, not the arithmetic, is what a rotated walk through a
+large block waits on. The per-row helpers are inlined by numba (``inline="always"``): a call
+passes its arrays with reference counting, which over 4096 rows cost a fifth of the time. A row
+that lies wholly inside the stored block skips the bounds tests; boundary rows take a
+voxel-at-a-time path. Nothing is allocated per voxel and no Python runs inside.
 
 Boundary: a coordinate outside ``[0, n - 1]`` on any axis reads the raw value ``cval`` (mask:
 0), exactly as ``scipy.ndimage.affine_transform(mode="constant")``. Nearest rounds halves up, as
