@@ -97,35 +97,39 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
 WIRE_BYTES = 64 << 10
 
 
+def _leaves(value: Any, leaf: Any) -> Any:
+    """``value`` with ``leaf`` applied to everything inside its dicts and dataclasses."""
+    if isinstance(value, dict):
+        return {k: _leaves(v, leaf) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = dataclasses.fields(value)
+        return dataclasses.replace(
+            value, **{f.name: _leaves(getattr(value, f.name), leaf) for f in fields}
+        )
+    return leaf(value)
+
+
+def _small_to_numpy(value: Any) -> Any:
+    small = isinstance(value, torch.Tensor) and value.numel() * value.element_size() <= WIRE_BYTES
+    return value.numpy() if small and value.device.type == "cpu" else value
+
+
+def _numpy_to_tensor(value: Any) -> Any:
+    return torch.from_numpy(value) if isinstance(value, np.ndarray) else value
+
+
 def _wire(value: Any) -> Any:
     """What a worker sends: tensors under ``WIRE_BYTES`` as numpy arrays, pickled by value.
     torch hands every tensor over through shared memory, one file descriptor per tensor that
     the main process fetches from the worker over a socket: for labels, weights, positions and
-    augmentation parameters that round trip costs far more than their bytes (images and masks,
-    written into shared memory as they are made, keep it). ``_unwire`` makes them tensors."""
-    if isinstance(value, torch.Tensor):
-        small = value.numel() * value.element_size() <= WIRE_BYTES
-        return value.numpy() if small and value.device.type == "cpu" else value
-    if isinstance(value, dict):
-        return {k: _wire(v) for k, v in value.items()}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.replace(
-            value, **{f.name: _wire(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        )
-    return value
+    augmentation parameters that round trip costs far more than their bytes (images and masks
+    go through the worker's ``slots``). ``_unwire`` makes them tensors again."""
+    return _leaves(value, _small_to_numpy)
 
 
 def _unwire(value: Any) -> Any:
     """The batch as ``collate`` made it, from what a worker sent (``_wire``)."""
-    if isinstance(value, np.ndarray):
-        return torch.from_numpy(value)
-    if isinstance(value, dict):
-        return {k: _unwire(v) for k, v in value.items()}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.replace(
-            value, **{f.name: _unwire(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        )
-    return value
+    return _leaves(value, _numpy_to_tensor)
 
 
 _MALLOC_TUNED = False
