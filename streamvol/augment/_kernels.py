@@ -168,14 +168,6 @@ def _elastic_row(
 
 
 @njit(cache=True)
-def _round(c: float) -> int:
-    """Nearest index of a coordinate c >= 0, halves up: floor(c) + (frac >= 1/2), exact (unlike
-    int(c + 0.5), which rounds c + 0.5 first)."""
-    i = int(c)
-    return i + (1 if c - i >= 0.5 else 0)
-
-
-@njit(cache=True)
 def _lerp8(
     s: np.ndarray,
     lut: np.ndarray,
@@ -283,7 +275,8 @@ def _like_numba(array, value):
 
 @njit(cache=True, inline="always")
 def _nearest(pz: float, py: float, px: float, sz: np.int32, sy: np.int32) -> np.int32:
-    """Flat index of the voxel nearest a point inside the block, halves up (scipy's order 0),
+    """Flat index of the voxel nearest a point inside the block, halves up as scipy's order 0:
+    floor + (fraction >= 1/2) per axis, exact (unlike int(c + 0.5), which rounds c + 0.5 first),
     from the float64 coordinates whatever the interpolation's precision."""
     iz, iy, ix = np.int32(pz), np.int32(py), np.int32(px)
     return (
@@ -550,7 +543,7 @@ def _rows(
                                 s, lut, i, dx, dy, dz, cz[x] - iz, cy[x] - iy, cx[x] - ix
                             )
                         else:
-                            i = _round(cz[x]) * sz + _round(cy[x]) * sy + _round(cx[x])
+                            i = _nearest(cz[x], cy[x], cx[x], sz32, sy32)
                             raw[x] = lut[s[i]] if lut is not None else s[i]
                     if has_mask:
                         for x in range(ox):
@@ -559,7 +552,7 @@ def _rows(
                                 and 0.0 <= cy[x] <= ymax
                                 and 0.0 <= cx[x] <= xmax
                             ):
-                                i = _round(cz[x]) * sz + _round(cy[x]) * sy + _round(cx[x])
+                                i = _nearest(cz[x], cy[x], cx[x], sz32, sy32)
                                 mout[z, y, x] = ms[i]
                             else:
                                 mout[z, y, x] = 0
