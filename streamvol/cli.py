@@ -324,6 +324,12 @@ def train(
     name: Annotated[str | None, typer.Option(help="Run name (default: the model name).")] = None,
     runs: Annotated[Path, typer.Option(help="Folder of run folders.")] = Path("runs"),
     resume: Annotated[bool, typer.Option(help="Continue the run in runs/NAME exactly.")] = False,
+    checkpoint_every: Annotated[
+        int, typer.Option(help="Also write last.pt every N steps (0: at epoch ends only).")
+    ] = 0,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds without a batch before the loader gives up (0: never).")
+    ] = 600.0,
 ) -> None:
     """Train a 3D model on a shard set with fresh augmentation every epoch.
 
@@ -363,6 +369,8 @@ def train(
             pretrained=pretrained,
             freeze_features=freeze_features,
             unfreeze_every=unfreeze_every,
+            checkpoint_every=checkpoint_every,
+            loader_timeout=timeout,
         )
         run_dir = runs / (name or (model if model != "auto" else "run"))
         trainer = Trainer(config, run_dir, resume=resume)
@@ -416,12 +424,15 @@ def evaluate(
         bool, typer.Option(help="Average the 8 axis flips (test-time augmentation).")
     ] = False,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda.")] = None,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds without a batch before the loader gives up (0: never).")
+    ] = 600.0,
 ) -> None:
     """Score a trained run on a split: metrics, ROC and PR curves, confusion matrices."""
     from streamvol.train import evaluate as run_evaluate
 
     try:
-        report = run_evaluate(run, split=split, tta=tta, device=device)
+        report = run_evaluate(run, split=split, tta=tta, device=device, timeout=timeout)
     except (StreamvolError, ValueError, FileNotFoundError) as exc:
         raise _fail(exc) from None
     _print_report(report, run)
@@ -434,12 +445,15 @@ def predict(
     split: Annotated[str, typer.Option(help="Split of the shard set to predict.")] = "test",
     shards: Annotated[str | None, typer.Option(help="Other shards (default: the run's).")] = None,
     tta: Annotated[bool, typer.Option(help="Average the 8 axis flips.")] = False,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds without a batch before the loader gives up (0: never).")
+    ] = 600.0,
 ) -> None:
     """Apply a trained model to shards and write each sample's scores and class as CSV."""
     from streamvol.train.evaluate import predict_run
 
     try:
-        path = predict_run(run, out, split=split, shards=shards, tta=tta)
+        path = predict_run(run, out, split=split, shards=shards, tta=tta, timeout=timeout)
     except (StreamvolError, ValueError, FileNotFoundError) as exc:
         raise _fail(exc) from None
     Console().print(f"wrote {path}")
@@ -459,6 +473,9 @@ def cv(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
     name: Annotated[str | None, typer.Option(help="Run name (default: cv-MODEL).")] = None,
     runs: Annotated[Path, typer.Option(help="Folder of run folders.")] = Path("runs"),
+    timeout: Annotated[
+        float, typer.Option(help="Seconds without a batch before the loader gives up (0: never).")
+    ] = 600.0,
 ) -> None:
     """K-fold cross-validation over fold shards: a mean +- std table and all folds' ROC curves."""
     from streamvol.metrics import format_table
@@ -477,6 +494,7 @@ def cv(
             workers=workers,
             seed=seed,
             device=device,
+            loader_timeout=timeout,
         )
         result = cross_validate(
             config,
@@ -522,6 +540,9 @@ def bench(
     plot: Annotated[
         Path | None, typer.Option(help="Write a PNG of throughput against workers.")
     ] = None,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds without a batch before the loader gives up (0: never).")
+    ] = 600.0,
 ) -> None:
     """Measure data-loader throughput and whether it keeps a trainer fed."""
     import json
@@ -544,6 +565,7 @@ def bench(
             split=split,
             device=device,
             model=model,
+            timeout=timeout,
         )
         result = run_bench(config, log=lambda m: console.print(m, highlight=False))
     except (StreamvolError, ValueError, FileNotFoundError) as exc:
@@ -587,3 +609,7 @@ def demo(
     out_console.print("verified: every shard matches its manifest")
     trained = next(r for r in results if r.report is not None)
     _print_report(trained.report, trained.run)
+
+
+if __name__ == "__main__":
+    app(prog_name="streamvol")

@@ -49,3 +49,7 @@ class ShardError(StreamvolError, ValueError):
 
 class UnsafeMember(ShardError):
     """A shard member whose type streamvol refuses to decode (pickles, checkpoints, ...)."""
+
+
+class LoaderTimeout(StreamvolError, TimeoutError):
+    """Loader workers that sent no batch for longer than the loader's timeout."""

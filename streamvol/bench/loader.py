@@ -39,6 +39,7 @@ class BenchConfig:
     split: str = "train"
     device: str = "auto"
     model: str | None = None
+    timeout: float = 600.0
 
     def __post_init__(self) -> None:
         bad = [m for m in self.modes if m not in MODES]
@@ -160,7 +161,7 @@ def measure(config: BenchConfig, workers: int, mode: str, device: torch.device) 
         augment=augment,
         augment_device="gpu" if mode == "gpu" else "cpu",
     )
-    dl = loader(ds, config.batch_size, workers)
+    dl = loader(ds, config.batch_size, workers, timeout=config.timeout)
     stats = manifest["stats"]
     prefetch = DevicePrefetcher(
         dl, device, offset=stats["mean"], scale=1 / max(stats["std"], 1e-12)

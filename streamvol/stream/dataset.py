@@ -14,8 +14,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import multiprocessing
+import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,16 +30,20 @@ from streamvol.stream.decode import iter_samples
 from streamvol.stream.epoch import (
     SHUFFLE_BUFFER,
     RankPlan,
+    balanced,
     loader_rng,
+    next_worker,
     per_rank,
     rank_plan,
+    round_robin,
     runs,
-    worker_positions,
+    worker_sequence,
 )
 from streamvol.stream.index import ShardSet, resolve
+from streamvol.stream.watch import Progress
 
 log = logging.getLogger(__name__)
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 def key_hash(key: str) -> int:
@@ -55,11 +60,22 @@ def sample_rng(seed: int, epoch: int, key: str) -> np.random.Generator:
 
 
 def read_runs(
-    shards: ShardSet, plan: RankPlan, positions: np.ndarray, on_error: str, errors: Any
+    shards: ShardSet,
+    plan: RankPlan,
+    positions: np.ndarray,
+    on_error: str,
+    errors: Any,
+    mark: Callable[[str, int], None] = lambda stage, shard: None,
 ) -> Iterator[dict[str, Any]]:
-    """Read each run of positions with one seek into its shard; tag samples with position/weight."""
+    """Read each run of positions with one seek into its shard; tag samples with position/weight.
+
+    With ``on_error="skip"`` the unread rest of a damaged shard comes out as placeholders
+    (``{"__pos__": p, "__skipped__": True}``), so later stages know not to wait for them.
+    """
     for run in runs(plan, positions):
         info = shards.shards[run.shard]
+        mark("reading", run.shard)
+        sent = 0
         try:
             with shards.open(info.url) as f:
                 f.seek(info.offsets[run.start])
@@ -67,13 +83,17 @@ def read_runs(
                 for sample, pos in zip(stream, run.positions, strict=False):
                     sample["__pos__"] = int(pos)
                     sample["weight"] = float(plan.weight[pos])
+                    sent += 1
                     yield sample
+                    mark("reading", run.shard)
         except (ShardError, OSError) as exc:
             if on_error != "skip":
                 raise
             log.warning("skipping the rest of %s: %s", info.url, exc)
             with errors.get_lock():
                 errors.value += 1
+        for pos in run.positions[sent:]:
+            yield {"__pos__": int(pos), "__skipped__": True}
 
 
 def timed(samples: Iterable[dict[str, Any]], clock: list[float]) -> Iterator[dict[str, Any]]:
@@ -90,20 +110,21 @@ def timed(samples: Iterable[dict[str, Any]], clock: list[float]) -> Iterator[dic
         yield sample
 
 
-def shuffle(
-    samples: Iterable[dict[str, Any]], bufsize: int, rng: np.random.Generator
-) -> Iterator[dict[str, Any]]:
-    """A shuffle buffer: yield a random element of the last ``bufsize`` read."""
-    buffer: list[dict[str, Any]] = []
-    for sample in samples:
-        buffer.append(sample)
-        if len(buffer) >= bufsize:
-            i = int(rng.integers(len(buffer)))
-            buffer[i], buffer[-1] = buffer[-1], buffer[i]
-            yield buffer.pop()
-    order = rng.permutation(len(buffer))
-    for i in order:
-        yield buffer[i]
+def reorder(samples: Iterable[dict[str, Any]], order: np.ndarray) -> Iterator[dict[str, Any]]:
+    """Emit the samples (read in position order) in ``order``: a shuffle buffer whose draws
+    were made beforehand (``epoch.emission``), so it holds no more samples than one would.
+    Placeholders of skipped samples are dropped."""
+    held: dict[int, dict[str, Any]] = {}
+    it = iter(samples)
+    for pos in order.tolist():
+        while pos not in held:
+            sample = next(it, None)
+            if sample is None:
+                break
+            held[sample["__pos__"]] = sample
+        sample = held.pop(pos, None)
+        if sample is not None and not sample.get("__skipped__"):
+            yield sample
 
 
 @dataclass(frozen=True)
@@ -218,10 +239,14 @@ def _shift_points(
 
 
 class _Shared:
-    """Epoch, consumed positions and error count, in memory that loader workers share.
+    """Epoch, consumed positions, delivered batches and error count, in memory that loader
+    workers share.
 
     ``consumed`` changes as batches are delivered; ``at_start`` is its copy taken when a pass
-    begins, from which every worker computes its share, so workers that start late still agree.
+    begins, which every worker skips, so workers that start late still agree. ``made_by`` is
+    the (workers, batch size) every batch of this epoch so far was made with ((0, 0) before the
+    first, (-1, -1) once they differed), ``delivered`` how many batches that was, and
+    ``rotation`` the worker that makes the first batch of the current pass.
     """
 
     def __init__(self, size: int) -> None:
@@ -229,7 +254,11 @@ class _Shared:
         self.consumed = multiprocessing.RawArray("B", max(size, 1))
         self.at_start = multiprocessing.RawArray("B", max(size, 1))
         self.errors = multiprocessing.Value("q", 0)
+        self.delivered = multiprocessing.RawValue("q", 0)
+        self.made_by = multiprocessing.RawArray("q", 2)
+        self.rotation = multiprocessing.RawValue("q", 0)
         self.slots = slots.SlotTable()
+        self.progress = Progress()
         self.size = size
 
     def view(self, name: str = "consumed") -> np.ndarray:
@@ -243,7 +272,14 @@ class _Shared:
 
 
 class StreamDataset(IterableDataset):
-    """Samples of a shard set for one rank; see ``open_shards``."""
+    """Samples of a shard set for one rank; see ``open_shards``.
+
+    The order of an epoch is a pure function of (shard counts, seed, epoch, rank, workers,
+    batch size): each worker emits a fixed sequence of positions (``sequence``), batches are
+    consecutive runs of it, and the loader takes one batch from each worker in turn. A resumed
+    epoch skips what was consumed and, with the same workers and batch size, starts with the
+    worker whose batch was next, so it makes exactly the batches the whole epoch would have.
+    """
 
     def __init__(
         self,
@@ -256,6 +292,7 @@ class StreamDataset(IterableDataset):
         prepare: Prepare,
         on_error: str = "raise",
         shuffle_buffer: int = 256,
+        name: str = "shards",
     ) -> None:
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error={on_error!r}: expected 'raise' or 'skip'")
@@ -271,16 +308,23 @@ class StreamDataset(IterableDataset):
         self.prepare = prepare
         self.on_error = on_error
         self.shuffle_buffer = shuffle_buffer
+        self.name = name
         self.counts = [s.count for s in shards.shards]
         self._shared = _Shared(per_rank(sum(self.counts), world_size))
         # set by the loader: with CPU augmentation, images are written straight into batches of
         # this many (``batch_buffer``), which ``collate`` recognises and passes on uncopied
         self.batch_size: int | None = None
+        self._driven = False  # a StreamLoader runs this pass (it began it)
 
     @property
     def slot_table(self) -> slots.SlotTable:
         """Which of the workers' batch segments are in use (see ``streamvol.stream.slots``)."""
         return self._shared.slots
+
+    @property
+    def progress(self) -> Progress:
+        """Where each loader worker is (see ``streamvol.stream.watch``)."""
+        return self._shared.progress
 
     # epochs and resume
 
@@ -293,6 +337,8 @@ class StreamDataset(IterableDataset):
         if epoch != self.epoch:
             self._shared.view()[:] = 0
             self._shared.epoch.value = epoch
+            self._shared.delivered.value = 0
+            self._shared.made_by[:] = [0, 0]
             self._shared.snapshot()
 
     def __len__(self) -> int:
@@ -313,12 +359,36 @@ class StreamDataset(IterableDataset):
         """Record delivered samples (the loader calls this as batches reach the trainer)."""
         self._shared.view()[np.asarray(list(positions), dtype=np.int64)] = 1
 
-    def begin_pass(self) -> None:
+    @property
+    def delivered(self) -> int:
+        """Batches delivered in this epoch so far."""
+        return int(self._shared.delivered.value)
+
+    def mark_delivered(self, batches: int = 1) -> None:
+        """Count batches delivered in this epoch (the loader calls this)."""
+        self._shared.delivered.value += batches
+
+    def begin_pass(self, num_workers: int = 0, batch_size: int | None = None) -> None:
         """Called in the main process before a pass: a fully consumed epoch moves on to the
-        next one, and the workers' shares are fixed from what is consumed now."""
+        next one, and the workers skip what is consumed now. With a ``batch_size`` (a loader's
+        pass), the pass continues the epoch's batches where they stopped when they were made
+        with the same workers and batch size."""
         if self._shared.size and not len(self.remaining):
             self.set_epoch(self.epoch + 1)
         self._shared.snapshot()
+        self._shared.rotation.value = 0
+        if batch_size is None:
+            return
+        workers = max(num_workers, 1)
+        made_by = tuple(self._shared.made_by)
+        if made_by == (0, 0) and not self._shared.view().any():
+            self._shared.made_by[:] = [workers, batch_size]
+        elif made_by == (workers, batch_size):
+            delivered = int(self._shared.delivered.value)
+            batches = self.worker_batches(workers, batch_size)
+            self._shared.rotation.value = next_worker(batches, delivered)
+        else:  # exactly once still holds; the batches are made afresh from here
+            self._shared.made_by[:] = [-1, -1]
 
     def state_dict(self) -> dict[str, Any]:
         """Where this rank stands in its epoch; loads with ``torch.load(weights_only=True)``."""
@@ -329,24 +399,63 @@ class StreamDataset(IterableDataset):
             "rank": self.rank,
             "world_size": self.world_size,
             "total": sum(self.counts),
+            "shards": self.fingerprint,
             "consumed": torch.from_numpy(np.packbits(self._shared.view())),
+            "delivered": int(self._shared.delivered.value),
+            "made_by": [int(v) for v in self._shared.made_by],
         }
 
+    @property
+    def fingerprint(self) -> str:
+        """A short digest of the shard set's keys, so a state of another set is refused."""
+        digest = hashlib.blake2b(digest_size=8)
+        for info in self.shards.shards:
+            digest.update("\n".join(info.keys).encode())
+        return digest.hexdigest()
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue where ``state`` stopped: the rest of its epoch, then normally."""
-        expected = {"world_size": self.world_size, "total": sum(self.counts), "seed": self.seed}
+        """Continue where ``state`` stopped: the rest of its epoch, then normally.
+
+        A state saved by another rank (under ``torch.distributed`` only rank 0 saves) applies
+        when its batches were made with known workers and batch size: this rank's consumed
+        samples are then the ones its first ``delivered`` batches held.
+        """
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(
+                f"state_dict version {state.get('version')!r}: expected {STATE_VERSION}; "
+                "it was saved by another streamvol version"
+            )
+        expected = {
+            "world_size": self.world_size,
+            "total": sum(self.counts),
+            "seed": self.seed,
+            "shards": self.fingerprint,
+        }
         for name, value in expected.items():
             if state.get(name) != value:
                 raise ValueError(
                     f"state_dict {name}={state.get(name)!r} does not match this dataset's "
                     f"{value!r}; resume with the same shards, seed and world size"
                 )
-        bits = np.unpackbits(np.asarray(state["consumed"], dtype=np.uint8))[: self._shared.size]
+        made_by = tuple(int(v) for v in state["made_by"])
+        delivered = int(state["delivered"])
         self._shared.epoch.value = int(state["epoch"])
-        self._shared.view()[:] = bits
+        if state.get("rank") == self.rank:
+            bits = np.unpackbits(np.asarray(state["consumed"], dtype=np.uint8))
+            consumed = bits[: self._shared.size]
+        elif made_by[0] > 0:
+            consumed = self.consumed_after(delivered, *made_by)
+        else:
+            raise ValueError(
+                f"state_dict of rank {state.get('rank')} cannot resume rank {self.rank}: its "
+                "batches were not all made with one number of workers and batch size"
+            )
+        self._shared.view()[:] = consumed
+        self._shared.delivered.value = delivered
+        self._shared.made_by[:] = list(made_by)
         self._shared.snapshot()
 
-    # iteration
+    # the order of an epoch
 
     def plan(self, epoch: int | None = None) -> RankPlan:
         """This rank's samples in ``epoch`` (default: the current one)."""
@@ -359,33 +468,65 @@ class StreamDataset(IterableDataset):
             world_size=self.world_size,
         )
 
-    def worker_share(self, worker: int, num_workers: int) -> np.ndarray:
-        """The positions one worker reads in this pass: what remained as it began, split evenly."""
-        return worker_positions(
-            np.flatnonzero(self._shared.view("at_start") == 0), worker, num_workers
+    def sequence(self, worker: int, num_workers: int, epoch: int | None = None) -> np.ndarray:
+        """The positions worker ``worker`` of ``num_workers`` emits in a full ``epoch``."""
+        epoch = self.epoch if epoch is None else epoch
+        rng = None
+        if self.shuffle and self.shuffle_buffer > 1:
+            rng = loader_rng(self.seed, epoch, SHUFFLE_BUFFER, self.rank, worker)
+        return worker_sequence(
+            self._shared.size, worker, num_workers, bufsize=self.shuffle_buffer, rng=rng
         )
+
+    def worker_batches(self, num_workers: int, batch_size: int) -> list[int]:
+        """Batches each worker makes in a full epoch."""
+        sizes = [balanced(self._shared.size, num_workers, w) for w in range(num_workers)]
+        return [-(-(s.stop - s.start) // batch_size) for s in sizes]
+
+    def remaining_batches(self, num_workers: int, batch_size: int) -> int:
+        """Batches a pass over what is not consumed yet makes with these workers."""
+        left = self._shared.view() == 0
+        sizes = [balanced(self._shared.size, num_workers, w) for w in range(num_workers)]
+        return sum(-(-int(left[s].sum()) // batch_size) for s in sizes)
+
+    def consumed_after(self, delivered: int, num_workers: int, batch_size: int) -> np.ndarray:
+        """Which positions the first ``delivered`` batches of the current epoch held."""
+        consumed = np.zeros(self._shared.size, np.uint8)
+        sequences = [self.sequence(w, num_workers) for w in range(num_workers)]
+        batches = [-(-len(s) // batch_size) for s in sequences]
+        for w, k in round_robin(batches)[:delivered]:
+            consumed[sequences[w][k * batch_size : (k + 1) * batch_size]] = 1
+        return consumed
+
+    # iteration
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         in_main = info is None
-        if in_main:
+        if in_main and not self._driven:
             self.begin_pass()
-        worker, workers = (0, 1) if in_main else (info.id, info.num_workers)
+        workers = 1 if in_main else info.num_workers
+        seat = 0 if in_main else info.id  # the DataLoader's worker id
+        worker = (seat + int(self._shared.rotation.value)) % workers  # whose sequence it makes
         epoch = self.epoch
         plan = self.plan(epoch)
-        mine = self.worker_share(worker, workers)
+        order = self.sequence(worker, workers, epoch)
+        order = order[self._shared.view("at_start")[order] == 0]
+        progress = self._shared.progress
+
+        def mark(stage: str, shard: int = -1) -> None:
+            progress.mark(seat, stage, shard)
+
         clock = [0.0]  # read + decode seconds so far (each sample carries its own share)
-        stream: Iterator[dict[str, Any]] = timed(
-            read_runs(self.shards, plan, mine, self.on_error, self._shared.errors), clock
-        )
-        if self.shuffle and self.shuffle_buffer > 1:
-            rng = loader_rng(self.seed, epoch, SHUFFLE_BUFFER, self.rank, worker)
-            stream = shuffle(stream, self.shuffle_buffer, rng)
+        errors = self._shared.errors
+        reads = read_runs(self.shards, plan, np.sort(order), self.on_error, errors, mark)
+        stream = reorder(timed(reads, clock), order)
         consumed = self._shared.view()
         read_so_far = 0.0
         shape, batch = self.prepare.out_shape, None
         arena = shape is not None and self.batch_size is not None
         for i, sample in enumerate(stream):
+            mark("preparing")
             started = time.perf_counter()
             if arena:  # each batch's images written in place: collate then copies nothing
                 slot = i % self.batch_size
@@ -472,4 +613,15 @@ def open_shards(
         prepare=prepare,
         on_error=on_error,
         shuffle_buffer=shuffle_buffer,
+        name=_describe(source, split, folds),
     )
+
+
+def _describe(source: str | Sequence[str], split: str, folds: Sequence[int] | None) -> str:
+    """How errors name a shard set: its folder or first URL and the split or folds read."""
+    if isinstance(source, str | os.PathLike):
+        where = str(source)
+    else:
+        where = f"{source[0]} (+{len(source) - 1} more)" if len(source) > 1 else str(source[0])
+    what = f"folds {', '.join(map(str, folds))}" if folds is not None else f"split {split!r}"
+    return f"{where}, {what}"

@@ -102,3 +102,61 @@ def runs(plan: RankPlan, positions: np.ndarray) -> Iterator[Run]:
     breaks = np.flatnonzero((np.diff(shard) != 0) | (np.diff(local) != 1)) + 1
     for chunk in np.split(np.arange(len(positions)), breaks):
         yield Run(int(shard[chunk[0]]), int(local[chunk[0]]), positions[chunk])
+
+
+# --- the order of one epoch, position by position and batch by batch ----------------------
+
+
+def emission(positions: np.ndarray, bufsize: int, rng: np.random.Generator | None) -> np.ndarray:
+    """``positions`` in the order a shuffle buffer of ``bufsize`` emits them when they are read
+    in the given order (``rng`` None or ``bufsize`` <= 1: unshuffled).
+
+    Computed on positions, not samples, so the order of a whole epoch is known before anything
+    is read: a resumed worker emits exactly the rest of its sequence, and the main process can
+    tell which batches a given number of delivered batches holds.
+    """
+    positions = np.asarray(positions, dtype=np.int64)
+    if rng is None or bufsize <= 1 or len(positions) < 2:
+        return positions.copy()
+    out = np.empty_like(positions)
+    n_out = 0
+    buffer = list(positions[: bufsize - 1])
+    draws = rng.integers(bufsize, size=max(len(positions) - bufsize + 1, 0))
+    for p, i in zip(positions[bufsize - 1 :], draws, strict=True):
+        buffer.append(p)
+        buffer[i], buffer[-1] = buffer[-1], buffer[i]
+        out[n_out] = buffer.pop()
+        n_out += 1
+    out[n_out:] = np.asarray(buffer, dtype=np.int64)[rng.permutation(len(buffer))]
+    return out
+
+
+def worker_sequence(
+    total: int,
+    worker: int,
+    num_workers: int,
+    *,
+    bufsize: int,
+    rng: np.random.Generator | None,
+) -> np.ndarray:
+    """The positions (into the rank plan of ``total``) one loader worker emits in a full epoch:
+    a contiguous, balanced share, read in order and shuffled by a buffer of ``bufsize``."""
+    share = np.arange(total, dtype=np.int64)[balanced(total, num_workers, worker)]
+    return emission(share, bufsize, rng)
+
+
+def round_robin(batches: Sequence[int]) -> list[tuple[int, int]]:
+    """The order (worker, batch index) in which a DataLoader delivers the batches of workers
+    that make ``batches[w]`` batches each: one from each worker in turn, skipping workers that
+    have run out (what ``torch.utils.data.DataLoader`` does with an ``IterableDataset``)."""
+    order: list[tuple[int, int]] = []
+    for k in range(max(batches, default=0)):
+        order += [(w, k) for w, n in enumerate(batches) if k < n]
+    return order
+
+
+def next_worker(batches: Sequence[int], delivered: int) -> int:
+    """The worker whose batch comes next after ``delivered`` batches in ``round_robin`` order
+    (0 when every batch was delivered)."""
+    order = round_robin(batches)
+    return order[delivered][0] if delivered < len(order) else 0

@@ -14,15 +14,19 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, get_worker_info
 
+from streamvol.errors import LoaderTimeout
 from streamvol.stream import slots
 from streamvol.stream.dataset import StreamDataset, batch_buffer
-from streamvol.stream.epoch import balanced
 
 
 def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """``torch.stack``: uncopied when the tensors already lie one after another in one buffer
+    """The tensors stacked: uncopied when they already lie one after another in one buffer
     (``StreamDataset`` writes augmented images straight into ``batch_buffer`` slots), else
-    straight into shared memory inside a loader worker, so the batch crosses uncopied."""
+    into shared memory inside a loader worker, so the batch crosses uncopied.
+
+    The copy is numpy's, never a torch op: a loader worker is forked from a process that may
+    have run OpenMP-parallel torch ops, and an OpenMP region in the child waits forever for the
+    pool threads it inherited but that do not exist there (``single_threaded``)."""
     first = tensors[0]
     step = first.numel()
     if first.is_contiguous() and all(
@@ -37,7 +41,8 @@ def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
             first.untyped_storage(), first.storage_offset(), (len(tensors), *first.shape)
         )
     out = batch_buffer(len(tensors), first.shape, first.dtype)
-    return torch.stack(tensors, out=out)
+    np.stack([t.numpy() for t in tensors], out=out.numpy())
+    return out
 
 
 _IN_LOADER_WORKER = False  # set in the workers of a StreamLoader, whose main side unwires
@@ -52,6 +57,9 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     and masks with their slot tags (``slots``); the loader makes them the batch again.
     """
     started = time.perf_counter()
+    watch = _worker_progress()
+    if watch:
+        watch("collating")
     first = samples[0]
     for sample in samples[1:]:
         if sample.keys() != first.keys():
@@ -91,10 +99,22 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     sent = {k: v if k in ("image", "mask") else _wire(v) for k, v in batch.items()}
     held = {k: slots.tag(batch[k]) for k in ("image", "mask") if k in batch}
     sent["__slots__"] = {k: t for k, t in held.items() if t is not None}
+    if watch:
+        watch("sent a batch")
     return sent
 
 
+def _worker_progress() -> Any:
+    """``mark(stage)`` for this loader worker's row of its dataset's ``Progress``, or None."""
+    info = get_worker_info()
+    if info is None or not isinstance(info.dataset, StreamDataset):
+        return None
+    progress, seat = info.dataset.progress, info.id
+    return lambda stage: progress.mark(seat, stage)
+
+
 WIRE_BYTES = 64 << 10
+DEFAULT_TIMEOUT = 600.0  # seconds without a batch before a loader gives up
 
 
 def _leaves(value: Any, leaf: Any) -> Any:
@@ -159,28 +179,47 @@ def keep_freed_memory() -> bool:
     return _MALLOC_TUNED
 
 
+def single_threaded() -> None:
+    """One intra-op thread in this process, as a forked loader worker needs.
+
+    The worker is forked from a process whose OpenMP pool may be busy (training runs
+    multi-threaded torch ops); the pool's threads do not exist in the child, so an OpenMP
+    parallel region there waits for them forever. torch runs its ops inline at one thread.
+    numba's thread count is left alone on purpose: ``numba.set_num_threads`` launches numba's
+    OpenMP layer, which resets OpenMP's thread count to ``NUMBA_NUM_THREADS`` behind torch's
+    back (the hang of issue 12); loader workers run numba's serial kernels only.
+    """
+    os.environ["OMP_NUM_THREADS"] = "1"  # for libraries that read it when they start
+    torch.set_num_threads(1)
+    if torch.get_num_threads() != 1:
+        raise RuntimeError(
+            f"a loader worker runs {torch.get_num_threads()} intra-op threads after "
+            "torch.set_num_threads(1); forked workers must run one"
+        )
+
+
 def worker_init(_: int) -> None:
-    """One thread per loader worker (the workers are the parallelism, no oversubscription);
-    freed sample memory kept for reuse (``keep_freed_memory``); batches written into reused
-    shared memory (``slots``) and sent the way ``StreamLoader`` receives them (``collate``)."""
+    """One thread per loader worker (the workers are the parallelism, and a forked worker must
+    not enter an OpenMP region: ``single_threaded``); freed sample memory kept for reuse
+    (``keep_freed_memory``); batches written into reused shared memory (``slots``) and sent the
+    way ``StreamLoader`` receives them (``collate``)."""
     global _IN_LOADER_WORKER
     _IN_LOADER_WORKER = True
+    single_threaded()
     info = get_worker_info()
     if info is not None and isinstance(info.dataset, StreamDataset):
         slots.use(info.dataset.slot_table, info.id)
+        info.dataset.progress.mark(info.id, "started")
     keep_freed_memory()
-    torch.set_num_threads(1)
-    os.environ["OMP_NUM_THREADS"] = "1"
-    try:
-        import numba
-
-        numba.set_num_threads(1)
-    except (ImportError, ValueError):
-        pass
 
 
 class StreamLoader:
-    """Batches from a ``StreamDataset``; knows its exact length and can resume mid-epoch."""
+    """Batches from a ``StreamDataset``; knows its exact length and can resume mid-epoch.
+
+    ``timeout``: seconds to wait for a batch from the workers before raising ``LoaderTimeout``
+    naming the worker and the stage it last reached (0 waits forever; no effect without
+    workers, where the main process makes the batches itself).
+    """
 
     def __init__(
         self,
@@ -191,13 +230,19 @@ class StreamLoader:
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
         prefetch_factor: int | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: expected at least 1")
+        if timeout < 0:
+            raise ValueError(f"timeout={timeout}: expected seconds >= 0 (0 waits forever)")
         self.dataset = dataset
         self.batch_size = batch_size
         dataset.batch_size = batch_size  # its workers then write images straight into batches
         self.num_workers = num_workers
+        self.timeout = timeout
+        self._pass: list[np.ndarray] = []  # positions of each batch delivered in this pass
+        self._pass_start = 0  # batches of the epoch delivered before this pass
         pin = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.loader = DataLoader(
             dataset,
@@ -208,32 +253,92 @@ class StreamLoader:
             persistent_workers=persistent_workers and num_workers > 0,
             pin_memory=pin,
             prefetch_factor=prefetch_factor if num_workers else None,
+            timeout=timeout if num_workers else 0,
+            # the DataLoader draws its workers' base seed from this generator, not from
+            # torch's global one, which the trainer's dropout uses: a resumed run must not
+            # draw once more when it makes its workers anew (streamvol draws from keys)
+            generator=torch.Generator().manual_seed(dataset.seed),
         )
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         if self.num_workers == 0:
             keep_freed_memory()  # this process makes the samples
-        self.dataset.begin_pass()
-        for batch in self.loader:
-            if self.num_workers:
-                batch = slots.adopt(_unwire(batch), self.dataset.slot_table)
-            self.dataset.mark_consumed(batch["__pos__"].tolist())
-            yield batch
+        ds = self.dataset
+        ds.begin_pass(self.num_workers, self.batch_size)
+        ds.progress.reset(self.num_workers)
+        self._pass, self._pass_start = [], ds.delivered
+        ds._driven = True
+        try:
+            batches = iter(self.loader)
+            while True:
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    break
+                except RuntimeError as exc:
+                    if "timed out" not in str(exc):
+                        raise
+                    self._shut_down(batches)
+                    raise self._timed_out() from exc
+                if self.num_workers:
+                    batch = slots.adopt(_unwire(batch), ds.slot_table)
+                positions = batch["__pos__"].numpy().copy()
+                ds.mark_consumed(positions)
+                ds.mark_delivered()
+                self._pass.append(positions)
+                yield batch
+        finally:
+            ds._driven = False
         if not self.loader.persistent_workers:  # their workers, and so their slots, are gone
-            self.dataset.slot_table.mapped.clear()
+            ds.slot_table.mapped.clear()
+
+    def _shut_down(self, batches: Iterator[Any]) -> None:
+        """Stop the workers of a pass that timed out (one of them hangs): the next pass starts
+        new ones."""
+        if hasattr(batches, "_shutdown_workers"):
+            batches._shutdown_workers()
+        self.loader._iterator = None
+
+    def _timed_out(self) -> LoaderTimeout:
+        """The error for a pass whose workers sent no batch for ``timeout`` seconds."""
+        ds, progress = self.dataset, self.dataset.progress
+        lasts = [(w, *progress.last(w)) for w in range(self.num_workers)]
+        busy = [row for row in lasts if row[1] != "sent a batch"] or lasts
+        worker, stage, ago, shard = max(busy, key=lambda row: row[2])
+        where = f" of {ds.shards.shards[shard].url}" if shard >= 0 else ""
+        others = "; ".join(
+            f"worker {w}: '{s}' {a:.0f} s ago" for w, s, a, _ in lasts if w != worker
+        )
+        return LoaderTimeout(
+            f"{ds.name}: no batch from the loader's {self.num_workers} workers for "
+            f"{self.timeout:g} s; worker {worker} last reached '{stage}'{where} {ago:.0f} s "
+            f"ago" + (f" ({others})" if others else "") + ". A worker stuck this long hangs "
+            "(or its samples are far slower than expected: raise the timeout)"
+        )
 
     def __len__(self) -> int:
         """Batches in what remains of the epoch (a full epoch when nothing was consumed)."""
-        remaining = len(self.dataset.remaining) or len(self.dataset)
-        workers = max(self.num_workers, 1)
-        sizes = [balanced(remaining, workers, w) for w in range(workers)]
-        return int(sum(-(-(s.stop - s.start) // self.batch_size) for s in sizes))
+        ds = self.dataset
+        if not len(ds.remaining):  # the next pass starts a new epoch
+            return sum(ds.worker_batches(max(self.num_workers, 1), self.batch_size))
+        return ds.remaining_batches(max(self.num_workers, 1), self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
         self.dataset.set_epoch(epoch)
 
-    def state_dict(self) -> dict[str, Any]:
-        return self.dataset.state_dict()
+    def state_dict(self, batches: int | None = None) -> dict[str, Any]:
+        """Where the epoch stands; with ``batches``, as it stood when only the first
+        ``batches`` batches of the current pass were used (a trainer that fetches ahead saves
+        the state of the batches it has stepped on)."""
+        state = self.dataset.state_dict()
+        if batches is None or batches >= len(self._pass):
+            return state
+        bits = np.unpackbits(state["consumed"].numpy())[: len(self.dataset)]
+        for positions in self._pass[batches:]:
+            bits[positions] = 0
+        state["consumed"] = torch.from_numpy(np.packbits(bits))
+        state["delivered"] = self._pass_start + batches
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.dataset.load_state_dict(state)
@@ -246,6 +351,7 @@ def loader(
     **options: Any,
 ) -> StreamLoader:
     """A DataLoader for ``dataset``: collate with padded points, one thread per worker,
-    persistent workers, pinned memory when CUDA is there; ``len()`` is exact. The processes that
-    make samples keep freed memory for the next ones (``keep_freed_memory``)."""
+    persistent workers, pinned memory when CUDA is there; ``len()`` is exact; a worker silent
+    for ``timeout`` seconds (default 600) raises ``LoaderTimeout``. The processes that make
+    samples keep freed memory for the next ones (``keep_freed_memory``)."""
     return StreamLoader(dataset, batch_size, num_workers, **options)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ SCHEDULES = ("cosine", "step", "plateau", "none")
 AMP = ("auto", "off", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 TASKS = ("auto", "classification", "segmentation")
+OPERATIONAL = ("checkpoint_every", "loader_timeout")  # may change when a run resumes
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ class TrainConfig:
     unfreeze_every: int | None = None
     sweep_threshold: bool = True
     max_steps_per_epoch: int | None = None
+    checkpoint_every: int = 0
+    loader_timeout: float = 600.0
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
@@ -78,8 +81,18 @@ class TrainConfig:
             raise ValueError(f"--lr {self.lr}: expected a positive learning rate")
         if self.unfreeze_every is not None and self.unfreeze_every < 1:
             raise ValueError(f"--unfreeze-every {self.unfreeze_every}: expected epochs >= 1")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"--checkpoint-every {self.checkpoint_every}: expected steps >= 0")
+        if self.loader_timeout < 0:
+            raise ValueError(f"--timeout {self.loader_timeout}: expected seconds >= 0")
         if self.early_stopping is not None and self.early_stopping < 1:
             raise ValueError(f"--early-stopping {self.early_stopping}: expected a patience >= 1")
+
+    def same_run(self, other: TrainConfig) -> bool:
+        """Whether ``other`` trains the same way: equal but for how often it checkpoints and
+        how long its loader waits, which a resumed run may change."""
+        keep = {name: getattr(self, name) for name in OPERATIONAL}
+        return replace(other, **keep) == self
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

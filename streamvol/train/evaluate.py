@@ -177,9 +177,15 @@ def _saved_threshold(run: Path) -> float:
 
 
 def evaluate(
-    run: str | Path, *, split: str = "test", tta: bool = False, device: str | None = None
+    run: str | Path,
+    *,
+    split: str = "test",
+    tta: bool = False,
+    device: str | None = None,
+    timeout: float | None = None,
 ) -> dict[str, Any]:
-    """Score a run's best checkpoint on ``split`` with the threshold chosen on validation."""
+    """Score a run's best checkpoint on ``split`` with the threshold chosen on validation
+    (``timeout``: the loader's, default the run's)."""
     from dataclasses import replace
 
     from streamvol.train.config import TrainConfig
@@ -189,6 +195,8 @@ def evaluate(
     config = TrainConfig.load(run / "config.json")
     if device:
         config = replace(config, device=device)
+    if timeout is not None:
+        config = replace(config, loader_timeout=timeout)
     trainer = Trainer.for_evaluation(config, run)
     prefix = f"{split}{'_tta' if tta else ''}"
     return write_report(trainer, split=split, prefix=prefix, tta=tta)
@@ -201,6 +209,7 @@ def predict_run(
     split: str = "test",
     shards: str | None = None,
     tta: bool = False,
+    timeout: float | None = None,
 ) -> Path:
     """Write a CSV of every sample's key, weight, class scores and predicted class (or, for
     segmentation, the predicted foreground fraction) for ``split`` of the run's or other shards."""
@@ -214,6 +223,8 @@ def predict_run(
     config = TrainConfig.load(run / "config.json")
     if shards:
         config = replace(config, shards=str(shards))
+    if timeout is not None:
+        config = replace(config, loader_timeout=timeout)
     trainer = Trainer.for_evaluation(config, run)
     result = trainer.predict(split, tta=tta)
     names = trainer.task.class_names

@@ -83,7 +83,9 @@ class Trainer:
         if config.compile:
             self.step_model = torch.compile(self.step_model)
         self.train_set = setup.make_dataset(config, train=True, augment=self.augment)
-        self.train_loader = loader(self.train_set, config.batch_size, config.workers)
+        self.train_loader = loader(
+            self.train_set, config.batch_size, config.workers, timeout=config.loader_timeout
+        )
         steps = len(self.train_loader)
         if config.max_steps_per_epoch:
             steps = min(steps, config.max_steps_per_epoch)
@@ -99,6 +101,7 @@ class Trainer:
         self.ema = EMA(self.model, config.ema) if config.ema else None
         self.metric = self._metric_name()
         self.epoch = 0
+        self.partial: dict[str, float] | None = None  # the epoch in progress, when resumed
         self.best: float | None = None
         self.stale = 0
         if resume and (self.run_dir / "last.pt").is_file():
@@ -169,7 +172,7 @@ class Trainer:
                     f"{self.run_dir}: a run already lives here; pass --resume to continue it "
                     "or choose another --name"
                 )
-            if previous != self.config:
+            if not previous.same_run(self.config):
                 raise RunError(
                     f"{self.run_dir}: --resume with a different configuration; "
                     "resume with the same options"
@@ -187,7 +190,9 @@ class Trainer:
 
     # --- state ---------------------------------------------------------------------------
 
-    def _state(self) -> dict[str, Any]:
+    def _state(self, partial: dict[str, float] | None = None) -> dict[str, Any]:
+        """Everything a resumed run needs to continue bit for bit; ``partial`` (mid-epoch):
+        steps done in the epoch and its running sums, which ``loader`` then matches."""
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -195,12 +200,16 @@ class Trainer:
             "plateau": self.plateau.state_dict() if self.plateau else None,
             "scaler": self.scaler.state_dict(),
             "ema": self.ema.state_dict() if self.ema else None,
-            "loader": self.train_loader.state_dict(),
+            "loader": self.train_loader.state_dict(
+                None if partial is None else int(partial["pass_steps"])
+            ),
+            "partial": None if partial is None else {k: v for k, v in partial.items()},
             "epoch": self.epoch,
             "best": self.best,
             "stale": self.stale,
             "history": json.dumps(self.history),
             "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "task": {"kind": self.task.kind, "class_names": list(self.task.class_names)},
         }
 
@@ -213,13 +222,17 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         if self.ema and state["ema"]:
             self.ema.load_state_dict(state["ema"])
-        if not self.ranks.distributed:  # each rank's own stream restarts from its epoch
-            self.train_loader.load_state_dict(state["loader"])
+        self.train_loader.load_state_dict(state["loader"])  # other ranks: from its batches
         self.epoch = int(state["epoch"])
+        self.partial = state.get("partial")
+        if self.partial is not None and not self.main:  # rank 0 holds the epoch's sums
+            self.partial = {**self.partial, "total": 0.0, "weight_sum": 0.0, "seen": 0}
         self.best = state["best"]
         self.stale = int(state["stale"])
         self.history = json.loads(state["history"])
         torch.set_rng_state(state["rng"])
+        if state.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
 
     # --- steps ---------------------------------------------------------------------------
 
@@ -245,19 +258,26 @@ class Trainer:
         )
 
     def train_epoch(self, progress: Callable[[int, int], None] | None = None) -> dict[str, float]:
-        """One pass over the training split; returns mean loss and samples per second."""
+        """One pass over the training split (or the rest of it, when resumed mid-epoch);
+        returns mean loss and samples per second. With ``checkpoint_every``, ``last.pt`` is
+        written every that many steps, from which ``--resume`` continues bit for bit."""
         self.model.train()
         self.train_loader.set_epoch(self.epoch)
         if self.config.unfreeze_every:
             from streamvol.models import unfreeze_schedule
 
             unfreeze_schedule(self.model, self.epoch, self.config.unfreeze_every)
-        rng = np.random.default_rng([self.config.seed, self.epoch, 0x4D1C])
-        total, weight_sum, seen = 0.0, 0.0, 0
-        started = time.perf_counter()
-        for step, batch in enumerate(self._batches(self.train_loader)):
+        sums = {"step": 0, "total": 0.0, "weight_sum": 0.0, "seen": 0, "seconds": 0.0}
+        sums.update(self.partial or {})
+        self.partial = None
+        first = int(sums["step"])
+        started = time.perf_counter() - sums["seconds"]
+        every = self.config.checkpoint_every
+        for step, batch in enumerate(self._batches(self.train_loader), start=first):
             if step >= self.steps_per_epoch:
                 break
+            # MixUp / CutMix draws keyed by the step, so a resumed epoch draws the same
+            rng = np.random.default_rng([self.config.seed, self.epoch, step, 0x4D1C])
             w = batch["weight"]
             x, target = _mix(batch, self.augment, self.task, rng)
             logits = self._forward(self.step_model, x)
@@ -273,17 +293,38 @@ class Trainer:
             if self.ema:
                 self.ema.update(self.model)
             real = float(w.sum())
-            total += float(loss.detach()) * real
-            weight_sum += real
-            seen += len(w)
+            sums["total"] += float(loss.detach()) * real
+            sums["weight_sum"] += real
+            sums["seen"] += len(w)
+            sums["step"] = step + 1
+            if every and (step + 1) % every == 0 and step + 1 < self.steps_per_epoch:
+                self._checkpoint_mid_epoch(sums, first, started)
             if progress:
                 progress(step + 1, self.steps_per_epoch)
         seconds = time.perf_counter() - started
         return {
-            "train_loss": _mean_over_ranks(self.ranks, total, weight_sum),
+            "train_loss": _mean_over_ranks(self.ranks, sums["total"], sums["weight_sum"]),
             "lr": self.optimizer.param_groups[0]["lr"],
-            "train_samples_per_s": seen / max(seconds, 1e-9),
+            "train_samples_per_s": sums["seen"] / max(seconds, 1e-9),
         }
+
+    def _checkpoint_mid_epoch(self, sums: dict[str, float], first: int, started: float) -> None:
+        """``last.pt`` after ``sums["step"]`` steps of this epoch; the running sums are summed
+        over ranks (rank 0 keeps them when resumed, the others start from 0)."""
+        total, weight_sum, seen = distributed.sum_all(
+            self.ranks, sums["total"], sums["weight_sum"], float(sums["seen"])
+        )
+        partial = {
+            "step": int(sums["step"]),
+            "pass_steps": int(sums["step"]) - first,
+            "total": total,
+            "weight_sum": weight_sum,
+            "seen": int(seen),
+            "seconds": time.perf_counter() - started,
+        }
+        if self.main:
+            save_checkpoint(self.run_dir / "last.pt", self._state(partial))
+        distributed.barrier(self.ranks)
 
     @torch.no_grad()
     def predict(
@@ -293,7 +334,9 @@ class Trainer:
         from streamvol.train.evaluate import predict_batches
 
         ds = setup.make_dataset(self.config, train=False, split=split)
-        dl = loader(ds, self.config.batch_size, self.config.workers)
+        dl = loader(
+            ds, self.config.batch_size, self.config.workers, timeout=self.config.loader_timeout
+        )
         net = model or (self.ema.model if self.ema else self.model)
         out = predict_batches(
             net, self._batches(dl), self.task, forward=self._forward, tta=tta, loss_fn=self.loss_fn
