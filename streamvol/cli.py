@@ -101,7 +101,11 @@ def shard(
         "shards/default"
     ),
     plan: Annotated[
-        str, typer.Option(help="grid | points | sample: where crops are taken.")
+        str,
+        typer.Option(
+            help="grid | points | sample: where crops are taken; regions: each volume stored "
+            "once, crop positions drawn afresh every epoch."
+        ),
     ] = "grid",
     crop: Annotated[str, typer.Option(help="Crop size: one number or z,y,x.")] = "64",
     context: Annotated[
@@ -114,11 +118,22 @@ def shard(
             help="Augmentation the shards are for (preset or file): sizes --context auto."
         ),
     ] = "default",
-    max_shift: Annotated[int, typer.Option(help="Extra shift margin, in voxels.")] = 0,
+    max_shift: Annotated[
+        int, typer.Option(help="Extra shift margin; regions: how far crops on picks move.")
+    ] = 0,
     stride: Annotated[str | None, typer.Option(help="Grid step (default: the crop size).")] = None,
     negatives: Annotated[
-        float, typer.Option(help="Background crops per point (points plan), away from every point.")
+        float, typer.Option(help="Background crops per point (points, regions), away from picks.")
     ] = 0.0,
+    per_point: Annotated[
+        bool, typer.Option(help="Regions: one crop per pick, centred on it (+- --max-shift).")
+    ] = True,
+    crops_per_region: Annotated[
+        int, typer.Option(help="Regions: uniform crops per region and epoch (segmentation).")
+    ] = 0,
+    region_max: Annotated[
+        int, typer.Option(help="Regions: bytes a stored region may hold; larger volumes are tiled.")
+    ] = 1 << 30,
     pad: Annotated[
         str, typer.Option(help="Fill beyond the volume edge: reflect | zero | none.")
     ] = "reflect",
@@ -168,6 +183,9 @@ def shard(
             max_shift=max_shift,
             stride=stride,
             negatives=negatives,
+            per_point=per_point,
+            crops_per_region=crops_per_region,
+            region_max=region_max,
             pad=pad,
             dtype=dtype,
             split=split,

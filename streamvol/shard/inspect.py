@@ -23,7 +23,13 @@ def summary_table(manifest: dict[str, Any]) -> Table:
     for split in splits:
         table.add_column(split, justify="right")
     table.add_row("shards", *(str(len(shards)) for shards in splits.values()))
-    table.add_row("samples", *(str(sum(s["count"] for s in shards)) for shards in splits.values()))
+    if _is_regions(manifest):  # stored once; an epoch draws its crops from them
+        table.add_row("regions", *(str(sum(s["count"] for s in sh)) for sh in splits.values()))
+        table.add_row(
+            "crops/epoch", *(str(sum(sum(s["units"]) for s in sh)) for sh in splits.values())
+        )
+    else:
+        table.add_row("samples", *(str(sum(s["count"] for s in sh)) for sh in splits.values()))
     table.add_row("MB", *(f"{sum(s['bytes'] for s in sh) / 1e6:.1f}" for sh in splits.values()))
     counts = manifest["class_counts"]
     labels = [*manifest["class_names"], "unlabelled"]
@@ -32,6 +38,37 @@ def summary_table(manifest: dict[str, Any]) -> Table:
         if name != "unlabelled" or any(v != "0" for v in row):
             table.add_row(name, *row, style="dim" if name == "unlabelled" else None)
     return table
+
+
+def _is_regions(manifest: dict[str, Any]) -> bool:
+    return (manifest.get("plan") or {}).get("kind") == "regions"
+
+
+def _samples(
+    manifest: dict[str, Any], paths: list[Path], margin: Any = None
+) -> Iterator[dict[str, Any]]:
+    """Stored samples; of a region set, crops drawn from each region (epoch 0, with ``margin``
+    around them, default the manifest's), a few per region in turn."""
+    stored = itertools.chain.from_iterable(map(iter_tar, paths))
+    if not _is_regions(manifest):
+        yield from stored
+        return
+    from streamvol.stream.draw import DrawCrop
+
+    radii = manifest.get("radii") or {}
+    draw = DrawCrop(
+        crop=tuple(manifest["crop"]),  # type: ignore[arg-type]
+        margin=tuple(margin or manifest["margin"]),  # type: ignore[arg-type]
+        pad=manifest.get("pad", "reflect"),
+        max_shift=int(manifest["plan"].get("max_shift", 0)),
+        radii=tuple(float(radii.get(c, 0.0)) for c in manifest["class_names"]),
+        seed=int(manifest.get("seed", 0)),
+    )
+    for region in stored:
+        units = sum(region["json"]["units"])
+        for j in np.linspace(0, units - 1, min(units, 4)).round().astype(int).tolist():
+            unit = {"__region__": region, "__unit__": j, "__pos__": 0, "weight": 1.0}
+            yield draw({**unit, "__key__": f"{region['__key__']}_u{j}"}, 0)
 
 
 def describe(manifest: dict[str, Any]) -> list[str]:
@@ -60,7 +97,7 @@ def preview(folder: str | Path, png: str | Path, *, n: int = 16, split: str | No
     manifest = read_manifest(folder)
     splits = [split] if split else list(manifest["splits"])
     paths = [folder / s["name"] for sp in splits for s in manifest["splits"][sp]]
-    samples = _spread(itertools.chain.from_iterable(map(iter_tar, paths)), n)
+    samples = _spread(_samples(manifest, paths), n)
     names = manifest["class_names"]
     margin = manifest["margin"]
     cols = min(len(samples), 4) or 1
@@ -128,13 +165,14 @@ def preview_augmented(folder: str | Path, png: str | Path, augment: str = "defau
     if spec is None:
         raise ValueError(f"--augment {augment!r} draws nothing to preview")
     need = spec.margin_shortfall(manifest["crop"], manifest["margin"])
-    if need:
+    if need and not _is_regions(manifest):
         raise ValueError(
             f"{folder}: shards keep a margin of {manifest['margin']} voxels but augment "
             f"{augment!r} needs {list(need)}"
         )
     first_split = next(iter(manifest["splits"].values()))
-    samples = list(itertools.islice(iter_tar(folder / first_split[0]["name"]), 64))
+    paths = [folder / first_split[0]["name"]]
+    samples = list(itertools.islice(_samples(manifest, paths, spec.margin(manifest["crop"])), 64))
 
     def interest(sample: dict[str, Any]) -> tuple[bool, bool]:
         labelled = sample.get("cls", 0) > 0 or bool(sample.get("mask.npy", np.zeros(1)).any())

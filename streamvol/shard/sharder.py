@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import shutil
 import time
 import warnings
@@ -45,10 +46,11 @@ from streamvol.shard.plan import (
     plan_points,
     plan_samples,
 )
+from streamvol.shard.regions import RegionPlan, Tile, plan_regions
 from streamvol.shard.split import SplitWarning, fold_crops, parse_fractions, split_crops
 from streamvol.shard.write import Encoding, ShardRecord, ShardSource, file_sha256, write_shard
 
-PLANS = ("grid", "points", "sample")
+PLANS = ("grid", "points", "sample", "regions")
 PADS = ("reflect", "zero", "none")
 DTYPES = ("keep", "float16", "uint8")
 TASKS = ("auto", "classification", "segmentation", "detection")
@@ -76,6 +78,9 @@ class ShardConfig:
     classes: str | None = None
     level: int = 0
     task: str = "auto"
+    region_max: int = 1 << 30
+    per_point: bool = True
+    crops_per_region: int = 0
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
@@ -94,6 +99,10 @@ class ShardConfig:
             raise ValueError(
                 f"--negatives {self.negatives}: expected a ratio >= 0 (background crops per point)"
             )
+        if self.region_max < 1:
+            raise ValueError(f"--region-max {self.region_max}: expected bytes >= 1")
+        if self.crops_per_region < 0:
+            raise ValueError(f"--crops-per-region {self.crops_per_region}: expected a count >= 0")
         if not (self.context == "auto" or (isinstance(self.context, int) and self.context >= 0)):
             raise ValueError(f"--context {self.context!r}: expected 'auto' or a number >= 0")
 
@@ -135,9 +144,16 @@ class _Prepared:
     dataset_roots: tuple[str, ...]
     sources: dict[str, ShardSource]
     source_meta: list[dict[str, Any]]
-    plan: Plan
+    plan: Plan | RegionPlan
     task: str
     stats: dict[str, float]
+    radii: dict[str, float]  # particle radius by class name, in voxels
+    itemsize: int  # bytes of a stored voxel
+
+
+def _items(plan: Plan | RegionPlan) -> tuple[Crop, ...] | tuple[Tile, ...]:
+    """What a plan writes: crops, or regions."""
+    return plan.tiles if isinstance(plan, RegionPlan) else plan.crops
 
 
 def shard(
@@ -161,8 +177,8 @@ def shard(
     out = Path(out)
     with _dask_context(workers, processes, scheduler) as client:
         prepared = _prepare(config)
-        splits, split_warnings = _split(prepared.plan.crops, config)
-        jobs = _assign(splits, config.shard_size)
+        splits, split_warnings = _split(_items(prepared.plan), config)
+        jobs = _assign(splits, config.shard_size, config.region_max // prepared.itemsize)
         records, skipped = _write_all(config, prepared, jobs, out, overwrite, client, progress)
     manifest = _manifest(config, prepared, splits, jobs, records, command, split_warnings)
     write_json_atomic(out / MANIFEST, manifest)
@@ -234,6 +250,7 @@ def _prepare(config: ShardConfig) -> _Prepared:
     sources: dict[str, ShardSource] = {}
     plan_sources: list[PlanSource] = []
     meta: list[dict[str, Any]] = []
+    radii_by_name: dict[str, float] = {}
     for ds in datasets:
         for spec in ds.sources:
             if spec.id in sources:
@@ -249,6 +266,9 @@ def _prepare(config: ShardConfig) -> _Prepared:
                 ids = np.array([class_names.index(pts.class_names[i]) for i in pts.labels])
                 points = np.column_stack([pts.zyx, ids]).astype(np.float32)
                 radii = _radii_voxels(ds, pts, image.voxel_size)
+                if radii is not None:
+                    for i, r in zip(pts.labels.tolist(), radii.tolist(), strict=True):
+                        radii_by_name.setdefault(pts.class_names[i], float(r))
             elif pts is not None:
                 points = np.zeros((0, 4), np.float32)
             label = class_names.index(spec.class_name) if spec.class_name else -1
@@ -278,13 +298,19 @@ def _prepare(config: ShardConfig) -> _Prepared:
                 }
             )
     stats = intensity_stats([s.image for s in sources.values()])
-    plan = _plan(config, plan_sources, class_names)
-    if config.classes and all(c.label < 0 for c in plan.crops):
-        raise BadLabels(
-            f"{config.classes}: the class table labels none of the {len(plan.crops)} crops"
+    plan = _plan(config, plan_sources, class_names, sources)
+    items = _items(plan)
+    if config.classes and all(c.label < 0 for c in items):
+        raise BadLabels(f"{config.classes}: the class table labels none of the {len(items)} crops")
+    if not items or (isinstance(plan, RegionPlan) and not plan.n_units):
+        raise ShardError(
+            f"the {config.plan} plan made no crops from {', '.join(config.sources)}"
+            + (
+                "; regions draw crops per pick or with --crops-per-region N"
+                if config.plan == "regions"
+                else ""
+            )
         )
-    if not plan.crops:
-        raise ShardError(f"the {config.plan} plan made no crops from {', '.join(config.sources)}")
     shift = len(plan.class_names) - len(class_names)  # 1 when the planner added "background"
     if shift:
         sources = {k: _shift_point_classes(v, shift) for k, v in sources.items()}
@@ -295,6 +321,8 @@ def _prepare(config: ShardConfig) -> _Prepared:
         plan=plan,
         task=_task(config, sources),
         stats=stats,
+        radii=radii_by_name,
+        itemsize=_itemsize(config, sources),
     )
 
 
@@ -323,8 +351,26 @@ def _radii_voxels(ds: Dataset, pts: Any, voxel_size: Sequence[float] | None) -> 
     return np.array([per_name.get(pts.class_names[i], 0.0) for i in pts.labels])
 
 
-def _plan(config: ShardConfig, sources: list[PlanSource], class_names: tuple[str, ...]) -> Plan:
+def _plan(
+    config: ShardConfig,
+    sources: list[PlanSource],
+    class_names: tuple[str, ...],
+    shard_sources: dict[str, ShardSource],
+) -> Plan | RegionPlan:
     pad = config.pad != "none"
+    if config.plan == "regions":
+        itemsize = _itemsize(config, shard_sources)
+        reach = [c // 2 + m for c, m in zip(config.crop, config.margin, strict=True)]
+        return plan_regions(
+            sources,
+            itemsize=itemsize,
+            region_max=config.region_max,
+            reach=reach,
+            per_point=config.per_point,
+            negatives=config.negatives,
+            crops_per_region=config.crops_per_region,
+            class_names=class_names,
+        )
     if config.plan == "grid":
         return plan_grid(
             sources, config.crop, stride=config.stride, pad=pad, class_names=class_names
@@ -345,9 +391,22 @@ def _plan(config: ShardConfig, sources: list[PlanSource], class_names: tuple[str
     )
 
 
+def _itemsize(config: ShardConfig, sources: dict[str, ShardSource]) -> int:
+    """Bytes of a stored voxel (the widest source's, with --dtype keep)."""
+    if config.dtype != "keep":
+        return np.dtype(config.dtype).itemsize
+    return max(np.dtype(s.image.dtype).itemsize for s in sources.values())
+
+
 def _task(config: ShardConfig, sources: dict[str, ShardSource]) -> str:
     if config.task != "auto":
         return config.task
+    if config.plan == "regions":
+        if any(s.mask is not None for s in sources.values()):
+            return "segmentation"
+        if any(s.points is not None for s in sources.values()):
+            return "detection"
+        return "classification"
     if any(s.mask is not None for s in sources.values()) and config.plan == "grid":
         return "segmentation"
     if config.plan == "grid" and any(s.points is not None for s in sources.values()):
@@ -355,22 +414,45 @@ def _task(config: ShardConfig, sources: dict[str, ShardSource]) -> str:
     return "classification"
 
 
-def _split(crops: Sequence[Crop], config: ShardConfig) -> tuple[dict[str, list[Crop]], list[str]]:
-    """The splits (or folds), and the warnings of a grouping that had to fall back."""
+def _split(
+    items: Sequence[Crop] | Sequence[Tile], config: ShardConfig
+) -> tuple[dict[str, list[Any]], list[str]]:
+    """The splits (or folds), and the warnings of a grouping that had to fall back. Regions
+    are dealt as stand-in crops (source, start, class)."""
+    tiles = {t.key: t for t in items if isinstance(t, Tile)}
+    crops = [t.as_crop() for t in items] if tiles else list(items)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SplitWarning)
         if config.folds:
             splits = fold_crops(crops, config.folds, seed=config.seed)
         else:
             splits = split_crops(crops, config.split, seed=config.seed)
+    if tiles:
+        splits = {name: [tiles[c.key] for c in part] for name, part in splits.items()}
     return splits, [str(w.message) for w in caught if issubclass(w.category, SplitWarning)]
 
 
-def _assign(splits: dict[str, list[Crop]], shard_size: int) -> list[tuple[str, list[Crop]]]:
+def _assign(
+    splits: dict[str, list[Any]], shard_size: int, region_voxels: int
+) -> list[tuple[str, list[Any]]]:
+    """Shards of ``shard_size`` crops; regions: as many as fit ``region_voxels`` voxels (at
+    least one), so big volumes are written in parallel, one task each."""
     jobs = []
-    for split, crops in splits.items():
-        for i, start in enumerate(range(0, len(crops), shard_size)):
-            jobs.append((f"{split}-{i:06d}.tar", crops[start : start + shard_size]))
+    for split, items in splits.items():
+        groups: list[list[Any]] = []
+        if items and isinstance(items[0], Tile):
+            size = 0
+            for tile in items:
+                voxels = math.prod(tile.shape)
+                if not groups or len(groups[-1]) >= shard_size or size + voxels > region_voxels:
+                    groups.append([])
+                    size = 0
+                groups[-1].append(tile)
+                size += voxels
+        else:
+            groups = [items[s : s + shard_size] for s in range(0, len(items), shard_size)]
+        for i, group in enumerate(groups):
+            jobs.append((f"{split}-{i:06d}.tar", group))
     return jobs
 
 
@@ -505,9 +587,9 @@ def _manifest(
     counts = {
         split: {
             names[k] if 0 <= k < len(names) else "unlabelled": v
-            for k, v in sorted(Counter(c.label for c in crops).items())
+            for k, v in sorted(Counter(_labels(items)).items())
         }
-        for split, crops in splits.items()
+        for split, items in splits.items()
     }
     stored = tuple(c + 2 * m for c, m in zip(config.crop, config.margin, strict=True))
     out_dtype = (
@@ -534,14 +616,19 @@ def _manifest(
             "stride": list(config.stride) if config.stride else None,
             "negatives": config.negatives,
             "warnings": list(getattr(prepared.plan, "warnings", ())),
+            **(_region_settings(config, prepared.plan) if config.plan == "regions" else {}),
         },
+        "radii": prepared.radii,
         "seed": config.seed,
         "split": {
             **({"folds": config.folds} if config.folds else {"fractions": list(config.split)}),
             "warnings": split_warnings,
         },
         "splits": by_split,
-        "counts": {split: sum(r["count"] for r in shards) for split, shards in by_split.items()},
+        "counts": {
+            split: sum(sum(r.get("units") or [r["count"]]) for r in shards)
+            for split, shards in by_split.items()
+        },
         "class_counts": counts,
         "stats": prepared.stats,
         "sources": prepared.source_meta,
@@ -552,13 +639,31 @@ def _manifest(
     }
 
 
+def _labels(items: Sequence[Crop] | Sequence[Tile]) -> list[int]:
+    """The class of every sample an epoch yields: each crop's, or each region's units'."""
+    return [k for t in items for k in (t.unit_labels() if isinstance(t, Tile) else [t.label])]
+
+
+def _region_settings(config: ShardConfig, plan: Any) -> dict[str, Any]:
+    """What the loader needs to draw a region set's crops (``streamvol.stream.draw``)."""
+    return {
+        "per_point": config.per_point,
+        "crops_per_region": config.crops_per_region,
+        "max_shift": config.max_shift,
+        "region_max": config.region_max,
+        "regions": len(plan.tiles),
+        # tiles have interior sides, where a crop may not reach past the stored margin
+        "tiled": any(t.start != (0, 0, 0) or t.stop != t.volume_shape for t in plan.tiles),
+    }
+
+
 def _members(prepared: _Prepared) -> list[str]:
     members = ["image.npy", "json"]
     if any(s.mask is not None for s in prepared.sources.values()):
         members.append("mask.npy")
     if any(s.points is not None for s in prepared.sources.values()):
         members.append("points.npy")
-    if any(c.label >= 0 for c in prepared.plan.crops):
+    if any(c.label >= 0 for c in _items(prepared.plan)):
         members.append("cls")
     return members
 

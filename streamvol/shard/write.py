@@ -8,6 +8,7 @@ sha256 values.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -23,6 +24,7 @@ import numpy as np
 
 from streamvol.io import Volume
 from streamvol.shard.plan import Crop, crop_box
+from streamvol.shard.regions import Tile
 
 MTIME = 946684800  # 2000-01-01: fixed so identical content gives identical bytes
 
@@ -59,6 +61,7 @@ class ShardRecord:
     sha256: str
     keys: tuple[str, ...]
     offsets: tuple[int, ...]  # byte offset of each sample's first member header
+    units: tuple[int, ...] | None = None  # region sets: crops an epoch draws from each region
 
     @classmethod
     def from_json(cls, rec: dict[str, Any]) -> ShardRecord:
@@ -69,10 +72,11 @@ class ShardRecord:
             rec["sha256"],
             tuple(rec["keys"]),
             tuple(rec["offsets"]),
+            tuple(rec["units"]) if rec.get("units") is not None else None,
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        record = {
             "name": self.name,
             "count": self.count,
             "bytes": self.bytes,
@@ -80,6 +84,9 @@ class ShardRecord:
             "keys": list(self.keys),
             "offsets": list(self.offsets),
         }
+        if self.units is not None:
+            record["units"] = list(self.units)
+        return record
 
 
 def _clamp(box: Sequence[tuple[int, int]], shape: Sequence[int]) -> tuple[slice, ...]:
@@ -288,10 +295,53 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def build_region_sample(source: ShardSource, tile: Tile, encoding: Encoding) -> dict[str, Any]:
+    """Read one region (a whole volume or a tile of it, never padded) with its picks, mask and
+    class: the members of one WebDataset sample of a region shard set."""
+    box = list(zip(tile.start, tile.stop, strict=True))
+    image, _ = read_block(source.image, box, encoding.pad)
+    sample: dict[str, Any] = {"__key__": tile.key, "image.npy": encode_image(image, encoding)}
+    if source.mask is not None:
+        mask, _ = read_block(source.mask, box, encoding.pad)
+        sample["mask.npy"] = _small_int(mask)
+    if tile.points is not None:
+        sample["points.npy"] = tile.points
+    if tile.label >= 0:
+        sample["cls"] = str(tile.label)
+    sample["json"] = {
+        "key": tile.key,
+        "region": True,
+        "source": source.id,
+        "path": str(source.image.path),
+        "origin": list(tile.start),
+        "shape": list(tile.shape),
+        "core": [
+            [a - o, b - o]
+            for a, b, o in zip(tile.core_start, tile.core_stop, tile.start, strict=True)
+        ],
+        "volume_shape": list(tile.volume_shape),
+        "core_points": tile.core_points,
+        "units": list(tile.units),
+        "crop": list(encoding.crop),
+        "voxel_size": list(source.image.voxel_size) if source.image.voxel_size else None,
+        "label": tile.label,
+        "pad_mode": encoding.pad,
+    }
+    return sample
+
+
 def write_shard(
-    path: Path, crops: Sequence[Crop], sources: dict[str, ShardSource], encoding: Encoding
+    path: Path,
+    crops: Sequence[Crop] | Sequence[Tile],
+    sources: dict[str, ShardSource],
+    encoding: Encoding,
 ) -> ShardRecord:
-    """The dask task: read this shard's crops and write its tar."""
+    """The dask task: read this shard's crops (or regions) and write its tar."""
+    if crops and isinstance(crops[0], Tile):
+        tiles: Sequence[Tile] = crops  # type: ignore[assignment]
+        regions = (build_region_sample(sources[t.source], t, encoding) for t in tiles)
+        record = write_tar(Path(path), regions)
+        return dataclasses.replace(record, units=tuple(t.n_units for t in tiles))
 
     def samples() -> Iterator[dict[str, Any]]:
         for group in group_crops(crops, encoding):

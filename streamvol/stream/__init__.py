@@ -1,12 +1,7 @@
 """Streaming loader: exact, deterministic, resumable epochs over WebDataset shards."""
 
-from streamvol.stream.dataset import (
-    Prepare,
-    StreamDataset,
-    key_hash,
-    open_shards,
-    sample_rng,
-)
+from streamvol.core.rng import key_hash, sample_rng
+from streamvol.stream.dataset import Prepare, StreamDataset, open_shards
 from streamvol.stream.loader import StreamLoader, collate, loader
 from streamvol.stream.prefetch import DevicePrefetcher
 

@@ -24,9 +24,11 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from streamvol.core.rng import sample_rng
 from streamvol.errors import ShardError
 from streamvol.stream import slots
 from streamvol.stream.decode import iter_samples
+from streamvol.stream.draw import DrawCrop
 from streamvol.stream.epoch import (
     SHUFFLE_BUFFER,
     RankPlan,
@@ -46,16 +48,6 @@ log = logging.getLogger(__name__)
 STATE_VERSION = 2
 
 
-def key_hash(key: str) -> int:
-    """A stable 64-bit hash of a sample key (Python's ``hash`` changes between processes)."""
-    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
-
-
-def sample_rng(seed: int, epoch: int, key: str) -> np.random.Generator:
-    """The generator every random draw of one sample in one epoch comes from."""
-    return np.random.default_rng(np.random.SeedSequence([seed, epoch, key_hash(key)]))
-
-
 # --- stages ------------------------------------------------------------------------------------
 
 
@@ -69,7 +61,9 @@ def read_runs(
 ) -> Iterator[dict[str, Any]]:
     """Read each run of positions with one seek into its shard; tag samples with position/weight.
 
-    With ``on_error="skip"`` the unread rest of a damaged shard comes out as placeholders
+    In a region set a run's units are crops of its regions: each region is read once per run
+    and handed out with each unit (``__region__``, ``__unit__``) for ``DrawCrop``. With
+    ``on_error="skip"`` the unread rest of a damaged shard comes out as placeholders
     (``{"__pos__": p, "__skipped__": True}``), so later stages know not to wait for them.
     """
     for run in runs(plan, positions):
@@ -78,11 +72,7 @@ def read_runs(
         sent = 0
         try:
             with shards.open(info.url) as f:
-                f.seek(info.offsets[run.start])
-                stream = iter_samples(f, info.url, limit=run.count, first_key=info.keys[run.start])
-                for sample, pos in zip(stream, run.positions, strict=False):
-                    sample["__pos__"] = int(pos)
-                    sample["weight"] = float(plan.weight[pos])
+                for sample in _run_samples(f, info, run, plan):
                     sent += 1
                     yield sample
                     mark("reading", run.shard)
@@ -94,6 +84,33 @@ def read_runs(
                 errors.value += 1
         for pos in run.positions[sent:]:
             yield {"__pos__": int(pos), "__skipped__": True}
+
+
+def _run_samples(f: Any, info: Any, run: Any, plan: RankPlan) -> Iterator[dict[str, Any]]:
+    """The samples of one run of an open shard, tagged with their position and weight."""
+    if info.units is None:
+        f.seek(info.offsets[run.start])
+        stream = iter_samples(f, info.url, limit=run.count, first_key=info.keys[run.start])
+        for sample, pos in zip(stream, run.positions, strict=False):
+            sample["__pos__"] = int(pos)
+            sample["weight"] = float(plan.weight[pos])
+            yield sample
+        return
+    first = np.concatenate([[0], np.cumsum(info.units)])
+    units = run.start + np.arange(run.count)
+    regions = np.searchsorted(first, units, side="right") - 1
+    for r in np.unique(regions).tolist():
+        f.seek(info.offsets[r])
+        region = next(iter_samples(f, info.url, limit=1, first_key=info.keys[r]))
+        for u, pos in zip(units[regions == r], run.positions[regions == r], strict=True):
+            j = int(u - first[r])
+            yield {
+                "__key__": f"{region['__key__']}_u{j}",
+                "__region__": region,
+                "__unit__": j,
+                "__pos__": int(pos),
+                "weight": float(plan.weight[pos]),
+            }
 
 
 def timed(samples: Iterable[dict[str, Any]], clock: list[float]) -> Iterator[dict[str, Any]]:
@@ -293,6 +310,7 @@ class StreamDataset(IterableDataset):
         on_error: str = "raise",
         shuffle_buffer: int = 256,
         name: str = "shards",
+        draw: DrawCrop | None = None,
     ) -> None:
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error={on_error!r}: expected 'raise' or 'skip'")
@@ -309,6 +327,7 @@ class StreamDataset(IterableDataset):
         self.on_error = on_error
         self.shuffle_buffer = shuffle_buffer
         self.name = name
+        self.draw = draw
         self.counts = [s.count for s in shards.shards]
         self._shared = _Shared(per_rank(sum(self.counts), world_size))
         # set by the loader: with CPU augmentation, images are written straight into batches of
@@ -528,6 +547,8 @@ class StreamDataset(IterableDataset):
         for i, sample in enumerate(stream):
             mark("preparing")
             started = time.perf_counter()
+            if self.draw is not None:  # a unit of a region set: its crop, drawn for this epoch
+                sample = self.draw(sample, epoch)
             if arena:  # each batch's images written in place: collate then copies nothing
                 slot = i % self.batch_size
                 if slot == 0:
@@ -590,6 +611,9 @@ def open_shards(
     if augment is not None and crop is None:
         raise ShardError("augmentation needs the crop size from the shard set's manifest.json")
     need = augment.margin_shortfall(crop, manifest["margin"]) if augment is not None else None
+    draw = _region_draw(manifest, augment, seed)
+    if draw is not None and not manifest["plan"]["tiled"]:
+        need = None  # whole volumes: any augmentation reads inside them or in the padding
     if need:
         raise ShardError(
             f"{source}: shards keep a margin of {manifest['margin']} voxels but the augmentation "
@@ -614,6 +638,25 @@ def open_shards(
         on_error=on_error,
         shuffle_buffer=shuffle_buffer,
         name=_describe(source, split, folds),
+        draw=draw,
+    )
+
+
+def _region_draw(manifest: dict[str, Any], augment: Any, seed: int) -> DrawCrop | None:
+    """The stage that draws a region set's crops (None for other shard sets)."""
+    plan = manifest.get("plan") or {}
+    if plan.get("kind") != "regions":
+        return None
+    crop = tuple(manifest["crop"])
+    margin = tuple(augment.margin(crop)) if augment is not None else (0, 0, 0)
+    radii = manifest.get("radii") or {}
+    return DrawCrop(
+        crop=crop,  # type: ignore[arg-type]
+        margin=margin,  # type: ignore[arg-type]
+        pad=manifest.get("pad", "reflect"),
+        max_shift=int(plan.get("max_shift", 0)),
+        radii=tuple(float(radii.get(name, 0.0)) for name in manifest.get("class_names", [])),
+        seed=seed,
     )
 
 

@@ -14,15 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streamvol.core.rng import keyed_rng as loader_rng
+
 SHARD_ORDER = 0x5A4D  # stream ids, so the loader's draws never coincide with augmentation's
 SHUFFLE_BUFFER = 0x5B0F
-
-
-def loader_rng(*words: int) -> np.random.Generator:
-    """A generator keyed by integers (seed, epoch, ...): never global, never time-based."""
-    return np.random.default_rng(
-        np.random.SeedSequence([int(w) & 0xFFFFFFFFFFFFFFFF for w in words])
-    )
 
 
 @dataclass(frozen=True)

@@ -22,21 +22,28 @@ from streamvol.stream.decode import MappedFile, split_name
 
 @dataclass(frozen=True)
 class ShardInfo:
-    """One tar: its URL, and per sample its key and the byte offset of its first member."""
+    """One tar: its URL, and per sample its key and the byte offset of its first member.
+
+    In a region set each sample is a region and ``units`` says how many crops an epoch draws
+    from each; the epoch's samples are then those crops.
+    """
 
     url: str
     keys: tuple[str, ...]
     offsets: tuple[int, ...]
     size: int | None = None
+    units: tuple[int, ...] | None = None
 
     @property
     def count(self) -> int:
-        return len(self.keys)
+        """What an epoch yields from this tar: its samples, or its regions' crops."""
+        return len(self.keys) if self.units is None else sum(self.units)
 
     @classmethod
     def from_record(cls, url: str, rec: dict[str, Any]) -> ShardInfo:
-        """From a manifest's shard record (keys, offsets, bytes)."""
-        return cls(url, tuple(rec["keys"]), tuple(rec["offsets"]), rec["bytes"])
+        """From a manifest's shard record (keys, offsets, bytes, units of regions)."""
+        units = tuple(rec["units"]) if rec.get("units") is not None else None
+        return cls(url, tuple(rec["keys"]), tuple(rec["offsets"]), rec["bytes"], units)
 
 
 @dataclass(frozen=True)
