@@ -82,6 +82,44 @@ class AugmentParams:
         m[:3, 3] = (np.asarray(stored_shape, float) - np.asarray(out_shape, float)) / 2
         return cls.from_matrix(m, stored_shape, out_shape)
 
+    def reads(self) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+        """(start, stop) of the stored voxels the output can read: the box of the output's
+        corners mapped by the matrix, its upper neighbours, and the elastic displacement,
+        within the stored block. A stored block larger than that (a margin for any draw) need
+        not be read whole (``within``)."""
+        corners = np.array(
+            [[z, y, x, 1.0] for z in (0, 1) for y in (0, 1) for x in (0, 1)], dtype=np.float64
+        )
+        corners[:, :3] *= np.asarray(self.out_shape, np.float64) - 1
+        mapped = (self.matrix @ corners.T)[:3]
+        reach = float(np.abs(self.elastic).max()) if self.elastic is not None else 0.0
+        low = np.floor(mapped.min(axis=1) - reach).astype(np.int64)
+        high = np.floor(mapped.max(axis=1) + reach).astype(np.int64) + 2
+        shape = np.asarray(self.stored_shape)
+        start = np.clip(low, 0, shape)
+        stop = np.clip(high, start, shape)
+        return tuple(start.tolist()), tuple(stop.tolist())  # type: ignore[return-value]
+
+    def within(self, start: Sequence[int], stop: Sequence[int]) -> AugmentParams:
+        """These parameters for the part ``[start, stop)`` of the stored block: the same output
+        (to float64 rounding of the coordinates), read from that part alone."""
+        shift = np.eye(4)
+        shift[:3, 3] = -np.asarray(start, np.float64)
+        matrix = shift @ self.matrix
+        return AugmentParams(
+            matrix,
+            np.linalg.inv(matrix),
+            tuple(b - a for a, b in zip(start, stop, strict=True)),
+            self.out_shape,
+            self.gamma,
+            self.contrast,
+            self.brightness,
+            self.noise_std,
+            self.blur_sigma,
+            self.noise_seed,
+            self.elastic,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """Plain numpy values (``torch.utils.data.default_collate`` stacks them)."""
         out: dict[str, Any] = {

@@ -68,7 +68,11 @@ def _samples(
         units = sum(region["json"]["units"])
         for j in np.linspace(0, units - 1, min(units, 4)).round().astype(int).tolist():
             unit = {"__region__": region, "__unit__": j, "__pos__": 0, "weight": 1.0}
-            yield draw({**unit, "__key__": f"{region['__key__']}_u{j}"}, 0)
+            drawn = draw({**unit, "__key__": f"{region['__key__']}_u{j}"}, 0)
+            for name in ("image.npy", "mask.npy"):
+                if name in drawn:
+                    drawn[name] = drawn[name].cut()
+            yield drawn
 
 
 def describe(manifest: dict[str, Any]) -> list[str]:

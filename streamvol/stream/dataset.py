@@ -28,7 +28,7 @@ from streamvol.core.rng import sample_rng
 from streamvol.errors import ShardError
 from streamvol.stream import slots
 from streamvol.stream.decode import iter_samples
-from streamvol.stream.draw import DrawCrop
+from streamvol.stream.draw import DrawCrop, Window
 from streamvol.stream.epoch import (
     SHUFFLE_BUFFER,
     RankPlan,
@@ -173,10 +173,12 @@ class Prepare:
         self, sample: dict[str, Any], epoch: int, into: torch.Tensor | None = None
     ) -> dict[str, Any]:
         """The training sample; with ``into`` (a float32 tensor of ``out_shape``) the augmented
-        image is written there, e.g. into its slot of the batch being assembled."""
+        image is written there, e.g. into its slot of the batch being assembled. A region set's
+        image and mask come as ``Window``s, cut here: the CPU augmentation cuts only what its
+        drawn geometry reads."""
         image = sample["image.npy"]
-        if image.ndim == 3:
-            image = image[None]
+        mask = sample.get("mask.npy")
+        points = sample.get("points.npy")
         out: dict[str, Any] = {
             "__key__": sample["__key__"],
             "__pos__": sample["__pos__"],
@@ -184,8 +186,11 @@ class Prepare:
         }
         if "cls" in sample:
             out["label"] = sample["cls"]
-        mask = sample.get("mask.npy")
-        points = sample.get("points.npy")
+        cpu_augment = self.augment is not None and self.augment_device == "cpu"
+        if isinstance(image, Window) and not (cpu_augment and not self.decode_only):
+            image, mask = image.cut(), None if mask is None else mask.cut()
+        if not isinstance(image, Window) and image.ndim == 3:
+            image = image[None]
         if self.decode_only or (self.augment is not None and self.augment_device == "gpu"):
             out["image"] = torch.from_numpy(np.ascontiguousarray(image))
             if mask is not None:
@@ -200,14 +205,22 @@ class Prepare:
             from streamvol.augment import apply_cpu
 
             rng = sample_rng(self.seed, epoch, sample["__key__"])
-            params = self.augment.sample(rng, image.shape[1:], self.crop)
+            params = self.augment.sample(rng, image.shape[-3:], self.crop)
+            windowed = isinstance(image, Window)
+            if windowed:  # cut only what this draw reads, and read it from there
+                start, stop = params.reads()
+                image = image.cut(start, stop)
+                mask = None if mask is None else mask.cut(start, stop)
+                if points is not None:
+                    points = points - np.array([*start, 0], np.float32)
+                params = params.within(start, stop)
             done = apply_cpu(
                 {"image": image, "mask": mask, "points": points},
                 params,
                 offset=self.offset,
                 scale=self.scale,
                 out=None if into is None else into.numpy(),
-                prefetch=True,  # the block comes from the page cache, not the CPU's caches
+                prefetch=not windowed,  # a stored block comes from the page cache, not the CPU's
             )
             out["image"] = torch.from_numpy(done["image"]) if into is None else into
             if done.get("mask") is not None:

@@ -104,8 +104,36 @@ def cut(
 
 
 @dataclass(frozen=True)
+class Window:
+    """A stored block not cut yet: ``size`` voxels from ``start`` of a region (region voxels),
+    padded past the volume's edge when cut. The CPU augmentation cuts only the part its drawn
+    geometry reads (``AugmentParams.reads``): a free rotation of a cube reads about half of the
+    block its margin allows for."""
+
+    region: np.ndarray
+    start: Zyx
+    size: Zyx
+    origin: Zyx
+    volume_shape: Zyx
+    pad: str
+    where: str = "region"
+
+    @property
+    def shape(self) -> Zyx:
+        return self.size
+
+    def cut(self, start: Zyx = (0, 0, 0), stop: Zyx | None = None) -> np.ndarray:
+        """The block's part ``[start, stop)`` (block voxels; default: all of it)."""
+        stop = self.size if stop is None else stop
+        corner = tuple(a + b for a, b in zip(self.start, start, strict=True))
+        size = tuple(b - a for a, b in zip(start, stop, strict=True))
+        return cut(self.region, corner, size, self.origin, self.volume_shape, self.pad, self.where)
+
+
+@dataclass(frozen=True)
 class DrawCrop:
-    """Turn a unit of a region set into a stored sample (picklable stage settings).
+    """Turn a unit of a region set into a stored sample whose image (and mask) are ``Window``s
+    (picklable stage settings).
 
     ``margin``: voxels kept around the crop for the augmentation (0 without); ``pad``: reflect,
     zero, or none (crops then move inside the volume); ``radii``: the particle radius of each
@@ -175,10 +203,10 @@ class DrawCrop:
             "__key__": unit["__key__"],
             "__pos__": unit["__pos__"],
             "weight": unit["weight"],
-            "image.npy": cut(region["image.npy"], start, size, origin, full, pad, where),
+            "image.npy": Window(region["image.npy"], start, size, origin, full, pad, where),
         }
         if "mask.npy" in region:
-            out["mask.npy"] = cut(region["mask.npy"], start, size, origin, full, pad, where)
+            out["mask.npy"] = Window(region["mask.npy"], start, size, origin, full, pad, where)
         if points is not None:
             moved = points.copy()
             moved[:, :3] -= np.asarray(start, dtype=np.float32)

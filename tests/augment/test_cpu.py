@@ -3,6 +3,7 @@ flips and turns, and the documented intensity chain written out in numpy."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -350,3 +351,36 @@ def test_apply_cpu_writes_into_out_or_names_what_it_needs():
         apply_cpu({"image": vol}, p, out=np.empty((8, 8, 8), np.float32))
     with pytest.raises(ValueError, match="not C-contiguous"):
         apply_cpu({"image": vol}, p, out=np.empty((1, 8, 8, 16), np.float32)[..., ::2])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_part_a_draw_reads_gives_the_output_of_the_whole_block(seed, everything):
+    """``reads()`` bounds every stored voxel a draw reads (rotation, zoom, shift, elastic), and
+    ``within()`` applies the draw to that part alone: same image (float32 rounding), mask
+    (except interpolation ties) and points as from the whole stored block."""
+    from scipy.ndimage import gaussian_filter
+
+    crop = 10
+    stored = stored_for(everything, crop)
+    image = block(stored, seed=seed)
+    mask = (gaussian_filter(image, 2) > 100).astype(np.uint8)
+    points = np.array([[s / 2 + 1, s / 2 - 1, s / 2, 1] for s in stored[:1]], np.float32)
+    params = everything.sample(rng_for(seed), stored, (crop,) * 3)
+    # gamma and contrast scale by the statistics of the block read (the part's are its own)
+    params = dataclasses.replace(params, gamma=1.0, contrast=1.0)
+    whole = apply_cpu({"image": image, "mask": mask, "points": points}, params)
+    start, stop = params.reads()
+    assert all(0 <= a < b <= n for a, b, n in zip(start, stop, stored, strict=True))
+    assert np.prod(np.subtract(stop, start)) < np.prod(stored)  # a margin for any draw
+    box = tuple(slice(a, b) for a, b in zip(start, stop, strict=True))
+    part = apply_cpu(
+        {
+            "image": image[box],
+            "mask": mask[box],
+            "points": points - np.array([*start, 0], np.float32),
+        },
+        params.within(start, stop),
+    )
+    np.testing.assert_allclose(part["image"], whole["image"], rtol=1e-5, atol=1e-4)
+    assert (part["mask"] != whole["mask"]).mean() < 1e-3
+    np.testing.assert_allclose(part["points"], whole["points"], atol=1e-4)

@@ -258,7 +258,7 @@ def test_tiles_split_a_large_volume_and_their_crops_match_the_whole(tmp_path):
         cores[meta["source"]] += int(np.prod(core[:, 1] - core[:, 0]))
         for j in range(meta["units"][0]):
             unit = {"__region__": region, "__unit__": j, "__key__": "k", "__pos__": 0, "weight": 1}
-            block = draw(unit, epoch=0)["image.npy"]
+            block = draw(unit, epoch=0)["image.npy"].cut()
             centre, _ = draw.position(meta, points, j, 0)
             start = origin + centre - np.asarray(crop) // 2 - margin + width
             box = tuple(slice(a, a + n) for a, n in zip(start, size, strict=True))
