@@ -169,7 +169,6 @@ def worker_init(_: int) -> None:
     if info is not None and isinstance(info.dataset, StreamDataset):
         slots.use(info.dataset.slot_table, info.id)
     keep_freed_memory()
-    torch.set_num_threads(1)
     os.environ["OMP_NUM_THREADS"] = "1"
     try:
         import numba
@@ -177,6 +176,10 @@ def worker_init(_: int) -> None:
         numba.set_num_threads(1)
     except (ImportError, ValueError):
         pass
+    # after numba: starting its OpenMP thread pool sets OpenMP's thread count back to all cores,
+    # and a worker forked from a process that had run OpenMP regions hangs in its first parallel
+    # torch op (a batch's torch.stack) when that count is above 1
+    torch.set_num_threads(1)
 
 
 class StreamLoader:

@@ -290,3 +290,23 @@ def test_collate_passes_images_in_one_buffer_on_uncopied_and_stacks_the_rest():
     batch = collate(shuffled)
     assert batch["image"].data_ptr() != buf.data_ptr()
     assert torch.equal(batch["image"], torch.stack([buf[1], buf[0], buf[2]]))
+
+
+def test_loader_workers_keep_one_torch_thread_after_numba_starts_its_pool():
+    """numba's OpenMP pool, started in ``worker_init``, sets OpenMP's thread count back to all
+    cores; torch's must end at 1, or a worker forked from a process that had run OpenMP regions
+    hangs in its first parallel op (a GPU-path batch's ``torch.stack``). A forked worker inherits
+    torch's per-thread "initialised" flag, so torch does not reset the count itself: the
+    subprocess sets that flag first (``get_num_threads``), as a parent that ran torch ops has."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch; from streamvol.stream.loader import worker_init; "
+        "torch.set_num_threads(2); torch.get_num_threads(); worker_init(0); "
+        "print(torch.get_num_threads())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert done.stdout.split()[-1] == "1"
