@@ -80,14 +80,17 @@ def test_cpu_backend_and_gpu_backend_on_cuda_agree(dtype, everything):
 
 
 @pytest.mark.gpu
-def test_cuda_agreement_survives_tf32_matmuls(everything):
-    """A trainer that allows TF32 matrix products must not change the augmentation."""
-    before = torch.get_float32_matmul_precision()
+def test_cuda_agreement_survives_tf32_matmuls_and_convolutions(everything):
+    """A trainer that allows TF32 matrix products (and cuDNN's TF32 convolutions, on by default)
+    must not change the augmentation: grids, elastic fields and blurs never round through it."""
+    before = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
     torch.set_float32_matmul_precision("high")
+    torch.backends.cudnn.allow_tf32 = True
     try:
         _agree(everything, np.float32, "cuda")
     finally:
-        torch.set_float32_matmul_precision(before)
+        torch.set_float32_matmul_precision(before[0])
+        torch.backends.cudnn.allow_tf32 = before[1]
 
 
 def test_grid_is_kornias_warp_affine3d():
