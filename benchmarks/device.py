@@ -49,14 +49,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-SECTIONS: dict[str, tuple[str, int]] = {
-    "tests": ("pytest -m gpu: backend on CUDA vs CPU, prefetcher stream, pinned slots, AMP", 150),
-    "routes": ("geometry routes on CUDA: streamvol vs kornia warp_affine3d vs others", 40),
-    "augment": (
-        "GPU augmentation crops/s at 64^3 and 96^3, batch 16/64/256, vs kornia, MONAI",
-        110,
-    ),
-    "feed": ("streamvol bench: unet3d / se_resnet3d, 2/4/8 workers, CPU vs GPU augmentation", 150),
+SECTIONS: dict[str, tuple[str, int]] = {  # name: (what it does, seconds of the 450 it gets)
+    "tests": ("pytest -m gpu: backend on CUDA vs CPU, prefetcher stream, pinned slots, AMP", 170),
+    "routes": ("geometry routes on CUDA: streamvol vs kornia warp_affine3d vs others", 35),
+    "augment": ("GPU augmentation crops/s, 64^3 and 96^3, batch 16/64/256, vs kornia, MONAI", 100),
+    "feed": ("streamvol bench: unet3d / se_resnet3d, 2/4/8 workers, CPU vs GPU augmentation", 145),
 }
 SIZES, BATCHES = (64, 96), (16, 64, 256)
 TARGET_CROPS, TARGET_VS_KORNIA, TARGET_BUSY = 50_000, 3.0, 0.9
@@ -199,7 +196,8 @@ def section_routes(out: Path, deadline: float, save: Callable, dry: bool, scratc
             continue
         rows += compare(device, (size,), (n,), seconds=0.1 if dry else 0.3, rounds=2)
         save({"rows": rows})
-        torch.cuda.empty_cache() if device.type == "cuda" else None
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
 
 
 def render_routes(data: dict[str, Any]) -> list[str]:
@@ -245,27 +243,33 @@ def _rate(step: Callable[[], Any], n: int, seconds: float, device: torch.device)
     return calls * n / (time.perf_counter() - started)
 
 
-def streamvol_step(size: int, n: int, device: torch.device) -> tuple[Callable, dict[str, Any]]:
-    """apply_gpu on ``n`` float32 stored blocks (crop + free-rotation margin) already on the
-    device, with parameters drawn beforehand on the CPU (the loader draws them in its workers);
-    also times that draw."""
-    from streamvol.augment import apply_gpu, stack_params
+def same_batch(size: int, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` float32 stored blocks (crop + free-rotation margin), as streamvol's GPU path gets
+    them, and their central crops, as kornia and MONAI take them: the same data for all."""
     from streamvol.shard.plan import rotation_margin
 
-    spec = _spec()
-    stored = (size + 2 * rotation_margin(size)[0],) * 3
+    m = rotation_margin(size)[0]
+    blocks = torch.rand((n, 1, *(size + 2 * m,) * 3), device=device)
+    return blocks, blocks[:, :, m:-m, m:-m, m:-m].contiguous()
+
+
+def streamvol_step(blocks: torch.Tensor, crops: torch.Tensor) -> tuple[Callable, dict[str, Any]]:
+    """apply_gpu on the stored blocks, with parameters drawn beforehand on the CPU (the loader
+    draws them in its workers); also times that draw."""
+    from streamvol.augment import apply_gpu, stack_params
+
+    spec, n, stored, out = _spec(), len(blocks), tuple(blocks.shape[2:]), tuple(crops.shape[2:])
     started = time.perf_counter()
     params = stack_params(
-        [spec.sample(np.random.default_rng([0, i]), stored, (size,) * 3) for i in range(n)]
+        [spec.sample(np.random.default_rng([0, i]), stored, out) for i in range(n)]
     )
     draw = (time.perf_counter() - started) / n
-    params = params.to(device)
-    blocks = torch.rand((n, 1, *stored), device=device)
+    params = params.to(blocks.device)
     batch = {"image": blocks}
     return lambda: apply_gpu(batch, params), {"stored": stored, "draw_ms_per_crop": 1e3 * draw}
 
 
-def kornia_step(size: int, n: int, device: torch.device) -> tuple[Callable, dict[str, Any]]:
+def kornia_step(blocks: torch.Tensor, crops: torch.Tensor) -> tuple[Callable, dict[str, Any]]:
     """kornia's AugmentationSequential (3D rotation of any angle, three flips) on the crops,
     plus Gaussian noise (kornia has no 3D noise augmentation)."""
     import kornia.augmentation as ka
@@ -276,8 +280,7 @@ def kornia_step(size: int, n: int, device: torch.device) -> tuple[Callable, dict
         ka.RandomVerticalFlip3D(p=0.5),
         ka.RandomHorizontalFlip3D(p=0.5),
         data_keys=["input"],
-    ).to(device)
-    crops = torch.rand((n, 1, size, size, size), device=device)
+    ).to(crops.device)
 
     def step() -> torch.Tensor:
         with torch.no_grad():
@@ -287,7 +290,7 @@ def kornia_step(size: int, n: int, device: torch.device) -> tuple[Callable, dict
     return step, {}
 
 
-def monai_step(size: int, n: int, device: torch.device) -> tuple[Callable, dict[str, Any]]:
+def monai_step(blocks: torch.Tensor, crops: torch.Tensor) -> tuple[Callable, dict[str, Any]]:
     """MONAI's transforms on GPU tensors, one crop at a time (they take one image): RandRotate
     (any angle on each axis), three RandFlips, RandGaussianNoise."""
     from monai.data import set_track_meta
@@ -303,11 +306,10 @@ def monai_step(size: int, n: int, device: torch.device) -> tuple[Callable, dict[
             RandGaussianNoise(prob=1.0, std=0.1),
         ]
     ).set_random_state(0)
-    crops = torch.rand((n, 1, size, size, size), device=device)
 
     def step() -> list:
         with torch.no_grad():
-            return [transform(crops[i]) for i in range(n)]
+            return [transform(crop) for crop in crops]
 
     return step, {}
 
@@ -346,24 +348,25 @@ def section_augment(out: Path, deadline: float, save: Callable, dry: bool, scrat
     result: dict[str, Any] = {"rows": rows}
     for size in sizes:
         for n in batches:
+            blocks, crops = same_batch(size, n, device)
             for library, factory in LIBRARIES.items():
                 row: dict[str, Any] = {"size": size, "batch": n, "library": library}
                 rows.append(row)
                 if time.time() > deadline - 8:
                     row["error"] = "skipped: out of time"
                     continue
-                try:
-                    step, extra = factory(size, n, device)
+                try:  # MONAI goes crop by crop: at batch 256 one call can take seconds
+                    step, extra = factory(blocks, crops)
                     row.update(extra)
-                    # MONAI goes crop by crop: a batch of 256 can take seconds, so one timed call
                     row["crops_per_s"] = _rate(step, n, seconds, device)
                     del step
                 except Exception as err:  # a missing MONAI, out of memory: record and go on
-                    row["error"] = f"{type(err).__name__}: {err}"[:300]
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
+                    row["error"] = _error(err)
                 result["noise_path"] = noise_path(device)
                 save(result)
+            del blocks, crops
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
     if time.time() < deadline - 5:
         rows += noise_rows(device, sizes[0], batches[-1], seconds)
     result["targets"] = augment_targets(rows, sizes[0], batches[-1])
