@@ -3,12 +3,16 @@ kornia, intensity by torch.
 
 Geometry: each sample's output -> stored matrix (scipy convention, (z, y, x)) is put in kornia's
 (x, y, z) order and normalised to grid coordinates ([-1, 1] corner to corner) by kornia's
-``normalize_homography3d``, in float64; ``F.affine_grid`` and ``F.grid_sample``
+``normalize_homography3d``, in float64; the sampling grid made from it and ``F.grid_sample``
 (``align_corners=True``) then resample the batch in float32. These are the steps of kornia's
 ``warp_affine3d`` less its first: it takes the source -> destination matrix and inverts it in
 float32, where ours already maps each output voxel to the block (the tests check that the two
-agree to 1e-5). An elastic field is added to the grid. Images are trilinear, masks nearest (torch
-rounds halves to even where the CPU rounds them up: the two differ only at exact ties).
+agree to 1e-5). Two departures, both for exactness on CUDA, where float32 matrix products and
+cuDNN convolutions may round through TF32 (a 10-bit mantissa): the grid is written with
+broadcast elementwise ops, not ``F.affine_grid``'s batched matrix product (which also makes a
+(B, d, h, w, 4) base grid first), and the elastic field and the blur run in float64. Images are
+trilinear, masks nearest (torch rounds halves to even where the CPU rounds them up: the two
+differ only at exact ties).
 
 The CPU backend reads the raw value 0 wherever a coordinate leaves ``[0, n - 1]``, where
 ``grid_sample`` would blend the edge voxel with zeros. A sample that may read outside the block
