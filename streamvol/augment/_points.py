@@ -116,6 +116,8 @@ def _kornia_affine(zyx: Any, m: Any) -> list:
     import torch
     from kornia.geometry.linalg import transform_points
 
+    if zyx.shape[-2] == 0:  # kornia cannot reshape an empty batch of points
+        return _affine(zyx, m)
     last = torch.tensor([0.0, 0.0, 0.0, _unit_w()], dtype=m.dtype, device=m.device)
     m = torch.cat([m[..., :3, :], last.expand(*m.shape[:-2], 1, 4)], dim=-2)
     return list(transform_points(m, zyx).unbind(-1))

@@ -155,6 +155,18 @@ def test_points_by_kornia_equal_the_numpy_route_bit_for_bit():
     np.testing.assert_array_equal(ours.numpy().astype(np.float32), numpy.astype(np.float32))
 
 
+def test_a_batch_without_points_keeps_none(everything):
+    stored = stored_for(everything, 8)
+    params = [everything.sample(rng_for(s), stored, (8, 8, 8)) for s in range(2)]
+    batch = {
+        "image": torch.rand(2, 1, *stored),
+        "points": torch.zeros(2, 0, 4),
+        "points_count": torch.zeros(2, dtype=torch.int64),
+    }
+    out = apply_gpu(batch, params)
+    assert out["points"].shape == (2, 0, 4) and out["points_count"].tolist() == [0, 0]
+
+
 def test_reading_outside_the_block_gives_zero_on_both_backends():
     vol = block((10, 10, 10), np.float32)
     m = np.eye(4)
