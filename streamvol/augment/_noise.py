@@ -23,12 +23,14 @@ alike.)
 
 The numba side (``_kernels.noise_words`` and the table, in the kernels' module so numba's cache,
 which only watches a function's own file, recompiles the kernels when it changes) is what the
-CPU kernels use per row; ``normal_field_torch`` evaluates the same words with int64 torch ops.
+CPU kernels use per row; ``normal_field_torch`` evaluates the same words with int64 torch ops,
+or on CUDA with one fused elementwise kernel in uint32 (torch's jiterator).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -45,7 +47,7 @@ from streamvol.augment._kernels import (
     noise_key,
 )
 
-__all__ = ["noise_key", "normal_field", "normal_field_torch"]
+__all__ = ["noise_key", "noise_path", "normal_field", "normal_field_torch"]
 
 
 def normal_field(noise_seed: int, shape: Sequence[int]) -> np.ndarray:
@@ -83,9 +85,78 @@ def _lowbias32_torch(x):
     return x ^ (x >> 16)
 
 
-def normal_field_torch(seeds, shape: Sequence[int], device=None):
+# The words' top bits on CUDA in one elementwise kernel (jiterator: compiled by NVRTC on first
+# use, cached): the eager int64 chain below makes ~22 passes of 16 bytes a voxel over (B, n)
+# tensors, far more memory traffic than the resampling itself. Same construction, in uint32.
+_LEVEL_CODE = f"""
+template <typename T> T streamvol_noise_level(T index, T k0, T k1) {{
+  unsigned int x = static_cast<unsigned int>(index) * {GOLDEN32:#x}u;
+  x ^= static_cast<unsigned int>(k0);
+  x ^= x >> 16; x *= {LOWBIAS[0]:#x}u; x ^= x >> 15; x *= {LOWBIAS[1]:#x}u; x ^= x >> 16;
+  x ^= static_cast<unsigned int>(k1);
+  x ^= x >> 16; x *= {LOWBIAS[0]:#x}u; x ^= x >> 15; x *= {LOWBIAS[1]:#x}u; x ^= x >> 16;
+  return static_cast<T>(x >> {32 - TABLE_BITS});
+}}
+"""
+# what the fused kernel did on this process's first CUDA call: None (not tried), True, or why not
+_FUSED: dict[str, object] = {}
+
+
+def _as_int32(x):
+    """int64 tensors holding 32-bit values -> int32 tensors with the same bits."""
+    import torch
+
+    return (x - ((x >> 31) << 32)).to(torch.int32)
+
+
+_TABLES: dict[object, object] = {}
+
+
+def _table_on(device):
+    """``NOISE_TABLE`` as a tensor on ``device``, copied there once."""
+    import torch
+
+    table = _TABLES.get(device)
+    if table is None:
+        table = _TABLES[device] = torch.as_tensor(NOISE_TABLE, device=device)
+    return table
+
+
+def _levels_fused(index, k0, k1):
+    """Table indices (B, n) int32 from the jiterator kernel (CUDA only)."""
+    fn = _FUSED.get("fn")
+    if fn is None:
+        from torch.cuda.jiterator import _create_jit_fn
+
+        fn = _FUSED["fn"] = _create_jit_fn(_LEVEL_CODE)
+    return fn(_as_int32(index)[None, :], _as_int32(k0), _as_int32(k1))
+
+
+def _levels_eager(index, k0, k1):
+    """Table indices (B, n) int64 with plain torch integer ops (any device)."""
+    words = (index * GOLDEN32) & MASK32
+    words = _lowbias32_torch(_lowbias32_torch(words[None, :] ^ k0) ^ k1)
+    return words >> (32 - TABLE_BITS)
+
+
+def noise_path(device) -> str:
+    """Which noise path ``normal_field_torch`` takes on ``device``: "fused" (the CUDA kernel),
+    "eager (...why...)" when it fell back, or "eager" off CUDA."""
+    import torch
+
+    if torch.device(device).type != "cuda":
+        return "eager"
+    state = _FUSED.get("ok")
+    return "fused" if state in (None, True) else f"eager ({state})"
+
+
+def normal_field_torch(seeds, shape: Sequence[int], device=None, *, fused: bool | None = None):
     """``(B, *shape)`` float32 standard normals for int64 ``seeds`` (B,) holding uint64 bits:
-    ``normal_field(seed, shape)`` for each seed, bit for bit, on any device."""
+    ``normal_field(seed, shape)`` for each seed, bit for bit, on any device.
+
+    On CUDA the hash runs as one fused kernel (``fused=None``: when it compiles; a failure warns
+    once and falls back to the torch ops); ``fused=False`` forces the torch ops, ``fused=True``
+    the kernel (errors raised)."""
     import torch
 
     seeds = torch.as_tensor(seeds, dtype=torch.int64, device=device)
@@ -95,7 +166,22 @@ def normal_field_torch(seeds, shape: Sequence[int], device=None):
     k0 = (key & MASK32)[:, None]
     k1 = _srl(key, 32)[:, None]
     index = torch.arange(n, dtype=torch.int64, device=device)
-    words = (index * GOLDEN32) & MASK32
-    words = _lowbias32_torch(_lowbias32_torch(words[None, :] ^ k0) ^ k1)
-    table = torch.as_tensor(NOISE_TABLE, device=device)
-    return table[words >> (32 - TABLE_BITS)].reshape(len(seeds), *(int(s) for s in shape))
+    levels = None
+    use = device.type == "cuda" if fused is None else fused
+    if use and (fused or _FUSED.get("ok") in (None, True)):
+        try:
+            levels = _levels_fused(index, k0, k1)
+            _FUSED["ok"] = True
+        except Exception as err:  # NVRTC missing, jiterator changed: the torch ops still work
+            if fused:
+                raise
+            _FUSED["ok"] = f"{type(err).__name__}: {err}"[:200]
+            warnings.warn(
+                f"fused CUDA noise kernel unavailable, using torch ops: {_FUSED['ok']}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    if levels is None:
+        levels = _levels_eager(index, k0, k1)
+    values = _table_on(device).index_select(0, levels.reshape(-1))
+    return values.reshape(len(seeds), *(int(s) for s in shape))

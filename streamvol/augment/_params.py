@@ -227,25 +227,21 @@ class BatchParams:
     def __len__(self) -> int:
         return int(self.matrix.shape[0])
 
-    def to(self, device: Any, non_blocking: bool = False) -> BatchParams:
-        """The same parameters on ``device``."""
+    def _map(self, each: Any) -> BatchParams:
+        """The same shapes, with ``each`` applied to every per-sample tensor."""
         moved = {
-            name: None
-            if getattr(self, name) is None
-            else getattr(self, name).to(device, non_blocking=non_blocking)
-            for name in (
-                "matrix",
-                "inverse",
-                "gamma",
-                "contrast",
-                "brightness",
-                "noise_std",
-                "blur_sigma",
-                "noise_seed",
-                "elastic",
-            )
+            name: None if getattr(self, name) is None else each(getattr(self, name))
+            for name in _PER_SAMPLE
         }
         return BatchParams(**moved, stored_shape=self.stored_shape, out_shape=self.out_shape)
+
+    def to(self, device: Any, non_blocking: bool = False) -> BatchParams:
+        """The same parameters on ``device``."""
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def take(self, index: Any) -> BatchParams:
+        """The samples at ``index`` (an integer tensor or a slice), as a smaller batch."""
+        return self._map(lambda t: t[index])
 
     def unstack(self) -> list[AugmentParams]:
         """Back to per-sample parameters (on the CPU)."""
@@ -268,6 +264,19 @@ class BatchParams:
                 )
             )
         return out
+
+
+_PER_SAMPLE = (
+    "matrix",
+    "inverse",
+    "gamma",
+    "contrast",
+    "brightness",
+    "noise_std",
+    "blur_sigma",
+    "noise_seed",
+    "elastic",
+)
 
 
 def stack_params(params: Sequence[AugmentParams]) -> BatchParams:

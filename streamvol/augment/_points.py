@@ -4,12 +4,15 @@ backends, written with operators that mean the same on numpy arrays and torch te
 A point ``p`` goes to ``o = inverse @ p``; with an elastic field the output voxel ``o`` reads
 ``M @ o + d(o)``, so ``o`` solves ``o = inverse @ (p - d(o))``, found by fixed-point iteration
 (the field is smooth, so it contracts). Points are kept when ``-0.5 <= o < out - 0.5`` on every
-axis (the voxel-centred rule the sharder uses). All arithmetic is float64 elementwise in one
-fixed order, so numpy and torch give the same bits.
+axis (the voxel-centred rule the sharder uses). All arithmetic is float64. The affine step is
+the ops table's: numpy's elementwise sum on the CPU, kornia's ``transform_points`` (a batched
+matrix product) on torch devices; the two differ by float64 rounding at most (1e-14 of a voxel),
+which the float32 points the backends return do not show.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -65,14 +68,16 @@ def move_points(
 ) -> tuple[list, Any]:
     """Output coordinates (three (..., N) arrays) and the keep mask for points ``zyx`` (..., N, 3).
 
-    ``ops`` supplies floor, clip, take (along the last axis), index (float -> integer array) and
-    logical_and for the array library in use (see ``NUMPY_OPS`` and ``torch_ops``)."""
-    o = _affine(zyx, inverse)
+    ``ops`` supplies affine (points, 4x4 matrices -> three coordinate arrays), floor, clip, take
+    (along the last axis), index (float -> integer array), logical_and and stack for the array
+    library in use (see ``NUMPY_OPS`` and ``torch_ops``)."""
+    affine = ops["affine"]
+    o = affine(zyx, inverse)
     if elastic is not None:
         for _ in range(ELASTIC_ITERATIONS):
             d = _displacement(o, elastic, out_shape, ops)
             shifted = zyx[..., 0] - d[0], zyx[..., 1] - d[1], zyx[..., 2] - d[2]
-            o = _affine(ops["stack"](shifted), inverse)
+            o = affine(ops["stack"](shifted), inverse)
     keep = None
     for v, n in zip(o, out_shape, strict=True):
         inside = ops["logical_and"](v >= -0.5, v < n - 0.5)
@@ -81,6 +86,7 @@ def move_points(
 
 
 NUMPY_OPS = {
+    "affine": _affine,
     "floor": np.floor,
     "clip": np.clip,
     "take": lambda values, index: np.take_along_axis(values, index, axis=-1),
@@ -90,11 +96,39 @@ NUMPY_OPS = {
 }
 
 
+@lru_cache(maxsize=1)
+def _unit_w() -> float:
+    """The homogeneous ``w`` that kornia's ``transform_points`` turns into a division by exactly
+    1: it divides by ``w + eps`` (``convert_points_from_homogeneous``, eps 1e-8), which for w = 1
+    would scale every point by 1 - 1e-8 (2e-6 of a voxel at 200: float32 coordinates one unit in
+    the last place off in one case of eight)."""
+    import inspect
+
+    from kornia.geometry.conversions import convert_points_from_homogeneous
+
+    eps = inspect.signature(convert_points_from_homogeneous).parameters["eps"].default
+    return 1.0 - eps if (1.0 - eps) + eps == 1.0 else 1.0
+
+
+def _kornia_affine(zyx: Any, m: Any) -> list:
+    """``m[..., :3, :3] @ p + m[..., :3, 3]`` for points (B, N, 3) and matrices (B, 4, 4) with
+    kornia's ``transform_points`` (the matrices' last row is set to (0, 0, 0, ``_unit_w``))."""
+    import torch
+    from kornia.geometry.linalg import transform_points
+
+    if zyx.shape[-2] == 0:  # kornia cannot reshape an empty batch of points
+        return _affine(zyx, m)
+    last = torch.tensor([0.0, 0.0, 0.0, _unit_w()], dtype=m.dtype, device=m.device)
+    m = torch.cat([m[..., :3, :], last.expand(*m.shape[:-2], 1, 4)], dim=-2)
+    return list(transform_points(m, zyx).unbind(-1))
+
+
 def torch_ops() -> dict:
-    """The ``ops`` table for torch tensors."""
+    """The ``ops`` table for torch tensors (the affine step by kornia)."""
     import torch
 
     return {
+        "affine": _kornia_affine,
         "floor": torch.floor,
         "clip": torch.clamp,
         "take": lambda values, index: torch.take_along_dim(values, index, dim=-1),

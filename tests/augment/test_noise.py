@@ -77,6 +77,39 @@ def test_torch_reproduces_the_numba_field_bit_for_bit():
         np.testing.assert_array_equal(got[i].numpy(), normal_field(seed, (16, 16, 16)))
 
 
+def test_torch_off_cuda_takes_the_torch_ops_and_the_fused_kernel_needs_cuda():
+    from streamvol.augment._noise import _LEVEL_CODE, noise_path
+
+    assert noise_path("cpu") == "eager"
+    seeds = torch.tensor([3, -7])
+    np.testing.assert_array_equal(
+        normal_field_torch(seeds, (5, 6, 7), fused=False).numpy(),
+        normal_field_torch(seeds, (5, 6, 7)).numpy(),
+    )
+    if not torch.cuda.is_available():
+        with pytest.raises(AssertionError, match="CUDA"):
+            normal_field_torch(seeds, (5, 6, 7), fused=True)
+    # the kernel's constants are the construction's
+    for constant in (GOLDEN32, *LOWBIAS):
+        assert f"{constant:#x}u" in _LEVEL_CODE
+
+
+@pytest.mark.gpu
+def test_fused_cuda_kernel_reproduces_the_numba_field_bit_for_bit():
+    from streamvol.augment._noise import noise_path
+
+    seeds = [0, 1, 2**31, 2**32 + 3, 2**63 + 5, 2**64 - 1]
+    as_int64 = torch.from_numpy(np.array(seeds, dtype=np.uint64).view(np.int64)).cuda()
+    shape = (33, 40, 41)  # not a multiple of any vector width
+    fused = normal_field_torch(as_int64, shape, fused=True)
+    eager = normal_field_torch(as_int64, shape, fused=False)
+    assert fused.is_cuda and torch.equal(fused, eager)
+    for i, seed in enumerate(seeds):
+        np.testing.assert_array_equal(fused[i].cpu().numpy(), normal_field(seed, shape))
+    normal_field_torch(as_int64, shape)  # the default path on CUDA: fused, unless it fell back
+    assert noise_path("cuda") == "fused"
+
+
 def test_key():
     assert noise_key(0) != noise_key(1) and 0 <= noise_key(2**64 - 1) < 2**64
 

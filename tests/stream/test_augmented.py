@@ -226,3 +226,68 @@ def test_collate_in_a_plain_dataloader_returns_tensors(shards):
         assert "__slots__" not in b
         assert all(isinstance(b[k], torch.Tensor) for k in ("__pos__", "weight", "image"))
     assert not ds.slot_table.view().any()  # no slot taken that nothing would free
+
+
+# --- on CUDA (the ``gpu`` marker; skipped without it) -------------------------------------------
+
+
+def _alone_by_device(shards, epoch, device):
+    """Every sample of ``epoch`` made one at a time without a loader: the CPU-augmented image,
+    or (``device="gpu"``) the stored block the GPU path sends."""
+    ds = open_shards(shards, augment=SPEC, augment_device=device, seed=5)
+    ds.set_epoch(epoch)
+    return {s["__key__"]: s["image"] for s in ds}
+
+
+@pytest.mark.gpu
+def test_prefetcher_on_a_cuda_side_stream_matches_the_cpu_backend(shards):
+    """Batches copied and augmented on the prefetcher's side stream while the trainer's stream
+    is busy (a sleep kernel queued before each batch is read) equal the CPU backend's, noise
+    included, and the trainer's in-place use of one batch spoils no other."""
+    stats = streamvol.shard.read_manifest(shards)["stats"]
+    cpu = _by_key(open_shards(shards, augment=SPEC, seed=1), 0, epoch=0)
+    ds = open_shards(shards, augment=SPEC, augment_device="gpu", seed=1)
+    loader = streamvol.loader(ds, 3, 2, pin_memory=True, persistent_workers=False)
+    prefetch = DevicePrefetcher(loader, "cuda", offset=stats["mean"], scale=1 / stats["std"])
+    assert prefetch.cuda
+    got = {}
+    for b in prefetch:
+        assert b["image"].is_cuda and b["image"].dtype == torch.float32
+        torch.cuda._sleep(2_000_000)  # the trainer's stream busy while the next batch is made
+        for i, k in enumerate(b["__key__"]):
+            got[k] = b["image"][i].cpu()
+        b["image"].mul_(0)  # a trainer writing into its batch touches only that batch
+    assert got.keys() == cpu.keys() and len(got) == 12
+    for k in cpu:
+        assert torch.allclose(got[k], cpu[k], atol=1e-4), k
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("device", ["cpu", "gpu"])
+def test_pinned_batches_over_reused_slots_are_never_overwritten(shards, device):
+    """pin_memory with 2 workers over two epochs, every batch kept: the pin thread copies each
+    batch out of its worker's slot, which is freed at once and reused; no kept batch changes, and
+    no slot stays taken or mapped."""
+    ds = open_shards(shards, augment=SPEC, augment_device=device, seed=5)
+    dl = streamvol.loader(ds, batch_size=2, num_workers=2, pin_memory=True)
+    kept = []
+    for epoch in (0, 1):
+        ds.set_epoch(epoch)
+        for b in dl:
+            assert b["image"].is_pinned()
+            kept.append((epoch, b))
+    assert len(kept) == 12  # 12 samples, batches of 2, two epochs
+    for epoch in (0, 1):
+        alone = _alone_by_device(shards, epoch, device)
+        batches = [b for e, b in kept if e == epoch]
+        assert sorted(k for b in batches for k in b["__key__"]) == sorted(alone)
+        for b in batches:
+            for i, k in enumerate(b["__key__"]):
+                assert torch.equal(b["image"][i], alone[k]), (epoch, k)
+    table = ds.slot_table
+    assert list(table.counters[:2]) == [6, 6]  # every batch came through a slot
+    assert not table.view().any()  # each freed as soon as it was pinned
+    assert not table.mapped  # pinned batches hold no slot's memory
+    del kept, b
+    gc.collect()
+    assert not table.view().any()

@@ -229,3 +229,65 @@ def test_fine_tuning_freezes_then_unfreezes_feature_levels(blob_shards, tmp_path
     last = [k for k in features if k.split(".")[1] == levels[-1]]
     assert all(torch.equal(after[k], start[k]) for k in first)  # still frozen at epoch 2
     assert any(not torch.equal(after[k], start[k]) for k in last)  # unfrozen after epoch 1
+
+
+# --- on CUDA (the ``gpu`` marker; skipped without it) -------------------------------------------
+
+
+@pytest.mark.gpu
+def test_bf16_autocast_steps_of_a_unet3d_stay_finite_on_cuda():
+    """Under bf16 autocast a small U-Net's logits are bf16, and its loss and gradients finite,
+    over a few optimizer steps that change the weights."""
+    from streamvol.models import build
+
+    torch.manual_seed(0)
+    model = build("unet3d", num_classes=3, depth=2, base_width=8).cuda()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x = torch.randn(4, 1, 32, 32, 32, device="cuda")
+    target = torch.randint(0, 3, (4, 32, 32, 32), device="cuda")
+    before = [p.detach().clone() for p in model.parameters()]
+    for _ in range(5):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            logits = model(x)
+        assert logits.dtype == torch.bfloat16
+        loss = torch.nn.functional.cross_entropy(logits.float(), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        assert torch.isfinite(loss)
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+        optimizer.step()
+    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
+
+
+@pytest.mark.gpu
+def test_training_on_cuda_with_gpu_augmentation_and_bf16(tmp_path):
+    """The whole loop on CUDA: 2 workers decode, DevicePrefetcher augments on its side stream,
+    bf16 autocast (the default there); every epoch's loss is finite and the run resumes."""
+    import math
+
+    from streamvol import synth
+    from streamvol.shard import parse_config, shard
+
+    data = synth.make("nuclei", tmp_path / "nuclei", n=6, size=(16, 32, 32))
+    shards = tmp_path / "seg"
+    shard(parse_config([data], plan="grid", crop="16,16,16", split="0.5,0.5"), shards)
+    config = TrainConfig(
+        shards=str(shards),
+        model="unet3d",
+        model_options={"depth": 2, "base_width": 8},
+        epochs=2,
+        batch_size=4,
+        workers=2,
+        lr=3e-3,
+        warmup=0,
+        augment="default",
+        augment_device="gpu",
+        device="cuda",
+    )
+    trainer = Trainer(config, tmp_path / "run")
+    assert trainer.device.type == "cuda" and trainer.amp == torch.bfloat16
+    report = trainer.fit()
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    losses = [json.loads(line)["train_loss"] for line in lines]
+    assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
+    assert 0.0 <= report["dice"] <= 1.0
