@@ -47,6 +47,10 @@ class ShardError(StreamvolError, ValueError):
     """A shard set that is corrupt, truncated, or was made by a different command."""
 
 
+class ChecksumMismatch(ShardError):
+    """A shard member whose bytes differ from the checksum recorded when it was written."""
+
+
 class UnsafeMember(ShardError):
     """A shard member whose type streamvol refuses to decode (pickles, checkpoints, ...)."""
 

@@ -28,6 +28,7 @@ from streamvol import __version__
 from streamvol.errors import BadLabels, NoVolumeFound, ShardError
 from streamvol.io import Dataset, discover, load_points, open_mask, open_volume
 from streamvol.shard.manifest import (
+    CHECKSUM,
     FORMAT,
     MANIFEST,
     VERSION,
@@ -398,7 +399,7 @@ def _claim_folder(
     finished = {}
     for name, rec in records.items():
         path = out / name
-        intact = path.is_file() and path.stat().st_size == rec["bytes"]
+        intact = path.is_file() and path.stat().st_size == rec["bytes"] and "checksums" in rec
         if name in planned and intact and file_sha256(path) == rec["sha256"]:
             finished[name] = ShardRecord.from_json(rec)
     for stale in out.glob("*.tar.partial"):
@@ -518,6 +519,7 @@ def _manifest(
     return {
         "format": FORMAT,
         "version": VERSION,
+        "checksum": CHECKSUM,
         "streamvol_version": __version__,
         "task": prepared.task,
         "crop": list(config.crop),

@@ -79,8 +79,18 @@ def read_runs(
         try:
             with shards.open(info.url) as f:
                 f.seek(info.offsets[run.start])
-                stream = iter_samples(f, info.url, limit=run.count, first_key=info.keys[run.start])
+                expect = shards.expected(run.shard, run.start, run.count)
+                bad = "yield" if on_error == "skip" else "raise"
+                stream = iter_samples(f, info.url, expect=expect, bad=bad)
                 for sample, pos in zip(stream, run.positions, strict=False):
+                    if "__error__" in sample:  # one bad sample: the rest of the run reads on
+                        log.warning("skipping a sample: %s", sample["__error__"])
+                        with errors.get_lock():
+                            errors.value += 1
+                        sample = {"__pos__": int(pos), "__skipped__": True}
+                        sent += 1
+                        yield sample
+                        continue
                     sample["__pos__"] = int(pos)
                     sample["weight"] = float(plan.weight[pos])
                     sent += 1
@@ -565,6 +575,7 @@ def open_shards(
     on_error: str = "raise",
     shuffle_buffer: int = 256,
     storage_options: dict[str, Any] | None = None,
+    verify: bool = True,
 ) -> StreamDataset:
     """Open a shard set for streaming: a folder (its manifest), tar paths, a brace pattern or URLs.
 
@@ -573,10 +584,14 @@ def open_shards(
     (as present) and ``weight`` (0 for padding). Rank and world size come from
     ``torch.distributed`` when it is initialised, else from the arguments. ``storage_options``
     go to fsspec (for example ``{"client_kwargs": {"endpoint_url": ...}}`` for ``s3://``).
+    Every member is checked against the checksum the manifest recorded for it, every sample's
+    key and each tar's sample count against the manifest's; a mismatch raises ``ShardError``
+    naming the shard and key (``on_error="skip"``: the sample is skipped and counted in
+    ``errors``). ``verify=False`` skips the member checksums.
     """
     if augment_device not in ("cpu", "gpu"):
         raise ValueError(f"augment_device={augment_device!r}: expected 'cpu' or 'gpu'")
-    shards = resolve(source, split=split, folds=folds, storage=storage_options)
+    shards = resolve(source, split=split, folds=folds, storage=storage_options, verify=verify)
     dist = _distributed()
     if dist is not None and rank is None and world_size is None:
         rank, world_size = dist
