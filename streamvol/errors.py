@@ -1,4 +1,4 @@
-"""Every error streamvol raises on bad input.
+"""Every error (and warning) streamvol raises on bad input.
 
 Each subclasses a builtin so callers can catch by kind (``except FileNotFoundError``), and each
 message names the file, key or value and says what was expected.
@@ -53,6 +53,18 @@ class ChecksumMismatch(ShardError):
 
 class UnsafeMember(ShardError):
     """A shard member whose type streamvol refuses to decode (pickles, checkpoints, ...)."""
+
+
+class FolderLocked(StreamvolError, FileExistsError):
+    """An output folder another writer holds (its lock file names the process and host)."""
+
+
+class NotEnoughSpace(StreamvolError, OSError):
+    """Output that would not fit: more bytes than the target's free space or ``--max-bytes``."""
+
+
+class LargeCropWarning(UserWarning):
+    """A crop larger than its volume: most of each stored block is padding."""
 
 
 class LoaderTimeout(StreamvolError, TimeoutError):

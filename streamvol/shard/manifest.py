@@ -179,10 +179,12 @@ def _verify_shard(fs: Any, path: str, where: str, rec: dict[str, Any]) -> str | 
     return None
 
 
-def intensity_stats(volumes: Sequence[Volume]) -> dict[str, float]:
+def intensity_stats(volumes: Sequence[Volume], *, dtype: str = "keep") -> dict[str, float]:
     """Mean, std, min, max over all voxels and 0.5 / 99.5 percentiles (subsampled), in one pass.
 
-    Raises ``BadVolumeValues`` naming the file when a volume holds NaN or Inf.
+    Raises ``BadVolumeValues`` naming the file when a volume holds NaN or Inf, or values that
+    the stored ``dtype`` cannot hold: beyond float16's range (stored as Inf), or, for uint8
+    scaled by the percentiles, percentiles that are equal (nothing left to scale).
     """
     sums, squares, counts, lows, highs, bad, samples = [], [], [], [], [], [], []
     for vol in volumes:
@@ -206,11 +208,20 @@ def intensity_stats(volumes: Sequence[Volume]) -> dict[str, float]:
                 f"{vol.path}: {int(n_bad)} NaN or Inf voxels; expected finite values "
                 f"(fill or mask them before sharding)"
             )
+    if dtype == "float16":
+        _check_float16(volumes, lows, highs)
     n = float(sum(counts))
     mean = sum(sums) / n
     var = max(sum(squares) / n - mean**2, 0.0)
     pooled = np.concatenate([np.asarray(s, dtype=np.float64) for s in samples])
     p_lo, p_hi = np.percentile(pooled, [0.5, 99.5])
+    if dtype == "uint8" and not p_hi > p_lo:
+        where = volumes[0].path if len(volumes) == 1 else f"{len(volumes)} sources"
+        raise BadVolumeValues(
+            f"{where}: --dtype uint8 scales the 0.5 and 99.5 percentiles to 0 and 255, but both "
+            f"are {p_lo:.6g} (a constant volume?), so every voxel would be stored as 0 or 255; "
+            "expected a spread of values; use --dtype keep"
+        )
     return {
         "mean": float(mean),
         "std": float(math.sqrt(var)),
@@ -219,3 +230,18 @@ def intensity_stats(volumes: Sequence[Volume]) -> dict[str, float]:
         "p0_5": float(p_lo),
         "p99_5": float(p_hi),
     }
+
+
+FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65504
+
+
+def _check_float16(volumes: Sequence[Volume], lows: Sequence[Any], highs: Sequence[Any]) -> None:
+    """Refuse values float16 would store as Inf, naming the file and its range."""
+    for vol, low, high in zip(volumes, lows, highs, strict=True):
+        if max(abs(float(low)), abs(float(high))) > FLOAT16_MAX:
+            raise BadVolumeValues(
+                f"{vol.path}: values span {float(low):.6g} to {float(high):.6g}, beyond "
+                f"float16's range of +-{FLOAT16_MAX:g} (they would be stored as Inf); "
+                "use --dtype keep, or --dtype uint8 (scaled by the data set's 0.5-99.5 "
+                "percentiles, recorded in the manifest)"
+            )
