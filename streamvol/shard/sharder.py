@@ -230,7 +230,8 @@ def _shard_to_url(
             if fs.exists(manifest):
                 fs.rm_file(manifest)
             fs.rm([p for p in present if p != manifest])
-        fs.makedirs(root, exist_ok=True)
+        with contextlib.suppress(FileExistsError):  # s3fs: a bucket that exists
+            fs.makedirs(root, exist_ok=True)
         for name in sorted(shard_records(result.manifest)):
             fs.put_file(str(result.out / name), join(root, name))
         fs.put_file(str(result.out / MANIFEST), manifest)
