@@ -100,6 +100,20 @@ def test_keys_cut_from_the_manifest_are_noticed_while_reading(folder):
     assert any("train-000001.tar" in p and "more samples than the manifest" in p for p in problems)
 
 
+def test_a_manifest_listing_more_samples_than_the_tar_holds_is_noticed(folder):
+    """The tar is intact (sha256 and size match), the manifest claims one more sample."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    rec = manifest["splits"]["train"][2]
+    rec["keys"].append("v9_z0_y0_x0")
+    rec["offsets"].append(rec["bytes"] - 1024)
+    rec["checksums"].append(rec["checksums"][-1])
+    rec["count"] += 1
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ShardError, match=r"train-000002\.tar.*expected 5 samples, found 4"):
+        list(open_shards(folder, shuffle=False, shuffle_buffer=1))
+    assert any("expected 5 samples, found 4" in p for p in verify(folder))
+
+
 def test_a_key_cut_from_the_middle_is_noticed(folder):
     manifest = json.loads((folder / "manifest.json").read_text())
     rec = manifest["splits"]["train"][0]
