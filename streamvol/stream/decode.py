@@ -1,7 +1,8 @@
 """Safe decoding of shard members: ``.npy`` without pickles, ``.json``, ``.cls`` and text only.
 
 Anything else (``.pyd``, ``.pickle``, ``.pth``, ...) is refused by name: a shard is data, never
-code.
+code. Read against the manifest (``Expected``), every sample's key and every member's checksum
+are checked as they are read, and the tar must end where the manifest says.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from streamvol.errors import ChecksumMismatch, ShardError, UnsafeMember
 from streamvol.shard.manifest import member_checksum
 
 SAFE_SUFFIXES = ("npy", "json", "cls", "txt")
+REQUIRED = ("image.npy",)  # every streamvol sample has its stored block
 
 
 def split_name(name: str) -> tuple[str, str]:
@@ -320,9 +322,6 @@ def _decode_sample(
             f"{at}: no {', '.join(missing)} member; found {', '.join(s for s, _ in members)}"
         )
     return sample
-
-
-REQUIRED = ("image.npy",)
 
 
 def iter_samples(
