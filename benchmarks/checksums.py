@@ -1,6 +1,6 @@
 """What checking every member's checksum on read costs the loader (a benchmark).
 
-Two parts, on the data ``benchmarks/loaders.py`` uses (synthetic nuclei, ``--size`` cubes of
+Three parts, on the data ``benchmarks/loaders.py`` uses (synthetic nuclei, ``--size`` cubes of
 uint16, sharded with ``--plan sample`` and ``--context auto`` for the loaders benchmark's
 rotate + flip + noise spec, so each stored block is (size + 2 x margin)^3):
 
@@ -12,10 +12,12 @@ rotate + flip + noise spec, so each stored block is (size + 2 x margin)^3):
    ``verify=True`` and ``verify=False``: per sample, the read + decode stage (``__t_read__``:
    seek, tar headers, member views, checksums, ``.npy`` headers), the prepare stage
    (``__t_prep__``: the reading-only centre crop and normalisation, or the CPU augmentation),
-   and the wall time per sample. Passes alternate between the two settings so a load change
-   on a shared machine hits both alike; medians over ``--repeats`` passes.
+   the wall time and the process's CPU time per sample. Passes alternate between the two
+   settings so a load change on a shared machine hits both alike; medians over ``--repeats``.
+3. ``streamvol.loader`` samples/s at 0 and 2 workers as ``benchmarks/loaders.py`` times it.
 
     python benchmarks/checksums.py [--samples 64] [--size 64] [--repeats 7] [--out RESULTS.md]
+                                   [--no-throughput]
 """
 
 from __future__ import annotations
@@ -90,20 +92,22 @@ def _timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - started
 
 
-def loader_pass(folder: Path, verify: bool, augment: Any) -> tuple[float, float, float]:
-    """(read + decode, prepare, wall) seconds per sample over one pass of the set."""
+def loader_pass(folder: Path, verify: bool, augment: Any) -> tuple[float, float, float, float]:
+    """(read + decode, prepare, wall, CPU) seconds per sample over one pass of the set; the CPU
+    time (user + system, page faults included) is what other jobs on a shared machine disturb
+    least."""
     from streamvol.stream import open_shards
 
     ds = open_shards(folder, augment=augment, verify=verify, seed=0)
     read = prep = 0.0
     n = 0
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for sample in ds:
         read += sample["__t_read__"]
         prep += sample["__t_prep__"]
         n += 1
-    wall = time.perf_counter() - started
-    return read / n, prep / n, wall / n
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return read / n, prep / n, wall / n, cpu / n
 
 
 def main() -> None:
@@ -112,6 +116,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--out", help="RESULTS.md to append to")
+    parser.add_argument(
+        "--no-throughput", action="store_true", help="skip the streamvol.loader samples/s part"
+    )
     args = parser.parse_args()
 
     import sys
@@ -146,7 +153,7 @@ def main() -> None:
         modes = {"read only (centre crop, normalise)": None, "CPU augmentation": augment_spec()}
         for augment in modes.values():  # warm-up: numba, page cache
             loader_pass(data.shards, True, augment)
-        runs: dict[tuple[str, bool], list[tuple[float, float, float]]] = {}
+        runs: dict[tuple[str, bool], list[tuple[float, float, float, float]]] = {}
         for _ in range(args.repeats):
             for mode, augment in modes.items():
                 for verify in (True, False):
@@ -157,27 +164,31 @@ def main() -> None:
             "Loader, 0 workers, per sample (medians of "
             f"{args.repeats} interleaved passes over {args.samples} samples):",
             "",
-            "| stage | checksums | read + decode ms | prepare ms | wall ms | wall: cost of "
-            "checksums |",
-            "| --- | --- | ---: | ---: | ---: | ---: |",
+            "| stage | checksums | read + decode ms | prepare ms | wall ms | CPU ms | "
+            "cost: wall | cost: CPU |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for mode in modes:
             med = {
-                v: [statistics.median(x[i] for x in runs[(mode, v)]) for i in range(3)]
+                v: [statistics.median(x[i] for x in runs[(mode, v)]) for i in range(4)]
                 for v in (True, False)
             }
             for v in (False, True):
-                read, prep, wall = med[v]
-                cost = (
-                    f"{100 * (wall - med[False][2]) / med[False][2]:+.1f}%" if v else "(baseline)"
+                read, prep, wall, cpu = med[v]
+                base = med[False]
+                costs = (
+                    f"{100 * (wall / base[2] - 1):+.1f}% | {100 * (cpu / base[3] - 1):+.1f}%"
+                    if v
+                    else "(baseline) | (baseline)"
                 )
                 table.append(
                     f"| {mode} | {'on' if v else 'off'} | {read * 1e3:.3f} | {prep * 1e3:.3f} "
-                    f"| {wall * 1e3:.3f} | {cost} |"
+                    f"| {wall * 1e3:.3f} | {cpu * 1e3:.3f} | {costs} |"
                 )
         print("\n".join(table), flush=True)
-        table += ["", *throughput(data, args.repeats)]
-        print("\n".join(table[-8:]), flush=True)
+        if not args.no_throughput:
+            table += ["", *throughput(data, args.repeats)]
+            print("\n".join(table[-8:]), flush=True)
         if args.out:
             with open(args.out, "a") as f:
                 f.write("\n" + "\n".join(lines + table) + "\n")
