@@ -27,6 +27,9 @@ times one epoch's worth of batches, and shuts the loader down, so no worker of o
 prefetching while another is timed. Results are appended to
 ``benchmarks/RESULTS.md`` with a bar chart ``benchmarks/loaders.png``.
 
+What checking each member's checksum on read costs these loaders: ``benchmarks/checksums.py``
+(its loader part uses this file's ``Case`` and interleaved rounds).
+
     python benchmarks/loaders.py [--samples 96] [--size 64] [--workers 0,2] [--repeats 3]
                                  [--out benchmarks/RESULTS.md] [--quick]
 """

@@ -6,8 +6,13 @@ tested without the CLI.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -22,7 +27,64 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
+
+
+def _rank() -> int:
+    """This process's rank under torchrun (``RANK``) or an initialised ``torch.distributed``."""
+    for name in ("RANK", "LOCAL_RANK"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    import sys
+
+    dist = getattr(sys.modules.get("torch"), "distributed", None)
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return 0
+
+
+def _out(*, stderr: bool = False) -> Console:
+    """Where a command prints: silent on every rank but 0, so a line appears once per run."""
+    return Console(stderr=stderr, quiet=_rank() != 0)
+
+
+console = _out(stderr=True)
+
+
+def _storage(text: str | None) -> dict[str, Any] | None:
+    """``--storage-options``: a JSON object of fsspec options (credentials, endpoint)."""
+    if not text:
+        return None
+    try:
+        options = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"--storage-options: expected a JSON object, got {text!r}: {exc}"
+        ) from None
+    if not isinstance(options, dict):
+        raise ValueError(f"--storage-options: expected a JSON object, got {text!r}")
+    return options
+
+
+StorageOption = Annotated[
+    str | None,
+    typer.Option(
+        help='fsspec options for URL shard sets as JSON, e.g. \'{"client_kwargs": '
+        '{"endpoint_url": "http://127.0.0.1:9000"}}\'.'
+    ),
+]
+
+
+@contextlib.contextmanager
+def _warnings_shown() -> Iterator[None]:
+    """Show the library's warnings (a crop larger than its volume, ...) as one line each."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)
+        warnings.showwarning = show
+        yield
 
 
 def _version(value: bool) -> None:
@@ -42,8 +104,11 @@ def main(
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    """Report a user-facing error in one line, without a traceback."""
-    console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    """Report a user-facing error in one line, without a traceback (from every rank, since
+    each may fail for its own reason; prefixed with the rank but on rank 0)."""
+    rank = _rank()
+    where = f"rank {rank}: " if rank else ""
+    Console(stderr=True).print(f"[bold red]error:[/] {where}{exc}", highlight=False, soft_wrap=True)
     return typer.Exit(code=1)
 
 
@@ -88,7 +153,7 @@ def synth(
             )
     except (StreamvolError, ValueError, FileExistsError) as exc:
         raise _fail(exc) from None
-    typer.echo(f"wrote {kind} to {path}")
+    _out().print(f"wrote {kind} to {path}", highlight=False)
 
 
 @app.command()
@@ -97,9 +162,13 @@ def shard(
         list[Path],
         typer.Argument(help="Data set folders (copick project, sample folders) or volumes."),
     ],
-    out: Annotated[Path, typer.Option(help="Output folder for the tars and manifest.json.")] = Path(
-        "shards/default"
-    ),
+    out: Annotated[
+        str,
+        typer.Option(
+            help="Output folder for the tars and manifest.json, or a URL (s3://bucket/set: "
+            "tars uploaded whole, the manifest last)."
+        ),
+    ] = "shards/default",
     plan: Annotated[
         str,
         typer.Option(
@@ -161,19 +230,28 @@ def shard(
     overwrite: Annotated[
         bool, typer.Option(help="Replace a folder made by another command.")
     ] = False,
+    max_bytes: Annotated[
+        str | None,
+        typer.Option(help="Refuse to start when the output would exceed this, e.g. 50G."),
+    ] = None,
+    storage_options: StorageOption = None,
 ) -> None:
     """Plan crops and write WebDataset tar shards with a manifest (dask, lazy crops).
 
     Crops are read from the volumes only when their shard is written; a rerun skips finished
-    shards; a different command into a non-empty folder is refused unless --overwrite.
+    shards; a different command into a non-empty folder is refused unless --overwrite. One
+    writer per folder (a lock file names it); output that would not fit the disk (or
+    --max-bytes) is refused before anything is written.
     """
     import shlex
     import sys
 
     from streamvol.shard import parse_config
     from streamvol.shard import shard as run_shard
+    from streamvol.shard.sharder import parse_size
 
     try:
+        limit = parse_size(max_bytes) if max_bytes else None
         config = parse_config(
             sources,
             plan=plan,
@@ -196,7 +274,7 @@ def shard(
             shard_size=shard_size,
             seed=seed,
         )
-        with _progress() as bar:
+        with _warnings_shown(), _progress() as bar:
             job = bar.add_task("shards", total=None)
             result = run_shard(
                 config,
@@ -207,6 +285,8 @@ def shard(
                 overwrite=overwrite,
                 command=shlex.join(["streamvol", *sys.argv[1:]]),
                 progress=lambda done, total: bar.update(job, completed=done, total=total),
+                max_bytes=limit,
+                storage_options=_storage(storage_options),
             )
     except (StreamvolError, ValueError, FileNotFoundError) as exc:
         raise _fail(exc) from None
@@ -229,7 +309,7 @@ def _progress():
 def _print_shard_result(result) -> None:
     from streamvol.shard.inspect import summary_table
 
-    out = Console()
+    out = _out()
     out.print(summary_table(result.manifest))
     mb = result.bytes_written / 1e6
     rate = mb / result.seconds if result.seconds else 0.0
@@ -241,9 +321,13 @@ def _print_shard_result(result) -> None:
 
 @app.command()
 def inspect(
-    shards: Annotated[Path, typer.Argument(help="A shard folder (holding manifest.json).")],
+    shards: Annotated[str, typer.Argument(help="A shard folder or URL (holding manifest.json).")],
     verify: Annotated[
-        bool, typer.Option(help="Check every shard's sha256 and sample count.")
+        bool,
+        typer.Option(
+            help="Check every shard's sha256, keys, member checksums and sample count, and "
+            "report tars the manifest does not list."
+        ),
     ] = False,
     preview: Annotated[
         Path | None, typer.Option(help="Write a PNG montage of crops with labels overlaid.")
@@ -255,6 +339,7 @@ def inspect(
     augment: Annotated[
         str, typer.Option(help="Augmentation preset or file to preview.")
     ] = "default",
+    storage_options: StorageOption = None,
 ) -> None:
     """Summarise a shard set, verify its checksums, and preview crops as a PNG montage."""
     from streamvol.shard.inspect import describe, summary_table
@@ -262,25 +347,26 @@ def inspect(
     from streamvol.shard.manifest import read_manifest
     from streamvol.shard.manifest import verify as run_verify
 
-    out = Console()
+    out = _out()
     try:
-        manifest = read_manifest(shards)
+        storage = _storage(storage_options)
+        manifest = read_manifest(shards, storage)
         out.print(summary_table(manifest))
         for line in describe(manifest):
             out.print(line, highlight=False)
         if verify:
-            problems = run_verify(shards)
+            problems = run_verify(shards, storage)
             for problem in problems:
                 console.print(f"[red]{problem}[/]", highlight=False, soft_wrap=True)
             if problems:
                 raise typer.Exit(code=1)
             out.print(f"verified: every shard of {shards} matches the manifest")
         if preview:
-            out.print(f"preview: {make_preview(shards, preview, n=n)}")
+            out.print(f"preview: {make_preview(shards, preview, n=n, storage=storage)}")
         if preview_augment:
             from streamvol.shard.inspect import preview_augmented
 
-            path = preview_augmented(shards, preview_augment, augment)
+            path = preview_augmented(shards, preview_augment, augment, storage=storage)
             out.print(f"augmentation preview: {path}")
     except (StreamvolError, ValueError) as exc:
         raise _fail(exc) from None
@@ -348,6 +434,7 @@ def train(
     timeout: Annotated[
         float, typer.Option(help="Seconds without a batch before the loader gives up (0: never).")
     ] = 600.0,
+    storage_options: StorageOption = None,
 ) -> None:
     """Train a 3D model on a shard set with fresh augmentation every epoch.
 
@@ -389,6 +476,7 @@ def train(
             unfreeze_every=unfreeze_every,
             checkpoint_every=checkpoint_every,
             loader_timeout=timeout,
+            storage_options=_storage(storage_options),
         )
         run_dir = runs / (name or (model if model != "auto" else "run"))
         trainer = Trainer(config, run_dir, resume=resume)
@@ -399,7 +487,7 @@ def train(
 
 
 def _fit(trainer) -> dict:
-    out = Console()
+    out = _out()
     with _progress() as bar:
         job = bar.add_task(f"epoch {trainer.epoch + 1}", total=trainer.steps_per_epoch)
 
@@ -421,7 +509,7 @@ def _fit(trainer) -> dict:
 
 
 def _print_report(report: dict, run_dir: Path) -> None:
-    out = Console()
+    out = _out()
     keys = ("accuracy", "balanced_accuracy", "f1", "roc_auc", "average_precision", "dice", "iou")
     shown = {k: report[k] for k in keys if isinstance(report.get(k), float)}
     split = report.get("split", "val")
@@ -445,12 +533,20 @@ def evaluate(
     timeout: Annotated[
         float, typer.Option(help="Seconds without a batch before the loader gives up (0: never).")
     ] = 600.0,
+    storage_options: StorageOption = None,
 ) -> None:
     """Score a trained run on a split: metrics, ROC and PR curves, confusion matrices."""
     from streamvol.train import evaluate as run_evaluate
 
     try:
-        report = run_evaluate(run, split=split, tta=tta, device=device, timeout=timeout)
+        report = run_evaluate(
+            run,
+            split=split,
+            tta=tta,
+            device=device,
+            timeout=timeout,
+            storage_options=_storage(storage_options),
+        )
     except (StreamvolError, ValueError, FileNotFoundError) as exc:
         raise _fail(exc) from None
     _print_report(report, run)
@@ -466,15 +562,24 @@ def predict(
     timeout: Annotated[
         float, typer.Option(help="Seconds without a batch before the loader gives up (0: never).")
     ] = 600.0,
+    storage_options: StorageOption = None,
 ) -> None:
     """Apply a trained model to shards and write each sample's scores and class as CSV."""
     from streamvol.train.evaluate import predict_run
 
     try:
-        path = predict_run(run, out, split=split, shards=shards, tta=tta, timeout=timeout)
+        path = predict_run(
+            run,
+            out,
+            split=split,
+            shards=shards,
+            tta=tta,
+            timeout=timeout,
+            storage_options=_storage(storage_options),
+        )
     except (StreamvolError, ValueError, FileNotFoundError) as exc:
         raise _fail(exc) from None
-    Console().print(f"wrote {path}")
+    _out().print(f"wrote {path}")
 
 
 @app.command()
@@ -494,6 +599,7 @@ def cv(
     timeout: Annotated[
         float, typer.Option(help="Seconds without a batch before the loader gives up (0: never).")
     ] = 600.0,
+    storage_options: StorageOption = None,
 ) -> None:
     """K-fold cross-validation over fold shards: a mean +- std table and all folds' ROC curves."""
     from streamvol.metrics import format_table
@@ -513,6 +619,7 @@ def cv(
             seed=seed,
             device=device,
             loader_timeout=timeout,
+            storage_options=_storage(storage_options),
         )
         result = cross_validate(
             config,
@@ -524,7 +631,7 @@ def cv(
         )
     except (StreamvolError, ValueError, FileNotFoundError) as exc:
         raise _fail(exc) from None
-    out = Console()
+    out = _out()
     settings = {"n_samples", "n_padding", "beta", "threshold"}  # not metrics
     keys = [k for k in result["summary"] if "." not in k and k not in settings]
     out.print(format_table(result["summary"], keys=keys))
@@ -561,6 +668,7 @@ def bench(
     timeout: Annotated[
         float, typer.Option(help="Seconds without a batch before the loader gives up (0: never).")
     ] = 600.0,
+    storage_options: StorageOption = None,
 ) -> None:
     """Measure data-loader throughput and whether it keeps a trainer fed."""
     import json
@@ -584,11 +692,12 @@ def bench(
             device=device,
             model=model,
             timeout=timeout,
+            storage_options=_storage(storage_options),
         )
         result = run_bench(config, log=lambda m: console.print(m, highlight=False))
     except (StreamvolError, ValueError, FileNotFoundError) as exc:
         raise _fail(exc) from None
-    out = Console()
+    out = _out()
     out.print(make_table(result))
     if result.trainer:
         t = result.trainer
@@ -614,7 +723,7 @@ def demo(
     from streamvol.demo import run_demo
     from streamvol.shard.inspect import summary_table
 
-    out_console = Console()
+    out_console = _out()
     try:
         results = run_demo(
             out, seed=seed, workers=workers, log=lambda m: console.print(m, highlight=False)

@@ -1,4 +1,4 @@
-"""Every error streamvol raises on bad input.
+"""Every error (and warning) streamvol raises on bad input.
 
 Each subclasses a builtin so callers can catch by kind (``except FileNotFoundError``), and each
 message names the file, key or value and says what was expected.
@@ -47,8 +47,24 @@ class ShardError(StreamvolError, ValueError):
     """A shard set that is corrupt, truncated, or was made by a different command."""
 
 
+class ChecksumMismatch(ShardError):
+    """A shard member whose bytes differ from the checksum recorded when it was written."""
+
+
 class UnsafeMember(ShardError):
     """A shard member whose type streamvol refuses to decode (pickles, checkpoints, ...)."""
+
+
+class FolderLocked(StreamvolError, FileExistsError):
+    """An output folder another writer holds (its lock file names the process and host)."""
+
+
+class NotEnoughSpace(StreamvolError, OSError):
+    """Output that would not fit: more bytes than the target's free space or ``--max-bytes``."""
+
+
+class LargeCropWarning(UserWarning):
+    """A crop larger than its volume: most of each stored block is padding."""
 
 
 class LoaderTimeout(StreamvolError, TimeoutError):

@@ -45,3 +45,63 @@ def test_synth_unknown_kind_is_one_line(tmp_path):
     assert result.exit_code == 1
     assert "galaxies" in result.output and "tomograms" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "command", ["shard", "inspect", "train", "evaluate", "predict", "cv", "bench"]
+)
+def test_every_command_that_reads_or_writes_shards_takes_storage_options(command):
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert "--storage-options" in result.stdout
+
+
+def test_bad_storage_options_are_one_line(tmp_path):
+    result = runner.invoke(app, ["inspect", str(tmp_path), "--storage-options", "[1]"])
+    assert result.exit_code == 1
+    assert "--storage-options: expected a JSON object" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.fixture(scope="module")
+def small_set(tmp_path_factory):
+    import numpy as np
+
+    from streamvol.shard import parse_config, shard
+
+    root = tmp_path_factory.mktemp("cli")
+    (root / "src").mkdir()
+    np.save(root / "src" / "v.npy", np.random.default_rng(0).normal(size=(4, 8, 8)))
+    shard(parse_config([root / "src"], crop=4, context=0, split="1"), root / "set")
+    return root / "set"
+
+
+def _env(**extra):
+    import os
+
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
+    return {**env, "PYTHONPATH": os.pathsep.join([str(root), *sys.path]), **extra}
+
+
+@pytest.mark.parametrize("module", ["streamvol", "streamvol.cli"])
+def test_python_dash_m_runs_the_app_and_other_ranks_stay_quiet(small_set, module):
+    cmd = [sys.executable, "-m", module, "inspect", str(small_set), "--verify"]
+    rank0 = subprocess.run(cmd, capture_output=True, text=True, env=_env(RANK="0"))
+    assert rank0.returncode == 0 and "verified" in rank0.stdout
+    rank1 = subprocess.run(cmd, capture_output=True, text=True, env=_env(RANK="1"))
+    assert rank1.returncode == 0 and rank1.stdout == "" and rank1.stderr == ""
+
+
+def test_under_torchrun_each_line_is_printed_once(small_set):
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    inspect = [sys.executable, "-m", "streamvol", "inspect", str(small_set), "--verify"]
+    done = subprocess.run(
+        [*torchrun, "--no-python", *inspect],
+        capture_output=True,
+        text=True,
+        env=_env(OMP_NUM_THREADS="1"),
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("verified: every shard") == 1
+    assert done.stdout.count("made by:") == 1

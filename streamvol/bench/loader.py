@@ -40,6 +40,7 @@ class BenchConfig:
     device: str = "auto"
     model: str | None = None
     timeout: float = 600.0
+    storage_options: dict[str, Any] | None = None  # fsspec options for URL shards
 
     def __post_init__(self) -> None:
         bad = [m for m in self.modes if m not in MODES]
@@ -89,7 +90,7 @@ class BenchResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "config": asdict(self.config),
+            "config": {k: v for k, v in asdict(self.config).items() if k != "storage_options"},
             "device": self.device,
             "machine": machine_info(),
             "results": [m.to_json() for m in self.results],
@@ -146,7 +147,7 @@ def _sync(device: torch.device) -> None:
 
 def measure(config: BenchConfig, workers: int, mode: str, device: torch.device) -> Measurement:
     """Time ``config.batches`` batches (after warm-up) ``config.repeats`` times."""
-    manifest = manifest_of(config.shards)
+    manifest = manifest_of(config.shards, config.storage_options)
     augment = load_spec(config.preset) if mode != "none" else None
     if augment is not None:
         need = augment.margin_shortfall(manifest["crop"], manifest["margin"])
@@ -160,6 +161,7 @@ def measure(config: BenchConfig, workers: int, mode: str, device: torch.device) 
         split=config.split,
         augment=augment,
         augment_device="gpu" if mode == "gpu" else "cpu",
+        storage_options=config.storage_options,
     )
     dl = loader(ds, config.batch_size, workers, timeout=config.timeout)
     stats = manifest["stats"]
@@ -205,8 +207,10 @@ def trainer_rate(
     from streamvol.train.config import TrainConfig
     from streamvol.train.setup import build_model, resolve_task
 
-    manifest = manifest_of(config.shards)
-    train_config = TrainConfig(shards=config.shards, model=config.model or "auto")
+    manifest = manifest_of(config.shards, config.storage_options)
+    train_config = TrainConfig(
+        shards=config.shards, model=config.model or "auto", storage_options=config.storage_options
+    )
     task = resolve_task(train_config, manifest)
     torch.manual_seed(0)
     model = build_model(train_config, task).to(device)

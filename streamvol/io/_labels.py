@@ -315,9 +315,12 @@ def read_copick_picks(
                 f"{path}: object {name!r} is not a known class; expected one of {list(names)}"
             )
     size = _voxel_size_zyx(voxel_size, path)
-    points = doc.get("points") or []
+    points = doc.get("points")
     if not isinstance(points, list):
-        raise BadLabels(f"{path}: expected 'points' to be a list, got {type(points).__name__}")
+        got = "null" if points is None else type(points).__name__
+        if "points" not in doc:
+            got = "no 'points' key"
+        raise BadLabels(f"{path}: expected 'points' to be a list of picks ([] for none), got {got}")
     zyx = np.zeros((len(points), 3), dtype=np.float64)
     for i, point in enumerate(points):
         try:
@@ -384,6 +387,39 @@ def _integer_names(names: Iterable[str]) -> dict[str, int] | None:
     return out
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_spot_labels(
+    path: Path, column: str, rows: Sequence[tuple[int, list[str]]], texts: Sequence[str]
+) -> None:
+    """Labels are either all class ids (integers >= 0) or all names: a number that is no id
+    (``1.5``, ``-1``) or a name among ids (``cat`` among ``0`` and ``1``) is refused by row."""
+    is_id = [_integer_names([t]) is not None for t in texts]
+    if all(is_id):
+        return
+    lines = [line for line, _ in rows]
+    for line, text, ok in zip(lines, texts, is_id, strict=True):
+        if not ok and _is_number(text):
+            raise BadLabels(
+                f"{path}: row {line}: {column} = {text!r}; expected a class id (an integer "
+                ">= 0) or a class name"
+            )
+    if any(is_id):
+        first = is_id.index(True)
+        bad = is_id.index(False)
+        raise BadLabels(
+            f"{path}: row {lines[bad]}: {column} = {texts[bad]!r} among class ids (row "
+            f"{lines[first]}: {texts[first]!r}); expected every label a class id (an integer "
+            ">= 0) or every label a name"
+        )
+
+
 def read_spot_table(path: str | Path) -> Points:
     """Read a CSV of spots: columns ``z, y, x`` (voxels) and an optional ``label``/``class``.
 
@@ -420,6 +456,7 @@ def read_spot_table(path: str | Path) -> Points:
             texts.append(text)
     if label_col is None:
         return Points(zyx, np.zeros(len(rows), np.int64), ("spot",), str(path))
+    _check_spot_labels(path, header[label_col], rows, texts)
     as_int = _integer_names(texts)
     if as_int is not None:
         top = max(as_int.values(), default=-1)

@@ -334,8 +334,11 @@ def _open_tiff(path: Path) -> Volume:
     except Exception as exc:
         raise UnreadableVolume(f"{path}: not a readable TIFF: {exc}") from exc
     shape = tuple(s for s in shape if s != 1) if len(shape) > 3 else shape
-    if len(shape) == 2:
-        shape = (1, *shape)
+    if len(shape) == 2:  # as a 2D .npy: one image is no volume (a folder of slices is)
+        raise UnreadableVolume(
+            f"{path}: expected a 3D stack (z, y, x), got a 2D image of shape {shape}; "
+            "write the stack as one multi-page TIFF, or put its slices in a folder"
+        )
     if len(shape) != 3:
         raise UnreadableVolume(f"{path}: expected a 3D stack (z, y, x), got series shape {shape}")
     if n_pages != shape[0] or page_shape != shape[1:]:

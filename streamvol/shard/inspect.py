@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 from rich.table import Table
 
-from streamvol.shard.manifest import read_manifest
-from streamvol.stream.decode import iter_tar
+from streamvol.shard.manifest import is_url, join, read_manifest
+from streamvol.stream.decode import Expected, MappedFile, iter_samples
 
 
 def summary_table(manifest: dict[str, Any]) -> Table:
@@ -45,11 +45,10 @@ def _is_regions(manifest: dict[str, Any]) -> bool:
 
 
 def _samples(
-    manifest: dict[str, Any], paths: list[Path], margin: Any = None
+    manifest: dict[str, Any], stored: Iterator[dict[str, Any]], margin: Any = None
 ) -> Iterator[dict[str, Any]]:
-    """Stored samples; of a region set, crops drawn from each region (epoch 0, with ``margin``
-    around them, default the manifest's), a few per region in turn."""
-    stored = itertools.chain.from_iterable(map(iter_tar, paths))
+    """The ``stored`` samples; of a region set, crops drawn from each region (epoch 0, with
+    ``margin`` around them, default the manifest's), a few per region in turn."""
     if not _is_regions(manifest):
         yield from stored
         return
@@ -88,7 +87,30 @@ def describe(manifest: dict[str, Any]) -> list[str]:
     ]
 
 
-def preview(folder: str | Path, png: str | Path, *, n: int = 16, split: str | None = None) -> Path:
+def read_shard(
+    folder: str | Path, record: dict[str, Any], storage: dict[str, Any] | None = None
+) -> Iterator[dict[str, Any]]:
+    """The decoded samples of one shard of a folder or URL, every key and member checksum
+    checked against its manifest ``record``."""
+    where = join(folder, record["name"])
+    if is_url(folder):
+        import fsspec
+
+        opened = fsspec.open(where, "rb", **(storage or {})).open()
+    else:
+        opened = MappedFile(where)
+    with opened as f:
+        yield from iter_samples(f, where, expect=Expected.of(record))
+
+
+def preview(
+    folder: str | Path,
+    png: str | Path,
+    *,
+    n: int = 16,
+    split: str | None = None,
+    storage: dict[str, Any] | None = None,
+) -> Path:
     """Save a montage of the central z slice of ``n`` crops, with class, mask outline and points."""
     import matplotlib
 
@@ -97,11 +119,11 @@ def preview(folder: str | Path, png: str | Path, *, n: int = 16, split: str | No
 
     from streamvol.metrics.plots import save_figure
 
-    folder = Path(folder)
-    manifest = read_manifest(folder)
+    manifest = read_manifest(folder, storage)
     splits = [split] if split else list(manifest["splits"])
-    paths = [folder / s["name"] for sp in splits for s in manifest["splits"][sp]]
-    samples = _spread(_samples(manifest, paths), n)
+    records = [rec for sp in splits for rec in manifest["splits"][sp]]
+    shards = (read_shard(folder, rec, storage) for rec in records)
+    samples = _spread(_samples(manifest, itertools.chain.from_iterable(shards)), n)
     names = manifest["class_names"]
     margin = manifest["margin"]
     cols = min(len(samples), 4) or 1
@@ -159,12 +181,17 @@ def _zyx(values: list[int]) -> str:
     return "x".join(map(str, values))
 
 
-def preview_augmented(folder: str | Path, png: str | Path, augment: str = "default") -> Path:
+def preview_augmented(
+    folder: str | Path,
+    png: str | Path,
+    augment: str = "default",
+    *,
+    storage: dict[str, Any] | None = None,
+) -> Path:
     """One crop (the first labelled one, with points if any) under 8 draws of ``augment``."""
     from streamvol.augment import load_spec, preview_augment
 
-    folder = Path(folder)
-    manifest = read_manifest(folder)
+    manifest = read_manifest(folder, storage)
     spec = load_spec(augment)
     if spec is None:
         raise ValueError(f"--augment {augment!r} draws nothing to preview")
@@ -175,8 +202,8 @@ def preview_augmented(folder: str | Path, png: str | Path, augment: str = "defau
             f"{augment!r} needs {list(need)}"
         )
     first_split = next(iter(manifest["splits"].values()))
-    paths = [folder / first_split[0]["name"]]
-    samples = list(itertools.islice(_samples(manifest, paths, spec.margin(manifest["crop"])), 64))
+    stored = read_shard(folder, first_split[0], storage)
+    samples = list(itertools.islice(_samples(manifest, stored, spec.margin(manifest["crop"])), 64))
 
     def interest(sample: dict[str, Any]) -> tuple[bool, bool]:
         labelled = sample.get("cls", 0) > 0 or bool(sample.get("mask.npy", np.zeros(1)).any())

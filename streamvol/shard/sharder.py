@@ -13,7 +13,10 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 import shutil
+import tarfile
+import tempfile
 import time
 import warnings
 from collections import Counter
@@ -26,13 +29,23 @@ import dask
 import numpy as np
 
 from streamvol import __version__
-from streamvol.errors import BadLabels, NoVolumeFound, ShardError
+from streamvol.errors import (
+    BadLabels,
+    LargeCropWarning,
+    NotEnoughSpace,
+    NoVolumeFound,
+    ShardError,
+)
 from streamvol.io import Dataset, discover, load_points, open_mask, open_volume
+from streamvol.shard.lock import LOCK, folder_lock
 from streamvol.shard.manifest import (
+    CHECKSUM,
     FORMAT,
     MANIFEST,
     VERSION,
     intensity_stats,
+    is_url,
+    join,
     read_manifest,
     shard_records,
     write_json_atomic,
@@ -127,7 +140,7 @@ class ShardConfig:
 class ShardResult:
     """What a run did, for the final table."""
 
-    out: Path
+    out: Path | str  # a local folder or a URL
     manifest: dict[str, Any]
     written: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
@@ -166,23 +179,41 @@ def shard(
     overwrite: bool = False,
     command: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    max_bytes: int | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> ShardResult:
     """Write the shard set that ``config`` describes into ``out``; see the module docstring.
 
     ``workers``/``processes`` run local dask threads or processes; ``scheduler`` is the address
     of a ``dask.distributed`` scheduler (its workers must see ``out`` and the sources).
-    ``progress(done, total)`` is called as shards finish.
+    ``progress(done, total)`` is called as shards finish. ``out`` may be an fsspec URL
+    (``s3://bucket/set``, with ``storage_options``): the set is written to a local temporary
+    folder, then each tar is uploaded whole and the manifest last. The run refuses to start
+    when its output (estimated from the plan) exceeds the free space or ``max_bytes``, and
+    holds the folder's writer lock (``streamvol.shard.lock``) while it writes.
     """
+    options = dict(
+        workers=workers,
+        processes=processes,
+        scheduler=scheduler,
+        command=command,
+        progress=progress,
+        max_bytes=max_bytes,
+    )
+    if is_url(out):
+        return _shard_to_url(config, str(out), storage_options or {}, overwrite, options)
     started = time.perf_counter()
     out = Path(out)
     with _dask_context(workers, processes, scheduler) as client:
         prepared = _prepare(config)
         splits, split_warnings = _split(_items(prepared.plan), config)
         jobs = _assign(splits, config.shard_size, config.region_max // prepared.itemsize)
-        records, skipped = _write_all(config, prepared, jobs, out, overwrite, client, progress)
-    manifest = _manifest(config, prepared, splits, jobs, records, command, split_warnings)
-    write_json_atomic(out / MANIFEST, manifest)
-    shutil.rmtree(out / STATE, ignore_errors=True)
+        with folder_lock(out):
+            _check_room(config, prepared, jobs, out, max_bytes)
+            records, skipped = _write_all(config, prepared, jobs, out, overwrite, client, progress)
+            manifest = _manifest(config, prepared, splits, jobs, records, command, split_warnings)
+            write_json_atomic(out / MANIFEST, manifest)
+            shutil.rmtree(out / STATE, ignore_errors=True)
     return ShardResult(
         out=out,
         manifest=manifest,
@@ -190,6 +221,94 @@ def shard(
         skipped=sorted(skipped),
         seconds=time.perf_counter() - started,
     )
+
+
+def _shard_to_url(
+    config: ShardConfig, url: str, storage: dict[str, Any], overwrite: bool, options: dict
+) -> ShardResult:
+    """Write the set locally, then upload each tar whole and the manifest last: a reader sees
+    the whole set or none of it (never a manifest over missing or old tars)."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(url, **storage)
+    present = fs.find(root) if fs.isdir(root) else []
+    if present and not overwrite:
+        raise ShardError(
+            f"{url}: not empty ({len(present)} objects); use --overwrite to replace them, "
+            "or another --out"
+        )
+    stage = Path(tempfile.mkdtemp(prefix="streamvol-shard-"))
+    try:
+        result = shard(config, stage / "set", **options)
+        manifest = join(root, MANIFEST)
+        if present:  # the manifest goes first, so no reader pairs it with the new tars
+            if fs.exists(manifest):
+                fs.rm_file(manifest)
+            fs.rm([p for p in present if p != manifest])
+        with contextlib.suppress(FileExistsError):  # s3fs: a bucket that exists
+            fs.makedirs(root, exist_ok=True)
+        for name in sorted(shard_records(result.manifest)):
+            fs.put_file(str(result.out / name), join(root, name))
+        fs.put_file(str(result.out / MANIFEST), manifest)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return dataclasses.replace(result, out=url)
+
+
+def _check_room(
+    config: ShardConfig,
+    prepared: _Prepared,
+    jobs: list[tuple[str, list[Any]]],
+    out: Path,
+    max_bytes: int | None,
+) -> None:
+    """Refuse a run whose output will not fit, before its first byte: at least the stored
+    blocks' bytes (crops x block voxels x stored item size, masks at a byte a voxel, plus tar
+    headers) against ``max_bytes`` and against the target's free space (tars already there
+    count as free: they are kept or replaced)."""
+    voxels = math.prod(c + 2 * m for c, m in zip(config.crop, config.margin, strict=True))
+    fixed = {"float16": 2, "uint8": 1}.get(config.dtype)
+    need = 0
+    for _, crops in jobs:
+        for crop in crops:
+            source = prepared.sources[crop.source]
+            item = fixed or source.image.dtype.itemsize
+            n = math.prod(crop.shape) if isinstance(crop, Tile) else voxels  # a region: its own
+            need += n * (item + (source.mask is not None)) + 3 * 2 * tarfile.BLOCKSIZE
+    if max_bytes is not None and need > max_bytes:
+        raise NotEnoughSpace(
+            f"{out}: the plan's {sum(len(c) for _, c in jobs)} crops of {voxels} voxels need at "
+            f"least {_size(need)}, more than --max-bytes {_size(max_bytes)}; "
+            "use a smaller --crop, --context or --stride, or raise --max-bytes"
+        )
+    free = shutil.disk_usage(out).free + sum(p.stat().st_size for p in out.glob("*.tar"))
+    if need > free:
+        raise NotEnoughSpace(
+            f"{out}: the plan's {sum(len(c) for _, c in jobs)} crops of {voxels} voxels need at "
+            f"least {_size(need)}, but the disk has {_size(free)} free; "
+            "use a smaller --crop, --context or --stride, or another --out"
+        )
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000  # type: ignore[assignment]
+    raise AssertionError  # unreachable
+
+
+def parse_size(text: str | int) -> int:
+    """``"500M"``, ``"2G"``, ``"1.5TB"``, ``"8GiB"`` or a plain count -> bytes (k, M, G, T by
+    1000; Ki, Mi, Gi, Ti by 1024)."""
+    if isinstance(text, int):
+        return text
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKMGT]i?)?[bB]?\s*", text)
+    if not match:
+        raise ValueError(f"--max-bytes {text!r}: expected a size like 500M, 2G or 8GiB")
+    number, unit = float(match[1]), match[2] or ""
+    power = "kMGT".index(unit[0].replace("K", "k")) + 1 if unit else 0
+    return int(number * (1024 if unit.endswith("i") else 1000) ** power)
 
 
 @contextlib.contextmanager
@@ -297,8 +416,20 @@ def _prepare(config: ShardConfig) -> _Prepared:
                     "class": spec.class_name,
                 }
             )
-    stats = intensity_stats([s.image for s in sources.values()])
+    stats = intensity_stats([s.image for s in sources.values()], dtype=config.dtype)
     plan = _plan(config, plan_sources, class_names, sources)
+    for m in meta:
+        if config.plan != "regions" and any(
+            c > n for c, n in zip(config.crop, m["shape"], strict=True)
+        ):
+            warnings.warn(
+                LargeCropWarning(
+                    f"{m['path']}: crop {'x'.join(map(str, config.crop))} is larger than the "
+                    f"volume {'x'.join(map(str, m['shape']))}; its crops are mostly "
+                    f"{config.pad} padding"
+                ),
+                stacklevel=3,
+            )
     items = _items(plan)
     if config.classes and all(c.label < 0 for c in items):
         raise BadLabels(f"{config.classes}: the class table labels none of the {len(items)} crops")
@@ -465,7 +596,7 @@ def _claim_folder(
     """Make ``out`` ours; return the records of shards already finished and intact."""
     digest = config.digest()
     previous = _previous_digest(out)
-    if out.exists() and any(out.iterdir()) and previous != digest:
+    if any(p.name != LOCK for p in out.iterdir()) and previous != digest:
         if not overwrite:
             what = "a different command" if previous else "files streamvol did not write"
             raise ShardError(
@@ -480,7 +611,7 @@ def _claim_folder(
     finished = {}
     for name, rec in records.items():
         path = out / name
-        intact = path.is_file() and path.stat().st_size == rec["bytes"]
+        intact = path.is_file() and path.stat().st_size == rec["bytes"] and "checksums" in rec
         if name in planned and intact and file_sha256(path) == rec["sha256"]:
             finished[name] = ShardRecord.from_json(rec)
     for stale in out.glob("*.tar.partial"):
@@ -512,6 +643,8 @@ def _known_records(out: Path) -> dict[str, dict[str, Any]]:
 
 def _clear(out: Path) -> None:
     for path in out.iterdir():
+        if path.name == LOCK:
+            continue
         if path.is_dir():
             shutil.rmtree(path)
         else:
@@ -600,6 +733,7 @@ def _manifest(
     return {
         "format": FORMAT,
         "version": VERSION,
+        "checksum": CHECKSUM,
         "streamvol_version": __version__,
         "task": prepared.task,
         "crop": list(config.crop),

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from streamvol.io import Volume
+from streamvol.shard.manifest import member_checksum
 from streamvol.shard.plan import Crop, crop_box
 from streamvol.shard.regions import Tile
 
@@ -61,6 +62,7 @@ class ShardRecord:
     sha256: str
     keys: tuple[str, ...]
     offsets: tuple[int, ...]  # byte offset of each sample's first member header
+    checksums: tuple[tuple[str, ...], ...]  # per sample, ``member_checksum`` of each member
     units: tuple[int, ...] | None = None  # region sets: crops an epoch draws from each region
 
     @classmethod
@@ -72,6 +74,7 @@ class ShardRecord:
             rec["sha256"],
             tuple(rec["keys"]),
             tuple(rec["offsets"]),
+            tuple(tuple(c) for c in rec["checksums"]),
             tuple(rec["units"]) if rec.get("units") is not None else None,
         )
 
@@ -83,6 +86,7 @@ class ShardRecord:
             "sha256": self.sha256,
             "keys": list(self.keys),
             "offsets": list(self.offsets),
+            "checksums": [list(c) for c in self.checksums],
         }
         if self.units is not None:
             record["units"] = list(self.units)
@@ -254,10 +258,12 @@ class _HashingFile:
 
 
 def write_tar(path: Path, samples: Iterable[dict[str, Any]]) -> ShardRecord:
-    """Write samples to ``path`` atomically; return the shard's record (count, size, sha256)."""
+    """Write samples to ``path`` atomically; return the shard's record (count, size, sha256,
+    each member's checksum)."""
     partial = path.with_name(path.name + ".partial")
     keys: list[str] = []
     offsets: list[int] = []
+    checksums: list[tuple[str, ...]] = []
     with open(partial, "wb") as raw:
         out = _HashingFile(raw)
         with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:  # type: ignore[call-overload]
@@ -270,19 +276,28 @@ def write_tar(path: Path, samples: Iterable[dict[str, Any]]) -> ShardRecord:
                     )
                 keys.append(key)
                 offsets.append(tar.offset)
+                sums = []
                 for suffix, value in sample.items():
                     if suffix == "__key__":
                         continue
                     data = _member_bytes(suffix, value)
+                    sums.append(member_checksum(data))
                     info = tarfile.TarInfo(f"{key}.{suffix}")
                     info.size, info.mtime, info.mode = len(data), MTIME, 0o644
                     info.uname = info.gname = "streamvol"
                     tar.addfile(info, io.BytesIO(data))
+                checksums.append(tuple(sums))
         raw.flush()
         os.fsync(raw.fileno())
     os.replace(partial, path)
     return ShardRecord(
-        path.name, len(keys), out.size, out.digest.hexdigest(), tuple(keys), tuple(offsets)
+        path.name,
+        len(keys),
+        out.size,
+        out.digest.hexdigest(),
+        tuple(keys),
+        tuple(offsets),
+        tuple(checksums),
     )
 
 

@@ -72,7 +72,11 @@ def read_runs(
         sent = 0
         try:
             with shards.open(info.url) as f:
-                for sample in _run_samples(f, info, run, plan):
+                for sample in _run_samples(shards, f, run, plan, on_error):
+                    if "__error__" in sample:  # one bad sample: the rest of the run reads on
+                        log.warning("skipping a sample: %s", sample.pop("__error__"))
+                        with errors.get_lock():
+                            errors.value += 1
                     sent += 1
                     yield sample
                     mark("reading", run.shard)
@@ -86,12 +90,22 @@ def read_runs(
             yield {"__pos__": int(pos), "__skipped__": True}
 
 
-def _run_samples(f: Any, info: Any, run: Any, plan: RankPlan) -> Iterator[dict[str, Any]]:
-    """The samples of one run of an open shard, tagged with their position and weight."""
+def _run_samples(
+    shards: ShardSet, f: Any, run: Any, plan: RankPlan, on_error: str
+) -> Iterator[dict[str, Any]]:
+    """The samples of one run of an open shard, tagged with their position and weight, each
+    checked against the manifest (keys, member checksums); with ``on_error="skip"`` a bad one
+    comes out as a placeholder holding its ``__error__``."""
+    info = shards.shards[run.shard]
+    bad = "yield" if on_error == "skip" else "raise"
     if info.units is None:
         f.seek(info.offsets[run.start])
-        stream = iter_samples(f, info.url, limit=run.count, first_key=info.keys[run.start])
+        expect = shards.expected(run.shard, run.start, run.count)
+        stream = iter_samples(f, info.url, expect=expect, bad=bad)
         for sample, pos in zip(stream, run.positions, strict=False):
+            if "__error__" in sample:
+                yield {"__pos__": int(pos), "__skipped__": True, "__error__": sample["__error__"]}
+                continue
             sample["__pos__"] = int(pos)
             sample["weight"] = float(plan.weight[pos])
             yield sample
@@ -101,8 +115,12 @@ def _run_samples(f: Any, info: Any, run: Any, plan: RankPlan) -> Iterator[dict[s
     regions = np.searchsorted(first, units, side="right") - 1
     for r in np.unique(regions).tolist():
         f.seek(info.offsets[r])
-        region = next(iter_samples(f, info.url, limit=1, first_key=info.keys[r]))
+        expect = shards.expected(run.shard, r, 1)
+        region = next(iter_samples(f, info.url, expect=expect, bad=bad))
         for u, pos in zip(units[regions == r], run.positions[regions == r], strict=True):
+            if "__error__" in region:
+                yield {"__pos__": int(pos), "__skipped__": True, "__error__": region["__error__"]}
+                continue
             j = int(u - first[r])
             yield {
                 "__key__": f"{region['__key__']}_u{j}",
@@ -599,6 +617,7 @@ def open_shards(
     on_error: str = "raise",
     shuffle_buffer: int = 256,
     storage_options: dict[str, Any] | None = None,
+    verify: bool = True,
 ) -> StreamDataset:
     """Open a shard set for streaming: a folder (its manifest), tar paths, a brace pattern or URLs.
 
@@ -607,10 +626,14 @@ def open_shards(
     (as present) and ``weight`` (0 for padding). Rank and world size come from
     ``torch.distributed`` when it is initialised, else from the arguments. ``storage_options``
     go to fsspec (for example ``{"client_kwargs": {"endpoint_url": ...}}`` for ``s3://``).
+    Every member is checked against the checksum the manifest recorded for it, every sample's
+    key and each tar's sample count against the manifest's; a mismatch raises ``ShardError``
+    naming the shard and key (``on_error="skip"``: the sample is skipped and counted in
+    ``errors``). ``verify=False`` skips the member checksums.
     """
     if augment_device not in ("cpu", "gpu"):
         raise ValueError(f"augment_device={augment_device!r}: expected 'cpu' or 'gpu'")
-    shards = resolve(source, split=split, folds=folds, storage=storage_options)
+    shards = resolve(source, split=split, folds=folds, storage=storage_options, verify=verify)
     dist = _distributed()
     if dist is not None and rank is None and world_size is None:
         rank, world_size = dist

@@ -1,7 +1,8 @@
 """Safe decoding of shard members: ``.npy`` without pickles, ``.json``, ``.cls`` and text only.
 
 Anything else (``.pyd``, ``.pickle``, ``.pth``, ...) is refused by name: a shard is data, never
-code.
+code. Read against the manifest (``Expected``), every sample's key and every member's checksum
+are checked as they are read, and the tar must end where the manifest says.
 """
 
 from __future__ import annotations
@@ -11,15 +12,18 @@ import json
 import mmap
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from streamvol.errors import ShardError, UnsafeMember
+from streamvol.errors import ChecksumMismatch, ShardError, UnsafeMember
+from streamvol.shard.manifest import member_checksum
 
 SAFE_SUFFIXES = ("npy", "json", "cls", "txt")
+REQUIRED = ("image.npy",)  # every streamvol sample has its stored block
 
 
 def split_name(name: str) -> tuple[str, str]:
@@ -140,6 +144,17 @@ class MappedFile:
         return data
 
 
+def _size_left(fileobj: Any) -> int | None:
+    """Bytes from the current position to the end of a seekable file, else None."""
+    try:
+        here = fileobj.tell()
+        end = fileobj.seek(0, 2)
+        fileobj.seek(here)
+    except (AttributeError, OSError, ValueError):
+        return None
+    return None if end is None else end - here
+
+
 def _read_exact(fileobj: Any, size: int, where: str) -> np.ndarray:
     """``size`` bytes into a fresh uint8 array (``np.empty``: unlike ``bytearray(size)``, not
     zero-filled first), or a view of a ``MappedFile``."""
@@ -161,14 +176,31 @@ def _read_exact(fileobj: Any, size: int, where: str) -> np.ndarray:
     return data
 
 
+def _read_unsized(fileobj: Any, size: int, where: str) -> np.ndarray:
+    """``size`` bytes from a stream of unknown length, in blocks of at most 64 MiB, so a
+    header that declares more than the stream holds never allocates what it declares."""
+    parts: list[bytes] = []
+    got = 0
+    while got < size:
+        part = fileobj.read(min(size - got, 2**26))
+        if not part:
+            raise ShardError(f"{where}: truncated tar (a member ends after {got} of {size} bytes)")
+        parts.append(part)
+        got += len(part)
+    return np.frombuffer(bytearray(b"".join(parts)), np.uint8)
+
+
 def read_members(fileobj: Any, where: str) -> Iterator[tuple[str, np.ndarray]]:
     """(name, data) of each regular file in a tar stream positioned at a header.
 
     A direct reader (one ``readinto`` per member, or a view of a ``MappedFile``; checksums
     verified): the streaming mode of ``tarfile`` costs several milliseconds per large member.
     Handles ustar, GNU long names and pax path records; ends at the end-of-archive block, and a
-    stream that stops before it is reported truncated.
+    stream that stops before it is reported truncated. A header that declares more bytes than
+    the file holds is refused before anything is allocated for it.
     """
+    left = _size_left(fileobj)
+    end = None if left is None else fileobj.tell() + left
     long_name: str | None = None
     while True:
         header = fileobj.read(BLOCK)
@@ -182,7 +214,16 @@ def read_members(fileobj: Any, where: str) -> Iterator[tuple[str, np.ndarray]]:
             raise ShardError(f"{where}: corrupt tar header (checksum)")
         size = _number(header, 124, 12, where)
         kind = header[156:157]
-        data = _read_exact(fileobj, size, where)
+        if end is not None and fileobj.tell() + size > end:
+            name = _field(header, 0, 100).decode(errors="replace")
+            raise ShardError(
+                f"{where}: member {name!r} declares {size} bytes but the file holds "
+                f"{end - fileobj.tell()} after its header; corrupt or truncated tar"
+            )
+        if end is None:
+            data = _read_unsized(fileobj, size, where)
+        else:
+            data = _read_exact(fileobj, size, where)
         fileobj.read(-size % BLOCK)
         if kind == b"L":  # GNU long name for the next member
             long_name = bytes(data).split(b"\0", 1)[0].decode()
@@ -205,42 +246,145 @@ def read_members(fileobj: Any, where: str) -> Iterator[tuple[str, np.ndarray]]:
         yield name, data
 
 
+@dataclass(frozen=True)
+class Expected:
+    """What the manifest says a run of consecutive samples of one shard holds.
+
+    ``checksums``: per sample, the ``member_checksum`` of each member in tar order (None: not
+    checked). ``last``: the run ends the shard, so the end-of-archive must follow it.
+    """
+
+    keys: tuple[str, ...]
+    checksums: tuple[tuple[str, ...], ...] | None = None
+    last: bool = False
+
+    @classmethod
+    def of(cls, record: dict[str, Any], start: int = 0, count: int | None = None) -> Expected:
+        """Samples ``start .. start + count`` of a manifest's shard record."""
+        stop = len(record["keys"]) if count is None else start + count
+        checks = record.get("checksums")
+        return cls(
+            tuple(record["keys"][start:stop]),
+            None if checks is None else tuple(map(tuple, checks[start:stop])),
+            stop == len(record["keys"]),
+        )
+
+
+def _unsafe(name: str) -> bool:
+    """A member name that is no sample member: absolute, with ``..``, or with an empty key."""
+    parts = name.replace("\\", "/").split("/")
+    return name.startswith(("/", "\\")) or ".." in parts or not split_name(parts[-1])[0]
+
+
+def _samples(members: Iterator[tuple[str, np.ndarray]], where: str) -> Iterator[tuple[str, list]]:
+    """Members grouped by sample key, in tar order: (key, [(suffix, data), ...])."""
+    key, group = None, []
+    for name, data in members:
+        if _unsafe(name):
+            if group:
+                yield key, group  # type: ignore[misc]
+            raise ShardError(
+                f"{where}: member {name!r} is not a sample member (absolute path, '..' or no "
+                "key); expected names like <key>.image.npy"
+            )
+        k, suffix = split_name(name)
+        if group and k != key:
+            yield key, group  # type: ignore[misc]
+            group = []
+        key = k
+        group.append((suffix, data))
+    if group:
+        yield key, group  # type: ignore[misc]
+
+
+def _decode_sample(
+    key: str, members: list, checks: tuple[str, ...] | None, where: str, require: tuple[str, ...]
+) -> dict[str, Any]:
+    at = f"{where} key {key}"
+    if checks is not None:
+        if len(checks) != len(members):
+            raise ChecksumMismatch(
+                f"{at}: expected {len(checks)} members, found {len(members)} "
+                f"({', '.join(s for s, _ in members)})"
+            )
+        for (suffix, data), want in zip(members, checks, strict=True):
+            if member_checksum(data) != want:
+                raise ChecksumMismatch(
+                    f"{at}: member .{suffix} fails its checksum (expected xxh3-64 {want}, "
+                    f"got {member_checksum(data)}); the shard is corrupt"
+                )
+    sample: dict[str, Any] = {"__key__": key}
+    for suffix, data in members:
+        sample[suffix] = decode_member(suffix, data, where=at)
+    missing = [r for r in require if r not in sample]
+    if missing:
+        raise ShardError(
+            f"{at}: no {', '.join(missing)} member; found {', '.join(s for s, _ in members)}"
+        )
+    return sample
+
+
 def iter_samples(
-    fileobj: Any, where: str, *, limit: int | None = None, first_key: str | None = None
+    fileobj: Any,
+    where: str,
+    *,
+    expect: Expected | None = None,
+    limit: int | None = None,
+    bad: str = "raise",
+    require: tuple[str, ...] = REQUIRED,
 ) -> Iterator[dict[str, Any]]:
     """Decode samples from a tar stream positioned at a member header.
 
-    Stops after ``limit`` samples; ``first_key`` checks the stream starts where the index says.
-    Truncation and corruption raise ``ShardError`` naming ``where``.
+    ``expect`` (from the manifest) checks every sample's key, its members' checksums, and that
+    the shard ends where the manifest says; ``limit`` stops after that many samples otherwise.
+    A sample that fails its checksum, lacks a ``require``-d member or holds a member that is
+    not decoded raises ``ShardError`` naming ``where`` and its key, or with ``bad="yield"``
+    comes out as ``{"__key__": key, "__error__": exc}`` while the samples after it read on.
+    Truncation and corruption of the tar itself always raise.
     """
-    sample: dict[str, Any] = {}
+    if expect is not None:
+        limit = len(expect.keys)
     done = 0
+    if limit == 0:
+        return
     try:
-        for name, data in read_members(fileobj, where):
-            key, suffix = split_name(name)
-            if sample and key != sample["__key__"]:
-                yield sample
-                done += 1
-                sample = {}
-                if limit is not None and done >= limit:
-                    return
-            if not sample and first_key is not None and done == 0 and key != first_key:
-                raise ShardError(
-                    f"{where}: expected sample {first_key!r} at this offset, found {key!r}; "
-                    "the shard does not match its manifest"
+        for key, members in _samples(read_members(fileobj, where), where):
+            if expect is not None:
+                if done == len(expect.keys):
+                    raise ShardError(
+                        f"{where}: sample {key!r} follows the last one the manifest lists "
+                        f"({expect.keys[-1]!r}); the tar holds more samples than the manifest"
+                    )
+                if key != expect.keys[done]:
+                    raise ShardError(
+                        f"{where}: expected sample {expect.keys[done]!r} here, found {key!r}; "
+                        "the shard does not match its manifest"
+                    )
+            checks = None if expect is None or expect.checksums is None else expect.checksums
+            try:
+                sample = _decode_sample(
+                    key, members, None if checks is None else checks[done], where, require
                 )
-            sample.setdefault("__key__", key)
-            sample[suffix] = decode_member(suffix, data, where=f"{where} key {key}")
+            except ShardError as exc:
+                if bad != "yield":
+                    raise
+                sample = {"__key__": key, "__error__": exc}
+            done += 1
+            yield sample
+            if done == limit and not (expect is not None and expect.last):
+                return
     except OSError as exc:
         raise ShardError(f"{where}: unreadable tar: {exc}") from exc
-    if sample:
-        yield sample
-        done += 1
     if limit is not None and done < limit:
-        raise ShardError(f"{where}: expected {limit} samples, found {done}; truncated shard?")
+        raise ShardError(
+            f"{where}: expected {limit} samples, found {done}; the tar holds fewer samples "
+            "than the manifest (truncated shard?)"
+        )
 
 
-def iter_tar(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Yield decoded samples (dicts keyed by member suffix plus ``__key__``) from a local tar."""
+def iter_tar(path: str | Path, record: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+    """Yield decoded samples (dicts keyed by member suffix plus ``__key__``) from a local tar;
+    with its manifest ``record``, every key and member checksum is checked against it."""
+    expect = Expected.of(record) if record is not None else None
     with MappedFile(path) as f:
-        yield from iter_samples(f, str(path))
+        yield from iter_samples(f, str(path), expect=expect)

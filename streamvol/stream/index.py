@@ -17,7 +17,8 @@ from typing import Any
 import fsspec
 
 from streamvol.errors import ShardError
-from streamvol.stream.decode import MappedFile, split_name
+from streamvol.shard.manifest import check_manifest
+from streamvol.stream.decode import Expected, MappedFile, split_name
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class ShardInfo:
     offsets: tuple[int, ...]
     size: int | None = None
     units: tuple[int, ...] | None = None
+    checksums: tuple[tuple[str, ...], ...] | None = None  # per sample, per member (manifest v2)
 
     @property
     def count(self) -> int:
@@ -41,21 +43,42 @@ class ShardInfo:
 
     @classmethod
     def from_record(cls, url: str, rec: dict[str, Any]) -> ShardInfo:
-        """From a manifest's shard record (keys, offsets, bytes, units of regions)."""
-        units = tuple(rec["units"]) if rec.get("units") is not None else None
-        return cls(url, tuple(rec["keys"]), tuple(rec["offsets"]), rec["bytes"], units)
+        """From a manifest's shard record (keys, offsets, bytes, units of regions, member
+        checksums)."""
+        checks = rec.get("checksums")
+        return cls(
+            url,
+            tuple(rec["keys"]),
+            tuple(rec["offsets"]),
+            rec["bytes"],
+            tuple(rec["units"]) if rec.get("units") is not None else None,
+            None if checks is None else tuple(map(tuple, checks)),
+        )
 
 
 @dataclass(frozen=True)
 class ShardSet:
     """The shards an epoch reads, in a fixed order, plus the manifest when there is one.
 
-    ``storage`` holds fsspec storage options (credentials, endpoint) for remote URLs.
+    ``storage`` holds fsspec storage options (credentials, endpoint) for remote URLs;
+    ``verify`` whether members are checked against the checksums the manifest records.
     """
 
     shards: tuple[ShardInfo, ...]
     manifest: dict[str, Any] | None = field(default=None, compare=False)
     storage: dict[str, Any] = field(default_factory=dict, compare=False)
+    verify: bool = field(default=True, compare=False)
+
+    def expected(self, shard: int, start: int, count: int) -> Expected:
+        """What samples ``start .. start + count`` of shard ``shard`` must be: their keys, their
+        members' checksums (when verifying and recorded), and whether they end the tar."""
+        info = self.shards[shard]
+        checks = info.checksums if self.verify else None
+        return Expected(
+            info.keys[start : start + count],
+            None if checks is None else checks[start : start + count],
+            start + count == len(info.keys),
+        )
 
     def open(self, url: str) -> Any:
         """A shard for ``read_members``: local files memory-mapped, URLs through fsspec."""
@@ -93,9 +116,10 @@ def read_manifest_url(folder: str, storage: dict[str, Any] | None = None) -> dic
         return None
     with open_file(url, storage) as f:
         try:
-            return json.loads(f.read())
+            manifest = json.loads(f.read())
         except json.JSONDecodeError as exc:
             raise ShardError(f"{url}: corrupt manifest: {exc}") from exc
+    return check_manifest(manifest, url)
 
 
 def split_names(manifest: dict[str, Any], split: str, folds: Sequence[int] | None) -> list[str]:
@@ -138,8 +162,10 @@ def resolve(
     split: str = "train",
     folds: Sequence[int] | None = None,
     storage: dict[str, Any] | None = None,
+    verify: bool = True,
 ) -> ShardSet:
-    """Turn a shard folder, a list of tars, or a brace pattern into an ordered ``ShardSet``."""
+    """Turn a shard folder, a list of tars, or a brace pattern into an ordered ``ShardSet``;
+    ``verify`` checks members against the manifest's checksums as they are read."""
     storage = dict(storage or {})
     if isinstance(source, str | bytes) or hasattr(source, "__fspath__"):
         source = str(source)
@@ -156,7 +182,7 @@ def resolve(
                 for name in split_names(manifest, split, folds)
                 for rec in manifest["splits"][name]
             ]
-            return ShardSet(tuple(shards), manifest, storage)
+            return ShardSet(tuple(shards), manifest, storage, verify)
         import braceexpand
 
         urls = list(braceexpand.braceexpand(source))
@@ -167,7 +193,7 @@ def resolve(
     infos, manifests = _index_with_manifest(urls, storage)
     # Tars of one shard folder keep its manifest (crop, margin, statistics).
     manifest = next(iter(manifests.values())) if len(manifests) == 1 else None
-    return ShardSet(tuple(infos), manifest, storage)
+    return ShardSet(tuple(infos), manifest, storage, verify)
 
 
 def _index_with_manifest(

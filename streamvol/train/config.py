@@ -12,7 +12,8 @@ SCHEDULES = ("cosine", "step", "plateau", "none")
 AMP = ("auto", "off", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 TASKS = ("auto", "classification", "segmentation")
-OPERATIONAL = ("checkpoint_every", "loader_timeout")  # may change when a run resumes
+# may change when a run resumes; storage options (credentials) are never saved in config.json
+OPERATIONAL = ("checkpoint_every", "loader_timeout", "storage_options")
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None
     checkpoint_every: int = 0
     loader_timeout: float = 600.0
+    storage_options: dict[str, Any] | None = None  # fsspec options for URL shards
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
@@ -95,11 +97,14 @@ class TrainConfig:
         return replace(other, **keep) == self
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """Everything but ``storage_options``, which may hold credentials."""
+        payload = asdict(self)
+        del payload["storage_options"]
+        return payload
 
     @classmethod
     def from_json(cls, payload: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} - {"storage_options"}
         unknown = sorted(set(payload) - known)
         if unknown:
             raise ValueError(f"config.json: unknown keys {unknown}")

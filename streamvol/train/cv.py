@@ -39,7 +39,7 @@ def cross_validate(
     from streamvol.train.setup import manifest_of
 
     run_dir = Path(run_dir)
-    available = fold_count(manifest_of(config.shards))
+    available = fold_count(manifest_of(config.shards, config.storage_options))
     k = folds or available
     if not 2 <= k <= available:
         raise RunError(f"--folds {k}: the shard set has {available} folds")

@@ -183,9 +183,10 @@ def evaluate(
     tta: bool = False,
     device: str | None = None,
     timeout: float | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Score a run's best checkpoint on ``split`` with the threshold chosen on validation
-    (``timeout``: the loader's, default the run's)."""
+    (``timeout``: the loader's, default the run's; ``storage_options`` for URL shards)."""
     from dataclasses import replace
 
     from streamvol.train.config import TrainConfig
@@ -197,6 +198,7 @@ def evaluate(
         config = replace(config, device=device)
     if timeout is not None:
         config = replace(config, loader_timeout=timeout)
+    config = replace(config, storage_options=storage_options)
     trainer = Trainer.for_evaluation(config, run)
     prefix = f"{split}{'_tta' if tta else ''}"
     return write_report(trainer, split=split, prefix=prefix, tta=tta)
@@ -210,6 +212,7 @@ def predict_run(
     shards: str | None = None,
     tta: bool = False,
     timeout: float | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> Path:
     """Write a CSV of every sample's key, weight, class scores and predicted class (or, for
     segmentation, the predicted foreground fraction) for ``split`` of the run's or other shards."""
@@ -225,6 +228,7 @@ def predict_run(
         config = replace(config, shards=str(shards))
     if timeout is not None:
         config = replace(config, loader_timeout=timeout)
+    config = replace(config, storage_options=storage_options)
     trainer = Trainer.for_evaluation(config, run)
     result = trainer.predict(split, tta=tta)
     names = trainer.task.class_names

@@ -111,7 +111,7 @@ class Trainer:
         """What training and evaluation share: manifest, task, device, model, loss."""
         self.config = config
         self.run_dir = Path(run_dir)
-        self.manifest = setup.manifest_of(config.shards)
+        self.manifest = setup.manifest_of(config.shards, config.storage_options)
         self.task = setup.resolve_task(config, self.manifest)
         self.device = setup.resolve_device(config)
         self.ranks = distributed.init(self.device.type)

@@ -11,7 +11,6 @@ import torch
 
 from streamvol.shard.manifest import read_manifest
 from streamvol.stream import StreamDataset, open_shards
-from streamvol.stream.index import read_manifest_url
 from streamvol.train.config import TrainConfig
 from streamvol.train.losses import class_weights_from_counts, make_loss
 
@@ -34,14 +33,9 @@ class Task:
         return self.kind == "classification" and self.num_classes == 2
 
 
-def manifest_of(shards: str) -> dict[str, Any]:
-    """The manifest of a local or remote shard folder."""
-    if "://" in shards:
-        manifest = read_manifest_url(shards)
-        if manifest is None:
-            raise FileNotFoundError(f"{shards}: no manifest.json")
-        return manifest
-    return read_manifest(shards)
+def manifest_of(shards: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The manifest of a local or remote shard folder (``storage_options`` go to fsspec)."""
+    return read_manifest(shards, storage_options)
 
 
 def resolve_task(config: TrainConfig, manifest: dict[str, Any]) -> Task:
@@ -173,6 +167,7 @@ def make_dataset(
             augment_device=config.augment_device,
             seed=config.seed,
             shuffle=True,
+            storage_options=config.storage_options,
         )
     folds = config.val_folds if split is None else None
     return open_shards(
@@ -181,6 +176,7 @@ def make_dataset(
         folds=folds,
         seed=config.seed,
         shuffle=False,
+        storage_options=config.storage_options,
     )
 
 

@@ -384,3 +384,24 @@ def test_the_part_a_draw_reads_gives_the_output_of_the_whole_block(seed, everyth
     np.testing.assert_allclose(part["image"], whole["image"], rtol=1e-5, atol=1e-4)
     assert (part["mask"] != whole["mask"]).mean() < 1e-3
     np.testing.assert_allclose(part["points"], whole["points"], atol=1e-4)
+
+
+@pytest.mark.parametrize("shift", [(0.5, 0.5, 0.5), (0.5, -0.5, 1.5), (2.5, 0.0, -1.5)])
+@pytest.mark.parametrize("flips", [(1, 1, 1), (-1, 1, -1)])
+def test_masks_on_exact_half_voxel_ties_equal_scipy_nearest(shift, flips):
+    """Every output voxel reads a coordinate exactly halfway between two stored voxels: masks
+    round such ties as scipy's order 0 does (halves up), with no tolerance."""
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 9, (10, 11, 12)).astype(np.uint8)
+    vol = labels.astype(np.float32)
+    shape = (6, 7, 8)
+    m = np.eye(4)
+    m[:3, :3] = np.diag(flips)
+    centre_in, centre_out = (np.array(vol.shape) - 1) / 2, (np.array(shape) - 1) / 2
+    m[:3, 3] = centre_in + np.array(shift) - np.diag(flips) @ centre_out
+    coords = m[:3, :3] @ np.indices(shape).reshape(3, -1) + m[:3, 3:]
+    halves = [np.all(np.abs(c - np.floor(c) - 0.5) < 1e-12) for c in coords]
+    assert halves == [s % 1 == 0.5 for s in shift] and any(halves)
+    got = apply_cpu({"image": vol, "mask": labels}, AugmentParams.from_matrix(m, vol.shape, shape))
+    ref = ndi.affine_transform(labels, m, output_shape=shape, order=0, cval=0)
+    np.testing.assert_array_equal(got["mask"], ref)

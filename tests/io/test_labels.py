@@ -67,6 +67,18 @@ def write_csv(path: Path, rows: list[list[Any]]) -> Path:
 
 
 class TestCopickPicks:
+    @pytest.mark.parametrize(
+        ("points", "got"), [(None, "null"), ("many", "str"), (..., "no 'points' key")]
+    )
+    def test_points_not_a_list_are_refused(self, tmp_path: Path, points: Any, got: str) -> None:
+        doc = {"pickable_object_name": "ribosome", "unit": "angstrom", "points": points}
+        if points is ...:
+            del doc["points"]
+        f = tmp_path / "p.json"
+        f.write_text(json.dumps(doc))
+        with pytest.raises(BadLabels, match=rf"p\.json: expected 'points' to be a list.*{got}"):
+            read_copick_picks(f, 10.0)
+
     def test_angstrom_to_voxels_isotropic(self, tmp_path: Path) -> None:
         f = write_picks(tmp_path / "p.json", [(100.0, 200.0, 300.0), (0.0, 5.0, 15.0)])
         pts = read_copick_picks(f, (10.0, 10.0, 10.0))
@@ -151,10 +163,9 @@ class TestCopickPicks:
         with pytest.raises(BadLabels, match=r"Angstrom.*voxel size"):
             read_copick_picks(f, None)
 
-    @pytest.mark.parametrize("points", [[], None])
-    def test_empty_points(self, tmp_path: Path, points: Any) -> None:
+    def test_empty_points(self, tmp_path: Path) -> None:
         f = tmp_path / "p.json"
-        f.write_text(json.dumps({"pickable_object_name": "ribosome", "points": points}))
+        f.write_text(json.dumps({"pickable_object_name": "ribosome", "points": []}))
         pts = read_copick_picks(f, 10)
         assert len(pts) == 0 and pts.zyx.shape == (0, 3) and pts.labels.shape == (0,)
 
@@ -415,6 +426,22 @@ class TestSpotTable:
         f = write_csv(tmp_path / "s.csv", [["z", "y", "label"], [1, 2, 3]])
         with pytest.raises(BadLabels, match=r"s\.csv: expected columns z, y, x.*missing x"):
             read_spot_table(f)
+
+    @pytest.mark.parametrize(
+        ("labels", "match"),
+        [
+            (["1", "1.5"], r"row 3: label = '1\.5'; expected a class id"),
+            (["0", "-1"], r"row 3: label = '-1'; expected a class id"),
+            (["cat", "2e0"], r"row 3: label = '2e0'; expected a class id"),
+            (["0", "1", "cat"], r"row 4: label = 'cat' among class ids \(row 2: '0'\)"),
+        ],
+    )
+    def test_labels_neither_ids_nor_names_are_refused_by_row(
+        self, tmp_path: Path, labels: list[str], match: str
+    ) -> None:
+        rows = [["z", "y", "x", "label"], *[[1, 2, 3, label] for label in labels]]
+        with pytest.raises(BadLabels, match=rf"s\.csv: {match}"):
+            read_spot_table(write_csv(tmp_path / "s.csv", rows))
 
     def test_empty_label(self, tmp_path: Path) -> None:
         f = write_csv(tmp_path / "s.csv", [["z", "y", "x", "label"], [1, 2, 3, ""]])

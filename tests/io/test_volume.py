@@ -253,3 +253,14 @@ def test_mask_shape_must_match(tmp_path, vol):
 def test_source_id_has_no_dots():
     assert source_id("/data/TS_5_4.denoised.zarr") == "TS_5_4-denoised"
     assert source_id("cell 01.tif") == "cell-01"
+
+
+def test_a_2d_tiff_is_refused_as_a_2d_npy_is(tmp_path):
+    image = np.arange(12 * 13, dtype=np.uint16).reshape(12, 13)
+    tifffile.imwrite(tmp_path / "plane.tif", image, photometric="minisblack")
+    np.save(tmp_path / "plane.npy", image)
+    for name in ("plane.tif", "plane.npy"):
+        with pytest.raises(UnreadableVolume, match=rf"{name}: expected a 3D.*\(12, 13\)"):
+            open_volume(tmp_path / name)
+    tifffile.imwrite(tmp_path / "one.tif", image[None], photometric="minisblack")
+    assert open_volume(tmp_path / "one.tif").shape == (1, 12, 13)  # a 1-slice stack, as in npy

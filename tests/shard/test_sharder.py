@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tifffile
 import webdataset as wds
+import xxhash
 import zarr
 
 from streamvol.errors import (
@@ -126,7 +127,8 @@ def test_manifest_records_stats_counts_and_checksums(tmp_path, volume):
     result = shard(parse_config([path], crop=8, context=0, split="1"), tmp_path / "out")
     m = read_manifest(tmp_path / "out")
     assert m == json.loads(json.dumps(result.manifest))
-    assert m["format"] == "streamvol-shards" and m["version"] == 1
+    assert m["format"] == "streamvol-shards" and m["version"] == 2
+    assert m["checksum"] == "xxh3_64"
     assert m["stats"]["mean"] == pytest.approx(volume.mean(dtype=np.float64), rel=1e-6)
     assert m["stats"]["std"] == pytest.approx(volume.std(dtype=np.float64), rel=1e-5)
     assert m["stats"]["min"] == volume.min() and m["stats"]["max"] == volume.max()
@@ -139,6 +141,10 @@ def test_manifest_records_stats_counts_and_checksums(tmp_path, volume):
         with tarfile.open(path) as tar:
             first = [mem for mem in tar.getmembers() if mem.name.endswith(".image.npy")]
         assert [mem.offset for mem in first] == rec["offsets"]
+        with tarfile.open(path) as tar:  # one xxh3-64 per member, in tar order, per sample
+            sums = [xxhash.xxh3_64_hexdigest(tar.extractfile(mem).read()) for mem in tar]
+        assert [c for sample in rec["checksums"] for c in sample] == sums
+        assert [len(c) for c in rec["checksums"]] == [2] * rec["count"]
     assert verify(tmp_path / "out") == []
 
 

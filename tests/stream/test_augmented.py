@@ -291,3 +291,47 @@ def test_pinned_batches_over_reused_slots_are_never_overwritten(shards, device):
     del kept, b
     gc.collect()
     assert not table.view().any()
+
+
+AUGMENT_IN_A_FRESH_INTERPRETER = """
+import hashlib, sys
+from streamvol.augment import Augment, Flip, Noise, Rotate
+from streamvol.stream import open_shards
+spec = Augment(
+    rotate=Rotate(mode="free"), flip=Flip(p=(0.5, 0.5, 0.5)), noise=Noise(std=(0.0, 0.2))
+)
+ds = open_shards(sys.argv[1], augment=spec, seed=7, shuffle=False)
+ds.set_epoch(2)
+for sample in ds:
+    print(sample["__key__"], hashlib.sha256(sample["image"].numpy().tobytes()).hexdigest())
+"""
+
+
+def test_augmentation_is_the_same_in_interpreters_with_other_hash_seeds(shards):
+    """Keys are hashed with blake2b, never Python's ``hash`` (salted per process)."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    outputs = []
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed, "OMP_NUM_THREADS": "1"}
+        env["PYTHONPATH"] = os.pathsep.join([str(root), *sys.path])
+        done = subprocess.run(
+            [sys.executable, "-c", AUGMENT_IN_A_FRESH_INTERPRETER, str(shards)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout)
+    assert outputs[0] == outputs[1] and len(outputs[0].splitlines()) == 12
+    ds = open_shards(shards, augment=SPEC, seed=7, shuffle=False)
+    ds.set_epoch(2)
+    here = "".join(
+        f"{s['__key__']} {hashlib.sha256(s['image'].numpy().tobytes()).hexdigest()}\n" for s in ds
+    )
+    assert here == outputs[0]

@@ -13,7 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamvol.errors import ShardError, UnsafeMember
-from streamvol.stream.decode import MappedFile, decode_member, iter_samples, iter_tar
+from streamvol.stream.decode import (
+    Expected,
+    MappedFile,
+    decode_member,
+    iter_samples,
+    iter_tar,
+)
 from streamvol.stream.index import ShardSet
 
 
@@ -95,7 +101,8 @@ def test_mapped_reads_equal_streamed_ones_and_stay_private(tmp_path):
         mapped = list(iter_samples(f, str(path)))
     with MappedFile(path) as f:  # from an index offset: the second sample's header
         f.seek(3 * 512 + len(_npy(arrays[0])) // 512 * 512 + 512)
-        tail = list(iter_samples(f, str(path), first_key="k1_z0_y0_x0"))
+        expect = Expected(("k1_z0_y0_x0", "k2_z0_y0_x0"), last=True)
+        tail = list(iter_samples(f, str(path), expect=expect))
     assert [s["__key__"] for s in tail] == ["k1_z0_y0_x0", "k2_z0_y0_x0"]
     for got, want, array in zip(mapped, streamed, arrays, strict=True):
         assert got["cls"] == want["cls"]
@@ -112,11 +119,11 @@ def test_local_shards_are_mapped_and_urls_are_streamed(tmp_path):
     for url in (str(path), f"file://{path}"):
         with shards.open(url) as f:
             assert isinstance(f, MappedFile)
-            assert [s["cls"] for s in iter_samples(f, url)] == [1]
+            assert [s["cls"] for s in iter_samples(f, url, require=())] == [1]
     fsspec.filesystem("memory").pipe("/streamvol-test/a.tar", path.read_bytes())
     with shards.open("memory://streamvol-test/a.tar") as f:
         assert not isinstance(f, MappedFile)
-        assert [s["cls"] for s in iter_samples(f, "memory")] == [1]
+        assert [s["cls"] for s in iter_samples(f, "memory", require=())] == [1]
 
 
 def test_decode_member_rejects_garbage_cls():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import streamvol
-from streamvol.shard import parse_config, read_manifest, shard
+from streamvol.shard import parse_config, read_manifest, shard, verify
 
 s3fs = pytest.importorskip("s3fs")
 moto_server = pytest.importorskip("moto.server")
@@ -57,3 +57,65 @@ def test_stream_from_s3_equals_local(tmp_path, s3):
 def _unbatch(batch):
     for i, key in enumerate(batch["__key__"]):
         yield {"__key__": key, "image": batch["image"][i]}
+
+
+def _blob_sources(folder, n=16, shape=(9, 11, 11)):
+    from tests.train.conftest import _blobs
+
+    return _blobs(folder, n=n, shape=shape)
+
+
+def test_every_command_takes_urls_and_storage_options(tmp_path, s3, monkeypatch):
+    """shard --out s3://, inspect --verify and --preview, train, evaluate and predict on
+    s3:// with --storage-options alone (no AWS_ENDPOINT_URL), and no local folder named s3:."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from streamvol.cli import app
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    fs = s3fs.S3FileSystem(**s3)
+    fs.mkdir("cli")
+    src = _blob_sources(tmp_path / "src")
+    options = ["--storage-options", json.dumps(s3)]
+    runner = CliRunner()
+    url = "s3://cli/blobs"
+    shard_args = [str(src), "--out", url, "--plan", "sample", "--crop", "9,11,11", "--context", "0"]
+    done = runner.invoke(app, ["shard", *shard_args, "--split", "0.5,0.25,0.25", *options])
+    assert done.exit_code == 0, done.output
+    assert not (tmp_path / "s3:").exists() and not list(tmp_path.glob("s3*"))
+    names = {p.rsplit("/", 1)[-1] for p in fs.ls("cli/blobs")}
+    assert names == {"manifest.json", "train-000000.tar", "val-000000.tar", "test-000000.tar"}
+    done = runner.invoke(app, ["inspect", url, "--verify", "--preview", "p.png", *options])
+    assert done.exit_code == 0, done.output
+    assert "verified" in done.output and (tmp_path / "p.png").is_file()
+    train = ["train", url, "--epochs", "1", "--batch-size", "4", "--workers", "0"]
+    train += ["--model", "simple_cnn", "--augment", "none", "--device", "cpu", "--name", "r"]
+    done = runner.invoke(app, [*train, *options])
+    assert done.exit_code == 0, done.output
+    assert "storage_options" not in (tmp_path / "runs" / "r" / "config.json").read_text()
+    done = runner.invoke(app, ["evaluate", "runs/r", *options])
+    assert done.exit_code == 0, done.output
+    done = runner.invoke(app, ["predict", "runs/r", "--out", "p.csv", *options])
+    assert done.exit_code == 0, done.output
+    without = runner.invoke(app, ["inspect", url, "--verify"])  # no endpoint: a clear failure
+    assert without.exit_code != 0 and "Traceback" not in without.output
+
+
+def test_verify_over_s3_finds_a_flipped_byte(tmp_path, s3):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(2):
+        np.save(src / f"v{i}.npy", np.random.default_rng(i).normal(size=(4, 8, 8)))
+    local = tmp_path / "shards"
+    shard(parse_config([src], crop=4, context=0, split="1", shard_size=4), local)
+    data = bytearray((local / "train-000000.tar").read_bytes())
+    data[len(data) // 3] ^= 1
+    fs = s3fs.S3FileSystem(**s3)
+    fs.mkdir("flipped")
+    fs.put(f"{local}/", "flipped/shards/", recursive=True)
+    fs.pipe("flipped/shards/train-000000.tar", bytes(data))
+    problems = verify("s3://flipped/shards", s3)
+    assert len(problems) == 1 and "s3://flipped/shards/train-000000.tar" in problems[0]
