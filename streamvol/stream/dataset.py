@@ -27,7 +27,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from streamvol.core.rng import sample_rng
 from streamvol.errors import ShardError
 from streamvol.stream import slots
-from streamvol.stream.decode import iter_samples
+from streamvol.stream.decode import check_deferred, iter_samples
 from streamvol.stream.draw import DrawCrop, Window
 from streamvol.stream.epoch import (
     SHUFFLE_BUFFER,
@@ -101,7 +101,8 @@ def _run_samples(
     if info.units is None:
         f.seek(info.offsets[run.start])
         expect = shards.expected(run.shard, run.start, run.count)
-        stream = iter_samples(f, info.url, expect=expect, bad=bad)
+        # the block's checksum waits for the loop, where it brings the block into the caches
+        stream = iter_samples(f, info.url, expect=expect, bad=bad, defer=("image.npy",))
         for sample, pos in zip(stream, run.positions, strict=False):
             if "__error__" in sample:
                 yield {"__pos__": int(pos), "__skipped__": True, "__error__": sample["__error__"]}
@@ -147,8 +148,7 @@ def timed(samples: Iterable[dict[str, Any]], clock: list[float]) -> Iterator[dic
 
 def reorder(samples: Iterable[dict[str, Any]], order: np.ndarray) -> Iterator[dict[str, Any]]:
     """Emit the samples (read in position order) in ``order``: a shuffle buffer whose draws
-    were made beforehand (``epoch.emission``), so it holds no more samples than one would.
-    Placeholders of skipped samples are dropped."""
+    were made beforehand (``epoch.emission``), so it holds no more samples than one would."""
     held: dict[int, dict[str, Any]] = {}
     it = iter(samples)
     for pos in order.tolist():
@@ -158,7 +158,7 @@ def reorder(samples: Iterable[dict[str, Any]], order: np.ndarray) -> Iterator[di
                 break
             held[sample["__pos__"]] = sample
         sample = held.pop(pos, None)
-        if sample is not None and not sample.get("__skipped__"):
+        if sample is not None:
             yield sample
 
 
@@ -238,7 +238,9 @@ class Prepare:
                 offset=self.offset,
                 scale=self.scale,
                 out=None if into is None else into.numpy(),
-                prefetch=not windowed,  # a stored block comes from the page cache, not the CPU's
+                # a stored block comes from the page cache, not the CPU's caches, unless its
+                # checksum has just read it through
+                prefetch=not windowed and not sample.get("__warm__"),
             )
             out["image"] = torch.from_numpy(done["image"]) if into is None else into
             if done.get("mask") is not None:
@@ -575,18 +577,35 @@ class StreamDataset(IterableDataset):
         read_so_far = 0.0
         shape, batch = self.prepare.out_shape, None
         arena = shape is not None and self.batch_size is not None
-        for i, sample in enumerate(stream):
+        made = 0
+        for sample in stream:
+            if sample.get("__skipped__"):  # unreadable (on_error="skip"): done for this epoch
+                consumed[sample["__pos__"]] = 1
+                continue
             mark("preparing")
             started = time.perf_counter()
+            if "__unchecked__" in sample:  # reading the block for its checksum warms the caches
+                try:
+                    check_deferred(sample)
+                except ShardError as exc:
+                    if self.on_error != "skip":
+                        raise
+                    log.warning("skipping a sample: %s", exc)
+                    with errors.get_lock():
+                        errors.value += 1
+                    consumed[sample["__pos__"]] = 1
+                    continue
+                sample["__warm__"] = True
             if self.draw is not None:  # a unit of a region set: its crop, drawn for this epoch
                 sample = self.draw(sample, epoch)
             if arena:  # each batch's images written in place: collate then copies nothing
-                slot = i % self.batch_size
+                slot = made % self.batch_size
                 if slot == 0:
                     batch = batch_buffer(self.batch_size, shape, torch.float32)
                 out = self.prepare(sample, epoch, into=batch[slot])
             else:
                 out = self.prepare(sample, epoch)
+            made += 1
             out["__t_prep__"] = time.perf_counter() - started
             out["__t_read__"], read_so_far = clock[0] - read_so_far, clock[0]
             out["__epoch__"] = epoch

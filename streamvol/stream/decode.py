@@ -297,10 +297,32 @@ def _samples(members: Iterator[tuple[str, np.ndarray]], where: str) -> Iterator[
         yield key, group  # type: ignore[misc]
 
 
+def _check_member(at: str, suffix: str, data: Any, want: str) -> None:
+    got = member_checksum(data)
+    if got != want:
+        raise ChecksumMismatch(
+            f"{at}: member .{suffix} fails its checksum (expected xxh3-64 {want}, got {got}); "
+            "the shard is corrupt"
+        )
+
+
+def check_deferred(sample: dict[str, Any]) -> None:
+    """Check the members ``iter_samples`` left unchecked (``defer``); raises
+    ``ChecksumMismatch`` naming the shard, key and member."""
+    for at, suffix, data, want in sample.pop("__unchecked__", ()):
+        _check_member(at, suffix, data, want)
+
+
 def _decode_sample(
-    key: str, members: list, checks: tuple[str, ...] | None, where: str, require: tuple[str, ...]
+    key: str,
+    members: list,
+    checks: tuple[str, ...] | None,
+    where: str,
+    require: tuple[str, ...],
+    defer: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     at = f"{where} key {key}"
+    unchecked = []
     if checks is not None:
         if len(checks) != len(members):
             raise ChecksumMismatch(
@@ -308,12 +330,13 @@ def _decode_sample(
                 f"({', '.join(s for s, _ in members)})"
             )
         for (suffix, data), want in zip(members, checks, strict=True):
-            if member_checksum(data) != want:
-                raise ChecksumMismatch(
-                    f"{at}: member .{suffix} fails its checksum (expected xxh3-64 {want}, "
-                    f"got {member_checksum(data)}); the shard is corrupt"
-                )
+            if suffix in defer:
+                unchecked.append((at, suffix, data, want))
+            else:
+                _check_member(at, suffix, data, want)
     sample: dict[str, Any] = {"__key__": key}
+    if unchecked:
+        sample["__unchecked__"] = unchecked
     for suffix, data in members:
         sample[suffix] = decode_member(suffix, data, where=at)
     missing = [r for r in require if r not in sample]
@@ -332,8 +355,13 @@ def iter_samples(
     limit: int | None = None,
     bad: str = "raise",
     require: tuple[str, ...] = REQUIRED,
+    defer: tuple[str, ...] = (),
 ) -> Iterator[dict[str, Any]]:
     """Decode samples from a tar stream positioned at a member header.
+
+    ``defer``: members whose checksum is left to ``check_deferred`` (the loader checks a stored
+    block just before it augments it, in place of the pass that brings it into the CPU's
+    caches, so the check costs next to nothing).
 
     ``expect`` (from the manifest) checks every sample's key, its members' checksums, and that
     the shard ends where the manifest says; ``limit`` stops after that many samples otherwise.
@@ -363,7 +391,7 @@ def iter_samples(
             checks = None if expect is None or expect.checksums is None else expect.checksums
             try:
                 sample = _decode_sample(
-                    key, members, None if checks is None else checks[done], where, require
+                    key, members, None if checks is None else checks[done], where, require, defer
                 )
             except ShardError as exc:
                 if bad != "yield":
