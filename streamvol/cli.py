@@ -676,7 +676,7 @@ def bench(
     from streamvol.bench import BenchConfig, parse_list, run_bench
     from streamvol.bench import plot as make_plot
     from streamvol.bench import table as make_table
-    from streamvol.shard.manifest import write_json_atomic
+    from streamvol.core.files import write_json_atomic
 
     try:
         config = BenchConfig(

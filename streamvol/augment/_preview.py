@@ -45,8 +45,8 @@ def preview_augment(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from streamvol.metrics.plots import save_figure
-    from streamvol.stream import sample_rng
+    from streamvol.core.files import save_figure
+    from streamvol.core.rng import sample_rng
 
     image = np.asarray(_member(sample, "image"))
     if image.ndim == 4 and image.shape[0] == 1:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from streamvol.shard.plan import as_zyx, rotation_margin
+from streamvol.core.geometry import as_zyx, rotation_margin
 
 if TYPE_CHECKING:
     import numpy as np

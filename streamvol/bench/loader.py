@@ -288,7 +288,7 @@ def plot(result: BenchResult, path: str | Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from streamvol.metrics.plots import save_figure
+    from streamvol.core.files import save_figure
 
     fig = Figure(figsize=(6, 4))
     FigureCanvasAgg(fig)

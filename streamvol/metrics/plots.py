@@ -19,6 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
 
+from streamvol.core.files import save_figure
 from streamvol.errors import ShapeMismatch
 from streamvol.metrics._arrays import as_numpy, check_labels, check_scores, sample_mask
 
@@ -233,16 +234,6 @@ def _figure(figsize: tuple[float, float]) -> Figure:
     fig = Figure(figsize=figsize, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
-
-
-def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 120) -> Path:
-    """Write a figure as PNG atomically (temporary name, then rename); every plot goes here."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
-    fig.savefig(partial, format="png", dpi=dpi)
-    os.replace(partial, out)
-    return out
 
 
 def _axes(ax: Any, xlabel: str, ylabel: str, title: str) -> None:

@@ -117,7 +117,7 @@ def preview(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from streamvol.metrics.plots import save_figure
+    from streamvol.core.files import save_figure
 
     manifest = read_manifest(folder, storage)
     splits = [split] if split else list(manifest["splits"])

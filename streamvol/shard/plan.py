@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from streamvol.core.geometry import Zyx, _triple, as_zyx, crop_box, rotation_margin
 from streamvol.errors import BadLabels, CropTooLarge, PointsOutsideVolume
 
 __all__ = [
@@ -32,7 +33,6 @@ __all__ = [
     "rotation_margin",
 ]
 
-Zyx = tuple[int, int, int]
 
 _KEY_SAFE = re.compile(r"[A-Za-z0-9_-]+")
 _NEGATIVE_TRIES = 100  # random candidates drawn per background crop asked for, before giving up
@@ -79,77 +79,6 @@ class Crop:
         """The WebDataset sample key, ``<source>_z<z>_y<y>_x<x>``; it never holds a dot."""
         z, y, x = self.centre
         return f"{self.source}_z{z}_y{y}_x{x}"
-
-
-def _triple(value: object, what: str, minimum: int | None) -> Zyx:
-    """Read an int, 3 ints, or text "64" / "32,64,64" as (z, y, x) ints of at least ``minimum``."""
-    expected = f"expected {what} as an int, 3 ints, or text like '64' or '32,64,64'"
-    if minimum is not None:
-        expected += f" (each >= {minimum})"
-    if isinstance(value, str):
-        parts: list[object] = [p.strip() for p in value.split(",")]
-    elif isinstance(value, int | np.integer) and not isinstance(value, bool):
-        parts = [value]
-    elif isinstance(value, Sequence | np.ndarray) and len(value) == 3:
-        parts = list(value)
-    else:
-        raise ValueError(f"{expected}, got {value!r}")
-    if len(parts) == 1:
-        parts = parts * 3
-    out = []
-    for part in parts:
-        is_text = isinstance(part, str) and re.fullmatch(r"[+-]?\d+", part)
-        is_int = isinstance(part, int | np.integer) and not isinstance(part, bool)
-        if is_text or is_int:
-            number = int(part)  # type: ignore[arg-type]
-        else:
-            raise ValueError(f"{expected}, got {value!r}")
-        if minimum is not None and number < minimum:
-            raise ValueError(f"{expected}, got {value!r}")
-        out.append(number)
-    if len(out) != 3:
-        raise ValueError(f"{expected}, got {value!r}")
-    return out[0], out[1], out[2]
-
-
-def as_zyx(value: int | str | Sequence[int]) -> Zyx:
-    """Normalise a crop size to (z, y, x) ints > 0: ``64``, ``(32, 64, 64)``, ``"32,64,64"``."""
-    return _triple(value, "a crop size", minimum=1)
-
-
-def crop_box(
-    centre: Sequence[int], crop: int | str | Sequence[int], margin: int | Sequence[int] = 0
-) -> tuple[tuple[int, int], ...]:
-    """Per axis ``(start, stop)`` of the block stored for a crop: the crop plus ``margin`` a side.
-
-    ``start = centre - crop // 2 - margin``; the box may reach outside the volume (the writer
-    pads).
-    """
-    if len(centre) != 3:
-        raise ValueError(f"expected a (z, y, x) centre, got {centre!r}")
-    size = as_zyx(crop)
-    extra = _triple(margin, "a margin", minimum=0)
-    box = []
-    for c, s, m in zip(centre, size, extra, strict=True):
-        start = int(c) - s // 2 - m
-        box.append((start, start + s + 2 * m))
-    return tuple(box)
-
-
-def rotation_margin(crop: int | str | Sequence[int], max_shift: int | Sequence[int] = 0) -> Zyx:
-    """Voxels to keep around a crop so any rotation plus a shift up to ``max_shift`` stays inside.
-
-    A box turned by any angle stays inside the sphere through its corners, radius half its
-    diagonal; per axis the margin is that radius minus half the crop, rounded up. For a cube of
-    side c this is ``ceil(c * (sqrt(3) - 1) / 2)`` (DESIGN.md); a non-cubic crop needs more on its
-    short axes, since its long diagonal can turn onto them.
-    """
-    size = as_zyx(crop)
-    shift = _triple(max_shift, "a maximum shift", minimum=0)
-    radius = math.sqrt(sum(s * s for s in size)) / 2
-    return tuple(  # type: ignore[return-value]
-        math.ceil(radius - s / 2) + t for s, t in zip(size, shift, strict=True)
-    )
 
 
 @dataclass(frozen=True, eq=False)

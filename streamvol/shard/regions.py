@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from streamvol.core.geometry import inside
 from streamvol.shard.plan import Crop, PlanSource, Zyx
 
 __all__ = ["RegionPlan", "Tile", "plan_regions", "tile_volume"]
@@ -177,7 +178,7 @@ def plan_regions(
                     in_core = in_box = np.zeros(0, bool)
                 else:
                     in_core = ((rounded >= ca) & (rounded < cb)).all(axis=1)
-                    in_box = ((points >= a - 0.5) & (points < b - 0.5)).all(axis=1) & ~in_core
+                    in_box = inside(points, a, b) & ~in_core
                 order = np.concatenate([np.flatnonzero(in_core), np.flatnonzero(in_box)])
                 region_points = np.zeros((len(order), 4), np.float32)
                 if len(order):

@@ -13,7 +13,6 @@ import hashlib
 import io
 import json
 import math
-import os
 import tarfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from streamvol.core.files import atomic_file
+from streamvol.core.geometry import inside
 from streamvol.io import Volume
 from streamvol.shard.manifest import member_checksum
 from streamvol.shard.plan import Crop, crop_box
@@ -199,9 +200,7 @@ def build_sample(
     if source.points is not None:
         start = np.array([a for a, _ in box], dtype=np.float32)
         stop = np.array([b for _, b in box], dtype=np.float32)
-        zyx = source.points[:, :3]
-        inside = np.all((zyx >= start - 0.5) & (zyx < stop - 0.5), axis=1)
-        points = source.points[inside].astype(np.float32, copy=True)
+        points = source.points[inside(source.points, start, stop)].astype(np.float32, copy=True)
         points[:, :3] -= start
         sample["points.npy"] = points
     if crop.label >= 0:
@@ -260,11 +259,10 @@ class _HashingFile:
 def write_tar(path: Path, samples: Iterable[dict[str, Any]]) -> ShardRecord:
     """Write samples to ``path`` atomically; return the shard's record (count, size, sha256,
     each member's checksum)."""
-    partial = path.with_name(path.name + ".partial")
     keys: list[str] = []
     offsets: list[int] = []
     checksums: list[tuple[str, ...]] = []
-    with open(partial, "wb") as raw:
+    with atomic_file(path) as raw:
         out = _HashingFile(raw)
         with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:  # type: ignore[call-overload]
             tar.copybufsize = 2**22
@@ -287,9 +285,6 @@ def write_tar(path: Path, samples: Iterable[dict[str, Any]]) -> ShardRecord:
                     info.uname = info.gname = "streamvol"
                     tar.addfile(info, io.BytesIO(data))
                 checksums.append(tuple(sums))
-        raw.flush()
-        os.fsync(raw.fileno())
-    os.replace(partial, path)
     return ShardRecord(
         path.name,
         len(keys),

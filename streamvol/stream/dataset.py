@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from streamvol.core.geometry import inside
 from streamvol.core.rng import sample_rng
 from streamvol.errors import ShardError
 from streamvol.stream import slots
@@ -281,8 +282,7 @@ def _shift_points(
     starts = np.array([(n - c) // 2 for n, c in zip(stored, crop, strict=True)], np.float32)
     moved = points.copy()
     moved[:, :3] -= starts
-    inside = np.all((moved[:, :3] >= -0.5) & (moved[:, :3] < np.array(crop) - 0.5), axis=1)
-    return moved[inside]
+    return moved[inside(moved, (0, 0, 0), crop)]
 
 
 # --- shared state ------------------------------------------------------------------------------

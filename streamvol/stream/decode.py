@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from streamvol.errors import ChecksumMismatch, ShardError, UnsafeMember
-from streamvol.shard.manifest import member_checksum
+from streamvol.core.manifest import member_checksum
 
 SAFE_SUFFIXES = ("npy", "json", "cls", "txt")
 REQUIRED = ("image.npy",)  # every streamvol sample has its stored block

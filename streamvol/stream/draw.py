@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from streamvol.core.geometry import inside
 from streamvol.core.rng import key_hash, keyed_rng
 from streamvol.errors import ShardError
 
@@ -210,8 +211,7 @@ class DrawCrop:
         if points is not None:
             moved = points.copy()
             moved[:, :3] -= np.asarray(start, dtype=np.float32)
-            keep = ((moved[:, :3] >= -0.5) & (moved[:, :3] < np.asarray(size) - 0.5)).all(axis=1)
-            out["points.npy"] = moved[keep]
+            out["points.npy"] = moved[inside(moved, (0, 0, 0), size)]
         if label >= 0:
             out["cls"] = label
         return out

@@ -17,7 +17,7 @@ from typing import Any
 import fsspec
 
 from streamvol.errors import ShardError
-from streamvol.shard.manifest import check_manifest
+from streamvol.core.manifest import check_manifest
 from streamvol.stream.decode import Expected, MappedFile, split_name
 
 

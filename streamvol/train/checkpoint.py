@@ -6,12 +6,12 @@ loader state, epoch, metrics), so it never needs unpickling of arbitrary objects
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from streamvol.core.files import atomic_file
 from streamvol.errors import StreamvolError
 
 
@@ -22,12 +22,8 @@ class CheckpointError(StreamvolError, ValueError):
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Write ``state`` to ``path`` via a temporary file, fsync and rename."""
     path = Path(path)
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "wb") as f:
+    with atomic_file(path) as f:
         torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(partial, path)
     return path
 
 

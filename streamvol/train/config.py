@@ -115,7 +115,7 @@ class TrainConfig:
         return cls(**data)
 
     def save(self, path: Path) -> None:
-        from streamvol.shard.manifest import write_json_atomic
+        from streamvol.core.files import write_json_atomic
 
         write_json_atomic(path, self.to_json())
 

@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from streamvol.shard.manifest import write_json_atomic
+from streamvol.core.files import write_json_atomic
 from streamvol.train.config import TrainConfig
 from streamvol.train.loop import RunError, Trainer
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from streamvol.shard.manifest import write_json_atomic
+from streamvol.core.files import atomic_file, write_json_atomic
 
 # The 8 flips of the three axes: each is its own inverse, so TTA maps predictions back exactly.
 TTA_FLIPS = tuple(
@@ -234,8 +234,7 @@ def predict_run(
     names = trainer.task.class_names
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
-    with open(partial, "w", newline="") as f:
+    with atomic_file(out, "w", newline="") as f:
         writer = csv.writer(f)
         if trainer.task.kind == "segmentation":
             writer.writerow(["key", "weight", "foreground_fraction"])
@@ -253,5 +252,4 @@ def predict_run(
                     writer.writerow([key, w, float(s), names[int(s >= threshold)]])
                 else:
                     writer.writerow([key, w, *map(float, s), names[int(np.argmax(s))]])
-    partial.replace(out)
     return out

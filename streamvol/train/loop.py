@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from streamvol.core.files import write_json_atomic
 from streamvol.errors import StreamvolError
-from streamvol.shard.manifest import write_json_atomic
 from streamvol.stream import DevicePrefetcher, loader
 from streamvol.train import distributed, setup
 from streamvol.train.checkpoint import load_checkpoint, save_checkpoint

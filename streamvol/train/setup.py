@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from streamvol.shard.manifest import read_manifest
+from streamvol.core.manifest import read_manifest
 from streamvol.stream import StreamDataset, open_shards
 from streamvol.train.config import TrainConfig
 from streamvol.train.losses import class_weights_from_counts, make_loss
