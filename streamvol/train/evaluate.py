@@ -109,9 +109,15 @@ def score(out: dict[str, Any], task: Any, *, threshold: float | None = 0.5) -> d
 
 
 def write_report(
-    trainer: Any, *, split: str | None, prefix: str, tta: bool = False
+    trainer: Any,
+    *,
+    split: str | None,
+    prefix: str,
+    tta: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Predict ``split`` (None: validation), choose or reuse the threshold, score, plot."""
+    """Predict ``split`` (None: validation), choose or reuse the threshold, score, plot;
+    ``progress(done, total)`` after each batch predicted."""
     from streamvol.metrics import (
         plot_confusion_matrix,
         plot_pr,
@@ -127,7 +133,7 @@ def write_report(
         if trainer.history and writes:
             _curves(trainer.history, run)
         return report
-    out = trainer.predict(split, tta=tta)
+    out = trainer.predict(split, tta=tta, progress=progress)
     threshold = _saved_threshold(run)
     if task.binary and split is None and trainer.config.sweep_threshold:
         threshold, _ = sweep_threshold(out["targets"], out["scores"], weights=out["weights"])
@@ -184,9 +190,11 @@ def evaluate(
     device: str | None = None,
     timeout: float | None = None,
     storage_options: dict[str, Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Score a run's best checkpoint on ``split`` with the threshold chosen on validation
-    (``timeout``: the loader's, default the run's; ``storage_options`` for URL shards)."""
+    (``timeout``: the loader's, default the run's; ``storage_options`` for URL shards;
+    ``progress(done, total)`` after each batch)."""
     from dataclasses import replace
 
     from streamvol.train.config import TrainConfig
@@ -201,7 +209,7 @@ def evaluate(
     config = replace(config, storage_options=storage_options)
     trainer = Trainer.for_evaluation(config, run)
     prefix = f"{split}{'_tta' if tta else ''}"
-    return write_report(trainer, split=split, prefix=prefix, tta=tta)
+    return write_report(trainer, split=split, prefix=prefix, tta=tta, progress=progress)
 
 
 def predict_run(
@@ -213,9 +221,11 @@ def predict_run(
     tta: bool = False,
     timeout: float | None = None,
     storage_options: dict[str, Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Write a CSV of every sample's key, weight, class scores and predicted class (or, for
-    segmentation, the predicted foreground fraction) for ``split`` of the run's or other shards."""
+    segmentation, the predicted foreground fraction) for ``split`` of the run's or other shards
+    (``progress(done, total)`` after each batch)."""
     import csv
     from dataclasses import replace
 
@@ -230,7 +240,7 @@ def predict_run(
         config = replace(config, loader_timeout=timeout)
     config = replace(config, storage_options=storage_options)
     trainer = Trainer.for_evaluation(config, run)
-    result = trainer.predict(split, tta=tta)
+    result = trainer.predict(split, tta=tta, progress=progress)
     names = trainer.task.class_names
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
