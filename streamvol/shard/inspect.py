@@ -18,7 +18,8 @@ def summary_table(manifest: dict[str, Any]) -> Table:
     """Per split (columns): shards, samples, MB, and the samples of each class (rows)."""
     splits = manifest["splits"]
     crop, margin = _zyx(manifest["crop"]), _zyx(manifest["margin"])
-    table = Table(title=f"{manifest['task']}: crop {crop} + margin {margin}")
+    title = f"{manifest['task']}: crop {crop} + margin {margin}"
+    table = Table(title=title, min_width=len(title) + 2)
     table.add_column("")
     for split in splits:
         table.add_column(split, justify="right")
