@@ -431,8 +431,20 @@ def plot(result: BenchResult, path: str | Path) -> Path:
             c="k",
             label=f"trainer: {result.trainer['model']} on {result.trainer['device']}",
         )
+    compared = (result.trainer or {}).get("compared_with")
+    if compared:
+        ax.plot(
+            compared["workers"],
+            compared["samples_per_s"],
+            marker="*",
+            ms=14,
+            ls="",
+            c="gold",
+            mec="k",
+            label="the verdict's configuration",
+        )
     workers = sorted({m.workers for m in result.results})
-    ax.set_xticks(workers)
+    ax.set_xticks(workers)  # whole workers only
     ax.set_xlabel("loader workers")
     ax.set_ylabel("samples / s (median, min-max)")
     ax.set_ylim(bottom=0)
@@ -453,18 +465,22 @@ def table(result: BenchResult) -> Any:
     from rich import box
     from rich.table import Table
 
+    gpu_on_cpu = any(m.mode == "gpu" and m.augment_device == "cpu" for m in result.results)
+    caption = "read .. wall: ms a sample (stages summed over workers; wall as the trainer sees it)"
+    if gpu_on_cpu:
+        caption += "\ngpu*: the GPU code path on the CPU device (no CUDA here)"
     t = Table(
         title=f"loader throughput: split {result.config.split}, --augment "
         f"{result.config.augment}, batch {result.config.batch_size}, {result.device}",
-        caption="ms: per sample, summed over workers; wall: as the trainer sees it",
+        caption=caption,
         box=box.SIMPLE_HEAD,
     )
-    for name in ("workers", "augment", "samples/s", "min-max", "MB/s"):
+    for name in ("workers", "augment", "samples/s", "min-max", "MB/s", "read", "aug", "collate"):
         t.add_column(name, justify="right")
-    for name in (*STAGES, "wall"):
-        t.add_column(f"{name} ms", justify="right")
+    for name in ("h2d", "wall"):
+        t.add_column(name, justify="right")
     for m in result.results:
-        mode = m.mode if m.mode != "gpu" else f"gpu ({m.augment_device})"
+        mode = "gpu*" if m.mode == "gpu" and m.augment_device == "cpu" else m.mode
         t.add_row(
             str(m.workers),
             mode,

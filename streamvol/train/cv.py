@@ -71,6 +71,7 @@ def cross_validate(
                 run_dir / "cv_roc.png",
                 class_names=list(trainer.task.class_names),
                 weights=[p["weights"] for p in predictions],
+                title=f"ROC: {run_dir.name}, each fold's validation split ({k} folds)",
             )
         )
     result = {"folds": k, "summary": summary, "plots": plots}

@@ -152,14 +152,28 @@ def write_report(
     if task.kind == "classification":
         keep = out["weights"] > 0
         names = list(task.class_names)
+        what = f"{run.name}, {report['split']} split{' with 8-flip TTA' if tta else ''}"
+        what += f" ({int(keep.sum())} samples)"
         if len(np.unique(out["targets"][keep])) > 1:
-            for name, plot in (("roc", plot_roc), ("pr", plot_pr)):
+            curves = (("roc", plot_roc, "ROC"), ("pr", plot_pr, "precision-recall"))
+            for name, plot, label in curves:
                 path = run / f"{prefix}_{name}.png"
-                plot(out["targets"], out["scores"], path, class_names=names, weights=out["weights"])
+                plot(
+                    out["targets"],
+                    out["scores"],
+                    path,
+                    class_names=names,
+                    weights=out["weights"],
+                    title=f"{label}: {what}",
+                )
                 plots[name] = str(path)
         plots["confusion"] = str(
             plot_confusion_matrix(
-                report["confusion_matrix"], run / f"{prefix}_confusion.png", class_names=names
+                report["confusion_matrix"],
+                run / f"{prefix}_confusion.png",
+                class_names=names,
+                title=f"confusion matrix: {what}"
+                + (f", threshold {threshold:.2f}" if task.binary else ""),
             )
         )
     report["plots"] = plots
@@ -172,7 +186,8 @@ def _curves(history: list[dict[str, Any]], run: Path) -> Path:
     from streamvol.metrics import plot_history
 
     metrics = sorted({k for h in history for k in h if k.startswith("val_") and "loss" not in k})
-    return plot_history(history, run / "curves.png", metrics=metrics or None)
+    title = f"{run.name}: training and validation by epoch"
+    return plot_history(history, run / "curves.png", metrics=metrics or None, title=title)
 
 
 def _saved_threshold(run: Path) -> float:

@@ -148,3 +148,22 @@ def test_preset_must_fit_the_stored_margin(tiny, tmp_path):
     with pytest.raises(ValueError, match=r"margin of \[0, 0, 0\].*--augment 'default'"):
         measure(config, 0, "cpu", torch.device("cpu"))
     assert measure(config, 0, "none", torch.device("cpu")).median > 0
+
+
+def test_bench_plot_has_whole_worker_ticks_and_marks_the_verdict(tiny, tmp_path, monkeypatch):
+    from streamvol.bench import plot, run_bench
+    from streamvol.metrics import plots
+
+    saved = []
+    real = plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda fig, p, **k: saved.append(fig) or real(fig, p))
+    config = BenchConfig(
+        shards=str(tiny), workers=(0, 1), modes=("none",), batch_size=4, batches=1, repeats=1,
+        warmup=1, augment="flips", train_workers=0, model="simple_cnn",
+    )  # fmt: skip
+    plot(run_bench(config), tmp_path / "b.png")
+    (ax,) = saved[-1].axes
+    assert list(ax.get_xticks()) == [0, 1]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "the verdict's configuration" in labels and "no augmentation" in labels
+    assert "--augment flips" in ax.get_title() and "split train" in ax.get_title()
