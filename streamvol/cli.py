@@ -382,7 +382,7 @@ def inspect(
         manifest = read_manifest(shards, storage)
         out.print(summary_table(manifest))
         for line in describe(manifest):
-            out.print(line, highlight=False)
+            out.print(line, highlight=False, soft_wrap=True)
         if verify:
             problems = run_verify(shards, storage)
             for problem in problems:
@@ -692,9 +692,9 @@ def cv(
             config,
             run_dir,
             folds=folds,
-            fit=lambda trainer, fold, k: _fit(trainer, f"fold {fold + 1}/{k} "),
+            fit=lambda trainer, fold, k: _fit(trainer, f"fold{fold} ({fold + 1}/{k}) "),
             on_fold=lambda k, r: _out().print(
-                f"fold {k + 1}: {_metrics_line(r)}", highlight=False, soft_wrap=True
+                f"fold{k}: {_metrics_line(r)}", highlight=False, soft_wrap=True
             ),
         )
     except (StreamvolError, ValueError, FileNotFoundError) as exc:
@@ -702,7 +702,8 @@ def cv(
     out = _out()
     settings = {"n_samples", "n_padding", "beta", "threshold"}  # not metrics
     keys = [k for k in result["summary"] if "." not in k and k not in settings]
-    out.print(format_table(result["summary"], keys=keys))
+    title = f"cross-validation: {run_dir.name}, {result['folds']} folds (validation of each)"
+    out.print(format_table(result["summary"], keys=keys, title=title, digits=3))
     for label, path in result["plots"].items():
         out.print(f"{label}: {path}")
     out.print(f"report: {run_dir / 'cv_report.json'}")

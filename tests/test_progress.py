@@ -129,8 +129,9 @@ def test_cv_and_bench_print_progress_lines(labelled, tmp_path):
     cv += ["--workers", "0", "--augment", "flips", "--runs", str(tmp_path)]
     done = runner.invoke(app, cv, env=EVERY)
     assert done.exit_code == 0, done.output
-    assert "fold 1/2 epoch 1/1: 1/" in done.output and "fold 2/2 epoch 1/1: 1/" in done.output
-    assert "fold 2: " in done.output  # each fold's result
+    assert "fold0 (1/2) epoch 1/1: 1/" in done.output
+    assert "fold1 (2/2) epoch 1/1: 1/" in done.output
+    assert "fold1: accuracy " in done.output  # each fold's result, named as its split
 
     bench = ["bench", str(shards), "--split", "fold0", "--workers", "0", "--modes", "none"]
     bench += ["--batches", "2", "--batch-size", "2", "--repeats", "1", "--warmup", "1"]
