@@ -517,7 +517,7 @@ def train(
 
 def _fit(trainer, label: str = "") -> dict:
     """``trainer.fit()`` with a bar (or plain lines) for each epoch's training and validation
-    batches, and one line per epoch; ``label`` goes before each (``fold 2/5``)."""
+    batches, and one line per epoch; ``label`` goes before each (``fold1 (2/5) ``)."""
     out = _out()
     epochs = trainer.config.epochs
     per = trainer.config.batch_size

@@ -136,14 +136,14 @@ def test_shard_help_lists_the_presets_and_explains_the_tasks():
     assert "--voxel-size" in text
 
 
-def test_output_that_is_not_a_terminal_is_100_columns_wide():
-    from streamvol.cli import WIDTH, _out
-
-    assert WIDTH == 100
-    result = runner.invoke(app, ["--version"])
-    assert result.exit_code == 0
+def test_output_that_is_not_a_terminal_is_100_columns_wide(monkeypatch):
     import io
 
+    from streamvol.cli import WIDTH, _out
+
+    monkeypatch.delenv("COLUMNS", raising=False)  # where set, it decides
     console = _out()
     console.file = io.StringIO()
-    assert not console.is_terminal and console.width == 100
+    assert not console.is_terminal and console.width == WIDTH == 100
+    monkeypatch.setenv("COLUMNS", "120")
+    assert _out().width == 120
