@@ -455,7 +455,7 @@ def fed_rate(config: Any, workers: int, mode: str, device: torch.device, steps: 
     task = resolve_task(train_config, manifest)
     model = build_model(train_config, task).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    ds = open_shards(config.shards, augment=load_spec(config.preset), augment_device=mode, seed=1)
+    ds = open_shards(config.shards, augment=load_spec(config.augment), augment_device=mode, seed=1)
     stats = manifest["stats"]
     batches = _endless(
         DevicePrefetcher(
@@ -511,7 +511,7 @@ def section_feed(out: Path, deadline: float, save: Callable, dry: bool, scratch:
         batches=2 if dry else 20,
         warmup=1 if dry else 2,
         repeats=1 if dry else 2,
-        preset="default",
+        augment="default",
         device=str(device),
         model="unet3d",
     )

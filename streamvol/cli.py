@@ -15,10 +15,18 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 
 from streamvol import __version__
 from streamvol.errors import StreamvolError
+from streamvol.progress import progress as _progress_display
+
+WIDTH = 100  # columns of output that is not a terminal (a log, CI); rich would take 80
+AUGMENT_HELP = (
+    "a preset: none, flips (flips and 90-degree turns: no margin), default (free rotation, "
+    "flips, shift, zoom, gamma, contrast, noise), cryoet (rotation about z with a 10-degree "
+    "tilt, flips, noise, contrast); or a TOML/YAML file"
+)
 
 app = typer.Typer(
     name="streamvol",
@@ -42,9 +50,21 @@ def _rank() -> int:
     return 0
 
 
+class _Console(Console):
+    """rich's console, but ``WIDTH`` columns wide where it is not a terminal, so tables and
+    lines in a log are not cut at rich's 80 (``COLUMNS`` still decides where it is set)."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        if self._width is None and not self.is_terminal and not self._environ.get("COLUMNS"):
+            return ConsoleDimensions(WIDTH, size.height)
+        return size
+
+
 def _out(*, stderr: bool = False) -> Console:
     """Where a command prints: silent on every rank but 0, so a line appears once per run."""
-    return Console(stderr=stderr, quiet=_rank() != 0)
+    return _Console(stderr=stderr, quiet=_rank() != 0)
 
 
 console = _out(stderr=True)
@@ -108,7 +128,9 @@ def _fail(exc: Exception) -> typer.Exit:
     each may fail for its own reason; prefixed with the rank but on rank 0)."""
     rank = _rank()
     where = f"rank {rank}: " if rank else ""
-    Console(stderr=True).print(f"[bold red]error:[/] {where}{exc}", highlight=False, soft_wrap=True)
+    _Console(stderr=True).print(
+        f"[bold red]error:[/] {where}{exc}", highlight=False, soft_wrap=True
+    )
     return typer.Exit(code=1)
 
 
@@ -140,18 +162,17 @@ def synth(
         )
     try:
         shape = as_zyx(size) if size else None
-        with _progress() as bar:
-            job = bar.add_task(f"synth {kind}", total=synth_mod.total_steps(kind, n))
+        with _progress_display(console) as show:
+            unit = "tomograms" if kind == "tomograms" else "samples" if kind == "nuclei" else "sets"
+            job = show.job(f"synth {kind}", synth_mod.total_steps(kind, n), unit=unit)
             path = synth_mod.make(
-                kind,
-                out,
-                n=n,
-                size=shape,
-                seed=seed,
-                overwrite=overwrite,
-                progress=lambda k: bar.advance(job, k),
+                kind, out, n=n, size=shape, seed=seed, overwrite=overwrite, progress=job.advance
             )
-    except (StreamvolError, ValueError, FileExistsError) as exc:
+    except FileExistsError:
+        raise _fail(
+            FileExistsError(f"{out}: folder is not empty; use --overwrite to replace it")
+        ) from None
+    except (StreamvolError, ValueError) as exc:
         raise _fail(exc) from None
     _out().print(f"wrote {kind} to {path}", highlight=False)
 
@@ -184,7 +205,7 @@ def shard(
     augment: Annotated[
         str,
         typer.Option(
-            help="Augmentation the shards are for (preset or file): sizes --context auto."
+            help=f"Augmentation the shards are for, which sizes --context auto: {AUGMENT_HELP}."
         ),
     ] = "default",
     max_shift: Annotated[
@@ -216,8 +237,22 @@ def shard(
     classes: Annotated[Path | None, typer.Option(help="Class CSV (sample, class).")] = None,
     level: Annotated[int, typer.Option(help="OME-NGFF resolution level.")] = 0,
     task: Annotated[
-        str, typer.Option(help="auto | classification | segmentation | detection.")
+        str,
+        typer.Option(
+            help="What the shards train. classification: a class per crop (the sample's, or "
+            "the pick at its centre; background for negatives). segmentation: a voxel mask per "
+            "crop. detection: crops keep every pick inside them as points, for particle "
+            "picking (targets drawn after augmentation). auto: segmentation for a grid over "
+            "masked volumes, detection for a grid or regions over picks, else classification."
+        ),
     ] = "auto",
+    voxel_size: Annotated[
+        str | None,
+        typer.Option(
+            help="Voxel size in Angstrom, one number or z,y,x, for sources whose files record "
+            "none (TIFF without ImageJ metadata, .npy); replaces a file's own, with a warning."
+        ),
+    ] = None,
     shard_size: Annotated[int, typer.Option(help="Samples per tar.")] = 256,
     seed: Annotated[int, typer.Option(help="Seed for splits and negative crops.")] = 0,
     workers: Annotated[int | None, typer.Option(help="Local dask workers.")] = None,
@@ -273,9 +308,16 @@ def shard(
             task=task,
             shard_size=shard_size,
             seed=seed,
+            voxel_size=voxel_size,
         )
-        with _warnings_shown(), _progress() as bar:
-            job = bar.add_task("shards", total=None)
+        with _warnings_shown(), _progress_display(console) as show:
+            job = show.job("shard: reading sources, planning crops", unit="shards")
+
+            def written(done: int, total: int) -> None:
+                if job.total is None:  # the first shard: planning is over, time the writing
+                    job.restart("shard: writing", total)
+                job.update(done, total)
+
             result = run_shard(
                 config,
                 out,
@@ -284,26 +326,13 @@ def shard(
                 scheduler=scheduler,
                 overwrite=overwrite,
                 command=shlex.join(["streamvol", *sys.argv[1:]]),
-                progress=lambda done, total: bar.update(job, completed=done, total=total),
+                progress=written,
                 max_bytes=limit,
                 storage_options=_storage(storage_options),
             )
     except (StreamvolError, ValueError, FileNotFoundError) as exc:
         raise _fail(exc) from None
     _print_shard_result(result)
-
-
-def _progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    return Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
 
 
 def _print_shard_result(result) -> None:
@@ -353,7 +382,7 @@ def inspect(
         manifest = read_manifest(shards, storage)
         out.print(summary_table(manifest))
         for line in describe(manifest):
-            out.print(line, highlight=False)
+            out.print(line, highlight=False, soft_wrap=True)
         if verify:
             problems = run_verify(shards, storage)
             for problem in problems:
@@ -486,34 +515,68 @@ def train(
     _print_report(report, run_dir)
 
 
-def _fit(trainer) -> dict:
+def _fit(trainer, label: str = "") -> dict:
+    """``trainer.fit()`` with a bar (or plain lines) for each epoch's training and validation
+    batches, and one line per epoch; ``label`` goes before each (``fold1 (2/5) ``)."""
     out = _out()
-    with _progress() as bar:
-        job = bar.add_task(f"epoch {trainer.epoch + 1}", total=trainer.steps_per_epoch)
+    epochs = trainer.config.epochs
+    per = trainer.config.batch_size
+    with _progress_display(console) as show:
+        job = show.job(
+            f"{label}epoch {trainer.epoch + 1}/{epochs}",
+            trainer.steps_per_epoch,
+            unit="batches",
+            per=per,
+            rate_unit="samples",
+        )
+        phase = {"name": ""}
+
+        def follow(name: str) -> Any:
+            def update(done: int, total: int) -> None:
+                if name == "validation" and phase["name"] in ("done", "final"):
+                    phase["name"] = "final"  # after the last epoch: the best weights' pass
+                    name_now = f"{label}validation of the best weights"
+                else:
+                    phase["name"] = name
+                    name_now = f"{label}epoch {trainer.epoch + 1}/{epochs}"
+                    name_now += " validation" if name == "validation" else ""
+                if job.description != name_now:
+                    job.restart(name_now, total)
+                job.update(done, total)
+
+            return update
 
         def on_epoch(values: dict) -> None:
-            shown = {k: v for k, v in values.items() if isinstance(v, float)}
-            out.print(
-                f"epoch {values['epoch']}/{trainer.config.epochs} "
-                + " ".join(f"{k} {v:.4g}" for k, v in shown.items()),
-                highlight=False,
-            )
-            bar.reset(
-                job, total=trainer.steps_per_epoch, description=f"epoch {values['epoch'] + 1}"
-            )
+            phase["name"] = "done"
+            out.print(f"{label}{_epoch_line(values, epochs)}", highlight=False, soft_wrap=True)
 
         return trainer.fit(
-            on_epoch=on_epoch,
-            progress=lambda done, total: bar.update(job, completed=done, total=total),
+            on_epoch=on_epoch, progress=follow("training"), val_progress=follow("validation")
         )
+
+
+def _epoch_line(values: dict, epochs: int) -> str:
+    """``epoch 3/15: train_loss 0.247, val_loss 0.173, val_balanced_accuracy 0.920, ... (1.9 s,
+    321 samples/s)``, the keys of ``metrics.jsonl``."""
+    skip = {"epoch", "seconds", "train_samples_per_s", "lr", "best"}
+    shown = [f"{k} {v:.3f}" for k, v in values.items() if k not in skip and isinstance(v, float)]
+    extra = f"{values.get('seconds', 0.0):.1f} s"
+    if isinstance(values.get("train_samples_per_s"), float):
+        extra += f", {values['train_samples_per_s']:.0f} samples/s"
+    best = " (best so far)" if values.get("best") else ""
+    return f"epoch {values['epoch']}/{epochs}: {', '.join(shown)} ({extra}){best}"
+
+
+def _metrics_line(report: dict) -> str:
+    keys = ("accuracy", "balanced_accuracy", "f1", "roc_auc", "average_precision", "dice", "iou")
+    shown = {k: report[k] for k in keys if isinstance(report.get(k), float)}
+    return ", ".join(f"{k} {v:.3f}" for k, v in shown.items())
 
 
 def _print_report(report: dict, run_dir: Path) -> None:
     out = _out()
-    keys = ("accuracy", "balanced_accuracy", "f1", "roc_auc", "average_precision", "dice", "iou")
-    shown = {k: report[k] for k in keys if isinstance(report.get(k), float)}
     split = report.get("split", "val")
-    out.print(f"{split}: " + ", ".join(f"{k} {v:.3f}" for k, v in shown.items()), highlight=False)
+    out.print(f"{split}: {_metrics_line(report)}", highlight=False, soft_wrap=True)
     plots = dict(report.get("plots", {}))
     if "curves" not in plots and (Path(run_dir) / "curves.png").is_file():
         plots["curves"] = str(Path(run_dir) / "curves.png")
@@ -539,14 +602,16 @@ def evaluate(
     from streamvol.train import evaluate as run_evaluate
 
     try:
-        report = run_evaluate(
-            run,
-            split=split,
-            tta=tta,
-            device=device,
-            timeout=timeout,
-            storage_options=_storage(storage_options),
-        )
+        with _progress_display(console) as show:
+            report = run_evaluate(
+                run,
+                split=split,
+                tta=tta,
+                device=device,
+                timeout=timeout,
+                storage_options=_storage(storage_options),
+                progress=show.job(f"evaluate {split}{' (8 flips)' if tta else ''}", unit="batches"),
+            )
     except (StreamvolError, ValueError, FileNotFoundError) as exc:
         raise _fail(exc) from None
     _print_report(report, run)
@@ -568,15 +633,17 @@ def predict(
     from streamvol.train.evaluate import predict_run
 
     try:
-        path = predict_run(
-            run,
-            out,
-            split=split,
-            shards=shards,
-            tta=tta,
-            timeout=timeout,
-            storage_options=_storage(storage_options),
-        )
+        with _progress_display(console) as show:
+            path = predict_run(
+                run,
+                out,
+                split=split,
+                shards=shards,
+                tta=tta,
+                timeout=timeout,
+                storage_options=_storage(storage_options),
+                progress=show.job(f"predict {split}", unit="batches"),
+            )
     except (StreamvolError, ValueError, FileNotFoundError) as exc:
         raise _fail(exc) from None
     _out().print(f"wrote {path}")
@@ -625,8 +692,9 @@ def cv(
             config,
             run_dir,
             folds=folds,
-            on_fold=lambda k, r: console.print(
-                f"fold {k}: balanced accuracy {r.get('balanced_accuracy')}"
+            fit=lambda trainer, fold, k: _fit(trainer, f"fold{fold} ({fold + 1}/{k}) "),
+            on_fold=lambda k, r: _out().print(
+                f"fold{k}: {_metrics_line(r)}", highlight=False, soft_wrap=True
             ),
         )
     except (StreamvolError, ValueError, FileNotFoundError) as exc:
@@ -634,7 +702,8 @@ def cv(
     out = _out()
     settings = {"n_samples", "n_padding", "beta", "threshold"}  # not metrics
     keys = [k for k in result["summary"] if "." not in k and k not in settings]
-    out.print(format_table(result["summary"], keys=keys))
+    title = f"cross-validation: {run_dir.name}, {result['folds']} folds (validation of each)"
+    out.print(format_table(result["summary"], keys=keys, title=title, digits=3))
     for label, path in result["plots"].items():
         out.print(f"{label}: {path}")
     out.print(f"report: {run_dir / 'cv_report.json'}")
@@ -646,10 +715,27 @@ def bench(
     workers: Annotated[
         str, typer.Option(help="Loader worker counts to try, e.g. 0,1,2.")
     ] = "0,1,2",
-    augment: Annotated[str, typer.Option(help="Modes to try: none, cpu, gpu.")] = "none,cpu",
-    preset: Annotated[
-        str, typer.Option(help="Augmentation preset or file for cpu/gpu.")
+    modes: Annotated[
+        str,
+        typer.Option(
+            help="Where to augment, each measured: none, cpu (in the loader workers), gpu (on "
+            "the batch, on the device: the CPU device without CUDA)."
+        ),
+    ] = "none,cpu",
+    augment: Annotated[
+        str, typer.Option(help=f"Augmentation for the cpu and gpu modes: {AUGMENT_HELP}.")
     ] = "default",
+    preset: Annotated[str | None, typer.Option(hidden=True, help="Old name of --augment.")] = None,
+    train_workers: Annotated[
+        int,
+        typer.Option(
+            help="Loader workers you train with (train --workers): the verdict is about this "
+            "configuration, measured even outside --workers."
+        ),
+    ] = 2,
+    augment_device: Annotated[
+        str, typer.Option(help="Where you train augmenting (train --augment-device): cpu | gpu.")
+    ] = "cpu",
     batch_size: Annotated[int, typer.Option(help="Samples per batch.")] = 16,
     batches: Annotated[int, typer.Option(help="Batches timed per repeat.")] = 20,
     warmup: Annotated[int, typer.Option(help="Batches before timing.")] = 2,
@@ -657,7 +743,8 @@ def bench(
     split: Annotated[str, typer.Option(help="Split to read.")] = "train",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
     model: Annotated[
-        str | None, typer.Option(help="Also time this model's training step and compare.")
+        str | None,
+        typer.Option(help="Also time this model's training step: does the loader keep up?"),
     ] = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write the results as JSON.")
@@ -670,7 +757,11 @@ def bench(
     ] = 600.0,
     storage_options: StorageOption = None,
 ) -> None:
-    """Measure data-loader throughput and whether it keeps a trainer fed."""
+    """Measure data-loader throughput and whether it keeps a trainer fed.
+
+    Each of --modes x --workers is timed; with --model, the verdict compares the configuration
+    you train with (--augment on --augment-device, --train-workers) with the model's step.
+    """
     import json
 
     from streamvol.bench import BenchConfig, parse_list, run_bench
@@ -678,32 +769,44 @@ def bench(
     from streamvol.bench import table as make_table
     from streamvol.core.files import write_json_atomic
 
+    if preset is not None:
+        console.print("[yellow]warning:[/] --preset is now --augment", highlight=False)
+        augment = preset
     try:
         config = BenchConfig(
             shards=shards,
             workers=parse_list(workers),
-            modes=parse_list(augment, str),
+            modes=parse_list(modes, str),
             batch_size=batch_size,
             batches=batches,
             warmup=warmup,
             repeats=repeats,
-            preset=preset,
+            augment=augment,
             split=split,
             device=device,
             model=model,
+            train_workers=train_workers,
+            augment_device=augment_device,
             timeout=timeout,
             storage_options=_storage(storage_options),
         )
-        result = run_bench(config, log=lambda m: console.print(m, highlight=False))
+        with _progress_display(console) as show:
+            result = run_bench(
+                config,
+                log=show.print,
+                progress=show.job("bench", unit="batches", per=batch_size, rate_unit="samples"),
+            )
     except (StreamvolError, ValueError, FileNotFoundError) as exc:
         raise _fail(exc) from None
     out = _out()
     out.print(make_table(result))
+    for note in result.notes:
+        out.print(f"note: {note}", highlight=False, soft_wrap=True)
     if result.trainer:
         t = result.trainer
         out.print(f"trainer ({t['model']} on {t['device']}): {t['samples_per_s']:.1f} samples/s")
     if result.verdict:
-        out.print(result.verdict, highlight=False)
+        out.print(result.verdict, highlight=False, soft_wrap=True)
     if json_out:
         write_json_atomic(json_out, json.loads(json.dumps(result.to_json())))
         out.print(f"json: {json_out}")

@@ -63,6 +63,10 @@ class NotEnoughSpace(StreamvolError, OSError):
     """Output that would not fit: more bytes than the target's free space or ``--max-bytes``."""
 
 
+class RunNotFound(StreamvolError, FileNotFoundError):
+    """A path that is not a run folder (no ``config.json`` written by ``streamvol train``)."""
+
+
 class LargeCropWarning(UserWarning):
     """A crop larger than its volume: most of each stored block is padding."""
 

@@ -105,3 +105,45 @@ def test_under_torchrun_each_line_is_printed_once(small_set):
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("verified: every shard") == 1
     assert done.stdout.count("made by:") == 1
+
+
+def test_evaluate_and_predict_of_no_run_say_so_in_one_line(tmp_path):
+    for command in (["evaluate", str(tmp_path / "nosuch")], ["predict", str(tmp_path / "nosuch")]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 1
+        assert "nosuch: not a run folder (no such folder)" in result.output
+        assert "streamvol train" in result.output
+        assert "Errno" not in result.output and "Traceback" not in result.output
+    (tmp_path / "empty").mkdir()
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "empty")])
+    assert result.exit_code == 1 and "no config.json in it" in result.output
+
+
+def test_synth_into_a_full_folder_names_the_flag(tmp_path):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x.txt").write_text("mine")
+    result = runner.invoke(app, ["synth", "spots", str(tmp_path / "full"), "--n", "8"])
+    assert result.exit_code == 1
+    assert "use --overwrite" in result.output and "overwrite=True" not in result.output
+
+
+def test_shard_help_lists_the_presets_and_explains_the_tasks():
+    help_text = runner.invoke(app, ["shard", "--help"], env={"COLUMNS": "200"}).stdout
+    text = " ".join(help_text.replace("│", " ").split())
+    for preset in ("none", "flips", "default", "cryoet", "TOML/YAML"):
+        assert preset in text
+    assert "detection: crops keep every pick inside them as points" in text
+    assert "--voxel-size" in text
+
+
+def test_output_that_is_not_a_terminal_is_100_columns_wide(monkeypatch):
+    import io
+
+    from streamvol.cli import WIDTH, _out
+
+    monkeypatch.delenv("COLUMNS", raising=False)  # where set, it decides
+    console = _out()
+    console.file = io.StringIO()
+    assert not console.is_terminal and console.width == WIDTH == 100
+    monkeypatch.setenv("COLUMNS", "120")
+    assert _out().width == 120

@@ -46,6 +46,7 @@ __all__ = [
     "apply_cpu",
     "apply_gpu",
     "cutmix",
+    "describe_params",
     "load_spec",
     "mix_batch",
     "mixup",
@@ -70,6 +71,7 @@ _LAZY = {
     "normal_field_torch": "_noise",
     "transform_points": "_points",
     "preview_augment": "_preview",
+    "describe_params": "_preview",
 }
 
 

@@ -10,7 +10,27 @@ import numpy as np
 from streamvol.augment._cpu import apply_cpu
 from streamvol.augment._spec import Augment
 
-__all__ = ["preview_augment"]
+__all__ = ["describe_params", "preview_augment"]
+
+
+def describe_params(params: Any) -> str:
+    """What a draw changed, in words: ``zoom 1.05, gamma 1.22, contrast 0.87, noise 0.05``
+    (rotation, flips and shift show in the picture)."""
+    zoom = float(abs(np.linalg.det(np.asarray(params.matrix, dtype=np.float64)[:3, :3])))
+    zoom = zoom ** (1 / 3) if zoom > 0 else 1.0
+    parts = []
+    if abs(zoom - 1.0) >= 0.005:
+        parts.append(f"zoom {1 / zoom:.2f}")  # the matrix maps output to input voxels
+    for name, value, neutral in (
+        ("gamma", params.gamma, 1.0),
+        ("contrast", params.contrast, 1.0),
+        ("brightness", params.brightness, 0.0),
+        ("noise", params.noise_std, 0.0),
+        ("blur", params.blur_sigma, 0.0),
+    ):
+        if abs(value - neutral) >= 0.005:
+            parts.append(f"{name} {value:.2f}")
+    return ", ".join(parts) or "geometry only"
 
 
 def _member(sample: dict[str, Any], name: str) -> Any:
@@ -42,8 +62,11 @@ def preview_augment(
     outline and the points within 2 slices; the first panel is the stored centre crop. Intensities
     are normalised by the block's 0.5 / 99.5 percentiles unless ``offset`` / ``scale`` are given.
     Writes the PNG atomically and returns its path."""
+    import textwrap
+
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
     from streamvol.core.files import save_figure
     from streamvol.core.rng import sample_rng
@@ -66,13 +89,14 @@ def preview_augment(
         "points": _member(sample, "points"),
     }
     key = str(sample.get("__key__", "sample"))
-    panels = [("stored (centre)", Augment().sample(np.random.default_rng(0), stored, out_shape))]
+    panels = [("stored centre crop", Augment().sample(np.random.default_rng(0), stored, out_shape))]
     for i in range(draws):
         panels.append((f"draw {i}", augment.sample(sample_rng(seed, i, key), stored, out_shape)))
     cols = min(len(panels), 3 if len(panels) <= 6 else 5)
     rows = -(-len(panels) // cols)
-    fig = Figure(figsize=(3.0 * cols, 3.2 * rows))
+    fig = Figure(figsize=(3.0 * cols, 3.3 * rows + 0.8), layout="constrained")
     FigureCanvasAgg(fig)
+    shown = {"mask": False, "points": False}
     for n, (title, params) in enumerate(panels):
         done = apply_cpu(data, params, offset=offset, scale=scale)
         ax = fig.add_subplot(rows, cols, n + 1)
@@ -80,6 +104,7 @@ def preview_augment(
         ax.imshow(done["image"][0, zc], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
         if done.get("mask") is not None and (done["mask"][zc] > 0).any():
             ax.contour(done["mask"][zc] > 0, levels=[0.5], colors="tab:red", linewidths=0.8)
+            shown["mask"] = True
         points = done.get("points")
         if points is not None and len(points):
             near = np.abs(points[:, 0] - zc) <= 2
@@ -94,17 +119,22 @@ def preview_augment(
                 edgecolors="white",
                 linewidths=0.4,
             )
-        extra = []
-        if params.gamma != 1.0:
-            extra.append(f"g{params.gamma:.2f}")
-        if params.contrast != 1.0:
-            extra.append(f"c{params.contrast:.2f}")
-        if params.noise_std > 0:
-            extra.append(f"n{params.noise_std:.2f}")
-        ax.set_title(" ".join([title, *extra]), fontsize=8)
+            shown["points"] = shown["points"] or bool(near.any())
+        label = "as stored" if n == 0 else describe_params(params)
+        ax.set_title(f"{title}\n{textwrap.fill(label, 38)}", fontsize=8)
         ax.set_axis_off()
+    handles = []
+    if shown["mask"]:
+        handles.append(Line2D([], [], color="tab:red", lw=1.5, label="mask outline"))
+    if shown["points"]:
+        label = "points within 2 slices (colour: class)"
+        handles.append(Line2D([], [], marker="o", ls="", color="tab:blue", label=label))
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8)
     fig.suptitle(
-        f"{key}: {image.dtype} {stored} -> {out_shape}, z = {out_shape[0] // 2}", fontsize=9
+        f"{key} under {draws} draws (draw i: epoch i of a run with seed {seed}): central z "
+        f"slice {out_shape[0] // 2} of {'x'.join(map(str, out_shape))}, stored "
+        f"{'x'.join(map(str, stored))} {image.dtype}",
+        fontsize=9,
     )
-    fig.tight_layout()
     return save_figure(fig, png_path, dpi=100)

@@ -1,5 +1,10 @@
 """``streamvol bench``: data-loader throughput per (workers, augmentation mode), where the time
-goes, and whether the loader keeps a trainer fed."""
+goes, and whether the loader keeps a trainer fed.
+
+The verdict is about the configuration a run would train with: the ``augment`` preset, run
+where ``augment_device`` says, on ``train_workers`` loader workers (``streamvol train``'s
+``--augment``, ``--augment-device`` and ``--workers``), measured even when the grid of
+``workers`` x ``modes`` leaves it out."""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +31,8 @@ STAGES = ("read", "augment", "collate", "h2d")
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """What to measure: the grid of workers x augmentation modes, and how long."""
+    """What to measure: the grid of workers x augmentation modes, how long, and the
+    configuration the verdict is about (``augment`` on ``augment_device``, ``train_workers``)."""
 
     shards: str
     workers: tuple[int, ...] = (0, 1, 2)
@@ -35,22 +41,47 @@ class BenchConfig:
     batches: int = 20
     warmup: int = 2
     repeats: int = 3
-    preset: str = "default"
+    augment: str = "default"  # the preset (or file) the cpu and gpu modes apply
     split: str = "train"
     device: str = "auto"
     model: str | None = None
+    train_workers: int = 2  # the loader workers training uses (streamvol train --workers)
+    augment_device: str = "cpu"  # where training augments (streamvol train --augment-device)
     timeout: float = 600.0
     storage_options: dict[str, Any] | None = None  # fsspec options for URL shards
 
     def __post_init__(self) -> None:
+        if set(self.augment.split(",")) <= set(MODES) - {"none"} or "," in self.augment:
+            raise ValueError(
+                f"--augment {self.augment!r}: expected the augmentation preset (none, flips, "
+                "default, cryoet) or a file; the modes to measure are --modes none,cpu,gpu"
+            )
         bad = [m for m in self.modes if m not in MODES]
         if bad:
-            raise ValueError(f"--augment {','.join(bad)}: expected some of {', '.join(MODES)}")
-        if any(w < 0 for w in self.workers):
-            raise ValueError(f"--workers {self.workers}: expected counts >= 0")
+            raise ValueError(f"--modes {','.join(bad)}: expected some of {', '.join(MODES)}")
+        if self.augment_device not in ("cpu", "gpu"):
+            raise ValueError(f"--augment-device {self.augment_device!r}: expected cpu or gpu")
+        if any(w < 0 for w in self.workers) or self.train_workers < 0:
+            raise ValueError(
+                f"--workers {self.workers}, --train-workers {self.train_workers}: expected "
+                "counts >= 0"
+            )
         for name in ("batch_size", "batches", "repeats"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)}: expected >= 1")
+
+    @property
+    def trained(self) -> tuple[str, int]:
+        """(mode, workers) of the configuration training uses: what the verdict is about."""
+        mode = "none" if load_spec(self.augment) is None else self.augment_device
+        return mode, self.train_workers
+
+    def grid(self) -> list[tuple[str, int]]:
+        """Every (mode, workers) to measure: the grid, then the trained one if not in it."""
+        grid = [(mode, workers) for mode in self.modes for workers in self.workers]
+        if self.model is not None and self.trained not in grid:
+            grid.append(self.trained)
+        return grid
 
 
 @dataclass
@@ -59,6 +90,7 @@ class Measurement:
 
     workers: int
     mode: str
+    augment_device: str | None  # where the augmentation ran: None (mode none), cpu, cuda
     samples_per_s: list[float]
     mvoxel_per_s: float
     mb_per_s: float
@@ -87,6 +119,7 @@ class BenchResult:
     results: list[Measurement] = field(default_factory=list)
     trainer: dict[str, Any] | None = None
     verdict: str | None = None
+    notes: list[str] = field(default_factory=list)  # what a reader must know about the figures
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -96,6 +129,7 @@ class BenchResult:
             "results": [m.to_json() for m in self.results],
             "trainer": self.trainer,
             "verdict": self.verdict,
+            "notes": self.notes,
         }
 
 
@@ -145,16 +179,27 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(config: BenchConfig, workers: int, mode: str, device: torch.device) -> Measurement:
-    """Time ``config.batches`` batches (after warm-up) ``config.repeats`` times."""
+def measure(
+    config: BenchConfig,
+    workers: int,
+    mode: str,
+    device: torch.device,
+    *,
+    tick: Callable[[], None] | None = None,
+) -> Measurement:
+    """Time ``config.batches`` batches (after warm-up) ``config.repeats`` times; ``tick()``
+    after every batch, warm-up included. Mode ``gpu`` augments on ``device``, whatever it is
+    (the CPU device without CUDA: ``augment_device`` says so)."""
     manifest = manifest_of(config.shards, config.storage_options)
-    augment = load_spec(config.preset) if mode != "none" else None
+    augment = load_spec(config.augment) if mode != "none" else None
     if augment is not None:
         need = augment.margin_shortfall(manifest["crop"], manifest["margin"])
         if need:
             raise ValueError(
                 f"{config.shards}: shards keep a margin of {manifest['margin']} voxels but "
-                f"--preset {config.preset!r} needs {list(need)}; choose a preset that fits"
+                f"--augment {config.augment!r} needs {list(need)}; choose a preset that fits "
+                "(flips needs none) or reshard with --context auto --augment "
+                f"{config.augment}"
             )
     ds = open_shards(
         config.shards,
@@ -175,6 +220,8 @@ def measure(config: BenchConfig, workers: int, mode: str, device: torch.device) 
     for _ in range(config.repeats):
         for _ in range(config.warmup):
             next(batches)
+            if tick:
+                tick()
         _sync(device)
         started = time.perf_counter()
         samples = 0
@@ -183,15 +230,19 @@ def measure(config: BenchConfig, workers: int, mode: str, device: torch.device) 
             samples += len(batch["__key__"])
             for stage, seconds in batch.get("__timing__", {}).items():
                 stage_sum[stage] = stage_sum.get(stage, 0.0) + seconds
+            if tick:
+                tick()
         _sync(device)
         wall = time.perf_counter() - started
         rates.append(samples / wall)
         samples_sum += samples
         wall_sum += wall
     median = statistics.median(rates)
+    ran = {"none": None, "cpu": "cpu"}.get(mode, device.type) if augment is not None else None
     return Measurement(
         workers=workers,
         mode=mode,
+        augment_device=ran,
         samples_per_s=rates,
         mvoxel_per_s=median * out_voxels / 1e6,
         mb_per_s=median * stored / 1e6,
@@ -201,7 +252,12 @@ def measure(config: BenchConfig, workers: int, mode: str, device: torch.device) 
 
 
 def trainer_rate(
-    config: BenchConfig, device: torch.device, *, steps: int = 10, warmup: int = 3
+    config: BenchConfig,
+    device: torch.device,
+    *,
+    steps: int = 10,
+    warmup: int = 3,
+    tick: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Samples per second of forward + backward + optimizer step on the loader's batch shape."""
     from streamvol.train.config import TrainConfig
@@ -231,6 +287,8 @@ def trainer_rate(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if tick:
+            tick()
     _sync(device)
     seconds = time.perf_counter() - started
     return {
@@ -241,113 +299,202 @@ def trainer_rate(
     }
 
 
+def describe(mode: str, workers: int, augment: str) -> str:
+    """A configuration as the options of ``streamvol train`` that choose it:
+    ``--augment cryoet --augment-device gpu --workers 2``."""
+    what = "--augment none" if mode == "none" else f"--augment {augment}"
+    if mode == "gpu":
+        what += " --augment-device gpu"
+    return f"{what} --workers {workers}"
+
+
 def verdict(
-    loader_rate: float, trainer: float, workers: int, per_worker: float
+    loader_rate: float,
+    trainer_rate: float,
+    *,
+    configuration: str,
+    others: Sequence[tuple[str, float]] = (),
 ) -> tuple[str, float]:
-    """A plain sentence, and the fraction of time the trainer waits for data."""
-    wait = max(0.0, 1.0 - loader_rate / trainer) if trainer > 0 else 0.0
-    if loader_rate >= trainer:
+    """Whether the loader, in the ``configuration`` training uses, keeps the trainer fed, by how
+    much, and the fraction of time the trainer would wait for data. When it does not keep up,
+    the best of ``others`` (description, rate) that does is named."""
+    wait = max(0.0, 1.0 - loader_rate / trainer_rate) if trainer_rate > 0 else 0.0
+    if loader_rate >= trainer_rate:
+        ratio = loader_rate / trainer_rate if trainer_rate > 0 else math.inf
         return (
-            f"the loader keeps up: {loader_rate:.0f} samples/s against the trainer's "
-            f"{trainer:.0f}; the trainer waits {100 * wait:.0f}% of the time",
+            f"the loader keeps up with {configuration}: {loader_rate:.0f} samples/s, "
+            f"{ratio:.1f}x the trainer's {trainer_rate:.0f}",
             wait,
         )
-    more = max(1, math.ceil(trainer / max(per_worker, 1e-9)) - max(workers, 1))
-    return (
-        f"the loader is the bottleneck ({loader_rate:.0f} samples/s against the trainer's "
-        f"{trainer:.0f}; the trainer waits {100 * wait:.0f}% of the time): {more} more "
-        "workers or --augment gpu",
-        wait,
+    text = (
+        f"the loader does not keep up with {configuration}: {loader_rate:.0f} of the "
+        f"trainer's {trainer_rate:.0f} samples/s ({100 * loader_rate / trainer_rate:.0f}%); "
+        f"the trainer would wait {100 * wait:.0f}% of the time"
     )
+    enough = [(rate, name) for name, rate in others if rate >= trainer_rate]
+    if enough:
+        rate, name = max(enough)
+        text += f"; {name} keeps up ({rate:.0f} samples/s)"
+    else:
+        text += "; no measured configuration keeps up: try more workers or --augment-device gpu"
+    return text, wait
 
 
-def run_bench(config: BenchConfig, *, log: Callable[[str], None] | None = None) -> BenchResult:
-    """Measure every (workers, mode) of ``config``; with a model, compare with its step rate."""
+def run_bench(
+    config: BenchConfig,
+    *,
+    log: Callable[[str], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> BenchResult:
+    """Measure every (mode, workers) of ``config.grid()``; with a model, compare the trained
+    configuration with its training step. ``progress(done, total)`` counts batches and steps."""
     device = _device(config.device)
     result = BenchResult(config, str(device))
-    for mode in config.modes:
-        for workers in config.workers:
-            m = measure(config, workers, mode, device)
-            result.results.append(m)
-            if log:
-                log(f"workers {workers}, augment {mode}: {m.median:.1f} samples/s")
+    grid = config.grid()
+    steps = 13 if config.model is not None else 0  # trainer_rate's warm-up and timed steps
+    total = len(grid) * config.repeats * (config.warmup + config.batches) + steps
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress:
+            progress(done, total)
+
+    if "gpu" in {mode for mode, _ in grid} and device.type != "cuda":
+        result.notes.append(
+            f"augment gpu ran on the {device.type} device (no CUDA here): the GPU code path, "
+            "not a GPU's speed"
+        )
+    for mode, workers in grid:
+        m = measure(config, workers, mode, device, tick=tick)
+        result.results.append(m)
+        if log:
+            where = f" (on the {m.augment_device} device)" if mode == "gpu" else ""
+            log(f"workers {workers}, augment {mode}{where}: {m.median:.1f} samples/s")
     if config.model is not None and result.results:
-        result.trainer = trainer_rate(config, device)
-        best = max(result.results, key=lambda m: m.median)
-        per_worker = best.median / max(best.workers, 1)
-        text, wait = verdict(best.median, result.trainer["samples_per_s"], best.workers, per_worker)
-        result.trainer["loader_over_trainer"] = best.median / result.trainer["samples_per_s"]
+        result.trainer = trainer_rate(config, device, tick=tick)
+        mode, workers = config.trained
+        chosen = next(m for m in result.results if (m.mode, m.workers) == (mode, workers))
+        rate = result.trainer["samples_per_s"]
+        others = [
+            (describe(m.mode, m.workers, config.augment), m.median)
+            for m in result.results
+            if m is not chosen and m.mode != "none"
+        ]
+        text, wait = verdict(
+            chosen.median,
+            rate,
+            configuration=describe(mode, workers, config.augment),
+            others=others,
+        )
+        result.trainer["loader_over_trainer"] = chosen.median / rate
         result.trainer["trainer_waits"] = wait
-        result.trainer["compared_with"] = {"workers": best.workers, "mode": best.mode}
+        result.trainer["compared_with"] = {
+            "workers": workers,
+            "mode": mode,
+            "augment": config.augment,
+            "samples_per_s": chosen.median,
+        }
         result.verdict = text
     return result
 
 
 def plot(result: BenchResult, path: str | Path) -> Path:
-    """Throughput against workers, one line per augmentation mode (median, min-max bars)."""
+    """Throughput against workers, one line per augmentation mode (median, min-max bars), the
+    trainer's rate as a dashed line."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     from streamvol.core.files import save_figure
 
-    fig = Figure(figsize=(6, 4))
+    fig = Figure(figsize=(6.5, 4.2), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    for mode in result.config.modes:
-        rows = [m for m in result.results if m.mode == mode]
-        if not rows:
-            continue
+    for mode in dict.fromkeys(m.mode for m in result.results):
+        rows = sorted((m for m in result.results if m.mode == mode), key=lambda m: m.workers)
         xs = [m.workers for m in rows]
         med = [m.median for m in rows]
         err = [
             [m.median - min(m.samples_per_s) for m in rows],
             [max(m.samples_per_s) - m.median for m in rows],
         ]
-        ax.errorbar(xs, med, yerr=err, marker="o", capsize=3, label=f"augment {mode}")
+        ran = rows[0].augment_device
+        label = {"none": "no augmentation", "cpu": "augment in the workers (cpu)"}.get(
+            mode, f"augment on the device ({ran})"
+        )
+        ax.errorbar(xs, med, yerr=err, marker="o", capsize=3, label=label)
     if result.trainer:
         ax.axhline(
             result.trainer["samples_per_s"],
             ls="--",
             c="k",
-            label=f"trainer ({result.trainer['model']})",
+            label=f"trainer: {result.trainer['model']} on {result.trainer['device']}",
         )
+    compared = (result.trainer or {}).get("compared_with")
+    if compared:
+        ax.plot(
+            compared["workers"],
+            compared["samples_per_s"],
+            marker="*",
+            ms=14,
+            ls="",
+            c="gold",
+            mec="k",
+            label="the verdict's configuration",
+        )
+    workers = sorted({m.workers for m in result.results})
+    ax.set_xticks(workers)  # whole workers only
     ax.set_xlabel("loader workers")
-    ax.set_ylabel("samples / s")
-    ax.set_title(f"streamvol loader on {result.device}")
-    ax.legend()
+    ax.set_ylabel("samples / s (median, min-max)")
+    ax.set_ylim(bottom=0)
+    config = result.config
+    ax.set_title(
+        f"loader throughput: split {config.split}, --augment {config.augment}, "
+        f"batch {config.batch_size}, {result.device}",
+        fontsize="medium",
+    )
+    ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
     return save_figure(fig, path, dpi=100)
 
 
 def table(result: BenchResult) -> Any:
-    """A rich table of every configuration."""
+    """A rich table of every configuration, within 100 columns: rate, spread, MB/s, and the
+    time per sample of each stage."""
+    from rich import box
     from rich.table import Table
 
-    t = Table(title=f"loader throughput ({result.device}, batch {result.config.batch_size})")
-    for name in (
-        "workers",
-        "augment",
-        "samples/s",
-        "min-max",
-        "Mvox/s",
-        "MB/s",
-        *[f"{s} ms" for s in STAGES],
-        "wall ms",
-    ):
+    gpu_on_cpu = any(m.mode == "gpu" and m.augment_device == "cpu" for m in result.results)
+    caption = "read .. wall: ms a sample (stages summed over workers; wall as the trainer sees it)"
+    if gpu_on_cpu:
+        caption += "\ngpu*: the GPU code path on the CPU device (no CUDA here)"
+    t = Table(
+        title=f"loader throughput: split {result.config.split}, --augment "
+        f"{result.config.augment}, batch {result.config.batch_size}, {result.device}",
+        caption=caption,
+        box=box.SIMPLE_HEAD,
+    )
+    for name in ("workers", "augment", "samples/s", "min-max", "MB/s", "read", "aug", "collate"):
+        t.add_column(name, justify="right")
+    for name in ("h2d", "wall"):
         t.add_column(name, justify="right")
     for m in result.results:
+        mode = "gpu*" if m.mode == "gpu" and m.augment_device == "cpu" else m.mode
         t.add_row(
             str(m.workers),
-            m.mode,
-            f"{m.median:.1f}",
-            f"{min(m.samples_per_s):.1f}-{max(m.samples_per_s):.1f}",
-            f"{m.mvoxel_per_s:.2f}",
-            f"{m.mb_per_s:.1f}",
+            mode,
+            _num(m.median),
+            f"{_num(min(m.samples_per_s))}-{_num(max(m.samples_per_s))}",
+            _num(m.mb_per_s),
             *[f"{m.stages_ms.get(s, 0.0):.2f}" for s in STAGES],
             f"{m.total_ms:.2f}",
         )
     return t
+
+
+def _num(value: float) -> str:
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}"
 
 
 def parse_list(text: str, kind: type = int) -> tuple[Any, ...]:

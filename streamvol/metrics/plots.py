@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
 
 from streamvol.core.files import save_figure
@@ -61,8 +62,10 @@ def plot_history(
         for k in ks:
             y = [float(row[k]) if _is_number(row.get(k)) else math.nan for row in history]
             ax.plot(x, y, marker="o", markersize=3, label=k)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
+        ax.set_title("losses" if ylabel == "loss" else "metrics", fontsize="medium")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     if title:
@@ -77,11 +80,13 @@ def plot_roc(
     *,
     class_names: Sequence[str],
     weights: Any = None,
+    title: str = "ROC",
 ) -> Path:
     """ROC curve (binary) or one-vs-rest ROC curves (multi-class), AUC in the legend.
 
     Inputs as :func:`streamvol.metrics.classification_report`; a class whose curve is
     undefined (no positive or no negative in ``y_true``) is listed as such in the legend.
+    ``title`` should say what was scored (``ROC: spots, test split``).
     """
     fig = _figure(figsize=(5.5, 5.0))
     ax = fig.add_subplot(1, 1, 1)
@@ -92,7 +97,7 @@ def plot_roc(
         fpr, tpr, _ = roc_curve(positive, score, sample_weight=w)
         ax.plot(fpr, tpr, label=f"{name} (AUC {auc(fpr, tpr):.3f})")
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8, label="chance")
-    _axes(ax, "false positive rate", "true positive rate", "ROC")
+    _axes(ax, "false positive rate", "true positive rate", title, legend="lower right")
     return save_figure(fig, path)
 
 
@@ -103,8 +108,10 @@ def plot_pr(
     *,
     class_names: Sequence[str],
     weights: Any = None,
+    title: str = "precision-recall",
 ) -> Path:
-    """Precision-recall curve (binary) or one-vs-rest curves, average precision in the legend."""
+    """Precision-recall curve (binary) or one-vs-rest curves, average precision in the legend;
+    dotted lines: each class's prevalence (a random classifier's precision)."""
     fig = _figure(figsize=(5.5, 5.0))
     ax = fig.add_subplot(1, 1, 1)
     for name, positive, score, w in _one_vs_rest(y_true, scores, class_names, weights):
@@ -115,8 +122,14 @@ def plot_pr(
         ap = average_precision_score(positive, score, sample_weight=w)
         line = ax.step(recall, precision, where="post", label=f"{name} (AP {ap:.3f})")[0]
         prevalence = np.average(positive, weights=w)
-        ax.axhline(prevalence, linestyle=":", linewidth=0.8, color=line.get_color())
-    _axes(ax, "recall", "precision", "precision-recall (dotted: prevalence)")
+        ax.axhline(
+            prevalence,
+            linestyle=":",
+            linewidth=0.8,
+            color=line.get_color(),
+            label=f"{name}: prevalence {prevalence:.2f}",
+        )
+    _axes(ax, "recall", "precision", title, legend="lower left")
     return save_figure(fig, path)
 
 
@@ -125,11 +138,12 @@ def plot_confusion_matrix(
     path: str | os.PathLike[str],
     *,
     class_names: Sequence[str],
+    title: str | None = None,
 ) -> Path:
     """Raw and row-normalised confusion matrix side by side, every cell annotated.
 
     ``matrix`` (C, C) has true classes in rows and predictions in columns, as
-    ``classification_report(...)["confusion_matrix"]``.
+    ``classification_report(...)["confusion_matrix"]``; ``title`` above both.
     """
     cm = as_numpy(matrix, "matrix").astype(np.float64)
     n = len(class_names)
@@ -140,8 +154,8 @@ def plot_confusion_matrix(
     integer = bool(np.all(cm == np.round(cm)))
     side = max(4.0, 0.6 * n + 2.5)
     fig = _figure(figsize=(2 * side + 1.0, side))
-    for i, (data, title, fmt) in enumerate(
-        ((cm, "counts", ".0f" if integer else ".2f"), (norm, "normalised by true class", ".2f"))
+    for i, (data, panel, fmt) in enumerate(
+        ((cm, "counts", ".0f" if integer else ".2f"), (norm, "fraction of each true class", ".2f"))
     ):
         ax = fig.add_subplot(1, 2, i + 1)
         vmax = 1.0 if i else max(float(cm.max()), 1.0)
@@ -160,9 +174,10 @@ def plot_confusion_matrix(
             )
         ax.set_xticks(range(n), labels=list(class_names), rotation=45, ha="right")
         ax.set_yticks(range(n), labels=list(class_names))
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ax.set_title(title)
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        ax.set_title(panel, fontsize="medium")
+    fig.suptitle(title or "confusion matrix")
     return save_figure(fig, path)
 
 
@@ -173,6 +188,7 @@ def plot_cv_roc(
     *,
     class_names: Sequence[str],
     weights: Sequence[Any] | None = None,
+    title: str = "ROC, cross-validation folds",
 ) -> Path:
     """Every fold's ROC curve on one plot, with the mean curve and a +-1 std band (ddof=1).
 
@@ -219,8 +235,8 @@ def plot_cv_roc(
             alpha=0.25,
             label="± 1 std",
         )
-    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
-    _axes(ax, "false positive rate", "true positive rate", "ROC, cross-validation folds")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8, label="chance")
+    _axes(ax, "false positive rate", "true positive rate", title, legend="lower right")
     return save_figure(fig, path)
 
 
@@ -236,14 +252,14 @@ def _figure(figsize: tuple[float, float]) -> Figure:
     return fig
 
 
-def _axes(ax: Any, xlabel: str, ylabel: str, title: str) -> None:
+def _axes(ax: Any, xlabel: str, ylabel: str, title: str, *, legend: str) -> None:
     ax.set_xlim(-0.01, 1.01)
     ax.set_ylim(-0.01, 1.01)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title(title, fontsize="medium")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right" if "ROC" in title else "lower left", fontsize="small")
+    ax.legend(loc=legend, fontsize="small")
 
 
 def _is_number(v: Any) -> bool:

@@ -18,7 +18,8 @@ def summary_table(manifest: dict[str, Any]) -> Table:
     """Per split (columns): shards, samples, MB, and the samples of each class (rows)."""
     splits = manifest["splits"]
     crop, margin = _zyx(manifest["crop"]), _zyx(manifest["margin"])
-    table = Table(title=f"{manifest['task']}: crop {crop} + margin {margin}")
+    title = f"{manifest['task']}: crop {crop} + margin {margin}"
+    table = Table(title=title, min_width=len(title) + 2)
     table.add_column("")
     for split in splits:
         table.add_column(split, justify="right")
@@ -111,56 +112,70 @@ def preview(
     split: str | None = None,
     storage: dict[str, Any] | None = None,
 ) -> Path:
-    """Save a montage of the central z slice of ``n`` crops, with class, mask outline and points."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Save a montage of the central z slice of ``n`` crops: each titled with its split, class
+    and key, the crop's box inside its stored margin, the mask outline and the points near the
+    slice, and a legend for the three."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Rectangle
 
     from streamvol.core.files import save_figure
 
     manifest = read_manifest(folder, storage)
     splits = [split] if split else list(manifest["splits"])
-    records = [rec for sp in splits for rec in manifest["splits"][sp]]
-    shards = (read_shard(folder, rec, storage) for rec in records)
-    samples = _spread(_samples(manifest, itertools.chain.from_iterable(shards)), n)
+
+    def tagged(name: str) -> Iterator[dict[str, Any]]:
+        for rec in manifest["splits"][name]:
+            for sample in _samples(manifest, read_shard(folder, rec, storage)):
+                yield {**sample, "__split__": name}
+
+    samples = _spread(itertools.chain.from_iterable(tagged(s) for s in splits), n)
     names = manifest["class_names"]
-    margin = manifest["margin"]
+    margin, crop = manifest["margin"], manifest["crop"]
     cols = min(len(samples), 4) or 1
     rows = max(1, -(-len(samples) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.2 * rows), squeeze=False)
+    fig = Figure(figsize=(3 * cols, 3.1 * rows + 0.9), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
+    shown = {"mask": False, "points": False}
     for ax, sample in zip(axes.ravel(), samples, strict=False):
         image = sample["image.npy"].astype(np.float32)
         z = image.shape[0] // 2
         ax.imshow(image[z], cmap="gray")
-        crop = manifest["crop"]
-        ax.add_patch(
-            plt.Rectangle(
-                (margin[2] - 0.5, margin[1] - 0.5),
-                crop[2],
-                crop[1],
-                fill=False,
-                ec="yellow",
-                lw=0.8,
-            )
+        box = Rectangle(
+            (margin[2] - 0.5, margin[1] - 0.5), crop[2], crop[1], fill=False, ec="yellow", lw=0.8
         )
+        ax.add_patch(box)
         if "mask.npy" in sample and sample["mask.npy"][z].any():
             ax.contour(sample["mask.npy"][z] > 0, levels=[0.5], colors="cyan", linewidths=0.8)
+            shown["mask"] = True
         if "points.npy" in sample and len(sample["points.npy"]):
             pts = sample["points.npy"]
             near = np.abs(pts[:, 0] - z) <= 3
-            ax.scatter(pts[near, 2], pts[near, 1], s=14, c="red", marker="+")
-        title = sample["__key__"]
+            ax.scatter(pts[near, 2], pts[near, 1], s=18, c="red", marker="+", linewidths=0.9)
+            shown["points"] = shown["points"] or bool(near.any())
+        head = sample["__split__"]
         if "cls" in sample:
             label = sample["cls"]
-            title += f"\n{names[label] if 0 <= label < len(names) else label}"
-        ax.set_title(title, fontsize=7)
-    fig.tight_layout()
-    path = save_figure(fig, png, dpi=100)
-    plt.close(fig)
-    return path
+            head += f": {names[label] if 0 <= label < len(names) else label}"
+        ax.set_title(f"{head}\n{sample['__key__']}", fontsize=7)
+    handles = [Line2D([], [], color="yellow", lw=1.5, label="crop (outside: stored margin)")]
+    if shown["mask"]:
+        handles.append(Line2D([], [], color="cyan", lw=1.5, label="mask outline"))
+    if shown["points"]:
+        handles.append(
+            Line2D([], [], color="red", marker="+", ls="", ms=8, label="points within 3 slices")
+        )
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize="small")
+    fig.suptitle(
+        f"{Path(str(folder)).name}: {len(samples)} {manifest['task']} crops of "
+        f"{', '.join(splits)}, central z slice, crop {_zyx(crop)} + margin {_zyx(margin)}",
+        fontsize="medium",
+    )
+    return save_figure(fig, png, dpi=100)
 
 
 def _spread(samples: Iterator[dict[str, Any]], n: int, *, scan: int = 50) -> list[dict[str, Any]]:

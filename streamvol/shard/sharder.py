@@ -36,7 +36,7 @@ from streamvol.errors import (
     NoVolumeFound,
     ShardError,
 )
-from streamvol.io import Dataset, discover, load_points, open_mask, open_volume
+from streamvol.io import Dataset, Volume, discover, load_points, open_mask, open_volume
 from streamvol.shard.lock import LOCK, folder_lock
 from streamvol.shard.manifest import (
     CHECKSUM,
@@ -94,6 +94,7 @@ class ShardConfig:
     region_max: int = 1 << 30
     per_point: bool = True
     crops_per_region: int = 0
+    voxel_size: tuple[float, float, float] | None = None  # Angstrom; replaces the files' own
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
@@ -118,6 +119,12 @@ class ShardConfig:
             raise ValueError(f"--crops-per-region {self.crops_per_region}: expected a count >= 0")
         if not (self.context == "auto" or (isinstance(self.context, int) and self.context >= 0)):
             raise ValueError(f"--context {self.context!r}: expected 'auto' or a number >= 0")
+        if self.voxel_size is not None and (
+            len(self.voxel_size) != 3 or not all(v > 0 for v in self.voxel_size)
+        ):
+            raise ValueError(
+                f"--voxel-size {self.voxel_size}: expected 3 positive sizes (z, y, x, Angstrom)"
+            )
 
     @property
     def margin(self) -> tuple[int, int, int]:
@@ -132,7 +139,10 @@ class ShardConfig:
         return tuple(m + self.max_shift for m in need)  # type: ignore[return-value]
 
     def digest(self) -> str:
-        payload = json.dumps(asdict(self), sort_keys=True, default=str)
+        fields = asdict(self)
+        if fields["voxel_size"] is None:  # as sets made before the option existed
+            del fields["voxel_size"]
+        payload = json.dumps(fields, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -375,6 +385,8 @@ def _prepare(config: ShardConfig) -> _Prepared:
             if spec.id in sources:
                 raise ShardError(f"source id {spec.id!r} appears twice ({spec.image}); rename one")
             image = open_volume(spec.image, level=config.level)
+            if config.voxel_size is not None:
+                image = _given_voxel_size(image, config.voxel_size)
             if 0 in image.shape:
                 raise NoVolumeFound(f"{spec.image}: empty volume of shape {image.shape}")
             mask = open_mask(spec.mask, image) if spec.mask else None
@@ -455,6 +467,19 @@ def _prepare(config: ShardConfig) -> _Prepared:
         radii=radii_by_name,
         itemsize=_itemsize(config, sources),
     )
+
+
+def _given_voxel_size(image: Volume, size: tuple[float, float, float]) -> Volume:
+    """``image`` with the voxel size given by ``--voxel-size``, warning where its file says
+    otherwise."""
+    if image.voxel_size is not None and not np.allclose(image.voxel_size, size):
+        warnings.warn(
+            f"{image.path}: --voxel-size {list(size)} replaces the voxel size its file records, "
+            f"{list(image.voxel_size)} Angstrom",
+            UserWarning,
+            stacklevel=4,
+        )
+    return dataclasses.replace(image, voxel_size=tuple(float(v) for v in size))
 
 
 def _shift_point_classes(source: ShardSource, shift: int) -> ShardSource:
@@ -802,6 +827,26 @@ def _members(prepared: _Prepared) -> list[str]:
     return members
 
 
+def parse_voxel_size(value: str | float | Sequence[float]) -> tuple[float, float, float]:
+    """``"10"``, ``10`` or ``"20,10,10"`` (z, y, x) -> a voxel size in Angstrom per axis."""
+    try:
+        parts = (
+            [float(v) for v in value.split(",")]
+            if isinstance(value, str)
+            else [float(v) for v in np.atleast_1d(value)]
+        )
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts *= 3
+    if len(parts) != 3 or not all(v > 0 and math.isfinite(v) for v in parts):
+        raise ValueError(
+            f"--voxel-size {value!r}: expected one positive size or z,y,x in Angstrom, e.g. 10 "
+            "or 20,10,10"
+        )
+    return (parts[0], parts[1], parts[2])
+
+
 def parse_config(
     sources: Sequence[str | Path],
     *,
@@ -819,6 +864,8 @@ def parse_config(
             raise ValueError(f"--context {context!r}: expected 'auto' or a number") from None
     fractions = parse_fractions(split) if isinstance(split, str) else tuple(split)
     classes = options.pop("classes", None)
+    if options.get("voxel_size") is not None:
+        options["voxel_size"] = parse_voxel_size(options["voxel_size"])
     return ShardConfig(
         sources=tuple(str(Path(s).resolve()) for s in sources),
         crop=as_zyx(crop),

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from streamvol.errors import ChecksumMismatch, ShardError, UnsafeMember
 from streamvol.core.manifest import member_checksum
+from streamvol.errors import ChecksumMismatch, ShardError, UnsafeMember
 
 SAFE_SUFFIXES = ("npy", "json", "cls", "txt")
 REQUIRED = ("image.npy",)  # every streamvol sample has its stored block

@@ -16,8 +16,8 @@ from typing import Any
 
 import fsspec
 
-from streamvol.errors import ShardError
 from streamvol.core.manifest import check_manifest
+from streamvol.errors import ShardError
 from streamvol.stream.decode import Expected, MappedFile, split_name
 
 

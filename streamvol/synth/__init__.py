@@ -29,7 +29,7 @@ renamed to ``out`` only when complete. A non-empty ``out`` is refused unless ``o
 ``spots`` (n=200 candidates in (32, 128, 128)): a detection-filtering set::
 
     out/spots.tif                          multi-page uint16, one page per z
-    out/spots.csv                          z,y,x,label (1 true spot, 0 false detection)
+    out/spots.csv                          z,y,x,label (true spot, false detection)
 
   True spots are anisotropic Gaussian PSFs; false ones are irregular blobs, edges or ridges,
   doublets and dim shot-noise peaks, on a Poisson background with slow variations.

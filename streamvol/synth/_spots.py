@@ -31,6 +31,7 @@ from streamvol.synth._common import (
 
 DEFAULT_SIZE: Shape3 = (32, 128, 128)
 DEFAULT_CANDIDATES = 200
+LABEL_NAMES = ("false", "true")  # spots.csv labels by class id: 0 false detection, 1 spot
 MARGIN: Shape3 = (4, 6, 6)  # candidates keep this far from the edges (z, y, x)
 MIN_SIZE: Shape3 = (2 * MARGIN[0] + 4, 2 * MARGIN[1] + 4, 2 * MARGIN[2] + 4)
 MIN_DISTANCE = 7.0  # voxels between any two candidates
@@ -199,7 +200,8 @@ def spots(
     """Write a spot stack (default (32, 128, 128), 200 candidates) and its candidate table.
 
     Layout: ``<out>/spots.tif`` (multi-page uint16, one page per z) and ``<out>/spots.csv``
-    (``z,y,x,label``; integer voxels, label 1 = true spot). ``progress(1)`` once, at the end.
+    (``z,y,x,label``; integer voxels, label ``true`` for a spot, ``false`` for a false
+    detection: class names, so plots and reports say them). ``progress(1)`` once, at the end.
     """
     shape = as_shape(size, DEFAULT_SIZE, minimum=MIN_SIZE)
     with staged_output(out, overwrite=overwrite) as stage:
@@ -209,7 +211,7 @@ def spots(
             writer = csv.writer(f)
             writer.writerow(["z", "y", "x", "label"])
             writer.writerows(
-                [int(z), int(y), int(x), int(lab)]
+                [int(z), int(y), int(x), LABEL_NAMES[int(lab)]]
                 for (z, y, x), lab in zip(result.coords, result.labels, strict=True)
             )
         advance(progress)

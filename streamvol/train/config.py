@@ -121,4 +121,15 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: Path) -> TrainConfig:
-        return cls.from_json(json.loads(Path(path).read_text()))
+        """A run's ``config.json``; a missing one names the run folder and what was expected."""
+        path = Path(path)
+        if not path.is_file():
+            from streamvol.errors import RunNotFound
+
+            run = path.parent
+            what = "no such folder" if not run.exists() else f"no {path.name} in it"
+            raise RunNotFound(
+                f"{run}: not a run folder ({what}); expected a folder written by "
+                "`streamvol train`, such as runs/NAME"
+            )
+        return cls.from_json(json.loads(path.read_text()))

@@ -33,8 +33,11 @@ def cross_validate(
     folds: int | None = None,
     resume: bool = False,
     on_fold: Callable[[int, dict[str, Any]], None] | None = None,
+    fit: Callable[[Trainer, int, int], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Train and validate one model per fold into ``run_dir/fold<k>``; summarise over folds."""
+    """Train and validate one model per fold into ``run_dir/fold<k>``; summarise over folds.
+    ``fit(trainer, fold, folds)`` trains a fold (default ``trainer.fit()``: a caller's own
+    shows progress), ``on_fold(fold, report)`` follows each."""
     from streamvol.metrics import plot_cv_roc, summarise_folds
     from streamvol.train.setup import manifest_of
 
@@ -53,7 +56,7 @@ def cross_validate(
             val_split=None,
         )
         trainer = Trainer(fold_config, run_dir / f"fold{fold}", resume=resume)
-        report = trainer.fit()
+        report = fit(trainer, fold, k) if fit else trainer.fit()
         reports.append(report)
         predictions.append(trainer.predict())
         if on_fold:
@@ -68,6 +71,7 @@ def cross_validate(
                 run_dir / "cv_roc.png",
                 class_names=list(trainer.task.class_names),
                 weights=[p["weights"] for p in predictions],
+                title=f"ROC: {run_dir.name}, each fold's validation split ({k} folds)",
             )
         )
     result = {"folds": k, "summary": summary, "plots": plots}

@@ -109,9 +109,15 @@ def score(out: dict[str, Any], task: Any, *, threshold: float | None = 0.5) -> d
 
 
 def write_report(
-    trainer: Any, *, split: str | None, prefix: str, tta: bool = False
+    trainer: Any,
+    *,
+    split: str | None,
+    prefix: str,
+    tta: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Predict ``split`` (None: validation), choose or reuse the threshold, score, plot."""
+    """Predict ``split`` (None: validation), choose or reuse the threshold, score, plot;
+    ``progress(done, total)`` after each batch predicted."""
     from streamvol.metrics import (
         plot_confusion_matrix,
         plot_pr,
@@ -127,7 +133,7 @@ def write_report(
         if trainer.history and writes:
             _curves(trainer.history, run)
         return report
-    out = trainer.predict(split, tta=tta)
+    out = trainer.predict(split, tta=tta, progress=progress)
     threshold = _saved_threshold(run)
     if task.binary and split is None and trainer.config.sweep_threshold:
         threshold, _ = sweep_threshold(out["targets"], out["scores"], weights=out["weights"])
@@ -146,14 +152,28 @@ def write_report(
     if task.kind == "classification":
         keep = out["weights"] > 0
         names = list(task.class_names)
+        what = f"{run.name}, {report['split']} split{' with 8-flip TTA' if tta else ''}"
+        what += f" ({int(keep.sum())} samples)"
         if len(np.unique(out["targets"][keep])) > 1:
-            for name, plot in (("roc", plot_roc), ("pr", plot_pr)):
+            curves = (("roc", plot_roc, "ROC"), ("pr", plot_pr, "precision-recall"))
+            for name, plot, label in curves:
                 path = run / f"{prefix}_{name}.png"
-                plot(out["targets"], out["scores"], path, class_names=names, weights=out["weights"])
+                plot(
+                    out["targets"],
+                    out["scores"],
+                    path,
+                    class_names=names,
+                    weights=out["weights"],
+                    title=f"{label}: {what}",
+                )
                 plots[name] = str(path)
         plots["confusion"] = str(
             plot_confusion_matrix(
-                report["confusion_matrix"], run / f"{prefix}_confusion.png", class_names=names
+                report["confusion_matrix"],
+                run / f"{prefix}_confusion.png",
+                class_names=names,
+                title=f"confusion matrix: {what}"
+                + (f", threshold {threshold:.2f}" if task.binary else ""),
             )
         )
     report["plots"] = plots
@@ -166,7 +186,8 @@ def _curves(history: list[dict[str, Any]], run: Path) -> Path:
     from streamvol.metrics import plot_history
 
     metrics = sorted({k for h in history for k in h if k.startswith("val_") and "loss" not in k})
-    return plot_history(history, run / "curves.png", metrics=metrics or None)
+    title = f"{run.name}: training and validation by epoch"
+    return plot_history(history, run / "curves.png", metrics=metrics or None, title=title)
 
 
 def _saved_threshold(run: Path) -> float:
@@ -184,9 +205,11 @@ def evaluate(
     device: str | None = None,
     timeout: float | None = None,
     storage_options: dict[str, Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Score a run's best checkpoint on ``split`` with the threshold chosen on validation
-    (``timeout``: the loader's, default the run's; ``storage_options`` for URL shards)."""
+    (``timeout``: the loader's, default the run's; ``storage_options`` for URL shards;
+    ``progress(done, total)`` after each batch)."""
     from dataclasses import replace
 
     from streamvol.train.config import TrainConfig
@@ -201,7 +224,7 @@ def evaluate(
     config = replace(config, storage_options=storage_options)
     trainer = Trainer.for_evaluation(config, run)
     prefix = f"{split}{'_tta' if tta else ''}"
-    return write_report(trainer, split=split, prefix=prefix, tta=tta)
+    return write_report(trainer, split=split, prefix=prefix, tta=tta, progress=progress)
 
 
 def predict_run(
@@ -213,9 +236,11 @@ def predict_run(
     tta: bool = False,
     timeout: float | None = None,
     storage_options: dict[str, Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Write a CSV of every sample's key, weight, class scores and predicted class (or, for
-    segmentation, the predicted foreground fraction) for ``split`` of the run's or other shards."""
+    segmentation, the predicted foreground fraction) for ``split`` of the run's or other shards
+    (``progress(done, total)`` after each batch)."""
     import csv
     from dataclasses import replace
 
@@ -230,7 +255,7 @@ def predict_run(
         config = replace(config, loader_timeout=timeout)
     config = replace(config, storage_options=storage_options)
     trainer = Trainer.for_evaluation(config, run)
-    result = trainer.predict(split, tta=tta)
+    result = trainer.predict(split, tta=tta, progress=progress)
     names = trainer.task.class_names
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

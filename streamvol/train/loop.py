@@ -62,6 +62,19 @@ def _mix(
     return mixed["image"], soft
 
 
+def _counted(
+    batches: Iterator[dict[str, Any]], total: int, progress: Callable[[int, int], None] | None
+) -> Iterator[dict[str, Any]]:
+    """``batches``, calling ``progress(done, total)`` at the start and as each one is handled."""
+    if progress is None:
+        yield from batches
+        return
+    progress(0, total)
+    for done, batch in enumerate(batches, start=1):
+        yield batch
+        progress(done, total)
+
+
 def _mean_over_ranks(ranks: distributed.Ranks, total: float, weight: float) -> float:
     total, weight = distributed.sum_all(ranks, total, weight)
     return total / max(weight, 1.0)
@@ -273,6 +286,8 @@ class Trainer:
         first = int(sums["step"])
         started = time.perf_counter() - sums["seconds"]
         every = self.config.checkpoint_every
+        if progress:
+            progress(first, self.steps_per_epoch)
         for step, batch in enumerate(self._batches(self.train_loader), start=first):
             if step >= self.steps_per_epoch:
                 break
@@ -328,9 +343,15 @@ class Trainer:
 
     @torch.no_grad()
     def predict(
-        self, split: str | None = None, *, tta: bool = False, model: Any = None
+        self,
+        split: str | None = None,
+        *,
+        tta: bool = False,
+        model: Any = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> dict[str, Any]:
-        """Scores (probabilities), targets, weights and keys over an evaluation split."""
+        """Scores (probabilities), targets, weights and keys over an evaluation split;
+        ``progress(done, total)`` after each batch."""
         from streamvol.train.evaluate import predict_batches
 
         ds = setup.make_dataset(self.config, train=False, split=split)
@@ -338,17 +359,18 @@ class Trainer:
             ds, self.config.batch_size, self.config.workers, timeout=self.config.loader_timeout
         )
         net = model or (self.ema.model if self.ema else self.model)
+        batches = _counted(self._batches(dl), len(dl), progress)
         out = predict_batches(
-            net, self._batches(dl), self.task, forward=self._forward, tta=tta, loss_fn=self.loss_fn
+            net, batches, self.task, forward=self._forward, tta=tta, loss_fn=self.loss_fn
         )
         return distributed.gather_predictions(self.ranks, out)
 
-    def validate(self) -> dict[str, Any]:
+    def validate(self, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
         from streamvol.train.evaluate import score
 
         if not self.config.val_split and self.config.val_folds is None:
             return {}
-        out = self.predict()
+        out = self.predict(progress=progress)
         report = score(out, self.task, threshold=0.5)
         values = {"val_loss": out["loss"]}
         for key in ("accuracy", "balanced_accuracy", "f1", "roc_auc", "dice", "iou"):
@@ -364,14 +386,17 @@ class Trainer:
         stop_after: int | None = None,
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
         progress: Callable[[int, int], None] | None = None,
+        val_progress: Callable[[int, int], None] | None = None,
     ) -> dict[str, Any]:
         """Train until ``config.epochs`` (or early stopping); ``stop_after`` ends this call after
-        that many epochs, as a job with a time limit would (``--resume`` continues exactly)."""
+        that many epochs, as a job with a time limit would (``--resume`` continues exactly).
+        ``progress(done, total)`` follows each epoch's training batches, ``val_progress`` its
+        validation batches (and the final validation pass)."""
         done_now = 0
         while self.epoch < self.config.epochs:
             started = time.perf_counter()
             values = {"epoch": self.epoch + 1, **self.train_epoch(progress)}
-            values.update(self.validate())
+            values.update(self.validate(val_progress))
             values["seconds"] = time.perf_counter() - started
             self.history.append(values)
             improved = self._track(values)
@@ -388,7 +413,7 @@ class Trainer:
                 break
             if stop_after is not None and done_now >= stop_after:
                 return {"stopped_after": self.epoch}
-        return self.finish()
+        return self.finish(val_progress)
 
     def _track(self, values: dict[str, Any]) -> bool:
         value = values.get(f"val_{self.metric}")
@@ -407,7 +432,7 @@ class Trainer:
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(values) + "\n")
 
-    def finish(self) -> dict[str, Any]:
+    def finish(self, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
         """Best weights: threshold sweep on validation, report and plots on validation."""
         from streamvol.train.evaluate import write_report
 
@@ -416,7 +441,7 @@ class Trainer:
         self.model.load_state_dict(best["model"])
         if self.ema and best["ema"]:
             self.ema.load_state_dict(best["ema"])
-        report = write_report(self, split=None, prefix="val")
+        report = write_report(self, split=None, prefix="val", progress=progress)
         report["history"] = self.history
         report["stopped_early"] = self.epoch < self.config.epochs
         if self.main:

@@ -1,5 +1,6 @@
 """`streamvol bench` on a tiny shard set: valid JSON with every field, stage times that add up
-to the wall time, and the verdict on given rates."""
+to the wall time, the verdict on given rates and about the configuration training uses, and a
+plot with whole worker counts."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
-from streamvol.bench import BenchConfig, measure, verdict
+from streamvol.bench import BenchConfig, describe, measure, verdict
 from streamvol.cli import app
 from streamvol.shard import parse_config, shard
 
@@ -34,8 +36,12 @@ def test_bench_cli_writes_json_with_every_field(tiny, tmp_path):
         str(tiny),
         "--workers",
         "0,1",
-        "--augment",
+        "--modes",
         "none,cpu,gpu",
+        "--augment",
+        "flips",
+        "--train-workers",
+        "2",
         "--batches",
         "2",
         "--batch-size",
@@ -54,9 +60,11 @@ def test_bench_cli_writes_json_with_every_field(tiny, tmp_path):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "b.json").read_text())
-    assert set(data) == {"config", "device", "machine", "results", "trainer", "verdict"}
+    assert set(data) == {"config", "device", "machine", "results", "trainer", "verdict", "notes"}
+    # the grid, then the configuration training uses (cpu augmentation, 2 workers), not in it
     assert [(r["workers"], r["mode"]) for r in data["results"]] == [
-        (w, m) for m in ("none", "cpu", "gpu") for w in (0, 1)
+        *[(w, m) for m in ("none", "cpu", "gpu") for w in (0, 1)],
+        (2, "cpu"),
     ]
     for r in data["results"]:
         assert set(r) >= {"samples_per_s", "mvoxel_per_s", "mb_per_s", "stages_ms", "total_ms"}
@@ -67,14 +75,24 @@ def test_bench_cli_writes_json_with_every_field(tiny, tmp_path):
         )
         assert set(r["stages_ms"]) == {"read", "augment", "collate", "h2d"}
     assert set(data["trainer"]) >= {"samples_per_s", "loader_over_trainer", "trainer_waits"}
-    assert data["verdict"].startswith("the loader")
+    compared = data["trainer"]["compared_with"]
+    assert (compared["mode"], compared["workers"], compared["augment"]) == ("cpu", 2, "flips")
+    trained = data["results"][-1]["samples_per_s"]["median"]
+    assert data["trainer"]["loader_over_trainer"] == pytest.approx(
+        trained / data["trainer"]["samples_per_s"]
+    )
+    assert "--augment flips --workers 2" in data["verdict"]
+    assert data["verdict"] in result.output  # one line, not wrapped
     assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+    if not torch.cuda.is_available():  # gpu mode ran the GPU code on the CPU device: said so
+        gpu = [r for r in data["results"] if r["mode"] == "gpu"]
+        assert {r["augment_device"] for r in gpu} == {"cpu"}
+        assert any("augment gpu ran on the cpu device" in n for n in data["notes"])
+        assert "gpu ran on the cpu device" in " ".join(result.output.split())
 
 
 @pytest.mark.parametrize("mode", ["none", "cpu"])
 def test_stage_times_add_up_to_the_wall_time(tiny, mode):
-    import torch
-
     config = BenchConfig(shards=str(tiny), batch_size=4, batches=6, repeats=2, warmup=1)
     m = measure(config, 0, mode, torch.device("cpu"))
     stages = sum(m.stages_ms.values())
@@ -83,27 +101,69 @@ def test_stage_times_add_up_to_the_wall_time(tiny, mode):
 
 
 def test_verdict_on_given_rates():
-    text, wait = verdict(loader_rate=500, trainer=400, workers=2, per_worker=250)
-    assert text.startswith("the loader keeps up") and wait == 0.0
-    text, wait = verdict(loader_rate=100, trainer=400, workers=2, per_worker=50)
-    assert "bottleneck" in text and "6 more workers or --augment gpu" in text
-    assert wait == pytest.approx(0.75)
+    text, wait = verdict(720, 400, configuration="--augment cryoet --workers 2")
+    assert text == (
+        "the loader keeps up with --augment cryoet --workers 2: 720 samples/s, 1.8x the "
+        "trainer's 400"
+    )
+    assert wait == 0.0
+    text, wait = verdict(260, 400, configuration="--augment cryoet --workers 2")
+    assert text.startswith(
+        "the loader does not keep up with --augment cryoet --workers 2: 260 of the trainer's "
+        "400 samples/s (65%); the trainer would wait 35% of the time"
+    )
+    assert "no measured configuration keeps up" in text and wait == pytest.approx(0.35)
+    others = [("--augment none --workers 0", 9000.0), ("--augment cryoet --workers 8", 450.0)]
+    text, _ = verdict(260, 400, configuration="--augment cryoet --workers 2", others=others)
+    assert text.endswith("; --augment none --workers 0 keeps up (9000 samples/s)")
+
+
+def test_the_verdict_is_about_the_trained_configuration_not_the_fastest():
+    """The issue's case: 0 workers without augmentation is fastest, but training augments."""
+    config = BenchConfig(shards="x", augment="cryoet", train_workers=2, model="simple_cnn")
+    assert config.trained == ("cpu", 2)
+    assert config.grid()[-1] == ("cpu", 2)  # measured although --workers has 0, 1, 2 already
+    assert config.grid().count(("cpu", 2)) == 1
+    gpu = BenchConfig(shards="x", augment_device="gpu", modes=("none",), model="m")
+    assert gpu.trained == ("gpu", 2) and gpu.grid()[-1] == ("gpu", 2)
+    assert BenchConfig(shards="x", augment="none", model="m").trained == ("none", 2)
+    assert describe("gpu", 4, "default") == "--augment default --augment-device gpu --workers 4"
 
 
 def test_bad_bench_options_name_the_value(tiny):
-    with pytest.raises(ValueError, match="--augment tpu"):
+    with pytest.raises(ValueError, match="--modes tpu"):
         BenchConfig(shards=str(tiny), modes=("tpu",))
+    with pytest.raises(ValueError, match="the modes to measure are --modes none,cpu,gpu"):
+        BenchConfig(shards=str(tiny), augment="none,cpu,gpu")  # the old meaning of --augment
     with pytest.raises(ValueError, match="--batches 0"):
         BenchConfig(shards=str(tiny), batches=0)
 
 
 def test_preset_must_fit_the_stored_margin(tiny, tmp_path):
-    import torch
 
     flat = tmp_path / "flat"
     src = tiny.parent / "src"
     shard(parse_config([src], crop=8, context=0, split="1", shard_size=8), flat)
     config = BenchConfig(shards=str(flat), batch_size=2, batches=1, repeats=1)
-    with pytest.raises(ValueError, match=r"margin of \[0, 0, 0\].*--preset 'default'"):
+    with pytest.raises(ValueError, match=r"margin of \[0, 0, 0\].*--augment 'default'"):
         measure(config, 0, "cpu", torch.device("cpu"))
     assert measure(config, 0, "none", torch.device("cpu")).median > 0
+
+
+def test_bench_plot_has_whole_worker_ticks_and_marks_the_verdict(tiny, tmp_path, monkeypatch):
+    from streamvol.bench import plot, run_bench
+    from streamvol.core import files
+
+    saved = []
+    real = files.save_figure
+    monkeypatch.setattr(files, "save_figure", lambda fig, p, **k: saved.append(fig) or real(fig, p))
+    config = BenchConfig(
+        shards=str(tiny), workers=(0, 1), modes=("none",), batch_size=4, batches=1, repeats=1,
+        warmup=1, augment="flips", train_workers=0, model="simple_cnn",
+    )  # fmt: skip
+    plot(run_bench(config), tmp_path / "b.png")
+    (ax,) = saved[-1].axes
+    assert list(ax.get_xticks()) == [0, 1]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "the verdict's configuration" in labels and "no augmentation" in labels
+    assert "--augment flips" in ax.get_title() and "split train" in ax.get_title()

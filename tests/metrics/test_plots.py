@@ -102,3 +102,44 @@ def test_cv_roc(tmp_path: Path):
     assert_png(out)
     with pytest.raises(ShapeMismatch):
         plot_cv_roc([folds[0][0]], [], tmp_path / "bad.png", class_names="abc")
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """Every figure a plot saves, to read its titles, labels and ticks (the PNG is written)."""
+    from streamvol.metrics import plots
+
+    saved = []
+    real = plots.save_figure
+
+    def keep(fig, path, **kwargs):
+        saved.append(fig)
+        return real(fig, path, **kwargs)
+
+    monkeypatch.setattr(plots, "save_figure", keep)
+    return saved
+
+
+def _texts(fig) -> list[str]:
+    suptitle = fig._suptitle.get_text() if fig._suptitle else ""
+    return [suptitle, *[ax.get_title() for ax in fig.axes]]
+
+
+def test_titles_say_what_and_epochs_are_whole(tmp_path: Path, figures):
+    history = [{"epoch": e, "train_loss": 1 / e, "val_accuracy": e / 10} for e in (1, 2, 3)]
+    plot_history(history, tmp_path / "h.png", title="spots: training and validation by epoch")
+    fig = figures[-1]
+    assert "spots: training and validation by epoch" in _texts(fig)
+    fig.canvas.draw()
+    for ax in fig.axes:
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks)
+    y, s = binary(0)
+    plot_roc(y, s, tmp_path / "r.png", class_names=["false", "true"], title="ROC: spots, test")
+    assert "ROC: spots, test" in _texts(figures[-1])
+    plot_confusion_matrix(
+        [[3, 1], [0, 4]], tmp_path / "c.png", class_names=["false", "true"], title="cm: test"
+    )
+    fig = figures[-1]
+    assert "cm: test" in _texts(fig)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["false", "true"]

@@ -158,7 +158,7 @@ def test_spots_points_plan_exact_crops(data, tmp_path):
     manifest = read_manifest(out)
     volume = open_volume(data["spots"] / "spots.tif").data.compute()
     with open(data["spots"] / "spots.csv") as f:
-        rows = {(int(r["z"]), int(r["y"]), int(r["x"])): int(r["label"]) for r in csv.DictReader(f)}
+        rows = {(int(r["z"]), int(r["y"]), int(r["x"])): r["label"] for r in csv.DictReader(f)}
     keys = set()
     for sample in _samples(out):
         centre = tuple(sample["json"]["centre"])
@@ -166,7 +166,7 @@ def test_spots_points_plan_exact_crops(data, tmp_path):
         box = crop_box(centre, (9, 11, 11), (0, 0, 0))
         expected = volume[tuple(slice(a, b) for a, b in box)]
         assert np.array_equal(sample["image.npy"], expected)
-        assert manifest["class_names"][sample["cls"]] == str(rows[centre])
+        assert manifest["class_names"][sample["cls"]] == rows[centre]
     assert keys == set(rows)
     assert manifest["split"]["warnings"]  # one source: split by spatial slabs, and it says so
 

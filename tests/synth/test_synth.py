@@ -279,6 +279,12 @@ def test_nucleus_kernel_matches_files(nuclei_root: Path) -> None:
 # --- spots --------------------------------------------------------------------------------------
 
 
+def _table(root: Path) -> np.ndarray:
+    """spots.csv as integers: z, y, x and the label's class id (false 0, true 1)."""
+    rows = read_csv(root / "spots.csv")[1:]
+    return np.asarray([[*r[:3], ("false", "true").index(r[3])] for r in rows], dtype=np.int64)
+
+
 def test_spots_layout_and_table(spots_root: Path) -> None:
     with tifffile.TiffFile(spots_root / "spots.tif") as tif:
         assert len(tif.pages) == 32
@@ -286,7 +292,8 @@ def test_spots_layout_and_table(spots_root: Path) -> None:
     assert image.shape == (32, 128, 128) and image.dtype == np.uint16
     rows = read_csv(spots_root / "spots.csv")
     assert rows[0] == ["z", "y", "x", "label"]
-    table = np.asarray(rows[1:], dtype=np.int64)
+    assert {r[3] for r in rows[1:]} == {"false", "true"}  # class names, not 0 and 1
+    table = _table(spots_root)
     assert len(table) == 200
     zyx, labels = table[:, :3], table[:, 3]
     lo, hi = np.asarray([4, 6, 6]), np.asarray(image.shape) - 1 - np.asarray([4, 6, 6])
@@ -301,7 +308,7 @@ def test_spots_layout_and_table(spots_root: Path) -> None:
 
 def test_spot_crops_are_learnable_but_not_trivial(spots_root: Path) -> None:
     image = tifffile.imread(spots_root / "spots.tif").astype(np.float64)
-    table = np.asarray(read_csv(spots_root / "spots.csv")[1:], dtype=np.int64)
+    table = _table(spots_root)
     crops = np.stack([image[z - 4 : z + 5, y - 5 : y + 6, x - 5 : x + 6] for z, y, x, _ in table])
     assert crops.shape == (200, 9, 11, 11)
     labels = table[:, 3]
@@ -441,6 +448,7 @@ def test_discover_finds_each_layout(tomo_root: Path, nuclei_root: Path, spots_ro
     (spec,) = ds.sources
     assert (spec.image, spec.spots) == (spots_root / "spots.tif", spots_root / "spots.csv")
     points = load_points(spec, io.open_volume(spec.image), ds)
-    table = np.asarray(read_csv(spots_root / "spots.csv")[1:], dtype=np.int64)
+    table = _table(spots_root)
     np.testing.assert_array_equal(points.zyx, table[:, :3])
-    assert [int(points.class_names[i]) for i in points.labels] == table[:, 3].tolist()
+    assert points.class_names == ("false", "true")
+    assert points.labels.tolist() == table[:, 3].tolist()

@@ -1,0 +1,51 @@
+"""inspect --preview: each crop titled with its split and class, a legend for the crop box, the
+mask outline and the points, and a title that says what the montage shows."""
+
+from __future__ import annotations
+
+import pytest
+
+from streamvol import synth
+from streamvol.shard import parse_config, shard
+from streamvol.shard.inspect import preview
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    from streamvol.core import files as plots
+
+    saved = []
+    real = plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda fig, p, **k: saved.append(fig) or real(fig, p))
+    return saved
+
+
+def _legend(fig) -> set[str]:
+    (legend,) = fig.legends
+    return {t.get_text() for t in legend.get_texts()}
+
+
+def test_nuclei_preview_titles_and_legend(tmp_path, figures):
+    data = synth.make("nuclei", tmp_path / "nuclei", n=6, size=16)
+    config = parse_config([data], plan="sample", crop=12, context=2, split="0.5,0.5")
+    shard(config, tmp_path / "set")
+    preview(tmp_path / "set", tmp_path / "p.png", n=4)
+    fig = figures[-1]
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert len(titles) == 4
+    for title in titles:
+        head = title.split("\n")[0]
+        split, name = head.split(": ")
+        assert split in ("train", "val") and name in synth.CLASSES
+    assert _legend(fig) == {"crop (outside: stored margin)", "mask outline"}
+    assert fig._suptitle.get_text().startswith("set: 4 classification crops of train, val")
+
+
+def test_spot_preview_shows_points_in_the_legend(tmp_path, figures):
+    data = synth.make("spots", tmp_path / "spots", n=24)
+    shard(parse_config([data], plan="points", crop="9,11,11", context=0, split="1"), tmp_path / "s")
+    preview(tmp_path / "s", tmp_path / "p.png", n=4)
+    fig = figures[-1]
+    assert "points within 3 slices" in _legend(fig)
+    heads = {ax.get_title().split("\n")[0] for ax in fig.axes if ax.get_title()}
+    assert heads <= {"train: true", "train: false"} and len(heads) == 2

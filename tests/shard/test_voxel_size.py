@@ -1,0 +1,71 @@
+"""--voxel-size: sources whose files record none (TIFF, .npy) get one, picks in Angstrom are
+converted with it, and the manifest records it; a file's own is replaced with a warning."""
+
+from __future__ import annotations
+
+import mrcfile
+import numpy as np
+import pytest
+import tifffile
+from typer.testing import CliRunner
+
+from streamvol.cli import app
+from streamvol.shard import parse_config, read_manifest, shard
+from streamvol.shard.sharder import parse_voxel_size
+
+runner = CliRunner()
+
+
+def test_parse_voxel_size():
+    assert parse_voxel_size("10") == (10.0, 10.0, 10.0)
+    assert parse_voxel_size("20,10,10") == (20.0, 10.0, 10.0)
+    assert parse_voxel_size(7.5) == (7.5, 7.5, 7.5)
+    for bad in ("0", "1,2", "a", "-3", "nan"):
+        with pytest.raises(ValueError, match="--voxel-size"):
+            parse_voxel_size(bad)
+
+
+def test_a_tiff_without_one_gets_the_given_voxel_size(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    tifffile.imwrite(src / "stack.tif", np.zeros((8, 16, 16), np.uint16))
+    plain = tmp_path / "plain"
+    shard(parse_config([src / "stack.tif"], crop=8, context=0, split="1"), plain)
+    assert read_manifest(plain)["voxel_size"] is None
+    out = tmp_path / "sized"
+    args = ["shard", str(src / "stack.tif"), "--out", str(out), "--crop", "8", "--context", "0"]
+    result = runner.invoke(app, [*args, "--split", "1", "--voxel-size", "300,100,100"])
+    assert result.exit_code == 0, result.output
+    manifest = read_manifest(out)
+    assert manifest["voxel_size"] == [300.0, 100.0, 100.0]
+    assert manifest["sources"][0]["voxel_size"] == [300.0, 100.0, 100.0]
+    assert manifest["config"]["voxel_size"] == [300.0, 100.0, 100.0]
+
+
+def test_a_file_s_own_voxel_size_is_replaced_with_a_warning(tmp_path):
+    src = tmp_path / "t.mrc"
+    with mrcfile.new(src) as mrc:
+        mrc.set_data(np.zeros((8, 16, 16), np.float32))
+        mrc.voxel_size = 5.0
+    args = ["shard", str(src), "--out", str(tmp_path / "o"), "--crop", "8", "--context", "0"]
+    result = runner.invoke(app, [*args, "--split", "1", "--voxel-size", "10"])
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.output
+    assert "replaces the voxel size its file records" in result.output
+    assert read_manifest(tmp_path / "o")["voxel_size"] == [10.0, 10.0, 10.0]
+    result = runner.invoke(app, [*args[:4], str(tmp_path / "p"), *args[5:], "--voxel-size", "x"])
+    assert result.exit_code == 1 and "--voxel-size 'x'" in result.output
+
+
+def test_sets_made_before_the_option_keep_their_identity(tmp_path):
+    """The config digest leaves out an unset voxel size, so rerunning an older command into
+    its folder still resumes instead of being refused as a different command."""
+    config = parse_config([tmp_path], crop=8)
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    fields = asdict(config)
+    del fields["voxel_size"]
+    old = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
+    assert config.digest() == old
