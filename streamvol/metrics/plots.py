@@ -223,6 +223,29 @@ def plot_cv_roc(
     return save_figure(fig, path)
 
 
+def plot_thresholds(
+    thresholds: Sequence[float],
+    curves: Mapping[str, Sequence[float]],
+    chosen: Mapping[str, float],
+    path: str | os.PathLike[str],
+    *,
+    beta: float = 4.0,
+) -> Path:
+    """F-beta of each particle type against its detection threshold, the chosen one marked."""
+    fig = _figure(figsize=(6.0, 4.5))
+    ax = fig.add_subplot(1, 1, 1)
+    for name, curve in curves.items():
+        (line,) = ax.plot(thresholds, curve, label=name)
+        if name in chosen:
+            t = chosen[name]
+            k = int(np.argmin(np.abs(np.asarray(thresholds) - t)))
+            ax.plot([t], [curve[k]], "o", color=line.get_color())
+    ax.set_ylim(0, 1.02)
+    _axes(ax, "threshold", f"F-beta (beta={beta:g})", "validation: F-beta per particle type")
+    ax.legend(fontsize="small")
+    return save_figure(fig, path)
+
+
 def _std(values: Any) -> Any:
     """Sample standard deviation over folds (axis 0), as ``summarise_folds`` reports it."""
     values = np.asarray(values, dtype=np.float64)
