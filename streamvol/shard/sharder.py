@@ -138,6 +138,7 @@ class _Prepared:
     plan: Plan
     task: str
     stats: dict[str, float]
+    radii: dict[str, float] = field(default_factory=dict)  # particle radii, Angstrom (copick)
 
 
 def shard(
@@ -295,6 +296,7 @@ def _prepare(config: ShardConfig) -> _Prepared:
         plan=plan,
         task=_task(config, sources),
         stats=stats,
+        radii={n: r for ds in datasets for n, r in ds.radii.items()},
     )
 
 
@@ -499,6 +501,7 @@ def _manifest(
 ) -> dict[str, Any]:
     names = prepared.plan.class_names
     voxel_sizes = {tuple(m["voxel_size"]) for m in prepared.source_meta if m["voxel_size"]}
+    voxel_size = voxel_sizes.pop() if len(voxel_sizes) == 1 else None
     by_split: dict[str, list[dict[str, Any]]] = {split: [] for split in splits}
     for name, _ in jobs:
         by_split[name.rsplit("-", 1)[0]].append(records[name].to_json())
@@ -526,8 +529,9 @@ def _manifest(
         "max_shift": config.max_shift,
         "pad": config.pad,
         "dtype": out_dtype,
-        "voxel_size": list(voxel_sizes.pop()) if len(voxel_sizes) == 1 else None,
+        "voxel_size": list(voxel_size) if voxel_size else None,
         "class_names": list(names),
+        **_radii(prepared.radii, voxel_size),
         "members": _members(prepared),
         "plan": {
             "kind": config.plan,
@@ -549,6 +553,18 @@ def _manifest(
         "config": asdict(config),
         "config_sha256": config.digest(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _radii(radii: dict[str, float], voxel_size: Sequence[float] | None) -> dict[str, Any]:
+    """Particle radii for detection targets: Angstrom (copick config) and voxels of the stored
+    array (the mean voxel size; None when the sources' voxel sizes differ or are unknown)."""
+    if not radii:
+        return {}
+    mean = float(np.mean(voxel_size)) if voxel_size else None
+    return {
+        "radii_angstrom": dict(radii),
+        "radii_voxels": {n: r / mean for n, r in radii.items()} if mean else None,
     }
 
 
