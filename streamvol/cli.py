@@ -289,12 +289,42 @@ def train(
     loss: Annotated[
         str,
         typer.Option(
-            help="auto | ce | focal | dice | tversky | ce+dice | focal+dice | ce+tversky."
+            help="auto | ce | focal | dice | tversky (| mse for heatmaps) or a sum: ce+dice, "
+            "ce+tversky+dice, ..."
         ),
     ] = "auto",
     class_weights: Annotated[
         bool, typer.Option(help="Weight classes by the manifest's counts.")
     ] = True,
+    task: Annotated[
+        str,
+        typer.Option(
+            help="auto (the shard set's) | classification | segmentation | detection (picks)."
+        ),
+    ] = "auto",
+    target: Annotated[
+        str, typer.Option(help="Detection targets: sphere (class map) | heatmap (Gaussians).")
+    ] = "sphere",
+    target_radius: Annotated[
+        float, typer.Option(help="Sphere target: ball radius as a fraction of the particle's.")
+    ] = 0.5,
+    target_sigma: Annotated[
+        float, typer.Option(help="Heatmap target: sigma as a fraction of the particle radius.")
+    ] = 0.25,
+    pos_weight: Annotated[
+        float, typer.Option(help="Detection: weight of particle voxels in ce/mse (1st place: 256).")
+    ] = 256.0,
+    focal_gamma: Annotated[float, typer.Option(help="Focal loss gamma.")] = 2.0,
+    tversky_alpha: Annotated[
+        float, typer.Option(help="Tversky loss: weight of false positives.")
+    ] = 0.3,
+    tversky_beta: Annotated[
+        float, typer.Option(help="Tversky loss: weight of false negatives.")
+    ] = 0.7,
+    width: Annotated[
+        int | None, typer.Option(help="Model width (unet3d: channels of the first level).")
+    ] = None,
+    depth: Annotated[int | None, typer.Option(help="Model depth (unet3d: downsamplings).")] = None,
     augment: Annotated[
         str, typer.Option(help="Preset (none, flips, default, cryoet) or a TOML/YAML file.")
     ] = "default",
@@ -338,9 +368,21 @@ def train(
     from streamvol.train import TrainConfig, Trainer
 
     try:
+        model_options = {
+            k: v for k, v in (("base_width", width), ("depth", depth)) if v is not None
+        }
         config = TrainConfig(
             shards=shards,
             model=model,
+            model_options=model_options or None,
+            task=task,
+            target=target,
+            target_radius=target_radius,
+            target_sigma=target_sigma,
+            pos_weight=pos_weight,
+            focal_gamma=focal_gamma,
+            tversky_alpha=tversky_alpha,
+            tversky_beta=tversky_beta,
             epochs=epochs,
             batch_size=batch_size,
             lr=lr,
@@ -404,10 +446,17 @@ def _fit(trainer) -> dict:
 
 def _print_report(report: dict, run_dir: Path) -> None:
     out = Console()
-    keys = ("accuracy", "balanced_accuracy", "f1", "roc_auc", "average_precision", "dice", "iou")
-    shown = {k: report[k] for k in keys if isinstance(report.get(k), float)}
-    split = report.get("split", "val")
-    out.print(f"{split}: " + ", ".join(f"{k} {v:.3f}" for k, v in shown.items()), highlight=False)
+    if report.get("task") == "detection" and "per_type" in report:
+        from streamvol.predict import format_score
+
+        out.print(f"{report['split']} ({len(report['experiments'])} tomograms, whole):")
+        out.print(format_score(report), highlight=False)
+    else:
+        keys = ("accuracy", "balanced_accuracy", "f1", "roc_auc", "average_precision", "dice")
+        shown = {k: report[k] for k in (*keys, "iou") if isinstance(report.get(k), float)}
+        split = report.get("split", "val")
+        line = ", ".join(f"{k} {v:.3f}" for k, v in shown.items())
+        out.print(f"{split}: {line}", highlight=False)
     plots = dict(report.get("plots", {}))
     if "curves" not in plots and (Path(run_dir) / "curves.png").is_file():
         plots["curves"] = str(Path(run_dir) / "curves.png")
@@ -421,14 +470,21 @@ def evaluate(
     run: Annotated[Path, typer.Argument(help="A run folder written by `streamvol train`.")],
     split: Annotated[str, typer.Option(help="Split to score.")] = "test",
     tta: Annotated[
-        bool, typer.Option(help="Average the 8 axis flips (test-time augmentation).")
+        bool,
+        typer.Option(
+            help="Test-time augmentation: the 8 axis flips (crops); flips and 90-degree turns "
+            "about z (detection, whole tomograms)."
+        ),
     ] = False,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda.")] = None,
     timeout: Annotated[
         float, typer.Option(help="Seconds without a batch before the loader gives up (0: never).")
     ] = 600.0,
 ) -> None:
-    """Score a trained run on a split: metrics, ROC and PR curves, confusion matrices."""
+    """Score a trained run on a split: metrics, ROC and PR curves, confusion matrices.
+
+    Detection runs predict the split's tomograms whole and report the CZII F-beta per type.
+    """
     from streamvol.train import evaluate as run_evaluate
 
     try:
@@ -441,22 +497,139 @@ def evaluate(
 @app.command()
 def predict(
     run: Annotated[Path, typer.Argument(help="A run folder written by `streamvol train`.")],
-    out: Annotated[Path, typer.Option(help="CSV to write.")] = Path("predictions.csv"),
+    sources: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Volumes to predict whole: copick projects, volume files or folders (any "
+            "format streamvol reads). Without: the run's shards (or, for detection, the "
+            "tomograms of --split)."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Folder for volumes (default predictions/), CSV for shards."),
+    ] = None,
     split: Annotated[str, typer.Option(help="Split of the shard set to predict.")] = "test",
     shards: Annotated[str | None, typer.Option(help="Other shards (default: the run's).")] = None,
-    tta: Annotated[bool, typer.Option(help="Average the 8 axis flips.")] = False,
+    tta: Annotated[
+        str,
+        typer.Option(
+            help="none | flips | rot90 | flips,rot90 (volumes); any but none averages the 8 "
+            "axis flips on shards."
+        ),
+    ] = "none",
+    patch: Annotated[
+        str | None, typer.Option(help="Window size: N or z,y,x (default: the run's).")
+    ] = None,
+    overlap: Annotated[
+        float | None, typer.Option(help="Window overlap fraction (default 0.25).")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Windows per batch.")] = None,
+    peaks: Annotated[
+        str | None, typer.Option(help="nms (local maxima) | cc (component centroids).")
+    ] = None,
+    peak_distance: Annotated[
+        float | None, typer.Option(help="NMS distance as a fraction of the particle radius.")
+    ] = None,
+    min_size: Annotated[int | None, typer.Option(help="cc: smallest component, voxels.")] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="One threshold for every type (default: the run's).")
+    ] = None,
+    voxel_size: Annotated[
+        float | None, typer.Option(help="Angstrom per voxel where the volumes do not say.")
+    ] = None,
+    tomogram: Annotated[str, typer.Option(help="Copick tomogram name.")] = "denoised",
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda.")] = None,
     timeout: Annotated[
         float, typer.Option(help="Seconds without a batch before the loader gives up (0: never).")
     ] = 600.0,
 ) -> None:
-    """Apply a trained model to shards and write each sample's scores and class as CSV."""
+    """Apply a trained model: whole volumes (picks or label volumes), or shards (a CSV).
+
+    Detection runs write copick picks (overlay/ExperimentRuns/<run>/Picks/
+    streamvol_0_<type>.json, Angstrom) and picks.csv; segmentation runs write label and
+    probability volumes as OME-Zarr. On shards, each sample's scores and class as CSV.
+    """
+    from streamvol.predict import parse_tta, predict_volumes
+    from streamvol.predict._run import run_task
+    from streamvol.shard.plan import as_zyx
     from streamvol.train.evaluate import predict_run
 
     try:
-        path = predict_run(run, out, split=split, shards=shards, tta=tta, timeout=timeout)
+        kinds = parse_tta(tta)
+        if sources or run_task(run) == "detection":
+            with _progress() as bar:
+                job = bar.add_task("predict", total=None)
+                summary = predict_volumes(
+                    run,
+                    sources or None,
+                    out or Path("predictions"),
+                    split=split,
+                    patch=as_zyx(patch) if patch else None,
+                    overlap=overlap,
+                    batch_size=batch_size,
+                    tta=kinds if tta != "none" else None,
+                    peaks=peaks,
+                    distance=peak_distance,
+                    min_size=min_size,
+                    threshold=threshold,
+                    voxel_size=voxel_size,
+                    device=device,
+                    tomogram=tomogram,
+                    progress=lambda what, done, total: bar.update(
+                        job, description=what, completed=done, total=total
+                    ),
+                )
+            _print_predictions(summary, out or Path("predictions"))
+            return
+        path = predict_run(
+            run,
+            out or Path("predictions.csv"),
+            split=split,
+            shards=shards,
+            tta=bool(kinds),
+            timeout=timeout,
+        )
     except (StreamvolError, ValueError, FileNotFoundError) as exc:
         raise _fail(exc) from None
     Console().print(f"wrote {path}")
+
+
+def _print_predictions(summary: dict, out: Path) -> None:
+    console_out = Console()
+    for name, entry in summary["experiments"].items():
+        if "picks" in entry:
+            counts = ", ".join(f"{k} {v}" for k, v in entry["picks"].items())
+            console_out.print(f"{name}: {counts}", highlight=False)
+        else:
+            console_out.print(f"{name}: {out / name}", highlight=False)
+    if "picks_csv" in summary:
+        console_out.print(f"picks: {out / 'overlay'} (copick), {summary['picks_csv']}")
+    console_out.print(
+        f"{len(summary['experiments'])} volumes in {summary['seconds']:.1f} s -> {out}"
+    )
+
+
+@app.command()
+def score(
+    pred: Annotated[Path, typer.Argument(help="Predicted picks: a copick project or picks.csv.")],
+    ref: Annotated[Path, typer.Argument(help="Reference picks: a copick project or picks.csv.")],
+    out: Annotated[Path, typer.Option(help="JSON report to write.")] = Path("score.json"),
+    user: Annotated[
+        str | None, typer.Option(help="Only PRED's copick pick files of this user_id.")
+    ] = None,
+    beta: Annotated[float, typer.Option(help="F-beta's beta (CZII: 4).")] = 4.0,
+) -> None:
+    """CZII F-beta of picks against reference picks: per type TP, FP, FN, precision, recall,
+    F-beta, and the weighted score (a reference is found within half its radius)."""
+    from streamvol.predict import format_score, score_picks
+
+    try:
+        report = score_picks(pred, ref, out=out, user=user, beta=beta)
+    except (StreamvolError, ValueError, FileNotFoundError) as exc:
+        raise _fail(exc) from None
+    Console().print(format_score(report), highlight=False)
+    Console().print(f"report: {out}")
 
 
 @app.command()

@@ -11,7 +11,7 @@ OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "step", "plateau", "none")
 AMP = ("auto", "off", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
-TASKS = ("auto", "classification", "segmentation")
+TASKS = ("auto", "classification", "segmentation", "detection")
 OPERATIONAL = ("checkpoint_every", "loader_timeout")  # may change when a run resumes
 
 
@@ -38,6 +38,13 @@ class TrainConfig:
     ema: float | None = None
     loss: str = "auto"
     class_weights: bool = True
+    target: str = "sphere"
+    target_radius: float = 0.5
+    target_sigma: float = 0.25
+    pos_weight: float = 256.0
+    focal_gamma: float = 2.0
+    tversky_alpha: float = 0.3
+    tversky_beta: float = 0.7
     augment: str = "default"
     augment_device: str = "cpu"
     mixup: float = 0.0
@@ -69,6 +76,7 @@ class TrainConfig:
             ("device", self.device, DEVICES),
             ("task", self.task, TASKS),
             ("augment_device", self.augment_device, ("cpu", "gpu")),
+            ("target", self.target, ("sphere", "heatmap")),
         ):
             if value not in allowed:
                 raise ValueError(
@@ -85,6 +93,11 @@ class TrainConfig:
             raise ValueError(f"--checkpoint-every {self.checkpoint_every}: expected steps >= 0")
         if self.loader_timeout < 0:
             raise ValueError(f"--timeout {self.loader_timeout}: expected seconds >= 0")
+        for name in ("target_radius", "target_sigma", "pos_weight"):
+            if not getattr(self, name) > 0:
+                raise ValueError(
+                    f"--{name.replace('_', '-')} {getattr(self, name)}: expected a positive number"
+                )
         if self.early_stopping is not None and self.early_stopping < 1:
             raise ValueError(f"--early-stopping {self.early_stopping}: expected a patience >= 1")
 

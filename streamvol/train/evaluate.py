@@ -119,6 +119,10 @@ def write_report(
         sweep_threshold,
     )
 
+    if trainer.task.kind == "detection":
+        from streamvol.train import detection
+
+        return detection.write_report(trainer, split=split, prefix=prefix, tta=tta)
     run = trainer.run_dir
     task = trainer.task
     writes = getattr(trainer, "main", True)  # under torchrun, rank 0 alone writes files
