@@ -45,6 +45,10 @@ class TrainConfig:
     focal_gamma: float = 2.0
     tversky_alpha: float = 0.3
     tversky_beta: float = 0.7
+    predict_patch: tuple[int, int, int] | None = None
+    predict_tta: tuple[str, ...] = ()
+    peak_method: str = "nms"
+    peak_distance: float = 0.5
     augment: str = "default"
     augment_device: str = "cpu"
     mixup: float = 0.0
@@ -77,6 +81,7 @@ class TrainConfig:
             ("task", self.task, TASKS),
             ("augment_device", self.augment_device, ("cpu", "gpu")),
             ("target", self.target, ("sphere", "heatmap")),
+            ("peak_method", self.peak_method, ("nms", "cc")),
         ):
             if value not in allowed:
                 raise ValueError(
@@ -93,7 +98,10 @@ class TrainConfig:
             raise ValueError(f"--checkpoint-every {self.checkpoint_every}: expected steps >= 0")
         if self.loader_timeout < 0:
             raise ValueError(f"--timeout {self.loader_timeout}: expected seconds >= 0")
-        for name in ("target_radius", "target_sigma", "pos_weight"):
+        unknown = [t for t in self.predict_tta if t not in ("flips", "rot90")]
+        if unknown:
+            raise ValueError(f"--predict-tta {unknown}: expected flips and/or rot90")
+        for name in ("target_radius", "target_sigma", "pos_weight", "peak_distance"):
             if not getattr(self, name) > 0:
                 raise ValueError(
                     f"--{name.replace('_', '-')} {getattr(self, name)}: expected a positive number"
@@ -117,7 +125,7 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"config.json: unknown keys {unknown}")
         data = dict(payload)
-        for name in ("train_folds", "val_folds"):
+        for name in ("train_folds", "val_folds", "predict_patch", "predict_tta"):
             if data.get(name) is not None:
                 data[name] = tuple(data[name])
         return cls(**data)

@@ -268,13 +268,22 @@ def write_report(
         if trainer.history and writes:
             report["plots"] = {"curves": str(_curves(trainer.history, run))}
         return report
+    config = trainer.config
     predictor = Predictor.from_trainer(trainer)
     choices = {} if choosing else load_choices(run)
     saved_window, saved_peaks = settings_from(choices)
-    window = predictor.window(
-        saved_window, batch_size=trainer.config.batch_size, tta=("flips", "rot90") if tta else ()
-    )
-    peaks = saved_peaks if not choosing else Peaks()
+    if choosing or saved_window is None:  # the run's inference settings, from its config
+        window = predictor.window(
+            None,
+            patch=config.predict_patch,
+            batch_size=config.batch_size,
+            tta=tuple(config.predict_tta),
+        )
+        peaks = Peaks(method=config.peak_method, distance=config.peak_distance)
+    else:
+        window, peaks = saved_window, saved_peaks
+    if tta:
+        window = predictor.window(window, tta=("flips", "rot90"))
     thresholds = choices.get("thresholds", {})
     grids = [GRID if choosing else [thresholds.get(n, 0.5)] for n in task.class_names]
     sources = split_sources(trainer.manifest, split_name)
