@@ -246,6 +246,55 @@ def plot_thresholds(
     return save_figure(fig, path)
 
 
+def plot_picks(
+    image: Any,
+    reference: Mapping[str, Any],
+    predicted: Mapping[str, Any],
+    path: str | os.PathLike[str],
+    *,
+    radii: Mapping[str, float],
+    title: str = "",
+) -> Path:
+    """A 2D view of a tomogram (y, x) with reference picks as circles of the particle radius
+    and predicted picks as crosses, one colour per type; points are (N, 2) y, x pixels."""
+    img = as_numpy(image, "image").astype(np.float64)
+    if img.ndim != 2:
+        raise ValueError(f"image: expected (y, x), got shape {img.shape}")
+    fig = _figure(figsize=(7.5, 7.5 * img.shape[0] / max(img.shape[1], 1) + 0.8))
+    ax = fig.add_subplot(1, 1, 1)
+    lo, hi = np.percentile(img, [1, 99])
+    ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
+    cycle = [c["color"] for c in _color_cycle()]
+    for i, name in enumerate(sorted(set(reference) | set(predicted))):
+        colour = cycle[i % len(cycle)]
+        ref = np.asarray(reference.get(name, np.zeros((0, 2))), float).reshape(-1, 2)
+        pred = np.asarray(predicted.get(name, np.zeros((0, 2))), float).reshape(-1, 2)
+        for y, x in ref:
+            ax.add_patch(
+                _circle((x, y), radii.get(name, 3.0), fill=False, color=colour, linewidth=1.2)
+            )
+        ax.plot(pred[:, 1], pred[:, 0], "+", color=colour, markersize=9, mew=1.6, label=name)
+    ax.set_xlim(-0.5, img.shape[1] - 0.5)
+    ax.set_ylim(img.shape[0] - 0.5, -0.5)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title or "circles: reference picks; crosses: predicted picks", fontsize="small")
+    ax.legend(fontsize="x-small", loc="upper right", framealpha=0.7)
+    return save_figure(fig, path)
+
+
+def _circle(centre: tuple[float, float], radius: float, **kwargs: Any) -> Any:
+    from matplotlib.patches import Circle
+
+    return Circle(centre, radius, **kwargs)
+
+
+def _color_cycle() -> Any:
+    from matplotlib import rcParams
+
+    return rcParams["axes.prop_cycle"]
+
+
 def _std(values: Any) -> Any:
     """Sample standard deviation over folds (axis 0), as ``summarise_folds`` reports it."""
     values = np.asarray(values, dtype=np.float64)
