@@ -625,6 +625,8 @@ def _print_predictions(summary: dict, out: Path) -> None:
             console_out.print(f"{name}: {counts}", highlight=False)
         else:
             console_out.print(f"{name}: {out / name}", highlight=False)
+        if "warning" in entry:
+            console.print(f"[yellow]{name}: {entry['warning']}[/]", highlight=False)
     if "picks_csv" in summary:
         console_out.print(f"picks: {out / 'overlay'} (copick), {summary['picks_csv']}")
     console_out.print(

@@ -265,17 +265,17 @@ def split_sources(manifest: dict[str, Any], split: str) -> list[dict[str, Any]]:
     """The manifest's source records whose crops went to ``split`` (splits group by source)."""
     import re
 
-    pattern = re.compile(r"^(.*)_z\d+_y\d+_x\d+$")
-    ids: set[str] = set()
-    for record in manifest["splits"].get(split, []):
-        for key in record["keys"]:
-            match = pattern.match(key)
-            if match:
-                ids.add(match.group(1))
     if split not in manifest["splits"]:
         raise ShardError(
             f"split {split!r} is not in the shard set; it has {', '.join(manifest['splits'])}"
         )
+    pattern = re.compile(r"^(.*)_z\d+_y\d+_x\d+$")
+    ids: set[str] = set()
+    for record in manifest["splits"][split]:
+        for key in record["keys"]:
+            match = pattern.match(key)
+            if match:
+                ids.add(match.group(1))
     return [s for s in manifest["sources"] if s["id"] in ids]
 
 
@@ -355,6 +355,12 @@ def predict_volumes(
         entry: dict[str, Any] = {"path": str(path), "shape": list(volume.shape)}
         if predictor.detection:
             size = predictor.voxel_size(volume, voxel_size)
+            trained = predictor.manifest.get("voxel_size")
+            if trained and not np.allclose(size, trained, rtol=0.01):
+                entry["warning"] = (
+                    f"voxel size {size.tolist()} A, but the run learned from {trained} A: "
+                    "particles look larger or smaller than in training"
+                )
             found = predictor.peaks(probs, size, thresholds, peak)
             for name, (zyx, scores) in found.items():
                 write_copick_picks(

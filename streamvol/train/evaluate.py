@@ -230,6 +230,11 @@ def predict_run(
     if timeout is not None:
         config = replace(config, loader_timeout=timeout)
     trainer = Trainer.for_evaluation(config, run)
+    if trainer.task.kind == "detection":
+        raise ValueError(
+            f"{run}: a detection run predicts whole tomograms, not crops; use "
+            "streamvol.predict.predict_volumes (streamvol predict RUN [SOURCE...])"
+        )
     result = trainer.predict(split, tta=tta)
     names = trainer.task.class_names
     out = Path(out)
