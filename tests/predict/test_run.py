@@ -115,3 +115,24 @@ def test_segmentation_run_writes_ome_zarr_volumes(tmp_path):
     np.testing.assert_allclose(p.sum(0), 1.0, atol=2e-3)  # softmax, stored as float16
     clear = np.abs(p[1] - p[0]) > 0.01  # float16 ties aside, labels are the argmax
     np.testing.assert_array_equal(np.asarray(labels.data)[clear], p.argmax(0)[clear])
+
+
+def test_memory_does_not_grow_with_the_number_of_tomograms(pick_project, pick_run, tmp_path):
+    """Peak numpy memory (tracemalloc sees numpy's allocations) for four tomograms is that
+    of one: each volume's input and probabilities are gone before the next is read."""
+    import tracemalloc
+
+    project, _ = pick_project
+    run, _ = pick_run
+    one = project / "static" / "ExperimentRuns" / "TS_0" / "VoxelSpacing10.000" / "denoised.zarr"
+    peaks = []
+    with one_thread():
+        for k, sources in enumerate(([one], [project])):
+            tracemalloc.start()
+            summary = predict_volumes(run, sources, tmp_path / f"m{k}")
+            peaks.append(tracemalloc.get_traced_memory()[1])
+            tracemalloc.stop()
+            assert len(summary["experiments"]) == (1, 4)[k]
+    # the probabilities of one tomogram alone (6 types, float32) are a good part of the peak
+    assert peaks[0] > 6 * 32 * 64 * 64 * 4
+    assert peaks[1] < 1.25 * peaks[0], peaks
