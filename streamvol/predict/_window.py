@@ -3,10 +3,10 @@
 Windows of ``patch`` voxels step by ``patch * (1 - overlap)`` (rounded, at least 1) from 0, and a
 last window sits flush with the far edge, so every voxel is covered; an axis shorter than the
 patch is padded (reflect) to it and cropped back. Each window's output is weighted by an
-importance map (a Gaussian of sigma ``patch / 8`` per axis, peak 1, floored at 1e-3 so edges
+importance map (per axis a Gaussian of sigma ``patch / 8``, peak 1, floored at 0.01 so edges
 still count; or constant) and the sum is divided by the summed weights: a voxel's value is the
-weighted mean of every window that saw it. Memory is the input volume plus ``channels + 1``
-float32 volumes, whatever the number of windows.
+weighted mean of every window that saw it. The summed weights factorise over the axes, so
+memory is the input volume plus ``channels`` float32 volumes, whatever the number of windows.
 
 TTA: ``flips`` adds the three single-axis mirrors, ``rot90`` the 90, 180 and 270 degree turns
 about z (in the y-x plane); each prediction is mapped back by the inverse before averaging.
@@ -24,7 +24,7 @@ import torch
 
 BLENDS = ("gaussian", "constant")
 TTA_KINDS = ("flips", "rot90")
-_FLOOR = 1e-3
+_FLOOR = 0.01  # per axis: a corner of the map weighs 1e-6
 
 Progress = Callable[[int, int], None]
 Transform = tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]
@@ -82,19 +82,24 @@ def window_starts(length: int, patch: int, overlap: float) -> list[int]:
     return starts
 
 
-def importance_map(patch: Sequence[int], blend: str = "gaussian") -> np.ndarray:
-    """Per-voxel weight of a window's output: a separable Gaussian (sigma patch / 8 per axis,
-    peak 1, floored at 1e-3) or ones."""
-    if blend == "constant":
-        return np.ones(tuple(patch), np.float32)
-    axes = []
+def importance_profiles(patch: Sequence[int], blend: str = "gaussian") -> list[np.ndarray]:
+    """The importance map's factor along each axis (float64): a Gaussian of sigma n / 8, peak
+    1, floored at 0.01, or ones."""
+    profiles = []
     for n in patch:
+        if blend == "constant":
+            profiles.append(np.ones(n))
+            continue
         x = np.arange(n, dtype=np.float64) - (n - 1) / 2
-        sigma = max(n / 8, 1e-6)
-        axes.append(np.exp(-0.5 * (x / sigma) ** 2))
-    weight = axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
-    weight /= weight.max()
-    return np.maximum(weight, _FLOOR).astype(np.float32)
+        g = np.exp(-0.5 * (x / max(n / 8, 1e-6)) ** 2)
+        profiles.append(np.maximum(g / g.max(), _FLOOR))
+    return profiles
+
+
+def importance_map(patch: Sequence[int], blend: str = "gaussian") -> np.ndarray:
+    """Per-voxel weight of a window's output: the outer product of ``importance_profiles``."""
+    wz, wy, wx = importance_profiles(patch, blend)
+    return (wz[:, None, None] * wy[None, :, None] * wx[None, None, :]).astype(np.float32)
 
 
 def tta_transforms(kinds: Sequence[str]) -> list[Transform]:
@@ -160,10 +165,8 @@ def sliding_window(
         volume = np.pad(volume, pad, mode="reflect" if min(shape) > 1 else "edge")
     full = volume.shape
     boxes = _boxes(full, window)
-    weight = importance_map(window.patch, window.blend)
-    weight_t = torch.from_numpy(weight).to(device)
+    weight_t = torch.from_numpy(importance_map(window.patch, window.blend)).to(device)
     out = np.zeros((channels, *full), np.float32)
-    total_w = np.zeros(full, np.float32)
     transforms = tta_transforms(window.tta)
     total, done = len(boxes) * len(transforms), 0
     pz, py, px = window.patch
@@ -194,11 +197,27 @@ def sliding_window(
         weighted = (acc * (weight_t / len(transforms))).cpu().numpy()
         for (z, y, x), values in zip(group, weighted, strict=True):
             out[:, z : z + pz, y : y + py, x : x + px] += values
-            total_w[z : z + pz, y : y + py, x : x + px] += weight
-    out /= total_w[None]
+    _normalise(out, full, window)
     if any(after for _, after in pad):
         out = np.ascontiguousarray(out[:, : shape[0], : shape[1], : shape[2]])
     return out
+
+
+def _normalise(out: np.ndarray, shape: Sequence[int], window: Window) -> None:
+    """Divide by the summed weights, in place. Windows form a grid of per-axis starts and the
+    importance map is a product of per-axis profiles, so the sum factorises: three 1D sums,
+    applied slice by slice, instead of a volume of weights."""
+    sums = []
+    for n, p, profile in zip(
+        shape, window.patch, importance_profiles(window.patch, window.blend), strict=True
+    ):
+        total = np.zeros(n)
+        for start in window_starts(n, p, window.overlap):
+            total[start : start + p] += profile
+        sums.append(total)
+    plane = (1.0 / np.outer(sums[1], sums[2])).astype(np.float32)
+    for z in range(shape[0]):
+        out[:, z] *= plane * np.float32(1.0 / sums[0][z])
 
 
 def check_patch(patch: Sequence[int], multiple: int) -> tuple[int, int, int]:
