@@ -112,3 +112,18 @@ def test_tta_transforms_invert_and_windows_are_checked():
         Window(patch=(8, 8, 8), tta=("mirror",))
     with pytest.raises(ValueError, match="expected \\(B, 2"):
         sliding_window(np.zeros((8, 8, 8), np.float32), lambda x: x, 2, Window(patch=(8, 8, 8)))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_bf16_autocast_on_cuda_stays_close_to_float32():
+    volume = np.random.default_rng(4).normal(size=(20, 40, 36)).astype(np.float32)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(4, 2, 1)
+    )
+    model = model.cuda().eval()
+    window = Window(patch=(16, 16, 16), tta=("flips", "rot90"))
+    plain = sliding_window(volume, model, 2, window, device="cuda")
+    fast = sliding_window(volume, model, 2, window, device="cuda", amp=torch.bfloat16)
+    np.testing.assert_allclose(fast, plain, atol=0.05)

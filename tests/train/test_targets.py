@@ -140,3 +140,15 @@ def test_targets_follow_the_augmented_image(tmp_path):
                 np.testing.assert_allclose(_centroid(bright), target_centre, atol=0.3)
                 checked += 1
     assert checked >= 4
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("kind", ["sphere", "heatmap"])
+def test_targets_on_cuda_equal_the_cpu_ones(kind):
+    spec = TargetSpec(kind, radii=(6.0, 9.0), point_offset=1)
+    points, counts = _batch([[[5.3, 6.6, 7.2, 1.0]], [[2.0, 3.0, 14.6, 2.0]]])
+    cpu = make_targets(points, counts, SHAPE, spec)
+    gpu = make_targets(points.cuda(), counts.cuda(), SHAPE, spec)
+    assert gpu.device.type == "cuda"
+    torch.testing.assert_close(gpu.cpu(), cpu)
