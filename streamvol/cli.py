@@ -422,12 +422,55 @@ def train(
     loss: Annotated[
         str,
         typer.Option(
-            help="auto | ce | focal | dice | tversky | ce+dice | focal+dice | ce+tversky."
+            help="auto | ce | focal | dice | tversky (| mse for heatmaps) or a sum: ce+dice, "
+            "ce+tversky+dice, ..."
         ),
     ] = "auto",
     class_weights: Annotated[
         bool, typer.Option(help="Weight classes by the manifest's counts.")
     ] = True,
+    task: Annotated[
+        str,
+        typer.Option(
+            help="auto (the shard set's) | classification | segmentation | detection (picks)."
+        ),
+    ] = "auto",
+    target: Annotated[
+        str, typer.Option(help="Detection targets: sphere (class map) | heatmap (Gaussians).")
+    ] = "sphere",
+    target_radius: Annotated[
+        float, typer.Option(help="Sphere target: ball radius as a fraction of the particle's.")
+    ] = 0.5,
+    target_sigma: Annotated[
+        float, typer.Option(help="Heatmap target: sigma as a fraction of the particle radius.")
+    ] = 0.25,
+    pos_weight: Annotated[
+        float, typer.Option(help="Detection: weight of particle voxels in ce/mse (1st place: 256).")
+    ] = 256.0,
+    focal_gamma: Annotated[float, typer.Option(help="Focal loss gamma.")] = 2.0,
+    tversky_alpha: Annotated[
+        float, typer.Option(help="Tversky loss: weight of false positives.")
+    ] = 0.3,
+    tversky_beta: Annotated[
+        float, typer.Option(help="Tversky loss: weight of false negatives.")
+    ] = 0.7,
+    width: Annotated[
+        int | None, typer.Option(help="Model width (unet3d: channels of the first level).")
+    ] = None,
+    depth: Annotated[int | None, typer.Option(help="Model depth (unet3d: downsamplings).")] = None,
+    predict_patch: Annotated[
+        str | None,
+        typer.Option(help="Detection: sliding-window size for whole tomograms (default: crop)."),
+    ] = None,
+    predict_tta: Annotated[
+        str, typer.Option(help="Detection: TTA on whole tomograms: none | flips | rot90 | both.")
+    ] = "none",
+    peaks: Annotated[
+        str, typer.Option(help="Detection: nms (local maxima) | cc (centroids).")
+    ] = "nms",
+    peak_distance: Annotated[
+        float, typer.Option(help="Detection: NMS distance as a fraction of the particle radius.")
+    ] = 0.5,
     augment: Annotated[
         str, typer.Option(help="Preset (none, flips, default, cryoet) or a TOML/YAML file.")
     ] = "default",
@@ -468,13 +511,34 @@ def train(
     """Train a 3D model on a shard set with fresh augmentation every epoch.
 
     Writes runs/NAME/: config.json, metrics.jsonl, best.pt, last.pt, report.json and PNG plots.
+    Detection (--task detection, on picks): targets drawn from the augmented picks; after
+    training, a threshold per particle type chosen on the whole validation tomograms
+    (thresholds.json), which evaluate and predict reuse.
     """
+    from streamvol.predict import parse_tta
+    from streamvol.shard.plan import as_zyx
     from streamvol.train import TrainConfig, Trainer
 
     try:
+        model_options = {
+            k: v for k, v in (("base_width", width), ("depth", depth)) if v is not None
+        }
         config = TrainConfig(
             shards=shards,
             model=model,
+            model_options=model_options or None,
+            task=task,
+            target=target,
+            target_radius=target_radius,
+            target_sigma=target_sigma,
+            pos_weight=pos_weight,
+            focal_gamma=focal_gamma,
+            tversky_alpha=tversky_alpha,
+            tversky_beta=tversky_beta,
+            predict_patch=as_zyx(predict_patch) if predict_patch else None,
+            predict_tta=parse_tta(predict_tta),
+            peak_method=peaks,
+            peak_distance=peak_distance,
             epochs=epochs,
             batch_size=batch_size,
             lr=lr,
@@ -575,8 +639,14 @@ def _metrics_line(report: dict) -> str:
 
 def _print_report(report: dict, run_dir: Path) -> None:
     out = _out()
-    split = report.get("split", "val")
-    out.print(f"{split}: {_metrics_line(report)}", highlight=False, soft_wrap=True)
+    if report.get("task") == "detection" and "per_type" in report:
+        from streamvol.predict import format_score
+
+        out.print(f"{report['split']} ({len(report['experiments'])} tomograms, whole):")
+        out.print(format_score(report), highlight=False)
+    else:
+        split = report.get("split", "val")
+        out.print(f"{split}: {_metrics_line(report)}", highlight=False, soft_wrap=True)
     plots = dict(report.get("plots", {}))
     if "curves" not in plots and (Path(run_dir) / "curves.png").is_file():
         plots["curves"] = str(Path(run_dir) / "curves.png")
@@ -590,7 +660,11 @@ def evaluate(
     run: Annotated[Path, typer.Argument(help="A run folder written by `streamvol train`.")],
     split: Annotated[str, typer.Option(help="Split to score.")] = "test",
     tta: Annotated[
-        bool, typer.Option(help="Average the 8 axis flips (test-time augmentation).")
+        bool,
+        typer.Option(
+            help="Test-time augmentation: the 8 axis flips (crops); flips and 90-degree turns "
+            "about z (detection, whole tomograms)."
+        ),
     ] = False,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda.")] = None,
     timeout: Annotated[
@@ -598,7 +672,10 @@ def evaluate(
     ] = 600.0,
     storage_options: StorageOption = None,
 ) -> None:
-    """Score a trained run on a split: metrics, ROC and PR curves, confusion matrices."""
+    """Score a trained run on a split: metrics, ROC and PR curves, confusion matrices.
+
+    Detection runs predict the split's tomograms whole and report the CZII F-beta per type.
+    """
     from streamvol.train import evaluate as run_evaluate
 
     try:
@@ -620,26 +697,97 @@ def evaluate(
 @app.command()
 def predict(
     run: Annotated[Path, typer.Argument(help="A run folder written by `streamvol train`.")],
-    out: Annotated[Path, typer.Option(help="CSV to write.")] = Path("predictions.csv"),
+    sources: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Volumes to predict whole: copick projects, volume files or folders (any "
+            "format streamvol reads). Without: the run's shards (or, for detection, the "
+            "tomograms of --split)."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Folder for volumes (default predictions/), CSV for shards."),
+    ] = None,
     split: Annotated[str, typer.Option(help="Split of the shard set to predict.")] = "test",
     shards: Annotated[str | None, typer.Option(help="Other shards (default: the run's).")] = None,
-    tta: Annotated[bool, typer.Option(help="Average the 8 axis flips.")] = False,
+    tta: Annotated[
+        str,
+        typer.Option(
+            help="none | flips | rot90 | flips,rot90 (volumes); any but none averages the 8 "
+            "axis flips on shards."
+        ),
+    ] = "none",
+    patch: Annotated[
+        str | None, typer.Option(help="Window size: N or z,y,x (default: the run's).")
+    ] = None,
+    overlap: Annotated[
+        float | None, typer.Option(help="Window overlap fraction (default 0.25).")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Windows per batch.")] = None,
+    peaks: Annotated[
+        str | None, typer.Option(help="nms (local maxima) | cc (component centroids).")
+    ] = None,
+    peak_distance: Annotated[
+        float | None, typer.Option(help="NMS distance as a fraction of the particle radius.")
+    ] = None,
+    min_size: Annotated[int | None, typer.Option(help="cc: smallest component, voxels.")] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="One threshold for every type (default: the run's).")
+    ] = None,
+    voxel_size: Annotated[
+        float | None, typer.Option(help="Angstrom per voxel where the volumes do not say.")
+    ] = None,
+    tomogram: Annotated[str, typer.Option(help="Copick tomogram name.")] = "denoised",
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda.")] = None,
     timeout: Annotated[
         float, typer.Option(help="Seconds without a batch before the loader gives up (0: never).")
     ] = 600.0,
     storage_options: StorageOption = None,
 ) -> None:
-    """Apply a trained model to shards and write each sample's scores and class as CSV."""
+    """Apply a trained model: whole volumes (picks or label volumes), or shards (a CSV).
+
+    Detection runs write copick picks (overlay/ExperimentRuns/<run>/Picks/
+    streamvol_0_<type>.json, Angstrom) and picks.csv; segmentation runs write label and
+    probability volumes as OME-Zarr. On shards, each sample's scores and class as CSV.
+    """
+    from streamvol.predict import parse_tta, predict_volumes
+    from streamvol.predict._run import run_task
+    from streamvol.shard.plan import as_zyx
     from streamvol.train.evaluate import predict_run
 
     try:
+        kinds = parse_tta(tta)
+        if sources or run_task(run, _storage(storage_options)) == "detection":
+            with _progress_display(console) as show:
+                job = show.job("predict", unit="windows")
+                summary = predict_volumes(
+                    run,
+                    sources or None,
+                    out or Path("predictions"),
+                    split=split,
+                    patch=as_zyx(patch) if patch else None,
+                    overlap=overlap,
+                    batch_size=batch_size,
+                    tta=kinds if tta != "none" else None,
+                    peaks=peaks,
+                    distance=peak_distance,
+                    min_size=min_size,
+                    threshold=threshold,
+                    voxel_size=voxel_size,
+                    device=device,
+                    tomogram=tomogram,
+                    progress=lambda what, done, total: job.update(done, total, description=what),
+                )
+            _print_predictions(summary, out or Path("predictions"))
+            return
         with _progress_display(console) as show:
             path = predict_run(
                 run,
-                out,
+                out or Path("predictions.csv"),
                 split=split,
                 shards=shards,
-                tta=tta,
+                tta=bool(kinds),
                 timeout=timeout,
                 storage_options=_storage(storage_options),
                 progress=show.job(f"predict {split}", unit="batches"),
@@ -647,6 +795,45 @@ def predict(
     except (StreamvolError, ValueError, FileNotFoundError) as exc:
         raise _fail(exc) from None
     _out().print(f"wrote {path}")
+
+
+def _print_predictions(summary: dict, out: Path) -> None:
+    console_out = _out()
+    for name, entry in summary["experiments"].items():
+        if "picks" in entry:
+            counts = ", ".join(f"{k} {v}" for k, v in entry["picks"].items())
+            console_out.print(f"{name}: {counts}", highlight=False)
+        else:
+            console_out.print(f"{name}: {out / name}", highlight=False)
+        if "warning" in entry:
+            console.print(f"[yellow]{name}: {entry['warning']}[/]", highlight=False)
+    if "picks_csv" in summary:
+        console_out.print(f"picks: {out / 'overlay'} (copick), {summary['picks_csv']}")
+    console_out.print(
+        f"{len(summary['experiments'])} volumes in {summary['seconds']:.1f} s -> {out}"
+    )
+
+
+@app.command()
+def score(
+    pred: Annotated[Path, typer.Argument(help="Predicted picks: a copick project or picks.csv.")],
+    ref: Annotated[Path, typer.Argument(help="Reference picks: a copick project or picks.csv.")],
+    out: Annotated[Path, typer.Option(help="JSON report to write.")] = Path("score.json"),
+    user: Annotated[
+        str | None, typer.Option(help="Only PRED's copick pick files of this user_id.")
+    ] = None,
+    beta: Annotated[float, typer.Option(help="F-beta's beta (CZII: 4).")] = 4.0,
+) -> None:
+    """CZII F-beta of picks against reference picks: per type TP, FP, FN, precision, recall,
+    F-beta, and the weighted score (a reference is found within half its radius)."""
+    from streamvol.predict import format_score, score_picks
+
+    try:
+        report = score_picks(pred, ref, out=out, user=user, beta=beta)
+    except (StreamvolError, ValueError, FileNotFoundError) as exc:
+        raise _fail(exc) from None
+    _out().print(format_score(report), highlight=False)
+    _out().print(f"report: {out}")
 
 
 @app.command()
@@ -821,12 +1008,22 @@ def demo(
     ] = Path("demo"),
     seed: Annotated[int, typer.Option(help="Seed of the synthetic data and splits.")] = 0,
     workers: Annotated[int | None, typer.Option(help="Local dask workers.")] = None,
+    tomograms: Annotated[
+        bool,
+        typer.Option(
+            help="Particle picking instead: synth tomograms, shard, train a 3D U-Net, predict "
+            "held-out tomograms whole, score (CZII F-beta) beside random picks."
+        ),
+    ] = False,
 ) -> None:
     """Run the main job end to end on built-in synthetic data: synth, shard, train, evaluate."""
     from streamvol.demo import run_demo
     from streamvol.shard.inspect import summary_table
 
     out_console = _out()
+    if tomograms:
+        _demo_tomograms(out, seed, workers)
+        return
     try:
         results = run_demo(
             out, seed=seed, workers=workers, log=lambda m: console.print(m, highlight=False)
@@ -839,6 +1036,26 @@ def demo(
     out_console.print("verified: every shard matches its manifest")
     trained = next(r for r in results if r.report is not None)
     _print_report(trained.report, trained.run)
+
+
+def _demo_tomograms(out: Path, seed: int, workers: int | None) -> None:
+    from streamvol.demo import run_tomogram_demo
+    from streamvol.predict import format_score
+
+    try:
+        result = run_tomogram_demo(
+            out, seed=seed, workers=workers, log=lambda m: console.print(m, highlight=False)
+        )
+    except (StreamvolError, ValueError) as exc:
+        raise _fail(exc) from None
+    shown = _out()
+    shown.print(f"held-out tomograms, scored against {result.reference}:")
+    shown.print(format_score(result.score), highlight=False)
+    shown.print(f"random picks at the true count per type: {result.baseline:.4f}")
+    times = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
+    shown.print(f"time: {times}", highlight=False)
+    shown.print(f"picks: {result.predictions} (copick, picks.csv); figure: {result.figure}")
+    shown.print(f"run: {result.run}")
 
 
 if __name__ == "__main__":

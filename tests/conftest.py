@@ -1,17 +1,74 @@
-"""Suite-wide: tests marked ``gpu`` run only where CUDA is available, and are skipped (with the
-reason) elsewhere, so the suite passes on CPU-only machines and CI."""
+"""Suite-wide: tests marked ``gpu`` run only where CUDA is available (skipped, with the reason,
+elsewhere); and, session-scoped, a tiny synthetic copick project, its points shards, and a
+detection run trained on them through the CLI (for the detection trainer and predict tests)."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import pytest
+import torch
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    import torch
-
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA: torch.cuda.is_available() is False")
     for item in items:
         if item.get_closest_marker("gpu") is not None:
             item.add_marker(skip)
+
+
+PICK_TRAIN = [
+    "--task", "detection", "--model", "unet3d", "--width", "8", "--depth", "2",
+    "--epochs", "8", "--batch-size", "8", "--lr", "0.01", "--warmup", "0",
+    "--workers", "0", "--augment", "flips", "--target", "sphere",
+]  # fmt: skip
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """One torch thread while training: on a shared 2-core machine two threads wait on each
+    other far more than they gain."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def pick_project(tmp_path_factory):
+    """Four runs of (64, 128, 128) at 10 A (four particles of each type per run), sharded at
+    level 1 (20 A): 16^3 crops on every pick plus as many background crops, one run each
+    for validation and test."""
+    from streamvol import synth
+    from streamvol.shard import parse_config, shard
+
+    root = tmp_path_factory.mktemp("picks")
+    data = synth.make("tomograms", root / "project", n=4, size=(64, 128, 128), seed=5)
+    shards = root / "shards"
+    config = parse_config(
+        [data], plan="points", crop="16", negatives=1.0, augment="flips", level=1,
+        split="0.5,0.25,0.25", shard_size=16,
+    )  # fmt: skip
+    shard(config, shards)
+    return data, shards
+
+
+@pytest.fixture(scope="session")
+def pick_run(pick_project, tmp_path_factory):
+    """A detection run (sphere targets, a tiny U-Net) trained by ``streamvol train``."""
+    from typer.testing import CliRunner
+
+    from streamvol.cli import app
+
+    _, shards = pick_project
+    runs = tmp_path_factory.mktemp("pickruns")
+    args = ["train", str(shards), *PICK_TRAIN, "--runs", str(runs), "--name", "pick"]
+    with one_thread():
+        result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return runs / "pick", result.output

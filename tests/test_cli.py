@@ -13,7 +13,9 @@ from streamvol import __version__
 from streamvol.cli import app
 
 runner = CliRunner()
-COMMANDS = ["synth", "shard", "inspect", "train", "evaluate", "predict", "cv", "bench", "demo"]
+COMMANDS = [
+    "synth", "shard", "inspect", "train", "evaluate", "predict", "score", "cv", "bench", "demo"
+]  # fmt: skip
 
 
 def test_version():

@@ -21,6 +21,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from streamvol.errors import BadLabels, NoVolumeFound
 from streamvol.io._labels import (
     ClassTable,
@@ -355,6 +357,56 @@ def _discover_copick(root: Path, tomogram: str, voxel_spacing: float | None) -> 
         names = {read_copick_picks(p, 1.0).class_names[0] for s in sources for p in s.picks}
         class_names, radii = tuple(sorted(names)), {}
     return Dataset(root, "copick", tuple(sources), class_names, radii)
+
+
+def copick_picks(
+    root: str | Path, *, user: str | None = None, session: str | None = None
+) -> dict[str, dict[str, np.ndarray]]:
+    """Every pick of a copick project in Angstrom: run -> particle type -> (N, 3) z, y, x.
+
+    Reads ``[overlay/|static/]ExperimentRuns/<run>/Picks/*.json`` (no tomogram needed), each
+    file's type from its ``pickable_object_name``; ``user`` and ``session`` keep only the files
+    of that ``user_id`` / ``session_id``. Files of one run and type are joined.
+    """
+    root = Path(root).expanduser()
+    if root.is_file() and root.name == COPICK_CONFIG:
+        root = root.parent
+    if not root.is_dir() or not _is_copick(root):
+        raise NoVolumeFound(
+            f"{root}: not a copick project; expected {COPICK_CONFIG} or "
+            f"[overlay/]ExperimentRuns/<run>/Picks/*.json"
+        )
+    found: dict[str, dict[str, list[np.ndarray]]] = {}
+    for base in _copick_run_bases(root):
+        for run_dir in _children(base):
+            for path in _children(run_dir / "Picks"):
+                if not (path.is_file() and path.suffix.lower() == ".json"):
+                    continue
+                if (user is not None or session is not None) and not _pick_owner(
+                    path, user, session
+                ):
+                    continue
+                points = read_copick_picks(path, 1.0)  # voxel size 1: Angstrom stay Angstrom
+                kind = points.class_names[0]
+                found.setdefault(run_dir.name, {}).setdefault(kind, []).append(points.zyx)
+    return {
+        run: {k: np.concatenate(v).reshape(-1, 3) for k, v in types.items()}
+        for run, types in found.items()
+    }
+
+
+def _pick_owner(path: Path, user: str | None, session: str | None) -> bool:
+    import json
+
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise BadLabels(f"{path}: not a readable JSON file: {exc}") from exc
+    if not isinstance(doc, dict):
+        return False
+    return (user is None or str(doc.get("user_id")) == user) and (
+        session is None or str(doc.get("session_id")) == session
+    )
 
 
 # --- sample folders -----------------------------------------------------------------------------

@@ -370,6 +370,70 @@ def read_copick_config(path: str | Path) -> dict[str, float]:
     return dict(sorted(radii.items()))
 
 
+def read_copick_weights(path: str | Path) -> dict[str, float]:
+    """Particle name -> score weight, for the objects of a ``copick_config.json`` that carry a
+    numeric ``weight`` (not part of the copick schema; the CZII metric's weights live there
+    when a project records them). Objects without one are left out."""
+    path = Path(path)
+    doc = _load_json(path)
+    objects = doc.get("pickable_objects") if isinstance(doc, dict) else None
+    weights: dict[str, float] = {}
+    for obj in objects if isinstance(objects, list) else []:
+        if isinstance(obj, dict) and isinstance(obj.get("name"), str) and "weight" in obj:
+            try:
+                weight = _number(obj["weight"])
+            except ValueError:
+                weight = -1.0
+            if weight < 0:
+                raise BadLabels(
+                    f"{path}: particle {obj['name']!r} has weight {obj['weight']!r}; "
+                    f"expected a number >= 0"
+                )
+            weights[obj["name"]] = weight
+    return weights
+
+
+# --- picks tables (the CZII submission layout) -------------------------------------------------
+
+PICK_COLUMNS = ("experiment", "particle_type", "x", "y", "z")
+
+
+def read_picks_table(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
+    """Read a CSV of picks with columns ``experiment, particle_type, x, y, z`` (Angstrom; other
+    columns such as ``id`` or ``score`` are ignored) as experiment -> type -> (N, 3) z, y, x."""
+    path = Path(path)
+    header, rows = _read_rows(path)
+    missing = [c for c in PICK_COLUMNS if c not in header]
+    if missing:
+        raise BadLabels(
+            f"{path}: expected columns {', '.join(PICK_COLUMNS)} in the header, missing "
+            f"{', '.join(missing)}; got columns {header}"
+        )
+    cols = {c: header.index(c) for c in PICK_COLUMNS}
+    found: dict[str, dict[str, list[tuple[float, float, float]]]] = {}
+    for line, row in rows:
+        exp, kind = _cell(row, cols["experiment"]), _cell(row, cols["particle_type"])
+        if not exp or not kind:
+            raise BadLabels(f"{path}: row {line} has an empty experiment or particle_type cell")
+        xyz = []
+        for axis in "xyz":
+            text = _cell(row, cols[axis])
+            try:
+                value = float(text)
+            except ValueError:
+                value = math.nan
+            if not math.isfinite(value):
+                raise BadLabels(
+                    f"{path}: row {line}: {axis} = {text!r}; expected a finite number of Angstrom"
+                )
+            xyz.append(value)
+        found.setdefault(exp, {}).setdefault(kind, []).append((xyz[2], xyz[1], xyz[0]))
+    return {
+        exp: {k: np.asarray(v, np.float64).reshape(-1, 3) for k, v in types.items()}
+        for exp, types in found.items()
+    }
+
+
 # --- spot tables ------------------------------------------------------------------------------
 
 

@@ -7,8 +7,10 @@ from streamvol.metrics.cv import format_table, summarise_folds
 from streamvol.metrics.picking import (
     CZII_PARTICLES,
     ParticleType,
+    best_threshold,
     fbeta_from_counts,
     match_points,
+    particle_weight,
     picking_score,
     points_by_type,
 )
@@ -16,8 +18,10 @@ from streamvol.metrics.plots import (
     plot_confusion_matrix,
     plot_cv_roc,
     plot_history,
+    plot_picks,
     plot_pr,
     plot_roc,
+    plot_thresholds,
 )
 from streamvol.metrics.segmentation import segmentation_report
 from streamvol.metrics.threshold import sweep_threshold
@@ -25,16 +29,20 @@ from streamvol.metrics.threshold import sweep_threshold
 __all__ = [
     "CZII_PARTICLES",
     "ParticleType",
+    "best_threshold",
     "classification_report",
     "fbeta_from_counts",
     "format_table",
     "match_points",
+    "particle_weight",
     "picking_score",
     "plot_confusion_matrix",
     "plot_cv_roc",
     "plot_history",
+    "plot_picks",
     "plot_pr",
     "plot_roc",
+    "plot_thresholds",
     "points_by_type",
     "segmentation_report",
     "specificity_per_class",

@@ -170,6 +170,49 @@ def picking_score(
     }
 
 
+def particle_weight(name: str, weights: Mapping[str, float] | None = None) -> float:
+    """A type's score weight: ``weights[name]`` when given, else the CZII table's, else 1."""
+    if weights and name in weights:
+        return float(weights[name])
+    return CZII_PARTICLES[name].weight if name in CZII_PARTICLES else 1.0
+
+
+def best_threshold(thresholds: Sequence[float], counts: Any, beta: float = 4.0) -> dict[str, Any]:
+    """The threshold of a grid that maximises F-beta, from (T, 3) TP, FP, FN counts at each.
+
+    Where several neighbouring thresholds share the best F-beta (they keep the same picks on
+    this data), the middle one is chosen: the farthest from where the picks change. Returns
+    threshold, fbeta, tp, fp, fn at it, and the F-beta of every threshold (``curve``).
+    """
+    grid = np.asarray(thresholds, dtype=np.float64)
+    table = np.asarray(counts, dtype=np.int64).reshape(-1, 3)
+    if len(grid) == 0 or len(grid) != len(table):
+        raise ValueError(
+            f"expected one (tp, fp, fn) row per threshold, got {table.shape} rows "
+            f"for {len(grid)} thresholds"
+        )
+    curve = np.array([fbeta_from_counts(int(a), int(b), int(c), beta) for a, b, c in table])
+    best = curve.max()
+    runs, start = [], None
+    for i, hit in enumerate(np.append(np.isclose(curve, best, rtol=0, atol=1e-12), False)):
+        if hit and start is None:
+            start = i
+        elif not hit and start is not None:
+            runs.append((start, i - 1))
+            start = None
+    lo, hi = max(runs, key=lambda r: (r[1] - r[0], -r[0]))
+    pick = (lo + hi) // 2
+    tp, fp, fn = (int(v) for v in table[pick])
+    return {
+        "threshold": float(grid[pick]),
+        "fbeta": float(curve[pick]),
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "curve": [float(v) for v in curve],
+    }
+
+
 def fbeta_from_counts(tp: int, fp: int, fn: int, beta: float) -> float:
     """F-beta from counts as the CZII reference computes it (0 where precision + recall = 0)."""
     return _prf(tp, fp, fn, beta)[2]

@@ -240,6 +240,84 @@ def plot_cv_roc(
     return save_figure(fig, path)
 
 
+def plot_thresholds(
+    thresholds: Sequence[float],
+    curves: Mapping[str, Sequence[float]],
+    chosen: Mapping[str, float],
+    path: str | os.PathLike[str],
+    *,
+    beta: float = 4.0,
+) -> Path:
+    """F-beta of each particle type against its detection threshold, the chosen one marked."""
+    fig = _figure(figsize=(6.0, 4.5))
+    ax = fig.add_subplot(1, 1, 1)
+    for name, curve in curves.items():
+        (line,) = ax.plot(thresholds, curve, label=name)
+        if name in chosen:
+            t = chosen[name]
+            k = int(np.argmin(np.abs(np.asarray(thresholds) - t)))
+            ax.plot([t], [curve[k]], "o", color=line.get_color())
+    ax.set_ylim(0, 1.02)
+    _axes(
+        ax,
+        "threshold",
+        f"F-beta (beta={beta:g})",
+        "validation: F-beta per particle type",
+        legend="lower left",
+    )
+    ax.legend(fontsize="small")
+    return save_figure(fig, path)
+
+
+def plot_picks(
+    image: Any,
+    reference: Mapping[str, Any],
+    predicted: Mapping[str, Any],
+    path: str | os.PathLike[str],
+    *,
+    radii: Mapping[str, float],
+    title: str = "",
+) -> Path:
+    """A 2D view of a tomogram (y, x) with reference picks as circles of the particle radius
+    and predicted picks as crosses, one colour per type; points are (N, 2) y, x pixels."""
+    img = as_numpy(image, "image").astype(np.float64)
+    if img.ndim != 2:
+        raise ValueError(f"image: expected (y, x), got shape {img.shape}")
+    fig = _figure(figsize=(7.5, 7.5 * img.shape[0] / max(img.shape[1], 1) + 0.8))
+    ax = fig.add_subplot(1, 1, 1)
+    lo, hi = np.percentile(img, [1, 99])
+    ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
+    cycle = [c["color"] for c in _color_cycle()]
+    for i, name in enumerate(sorted(set(reference) | set(predicted))):
+        colour = cycle[i % len(cycle)]
+        ref = np.asarray(reference.get(name, np.zeros((0, 2))), float).reshape(-1, 2)
+        pred = np.asarray(predicted.get(name, np.zeros((0, 2))), float).reshape(-1, 2)
+        for y, x in ref:
+            ax.add_patch(
+                _circle((x, y), radii.get(name, 3.0), fill=False, color=colour, linewidth=1.2)
+            )
+        ax.plot(pred[:, 1], pred[:, 0], "+", color=colour, markersize=9, mew=1.6, label=name)
+    ax.set_xlim(-0.5, img.shape[1] - 0.5)
+    ax.set_ylim(img.shape[0] - 0.5, -0.5)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title or "circles: reference picks; crosses: predicted picks", fontsize="small")
+    ax.legend(fontsize="x-small", loc="upper right", framealpha=0.7)
+    return save_figure(fig, path)
+
+
+def _circle(centre: tuple[float, float], radius: float, **kwargs: Any) -> Any:
+    from matplotlib.patches import Circle
+
+    return Circle(centre, radius, **kwargs)
+
+
+def _color_cycle() -> Any:
+    from matplotlib import rcParams
+
+    return rcParams["axes.prop_cycle"]
+
+
 def _std(values: Any) -> Any:
     """Sample standard deviation over folds (axis 0), as ``summarise_folds`` reports it."""
     values = np.asarray(values, dtype=np.float64)

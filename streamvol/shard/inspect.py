@@ -55,7 +55,7 @@ def _samples(
         return
     from streamvol.stream.draw import DrawCrop
 
-    radii = manifest.get("radii") or {}
+    radii = manifest.get("radii_voxels") or {}
     draw = DrawCrop(
         crop=tuple(manifest["crop"]),  # type: ignore[arg-type]
         margin=tuple(margin or manifest["margin"]),  # type: ignore[arg-type]

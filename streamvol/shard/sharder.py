@@ -170,8 +170,8 @@ class _Prepared:
     plan: Plan | RegionPlan
     task: str
     stats: dict[str, float]
-    radii: dict[str, float]  # particle radius by class name, in voxels
     itemsize: int  # bytes of a stored voxel
+    radii: dict[str, float] = field(default_factory=dict)  # particle radii, Angstrom (copick)
 
 
 def _items(plan: Plan | RegionPlan) -> tuple[Crop, ...] | tuple[Tile, ...]:
@@ -379,7 +379,6 @@ def _prepare(config: ShardConfig) -> _Prepared:
     sources: dict[str, ShardSource] = {}
     plan_sources: list[PlanSource] = []
     meta: list[dict[str, Any]] = []
-    radii_by_name: dict[str, float] = {}
     for ds in datasets:
         for spec in ds.sources:
             if spec.id in sources:
@@ -397,9 +396,6 @@ def _prepare(config: ShardConfig) -> _Prepared:
                 ids = np.array([class_names.index(pts.class_names[i]) for i in pts.labels])
                 points = np.column_stack([pts.zyx, ids]).astype(np.float32)
                 radii = _radii_voxels(ds, pts, image.voxel_size)
-                if radii is not None:
-                    for i, r in zip(pts.labels.tolist(), radii.tolist(), strict=True):
-                        radii_by_name.setdefault(pts.class_names[i], float(r))
             elif pts is not None:
                 points = np.zeros((0, 4), np.float32)
             label = class_names.index(spec.class_name) if spec.class_name else -1
@@ -464,8 +460,8 @@ def _prepare(config: ShardConfig) -> _Prepared:
         plan=plan,
         task=_task(config, sources),
         stats=stats,
-        radii=radii_by_name,
         itemsize=_itemsize(config, sources),
+        radii={n: r for ds in datasets for n, r in ds.radii.items()},
     )
 
 
@@ -739,6 +735,7 @@ def _manifest(
 ) -> dict[str, Any]:
     names = prepared.plan.class_names
     voxel_sizes = {tuple(m["voxel_size"]) for m in prepared.source_meta if m["voxel_size"]}
+    voxel_size = voxel_sizes.pop() if len(voxel_sizes) == 1 else None
     by_split: dict[str, list[dict[str, Any]]] = {split: [] for split in splits}
     for name, _ in jobs:
         by_split[name.rsplit("-", 1)[0]].append(records[name].to_json())
@@ -767,8 +764,9 @@ def _manifest(
         "max_shift": config.max_shift,
         "pad": config.pad,
         "dtype": out_dtype,
-        "voxel_size": list(voxel_sizes.pop()) if len(voxel_sizes) == 1 else None,
+        "voxel_size": list(voxel_size) if voxel_size else None,
         "class_names": list(names),
+        **_radii(prepared.radii, voxel_size),
         "members": _members(prepared),
         "plan": {
             "kind": config.plan,
@@ -777,7 +775,6 @@ def _manifest(
             "warnings": list(getattr(prepared.plan, "warnings", ())),
             **(_region_settings(config, prepared.plan) if config.plan == "regions" else {}),
         },
-        "radii": prepared.radii,
         "seed": config.seed,
         "split": {
             **({"folds": config.folds} if config.folds else {"fractions": list(config.split)}),
@@ -813,6 +810,18 @@ def _region_settings(config: ShardConfig, plan: Any) -> dict[str, Any]:
         "regions": len(plan.tiles),
         # tiles have interior sides, where a crop may not reach past the stored margin
         "tiled": any(t.start != (0, 0, 0) or t.stop != t.volume_shape for t in plan.tiles),
+    }
+
+
+def _radii(radii: dict[str, float], voxel_size: Sequence[float] | None) -> dict[str, Any]:
+    """Particle radii for detection targets: Angstrom (copick config) and voxels of the stored
+    array (the mean voxel size; None when the sources' voxel sizes differ or are unknown)."""
+    if not radii:
+        return {}
+    mean = float(np.mean(voxel_size)) if voxel_size else None
+    return {
+        "radii_angstrom": dict(radii),
+        "radii_voxels": {n: r / mean for n, r in radii.items()} if mean else None,
     }
 
 

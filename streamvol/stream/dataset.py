@@ -704,7 +704,7 @@ def _region_draw(manifest: dict[str, Any], augment: Any, seed: int) -> DrawCrop 
         return None
     crop = tuple(manifest["crop"])
     margin = tuple(augment.margin(crop)) if augment is not None else (0, 0, 0)
-    radii = manifest.get("radii") or {}
+    radii = manifest.get("radii_voxels") or {}
     return DrawCrop(
         crop=crop,  # type: ignore[arg-type]
         margin=margin,  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "step", "plateau", "none")
 AMP = ("auto", "off", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
-TASKS = ("auto", "classification", "segmentation")
+TASKS = ("auto", "classification", "segmentation", "detection")
 # may change when a run resumes; storage options (credentials) are never saved in config.json
 OPERATIONAL = ("checkpoint_every", "loader_timeout", "storage_options")
 
@@ -39,6 +39,17 @@ class TrainConfig:
     ema: float | None = None
     loss: str = "auto"
     class_weights: bool = True
+    target: str = "sphere"
+    target_radius: float = 0.5
+    target_sigma: float = 0.25
+    pos_weight: float = 256.0
+    focal_gamma: float = 2.0
+    tversky_alpha: float = 0.3
+    tversky_beta: float = 0.7
+    predict_patch: tuple[int, int, int] | None = None
+    predict_tta: tuple[str, ...] = ()
+    peak_method: str = "nms"
+    peak_distance: float = 0.5
     augment: str = "default"
     augment_device: str = "cpu"
     mixup: float = 0.0
@@ -71,6 +82,8 @@ class TrainConfig:
             ("device", self.device, DEVICES),
             ("task", self.task, TASKS),
             ("augment_device", self.augment_device, ("cpu", "gpu")),
+            ("target", self.target, ("sphere", "heatmap")),
+            ("peak_method", self.peak_method, ("nms", "cc")),
         ):
             if value not in allowed:
                 raise ValueError(
@@ -87,6 +100,14 @@ class TrainConfig:
             raise ValueError(f"--checkpoint-every {self.checkpoint_every}: expected steps >= 0")
         if self.loader_timeout < 0:
             raise ValueError(f"--timeout {self.loader_timeout}: expected seconds >= 0")
+        unknown = [t for t in self.predict_tta if t not in ("flips", "rot90")]
+        if unknown:
+            raise ValueError(f"--predict-tta {unknown}: expected flips and/or rot90")
+        for name in ("target_radius", "target_sigma", "pos_weight", "peak_distance"):
+            if not getattr(self, name) > 0:
+                raise ValueError(
+                    f"--{name.replace('_', '-')} {getattr(self, name)}: expected a positive number"
+                )
         if self.early_stopping is not None and self.early_stopping < 1:
             raise ValueError(f"--early-stopping {self.early_stopping}: expected a patience >= 1")
 
@@ -109,7 +130,7 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"config.json: unknown keys {unknown}")
         data = dict(payload)
-        for name in ("train_folds", "val_folds"):
+        for name in ("train_folds", "val_folds", "predict_patch", "predict_tta"):
             if data.get(name) is not None:
                 data[name] = tuple(data[name])
         return cls(**data)

@@ -125,6 +125,10 @@ def write_report(
         sweep_threshold,
     )
 
+    if trainer.task.kind == "detection":
+        from streamvol.train import detection
+
+        return detection.write_report(trainer, split=split, prefix=prefix, tta=tta)
     run = trainer.run_dir
     task = trainer.task
     writes = getattr(trainer, "main", True)  # under torchrun, rank 0 alone writes files
@@ -255,6 +259,11 @@ def predict_run(
         config = replace(config, loader_timeout=timeout)
     config = replace(config, storage_options=storage_options)
     trainer = Trainer.for_evaluation(config, run)
+    if trainer.task.kind == "detection":
+        raise ValueError(
+            f"{run}: a detection run predicts whole tomograms, not crops; use "
+            "streamvol.predict.predict_volumes (streamvol predict RUN [SOURCE...])"
+        )
     result = trainer.predict(split, tta=tta, progress=progress)
     names = trainer.task.class_names
     out = Path(out)

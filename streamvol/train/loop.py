@@ -199,7 +199,9 @@ class Trainer:
     def _metric_name(self) -> str:
         if self.config.metric != "auto":
             return self.config.metric
-        return "dice" if self.task.kind == "segmentation" else "balanced_accuracy"
+        return {"segmentation": "dice", "detection": "czii"}.get(
+            self.task.kind, "balanced_accuracy"
+        )
 
     # --- state ---------------------------------------------------------------------------
 
@@ -249,8 +251,16 @@ class Trainer:
 
     # --- steps ---------------------------------------------------------------------------
 
-    def _target(self, batch: dict[str, Any]) -> torch.Tensor:
-        return batch["mask"] if self.task.kind == "segmentation" else batch["label"]
+    def _inputs(
+        self, batch: dict[str, Any], rng: np.random.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch's images and targets: detection targets drawn from its augmented points,
+        else labels or masks after the spec's MixUp / CutMix."""
+        if self.task.kind == "detection":
+            from streamvol.train.detection import batch_targets
+
+            return batch["image"], batch_targets(self.task.target, batch)
+        return _mix(batch, self.augment, self.task, rng)
 
     def _forward(self, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.config.channels_last:
@@ -294,7 +304,7 @@ class Trainer:
             # MixUp / CutMix draws keyed by the step, so a resumed epoch draws the same
             rng = np.random.default_rng([self.config.seed, self.epoch, step, 0x4D1C])
             w = batch["weight"]
-            x, target = _mix(batch, self.augment, self.task, rng)
+            x, target = self._inputs(batch, rng)
             logits = self._forward(self.step_model, x)
             loss = self.loss_fn(logits.float(), target, w)
             self.optimizer.zero_grad(set_to_none=True)
@@ -370,6 +380,10 @@ class Trainer:
 
         if not self.config.val_split and self.config.val_folds is None:
             return {}
+        if self.task.kind == "detection":
+            from streamvol.train.detection import validate
+
+            return validate(self, progress=progress)
         out = self.predict(progress=progress)
         report = score(out, self.task, threshold=0.5)
         values = {"val_loss": out["loss"]}

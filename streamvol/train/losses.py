@@ -3,7 +3,11 @@ never counts: a batch of only padding contributes exactly zero loss and zero gra
 
 Classification logits are (B, C) for C > 1 classes, or (B, 1) / (B,) for binary (one logit);
 targets are class ids (B,) or, after MixUp/CutMix, soft targets (B, C). Segmentation logits are
-(B, C, D, H, W) with integer masks (B, D, H, W).
+(B, C, D, H, W) with integer masks (B, D, H, W). Detection (``make_detection_loss``): a sphere
+class map (B, D, H, W) against P + 1 logits (background first), or Gaussian heatmaps
+(B, P, D, H, W) in [0, 1] against P independent sigmoid logits.
+
+A loss name is one piece or a ``+`` sum of pieces, e.g. ``ce+dice`` or ``ce+tversky+dice``.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import torch
 import torch.nn.functional as F
 
 LOSSES = ("ce", "focal", "dice", "tversky", "ce+dice", "focal+dice", "ce+tversky")
+PIECES = ("ce", "focal", "dice", "tversky")
+DETECTION_PIECES = {"sphere": ("ce", "focal", "dice", "tversky"), "heatmap": (*PIECES, "mse")}
 
 
 def _weighted_mean(per_sample: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
@@ -112,9 +118,8 @@ def make_loss(
     tversky_alpha: float = 0.3,
     tversky_beta: float = 0.7,
 ) -> LossFn:
-    """A loss by name: ``ce``, ``focal``, ``dice``, ``tversky``, or a ``+`` sum of two."""
-    if name not in LOSSES:
-        raise ValueError(f"loss {name!r}: expected one of {', '.join(LOSSES)}")
+    """A loss by name: ``ce``, ``focal``, ``dice``, ``tversky``, or a ``+`` sum of them."""
+    _pieces(name, PIECES)
     cw = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
 
     def part(piece: str) -> LossFn:
@@ -134,6 +139,148 @@ def make_loss(
         logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
     ) -> torch.Tensor:
         return sum(fn(logits, target, weight) for fn in pieces)  # type: ignore[return-value]
+
+    return loss
+
+
+def _pieces(name: str, allowed: Sequence[str], what: str = "loss") -> list[str]:
+    pieces = [p.strip() for p in name.split("+")]
+    if not name or any(p not in allowed for p in pieces):
+        raise ValueError(
+            f"{what} {name!r}: expected one of {', '.join(allowed)} or a '+' sum of them "
+            f"(e.g. {allowed[0]}+{allowed[2]})"
+        )
+    return pieces
+
+
+# --- detection ----------------------------------------------------------------------------------
+
+
+def heatmap_focal(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    *,
+    alpha: float = 2.0,
+    beta: float = 4.0,
+) -> torch.Tensor:
+    """CenterNet's penalty-reduced focal loss on Gaussian heatmaps (peaks exactly 1): positives
+    ``-(1 - p)^alpha log p``, elsewhere ``-(1 - y)^beta p^alpha log(1 - p)``, summed per sample
+    and divided by its number of peaks (at least 1)."""
+    logp = F.logsigmoid(logits)
+    log1mp = F.logsigmoid(-logits)
+    p = logp.exp()
+    pos = target >= 1.0
+    loss = torch.where(
+        pos,
+        -((1 - p) ** alpha) * logp,
+        -((1 - target) ** beta) * (p**alpha) * log1mp,
+    )
+    per = loss.reshape(loss.shape[0], -1).sum(1) / pos.reshape(pos.shape[0], -1).sum(1).clamp_min(1)
+    return _weighted_mean(per, weight)
+
+
+def heatmap_bce(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    *,
+    pos_weight: float = 1.0,
+) -> torch.Tensor:
+    """Binary cross-entropy per voxel and channel against soft targets, positives (the target
+    part) weighted by ``pos_weight``."""
+    pw = torch.tensor(pos_weight, dtype=logits.dtype, device=logits.device)
+    per = F.binary_cross_entropy_with_logits(logits, target, reduction="none", pos_weight=pw)
+    return _weighted_mean(per.reshape(per.shape[0], -1).mean(1), weight)
+
+
+def heatmap_mse(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    *,
+    pos_weight: float = 1.0,
+) -> torch.Tensor:
+    """Squared error of sigmoid probabilities against the heatmap, each voxel weighted by
+    ``1 + (pos_weight - 1) * target`` so the rare peaks are not drowned by the background."""
+    err = (torch.sigmoid(logits) - target) ** 2 * (1 + (pos_weight - 1) * target)
+    return _weighted_mean(err.reshape(err.shape[0], -1).mean(1), weight)
+
+
+def multilabel_tversky(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    *,
+    alpha: float = 0.5,
+    beta: float = 0.5,
+    eps: float = 1.0,
+) -> torch.Tensor:
+    """1 - Tversky index per sample, averaged over independent sigmoid channels and soft
+    targets (alpha = beta = 0.5 is Dice)."""
+    probs = torch.sigmoid(logits)
+    dims = tuple(range(2, probs.ndim))
+    tp = (probs * target).sum(dims)
+    fp = (probs * (1 - target)).sum(dims)
+    fn = ((1 - probs) * target).sum(dims)
+    index = (tp + eps) / (tp + alpha * fp + beta * fn + eps)
+    return _weighted_mean(1 - index.mean(dim=1), weight)
+
+
+def make_detection_loss(
+    name: str,
+    target: str,
+    num_types: int,
+    *,
+    pos_weight: float = 256.0,
+    focal_gamma: float = 2.0,
+    tversky_alpha: float = 0.3,
+    tversky_beta: float = 0.7,
+) -> LossFn:
+    """A detection loss by name (a ``+`` sum of pieces) for ``target`` ``sphere`` or ``heatmap``.
+
+    sphere (P + 1 softmax channels, background first): ``ce`` weighted ``[1, pos_weight, ...]``,
+    ``focal`` (the same, times ``(1 - p)^gamma``), ``dice`` and ``tversky`` over the particle
+    channels. heatmap (P sigmoid channels): ``ce`` (BCE, positives weighted by ``pos_weight``),
+    ``focal`` (CenterNet), ``mse`` (positives weighted), ``dice`` and ``tversky``.
+    """
+    if target not in DETECTION_PIECES:
+        raise ValueError(f"--target {target!r}: expected one of {', '.join(DETECTION_PIECES)}")
+    pieces = _pieces(name, DETECTION_PIECES[target], f"loss for --target {target}")
+    if not (pos_weight > 0):
+        raise ValueError(f"--pos-weight {pos_weight}: expected a positive weight")
+    if not (tversky_alpha >= 0 and tversky_beta >= 0 and tversky_alpha + tversky_beta > 0):
+        raise ValueError(
+            f"--tversky-alpha {tversky_alpha}, --tversky-beta {tversky_beta}: expected weights "
+            ">= 0, not both 0"
+        )
+    table: dict[str, LossFn]
+    if target == "sphere":
+        cw = torch.tensor([1.0] + [float(pos_weight)] * num_types)
+        table = {
+            "ce": lambda lo, t, w: cross_entropy(lo, t, w, class_weights=_on(cw, lo)),
+            "focal": lambda lo, t, w: cross_entropy(
+                lo, t, w, class_weights=_on(cw, lo), gamma=focal_gamma
+            ),
+            "dice": dice,
+            "tversky": lambda lo, t, w: tversky(lo, t, w, alpha=tversky_alpha, beta=tversky_beta),
+        }
+    else:
+        table = {
+            "ce": lambda lo, t, w: heatmap_bce(lo, t, w, pos_weight=pos_weight),
+            "focal": lambda lo, t, w: heatmap_focal(lo, t, w, alpha=focal_gamma),
+            "mse": lambda lo, t, w: heatmap_mse(lo, t, w, pos_weight=pos_weight),
+            "dice": multilabel_tversky,
+            "tversky": lambda lo, t, w: multilabel_tversky(
+                lo, t, w, alpha=tversky_alpha, beta=tversky_beta
+            ),
+        }
+    fns = [table[p] for p in pieces]
+
+    def loss(
+        logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return sum(fn(logits, target, weight) for fn in fns)  # type: ignore[return-value]
 
     return loss
 

@@ -12,17 +12,24 @@ import torch
 from streamvol.core.manifest import read_manifest
 from streamvol.stream import StreamDataset, open_shards
 from streamvol.train.config import TrainConfig
-from streamvol.train.losses import class_weights_from_counts, make_loss
+from streamvol.train.losses import class_weights_from_counts, make_detection_loss, make_loss
+from streamvol.train.targets import TargetSpec
 
 
 @dataclass(frozen=True)
 class Task:
-    """The learning problem a shard set poses."""
+    """The learning problem a shard set poses.
 
-    kind: str  # "classification" | "segmentation"
+    Detection: ``class_names`` are the particle types, ``target`` says how their targets are
+    drawn (radii in voxels of the stored array), ``radii_angstrom`` their radii for picks.
+    """
+
+    kind: str  # "classification" | "segmentation" | "detection"
     class_names: tuple[str, ...]
     crop: tuple[int, int, int]
     counts: tuple[int, ...]  # training samples per class (classification)
+    target: TargetSpec | None = None
+    radii_angstrom: tuple[float, ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -42,10 +49,9 @@ def resolve_task(config: TrainConfig, manifest: dict[str, Any]) -> Task:
     """Classification (binary or multi-class) or segmentation, with the training class counts."""
     kind = config.task if config.task != "auto" else manifest["task"]
     if kind == "detection":
-        raise ValueError(
-            f"{config.shards}: a detection shard set (points without classes) has no trainer yet; "
-            "shard with --plan points for classification, or masks for segmentation"
-        )
+        from streamvol.train.detection import detection_task
+
+        return detection_task(config, manifest)
     if kind == "segmentation":
         names = tuple((config.model_options or {}).get("class_names", ("background", "foreground")))
         return Task("segmentation", names, tuple(manifest["crop"]), ())
@@ -72,7 +78,7 @@ def _train_splits(config: TrainConfig) -> list[str]:
 def default_model(task: Task) -> str:
     """simple_cnn for small crops (the 9 x 11 x 11 spot classifier's kind), se_resnet3d for
     larger ones, unet3d for masks."""
-    if task.kind == "segmentation":
+    if task.kind in ("segmentation", "detection"):
         return "unet3d"
     if max(task.crop) <= 16:
         return "simple_cnn"
@@ -86,9 +92,10 @@ def build_model(config: TrainConfig, task: Task) -> torch.nn.Module:
     options = {k: v for k, v in (config.model_options or {}).items() if k != "class_names"}
     if name in ("vgg3d", "simple_cnn") and "input_shape" not in options:
         options["input_shape"] = task.crop
-    if name == "vit3d" and task.kind == "segmentation":
+    if name == "vit3d" and task.kind in ("segmentation", "detection"):
         options.setdefault("task", "segment")
-    return models.build(name, in_channels=1, num_classes=task.num_classes, **options)
+    outputs = task.target.channels if task.target is not None else task.num_classes
+    return models.build(name, in_channels=1, num_classes=outputs, **options)
 
 
 def resolve_device(config: TrainConfig) -> torch.device:
@@ -108,12 +115,30 @@ def amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
 
 def make_loss_fn(config: TrainConfig, task: Task) -> Any:
     name = config.loss
+    if task.target is not None:
+        if name == "auto":
+            name = "ce" if task.target.kind == "sphere" else "focal"
+        return make_detection_loss(
+            name,
+            task.target.kind,
+            task.target.num_types,
+            pos_weight=config.pos_weight,
+            focal_gamma=config.focal_gamma,
+            tversky_alpha=config.tversky_alpha,
+            tversky_beta=config.tversky_beta,
+        )
     if name == "auto":
         name = "ce+dice" if task.kind == "segmentation" else "ce"
     weights = None
     if config.class_weights and task.kind == "classification" and all(task.counts):
         weights = class_weights_from_counts(task.counts)
-    return make_loss(name, class_weights=weights)
+    return make_loss(
+        name,
+        class_weights=weights,
+        focal_gamma=config.focal_gamma,
+        tversky_alpha=config.tversky_alpha,
+        tversky_beta=config.tversky_beta,
+    )
 
 
 def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:

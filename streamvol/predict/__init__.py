@@ -1,0 +1,59 @@
+"""Predict: sliding windows over whole volumes with blending and TTA; peaks per particle type ->
+picks in Angstrom (copick JSON, CSV); label and probability volumes as OME-Zarr; and the CZII
+score of picks against reference picks."""
+
+from streamvol.predict._peaks import METHODS, find_peaks
+from streamvol.predict._run import (
+    Peaks,
+    Predictor,
+    load_choices,
+    predict_volumes,
+    resolve_sources,
+    split_sources,
+)
+from streamvol.predict._score import format_score, load_picks, particle_table, score_picks
+from streamvol.predict._window import (
+    TTA_KINDS,
+    Window,
+    count_windows,
+    importance_map,
+    parse_tta,
+    sliding_window,
+    tta_transforms,
+    window_starts,
+)
+from streamvol.predict._write import (
+    picks_path,
+    write_copick_config,
+    write_copick_picks,
+    write_ome_zarr,
+    write_picks_csv,
+)
+
+__all__ = [
+    "METHODS",
+    "TTA_KINDS",
+    "Peaks",
+    "Predictor",
+    "Window",
+    "count_windows",
+    "find_peaks",
+    "format_score",
+    "importance_map",
+    "load_choices",
+    "load_picks",
+    "parse_tta",
+    "particle_table",
+    "picks_path",
+    "predict_volumes",
+    "resolve_sources",
+    "score_picks",
+    "sliding_window",
+    "split_sources",
+    "tta_transforms",
+    "window_starts",
+    "write_copick_config",
+    "write_copick_picks",
+    "write_ome_zarr",
+    "write_picks_csv",
+]

@@ -1,0 +1,107 @@
+"""Particle centres from a probability volume: max-pooling NMS peaks or connected components.
+
+``nms``: a voxel is a peak when it is the maximum of the cube of half-width ``ceil(distance)``
+around it and reaches the threshold; peaks closer than ``distance`` to a higher one (plateaus)
+are dropped, highest first; each survivor moves to the probability-weighted centroid of its
+3 x 3 x 3 neighbourhood (sub-voxel; a symmetric peak stays put). The kept set shrinks as the
+threshold rises (a peak's survival depends only on higher ones), so candidates found at a low
+threshold and then filtered by score equal those found at the higher one.
+
+``cc``: voxels at or above the threshold form 26-connected components; each component of at
+least ``min_size`` voxels gives its probability-weighted centroid, scored by its maximum.
+
+Coordinates are (z, y, x) voxels of the volume, float64; scores float32.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+METHODS = ("nms", "cc")
+
+
+def find_peaks(
+    prob: np.ndarray,
+    threshold: float,
+    distance: float,
+    *,
+    method: str = "nms",
+    min_size: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 3) centres and (N,) scores in ``prob`` (D, H, W), highest score first."""
+    if prob.ndim != 3:
+        raise ValueError(f"expected a (D, H, W) probability volume, got shape {prob.shape}")
+    if method not in METHODS:
+        raise ValueError(f"--peaks {method!r}: expected one of {', '.join(METHODS)}")
+    if not (math.isfinite(distance) and distance > 0):
+        raise ValueError(f"peak distance {distance}: expected a positive number of voxels")
+    if method == "cc":
+        coords, scores = _components(prob, threshold, min_size)
+    else:
+        coords, scores = _nms(prob, threshold, distance)
+    order = np.argsort(-scores, kind="stable")
+    return coords[order], scores[order]
+
+
+def _nms(prob: np.ndarray, threshold: float, distance: float) -> tuple[np.ndarray, np.ndarray]:
+    size = 2 * math.ceil(distance) + 1
+    top = ndimage.maximum_filter(prob, size=size, mode="nearest")
+    where = np.nonzero((prob == top) & (prob >= threshold))
+    del top
+    scores = prob[where].astype(np.float32)
+    coords = np.stack(where, axis=1).astype(np.int64)
+    keep = _suppress(coords, scores, distance)
+    coords, scores = coords[keep], scores[keep]
+    return _refine(prob, coords), scores
+
+
+def _suppress(coords: np.ndarray, scores: np.ndarray, distance: float) -> np.ndarray:
+    """Indices kept by greedy suppression: highest first, dropping any within ``distance``."""
+    if len(coords) < 2:
+        return np.arange(len(coords))
+    order = np.argsort(-scores, kind="stable")
+    tree = cKDTree(coords)
+    dropped = np.zeros(len(coords), bool)
+    kept = []
+    for i in order:
+        if dropped[i]:
+            continue
+        kept.append(i)
+        dropped[tree.query_ball_point(coords[i], r=distance)] = True
+    return np.asarray(kept, np.int64)
+
+
+def _refine(prob: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """Each integer peak moved to the probability-weighted centroid of its 3^3 neighbourhood."""
+    out = coords.astype(np.float64)
+    if len(coords) == 0:
+        return out.reshape(0, 3)
+    offsets = np.stack(np.meshgrid(*[np.arange(-1, 2)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    voxels = coords[:, None, :] + offsets[None]
+    inside = ((voxels >= 0) & (voxels < np.asarray(prob.shape))).all(-1)
+    clipped = np.clip(voxels, 0, np.asarray(prob.shape) - 1)
+    w = prob[clipped[..., 0], clipped[..., 1], clipped[..., 2]].astype(np.float64) * inside
+    w = np.clip(w, 0, None)
+    total = w.sum(1, keepdims=True)
+    ok = total[:, 0] > 0
+    out[ok] = (w[ok, :, None] * voxels[ok]).sum(1) / total[ok]
+    return out
+
+
+def _components(prob: np.ndarray, threshold: float, min_size: int) -> tuple[np.ndarray, np.ndarray]:
+    mask = prob >= threshold
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+    if n == 0:
+        return np.zeros((0, 3)), np.zeros(0, np.float32)
+    index = np.arange(1, n + 1)
+    sizes = ndimage.sum_labels(mask, labels, index)
+    keep = index[sizes >= max(min_size, 1)]
+    if len(keep) == 0:
+        return np.zeros((0, 3)), np.zeros(0, np.float32)
+    coords = np.asarray(ndimage.center_of_mass(prob, labels, keep), np.float64).reshape(-1, 3)
+    scores = np.asarray(ndimage.maximum(prob, labels, keep), np.float32)
+    return coords, scores

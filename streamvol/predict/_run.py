@@ -1,0 +1,419 @@
+"""A trained run applied to whole volumes: probabilities, picks per particle type, label volumes.
+
+``Predictor`` holds a run's best weights (EMA when trained with it) and what the model expects
+of its input (the shard set's level, dtype encoding and normalisation). ``predict_volumes``
+walks the sources one volume at a time, so memory is one volume's input and outputs however
+many volumes there are: detection runs write copick picks and ``picks.csv``, segmentation runs
+OME-Zarr label and probability volumes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from streamvol.errors import NoVolumeFound, ShardError
+from streamvol.io import Volume, discover, open_volume
+from streamvol.predict._peaks import METHODS, find_peaks
+from streamvol.predict._window import Window, check_patch, count_windows, sliding_window
+from streamvol.shard.manifest import write_json_atomic
+
+THRESHOLDS = "thresholds.json"
+DEFAULT_THRESHOLD = 0.5
+
+Progress = Callable[[str, int, int], None]  # (what, done, total)
+
+
+@dataclass(frozen=True)
+class Peaks:
+    """How picks are taken from a type's probabilities: ``nms`` (local maxima within
+    ``distance`` x the particle radius) or ``cc`` (centroids of connected components of at
+    least ``min_size`` voxels)."""
+
+    method: str = "nms"
+    distance: float = 0.5
+    min_size: int = 1
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"--peaks {self.method!r}: expected one of {', '.join(METHODS)}")
+        if not (math.isfinite(self.distance) and self.distance > 0):
+            raise ValueError(f"--peak-distance {self.distance}: expected a positive fraction")
+        if self.min_size < 1:
+            raise ValueError(f"--min-size {self.min_size}: expected >= 1 voxel")
+
+
+class Predictor:
+    """A trained run's model, ready for whole volumes (see the module docstring)."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        task: Any,
+        manifest: dict[str, Any],
+        *,
+        device: torch.device,
+        amp: torch.dtype | None = None,
+    ) -> None:
+        if task.kind not in ("detection", "segmentation"):
+            raise ValueError(
+                f"a {task.kind} run classifies crops; whole-volume prediction needs a detection "
+                "or segmentation run"
+            )
+        self.model = model.eval()
+        self.task = task
+        self.manifest = manifest
+        self.device = device
+        self.amp = amp
+
+    @classmethod
+    def from_trainer(cls, trainer: Any) -> Predictor:
+        net = trainer.ema.model if getattr(trainer, "ema", None) else trainer.model
+        return cls(net, trainer.task, trainer.manifest, device=trainer.device, amp=trainer.amp)
+
+    @classmethod
+    def from_run(cls, run: str | Path, *, device: str | None = None) -> Predictor:
+        from streamvol.train import TrainConfig, Trainer
+
+        config = TrainConfig.load(Path(run) / "config.json")
+        if device:
+            config = replace(config, device=device)
+        return cls.from_trainer(Trainer.for_evaluation(config, run))
+
+    # --- what the model expects -------------------------------------------------------------
+
+    @property
+    def detection(self) -> bool:
+        return self.task.kind == "detection"
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.task.class_names)
+
+    @property
+    def channels(self) -> int:
+        """Channels of ``probabilities``: one per particle type, or the model's outputs."""
+        if self.detection:
+            return self.task.target.num_types
+        return int(getattr(self.model, "num_outputs", self.task.num_classes))
+
+    @property
+    def level(self) -> int:
+        return int(self.manifest.get("config", {}).get("level", 0))
+
+    @property
+    def multiple(self) -> int:
+        """What patch sides must be a multiple of (a U-Net's 2**depth)."""
+        return 2 ** int(getattr(self.model, "depth", 0))
+
+    def default_patch(self) -> tuple[int, int, int]:
+        """The training crop, rounded up to the model's multiple."""
+        m = self.multiple
+        return tuple(int(math.ceil(c / m) * m) for c in self.manifest["crop"])  # type: ignore[return-value]
+
+    def window(self, window: Window | None = None, **overrides: Any) -> Window:
+        """Window settings: ``window`` (or the defaults, patch = training crop) with overrides."""
+        base = window or Window(patch=self.default_patch())
+        given = {k: v for k, v in overrides.items() if v is not None}
+        out = replace(base, **given)
+        check_patch(out.patch, self.multiple)
+        return out
+
+    def prepare(self, volume: Volume) -> np.ndarray:
+        """The whole volume as float32, encoded and normalised as the training crops were."""
+        data = np.asarray(volume.data.compute(), dtype=np.float32)
+        config = self.manifest.get("config", {})
+        stats = self.manifest.get("stats", {})
+        if config.get("dtype") == "float16":
+            data = data.astype(np.float16).astype(np.float32)
+        elif config.get("dtype") == "uint8":
+            low, high = stats["p0_5"], stats["p99_5"]
+            data = np.clip(np.rint((data - low) * (255.0 / max(high - low, 1e-12))), 0, 255)
+        data -= np.float32(stats.get("mean", 0.0))
+        data *= np.float32(1.0 / max(stats.get("std", 1.0), 1e-12))
+        return data
+
+    def _activate(self, logits: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        if self.detection:
+            if self.task.target.kind == "sphere":
+                return torch.softmax(logits, dim=1)[:, 1:]
+            return torch.sigmoid(logits)
+        if logits.shape[1] == 1:
+            return torch.sigmoid(logits)
+        return torch.softmax(logits, dim=1)
+
+    def probabilities(
+        self,
+        volume: Volume | np.ndarray,
+        window: Window,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> np.ndarray:
+        """(channels, D, H, W) float32: per particle type (detection) or class probabilities."""
+        data = self.prepare(volume) if isinstance(volume, Volume) else volume
+        self.model.eval()
+        return sliding_window(
+            data,
+            lambda x: self._activate(self.model(x)),
+            self.channels,
+            window,
+            device=self.device,
+            amp=self.amp,
+            progress=progress,
+        )
+
+    # --- picks ------------------------------------------------------------------------------
+
+    def voxel_size(self, volume: Volume, override: float | None = None) -> np.ndarray:
+        """(z, y, x) Angstrom: ``override``, the volume's own, or the training data's."""
+        if override is not None:
+            return np.full(3, float(override))
+        size = volume.voxel_size or self.manifest.get("voxel_size")
+        if not size:
+            raise NoVolumeFound(
+                f"{volume.path}: no voxel size in the file or the run's shard set; picks are in "
+                f"Angstrom, so give one (--voxel-size)"
+            )
+        return np.asarray(size, np.float64)
+
+    def peaks(
+        self,
+        probs: np.ndarray,
+        voxel_size: np.ndarray,
+        thresholds: Mapping[str, float],
+        peaks: Peaks,
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per particle type: (N, 3) z, y, x Angstrom and (N,) scores above its threshold."""
+        out = {}
+        for k, name in enumerate(self.class_names):
+            radius = self.task.radii_angstrom[k] / float(np.mean(voxel_size))
+            coords, scores = find_peaks(
+                probs[k],
+                thresholds.get(name, DEFAULT_THRESHOLD),
+                peaks.distance * radius,
+                method=peaks.method,
+                min_size=peaks.min_size,
+            )
+            out[name] = (coords * voxel_size, scores)
+        return out
+
+
+def run_task(run: str | Path, storage_options: dict[str, Any] | None = None) -> str:
+    """The task a run folder was trained for (resolving ``auto`` from its shard set, read with
+    fsspec ``storage_options`` when it is a URL)."""
+    from streamvol.train import TrainConfig
+    from streamvol.train.setup import manifest_of
+
+    config = TrainConfig.load(Path(run) / "config.json")
+    if config.task != "auto":
+        return config.task
+    return manifest_of(config.shards, storage_options)["task"]
+
+
+# --- the run's saved choices ----------------------------------------------------------------------
+
+
+def load_choices(run: str | Path) -> dict[str, Any]:
+    """The run's ``thresholds.json`` (thresholds per type and the window and peak settings they
+    were chosen with), or an empty dict when the run has none."""
+    path = Path(run) / THRESHOLDS
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def settings_from(choices: Mapping[str, Any]) -> tuple[Window | None, Peaks]:
+    saved = choices.get("settings", {})
+    window = None
+    if "window" in saved:
+        w = dict(saved["window"])
+        window = Window(
+            patch=tuple(w["patch"]),  # type: ignore[arg-type]
+            overlap=w["overlap"],
+            batch_size=w["batch_size"],
+            blend=w["blend"],
+            tta=tuple(w["tta"]),
+        )
+    return window, Peaks(**saved["peaks"]) if "peaks" in saved else Peaks()
+
+
+# --- whole sources ------------------------------------------------------------------------------
+
+
+def resolve_sources(
+    sources: Sequence[str | Path], *, tomogram: str = "denoised"
+) -> list[tuple[str, Path]]:
+    """(experiment id, volume path) of every volume under ``sources``: a copick project's runs
+    (the run names), volume files or folders (their ids), any layout ``discover`` reads."""
+    found: dict[str, Path] = {}
+    for source in sources:
+        dataset = discover(source, tomogram=tomogram)
+        for spec in dataset.sources:
+            if spec.id in found and found[spec.id] != spec.image:
+                raise NoVolumeFound(
+                    f"two volumes get the experiment id {spec.id!r}: {found[spec.id]} and "
+                    f"{spec.image}; rename one"
+                )
+            found[spec.id] = spec.image
+    return list(found.items())
+
+
+def split_sources(manifest: dict[str, Any], split: str) -> list[dict[str, Any]]:
+    """The manifest's source records whose crops went to ``split`` (splits group by source)."""
+    import re
+
+    if split not in manifest["splits"]:
+        raise ShardError(
+            f"split {split!r} is not in the shard set; it has {', '.join(manifest['splits'])}"
+        )
+    pattern = re.compile(r"^(.*)_z\d+_y\d+_x\d+$")
+    ids: set[str] = set()
+    for record in manifest["splits"][split]:
+        for key in record["keys"]:
+            match = pattern.match(key)
+            if match:
+                ids.add(match.group(1))
+    return [s for s in manifest["sources"] if s["id"] in ids]
+
+
+def predict_volumes(
+    run: str | Path,
+    sources: Sequence[str | Path] | None,
+    out: str | Path,
+    *,
+    split: str = "test",
+    patch: Sequence[int] | None = None,
+    overlap: float | None = None,
+    batch_size: int | None = None,
+    tta: Sequence[str] | None = None,
+    peaks: str | None = None,
+    distance: float | None = None,
+    min_size: int | None = None,
+    threshold: float | None = None,
+    voxel_size: float | None = None,
+    device: str | None = None,
+    tomogram: str = "denoised",
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Predict every volume of ``sources`` (None: the tomograms of the run's ``split``) into
+    ``out``; see the module docstring. Settings not given come from the run's
+    ``thresholds.json`` (those its thresholds were chosen with), else the defaults. Returns the
+    summary also written to ``out/predict.json``.
+    """
+    from streamvol.predict._write import (
+        write_copick_config,
+        write_copick_picks,
+        write_ome_zarr,
+        write_picks_csv,
+    )
+
+    started = time.perf_counter()
+    predictor = Predictor.from_run(run, device=device)
+    choices = load_choices(run)
+    saved_window, saved_peaks = settings_from(choices)
+    window = predictor.window(
+        saved_window,
+        patch=tuple(patch) if patch else None,
+        overlap=overlap,
+        batch_size=batch_size,
+        tta=tuple(tta) if tta is not None else None,
+    )
+    peak = replace(
+        saved_peaks,
+        **{
+            k: v
+            for k, v in (("method", peaks), ("distance", distance), ("min_size", min_size))
+            if v is not None
+        },
+    )
+    thresholds = dict(choices.get("thresholds", {}))
+    if threshold is not None:
+        thresholds = {name: float(threshold) for name in predictor.class_names}
+    if sources:
+        volumes = resolve_sources(sources, tomogram=tomogram)
+    else:
+        volumes = [(s["id"], Path(s["path"])) for s in split_sources(predictor.manifest, split)]
+        if not volumes:
+            raise NoVolumeFound(f"{run}: split {split!r} of the run's shard set has no sources")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[tuple[str, str, Sequence[float]]] = []
+    summary: dict[str, Any] = {"experiments": {}}
+    for i, (experiment, path) in enumerate(volumes):
+        volume = open_volume(path, level=predictor.level)
+        label = f"{experiment} ({i + 1}/{len(volumes)})"
+        total = count_windows(volume.shape, window)
+
+        def tick(done: int, _total: int, label: str = label, total: int = total) -> None:
+            if progress:
+                progress(label, done, total)
+
+        probs = predictor.probabilities(volume, window, tick)
+        entry: dict[str, Any] = {"path": str(path), "shape": list(volume.shape)}
+        if predictor.detection:
+            size = predictor.voxel_size(volume, voxel_size)
+            trained = predictor.manifest.get("voxel_size")
+            if trained and not np.allclose(size, trained, rtol=0.01):
+                entry["warning"] = (
+                    f"voxel size {size.tolist()} A, but the run learned from {trained} A: "
+                    "particles look larger or smaller than in training"
+                )
+            found = predictor.peaks(probs, size, thresholds, peak)
+            for name, (zyx, scores) in found.items():
+                write_copick_picks(
+                    out, experiment, name, zyx, scores, voxel_spacing=float(np.mean(size))
+                )
+                rows.extend((experiment, name, p) for p in zyx)
+            entry["picks"] = {name: len(zyx) for name, (zyx, _) in found.items()}
+        else:
+            size = volume.voxel_size
+            names = _channel_names(predictor)
+            labels = probs.argmax(0) if probs.shape[0] > 1 else (probs[0] > 0.5)
+            folder = out / experiment
+            folder.mkdir(parents=True, exist_ok=True)
+            write_ome_zarr(folder / "labels.ome.zarr", labels.astype(np.uint8), size, name="labels")
+            write_ome_zarr(
+                folder / "probabilities.ome.zarr",
+                probs.astype(np.float16),
+                size,
+                name="probabilities",
+                channel_names=names,
+            )
+            del labels
+        del probs
+        summary["experiments"][experiment] = entry
+    if predictor.detection:
+        radii = dict(zip(predictor.class_names, predictor.task.radii_angstrom, strict=True))
+        write_copick_config(out, radii)
+        summary["picks_csv"] = str(write_picks_csv(out / "picks.csv", rows))
+        summary["thresholds"] = {
+            n: thresholds.get(n, DEFAULT_THRESHOLD) for n in predictor.class_names
+        }
+        summary["thresholds_from"] = (
+            "--threshold" if threshold is not None else choices.get("from", "default")
+        )
+        summary["peaks"] = asdict(peak)
+    summary.update(
+        {
+            "run": str(run),
+            "task": predictor.task.kind,
+            "window": asdict(window),
+            "device": str(predictor.device),
+            "seconds": time.perf_counter() - started,
+        }
+    )
+    write_json_atomic(out / "predict.json", summary)
+    return summary
+
+
+def _channel_names(predictor: Predictor) -> list[str]:
+    names = list(predictor.class_names)
+    if len(names) == predictor.channels:
+        return names
+    return [f"class{k}" for k in range(predictor.channels)]

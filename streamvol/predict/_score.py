@@ -1,0 +1,134 @@
+"""``streamvol score PRED REF``: the CZII F-beta of picks against reference picks, from files.
+
+PRED and REF are each a copick project (all pick files of every run, Angstrom) or a picks CSV
+(``experiment, particle_type, x, y, z``, Angstrom). The rules are the challenge's, implemented in
+``streamvol.metrics.picking``: a reference particle is found when a candidate of its type lies
+within ``0.5 x radius`` of it (inclusive); TP counts references found, FP = candidates - TP,
+FN = references - TP, summed over experiments per type; candidates of experiments absent from
+the reference are dropped; the score is the weighted F-beta sum over the total weight.
+
+Radii and weights: from REF's ``copick_config.json`` (or PRED's) when there is one, each weight
+from the object's ``weight`` where it has one; else the CZII table (apo-ferritin 1,
+beta-amylase 0, beta-galactosidase 2, ribosome 1, thyroglobulin 2, virus-like-particle 1;
+radii 60, 65, 90, 150, 130, 135 Angstrom); a type outside that table weighs 1.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamvol.errors import BadLabels
+from streamvol.io import (
+    COPICK_CONFIG,
+    copick_picks,
+    read_copick_config,
+    read_copick_weights,
+    read_picks_table,
+)
+from streamvol.metrics.picking import CZII_PARTICLES, ParticleType, picking_score
+from streamvol.shard.manifest import write_json_atomic
+
+Picks = dict[str, dict[str, np.ndarray]]
+
+
+def load_picks(path: str | Path, *, user: str | None = None) -> Picks:
+    """Experiment -> particle type -> (N, 3) z, y, x Angstrom, from a CSV or a copick project."""
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() == ".csv":
+        return read_picks_table(path)
+    if path.is_dir() or path.name == COPICK_CONFIG:
+        return copick_picks(path, user=user)
+    raise BadLabels(
+        f"{path}: expected a picks CSV (columns experiment, particle_type, x, y, z in Angstrom) "
+        f"or a copick project folder"
+    )
+
+
+def _config(path: Path) -> Path | None:
+    folder = path.parent if path.name == COPICK_CONFIG else path
+    config = folder / COPICK_CONFIG
+    return config if config.is_file() else None
+
+
+def particle_table(*sources: str | Path) -> dict[str, ParticleType]:
+    """Radii and weights: from the first source holding a copick config, else the CZII table."""
+    for source in sources:
+        config = _config(Path(source))
+        if config is None:
+            continue
+        radii = read_copick_config(config)
+        weights = read_copick_weights(config)
+        return {
+            name: ParticleType(
+                radius=radius,
+                weight=weights.get(
+                    name, CZII_PARTICLES[name].weight if name in CZII_PARTICLES else 1.0
+                ),
+            )
+            for name, radius in radii.items()
+        }
+    return dict(CZII_PARTICLES)
+
+
+def score_picks(
+    pred: str | Path,
+    ref: str | Path,
+    *,
+    out: str | Path | None = None,
+    beta: float = 4.0,
+    distance_multiplier: float = 0.5,
+    user: str | None = None,
+) -> dict[str, Any]:
+    """Score PRED against REF (see the module docstring); write the report as JSON to ``out``.
+
+    ``user`` keeps only PRED's copick pick files of that ``user_id`` (e.g. ``streamvol``).
+    """
+    particles = particle_table(ref, pred)
+    report = picking_score(
+        load_picks(ref),
+        load_picks(pred, user=user),
+        particles=particles,
+        beta=beta,
+        distance_multiplier=distance_multiplier,
+    )
+    report["pred"] = str(pred)
+    report["ref"] = str(ref)
+    report["particles"] = {
+        n: {"radius": p.radius, "weight": p.weight} for n, p in particles.items()
+    }
+    if out is not None:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out, _finite(report))
+    return report
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or Inf: such floats become None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def format_score(report: Mapping[str, Any]) -> str:
+    """A plain-text table of a score report: one row per scored type and the weighted score."""
+    lines = [
+        f"{'particle type':<22} {'TP':>5} {'FP':>5} {'FN':>5} {'prec':>6} {'recall':>6} "
+        f"{'F-beta':>6} {'weight':>6}"
+    ]
+    for name, row in report["per_type"].items():
+        lines.append(
+            f"{name:<22} {row['tp']:>5} {row['fp']:>5} {row['fn']:>5} {row['precision']:>6.3f} "
+            f"{row['recall']:>6.3f} {row['fbeta']:>6.3f} {row['weight']:>6g}"
+        )
+    lines.append(f"score (weighted F-beta, beta={report['beta']:g}): {report['score']:.4f}")
+    return "\n".join(lines)

@@ -1,0 +1,231 @@
+"""Sliding-window inference over a whole volume, with Gaussian blending and test-time augmentation.
+
+Windows of ``patch`` voxels step by ``patch * (1 - overlap)`` (rounded, at least 1) from 0, and a
+last window sits flush with the far edge, so every voxel is covered; an axis shorter than the
+patch is padded (reflect) to it and cropped back. Each window's output is weighted by an
+importance map (per axis a Gaussian of sigma ``patch / 8``, peak 1, floored at 0.01 so edges
+still count; or constant) and the sum is divided by the summed weights: a voxel's value is the
+weighted mean of every window that saw it. The summed weights factorise over the axes, so
+memory is the input volume plus ``channels`` float32 volumes, whatever the number of windows.
+
+TTA: ``flips`` adds the three single-axis mirrors, ``rot90`` the 90, 180 and 270 degree turns
+about z (in the y-x plane); each prediction is mapped back by the inverse before averaging.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+BLENDS = ("gaussian", "constant")
+TTA_KINDS = ("flips", "rot90")
+_FLOOR = 0.01  # per axis: a corner of the map weighs 1e-6
+
+Progress = Callable[[int, int], None]
+Transform = tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class Window:
+    """Sliding-window settings: patch (z, y, x), fractional overlap, windows per batch,
+    blending, and the TTA kinds (a subset of ``TTA_KINDS``)."""
+
+    patch: tuple[int, int, int]
+    overlap: float = 0.25
+    batch_size: int = 4
+    blend: str = "gaussian"
+    tta: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        patch = tuple(int(p) for p in self.patch)
+        if len(patch) != 3 or min(patch) < 1:
+            raise ValueError(f"--patch {self.patch}: expected 3 positive sizes (z, y, x)")
+        object.__setattr__(self, "patch", patch)
+        if not (0 <= self.overlap < 1):
+            raise ValueError(f"--overlap {self.overlap}: expected a fraction in [0, 1)")
+        if self.batch_size < 1:
+            raise ValueError(f"--batch-size {self.batch_size}: expected >= 1 windows")
+        if self.blend not in BLENDS:
+            raise ValueError(f"blend {self.blend!r}: expected one of {', '.join(BLENDS)}")
+        tta = tuple(dict.fromkeys(t for t in self.tta if t and t != "none"))
+        unknown = [t for t in tta if t not in TTA_KINDS]
+        if unknown:
+            raise ValueError(
+                f"--tta {','.join(self.tta)}: unknown {unknown}; expected none or a comma list "
+                f"of {', '.join(TTA_KINDS)}"
+            )
+        object.__setattr__(self, "tta", tta)
+
+
+def parse_tta(text: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``"flips,rot90"`` -> ``("flips", "rot90")``; ``none`` or empty -> ``()``."""
+    if text is None:
+        return ()
+    parts = text.split(",") if isinstance(text, str) else list(text)
+    return tuple(p.strip() for p in parts if p.strip() and p.strip() != "none")
+
+
+def window_starts(length: int, patch: int, overlap: float) -> list[int]:
+    """Start of every window along an axis of ``length``: a step of ``patch * (1 - overlap)``
+    from 0, and the last window flush with the end (one window at 0 when ``patch >= length``)."""
+    if patch >= length:
+        return [0]
+    step = max(1, round(patch * (1 - overlap)))
+    starts = list(range(0, length - patch + 1, step))
+    if starts[-1] != length - patch:
+        starts.append(length - patch)
+    return starts
+
+
+def importance_profiles(patch: Sequence[int], blend: str = "gaussian") -> list[np.ndarray]:
+    """The importance map's factor along each axis (float64): a Gaussian of sigma n / 8, peak
+    1, floored at 0.01, or ones."""
+    profiles = []
+    for n in patch:
+        if blend == "constant":
+            profiles.append(np.ones(n))
+            continue
+        x = np.arange(n, dtype=np.float64) - (n - 1) / 2
+        g = np.exp(-0.5 * (x / max(n / 8, 1e-6)) ** 2)
+        profiles.append(np.maximum(g / g.max(), _FLOOR))
+    return profiles
+
+
+def importance_map(patch: Sequence[int], blend: str = "gaussian") -> np.ndarray:
+    """Per-voxel weight of a window's output: the outer product of ``importance_profiles``."""
+    wz, wy, wx = importance_profiles(patch, blend)
+    return (wz[:, None, None] * wy[None, :, None] * wx[None, None, :]).astype(np.float32)
+
+
+def tta_transforms(kinds: Sequence[str]) -> list[Transform]:
+    """(forward, inverse) pairs on (B, C, D, H, W) tensors, identity first."""
+    out: list[Transform] = [(lambda t: t, lambda t: t)]
+    if "flips" in kinds:
+        for dim in (2, 3, 4):
+            out.append((_flip(dim), _flip(dim)))
+    if "rot90" in kinds:
+        for k in (1, 2, 3):
+            out.append((_rot(k), _rot(-k)))
+    return out
+
+
+def _flip(dim: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    return lambda t: t.flip(dim)
+
+
+def _rot(k: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    return lambda t: torch.rot90(t, k, dims=(3, 4))
+
+
+def _boxes(shape: Sequence[int], window: Window) -> list[tuple[int, int, int]]:
+    axes = [window_starts(n, p, window.overlap) for n, p in zip(shape, window.patch, strict=True)]
+    return [(z, y, x) for z in axes[0] for y in axes[1] for x in axes[2]]
+
+
+def _batches(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def count_windows(shape: Sequence[int], window: Window) -> int:
+    """How many model calls ``sliding_window`` makes for a volume of ``shape`` (windows x TTA)."""
+    padded = [max(n, p) for n, p in zip(shape, window.patch, strict=True)]
+    return len(_boxes(padded, window)) * len(tta_transforms(window.tta))
+
+
+@torch.no_grad()
+def sliding_window(
+    volume: np.ndarray,
+    predict: Callable[[torch.Tensor], torch.Tensor],
+    channels: int,
+    window: Window,
+    *,
+    device: str | torch.device = "cpu",
+    amp: torch.dtype | None = None,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Blend ``predict`` over ``volume`` (D, H, W), float32, already normalised as the model
+    expects; returns (channels, D, H, W) float32.
+
+    ``predict`` maps a batch (B, 1, pz, py, px) on ``device`` to (B, channels, pz, py, px)
+    (probabilities, say). ``amp`` (a dtype) autocasts on CUDA only. ``progress(done, total)``
+    counts model calls.
+    """
+    if volume.ndim != 3:
+        raise ValueError(f"expected a (D, H, W) volume, got shape {volume.shape}")
+    device = torch.device(device)
+    shape = volume.shape
+    pad = [(0, max(p - n, 0)) for n, p in zip(shape, window.patch, strict=True)]
+    if any(after for _, after in pad):
+        volume = np.pad(volume, pad, mode="reflect" if min(shape) > 1 else "edge")
+    full = volume.shape
+    boxes = _boxes(full, window)
+    weight_t = torch.from_numpy(importance_map(window.patch, window.blend)).to(device)
+    out = np.zeros((channels, *full), np.float32)
+    transforms = tta_transforms(window.tta)
+    total, done = len(boxes) * len(transforms), 0
+    pz, py, px = window.patch
+    autocast = (
+        torch.autocast("cuda", dtype=amp)
+        if amp is not None and device.type == "cuda"
+        else contextlib.nullcontext()
+    )
+    for group in _batches(boxes, window.batch_size):
+        block = np.stack([volume[z : z + pz, y : y + py, x : x + px] for z, y, x in group])
+        x_in = torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32))[:, None]
+        x_in = x_in.to(device, non_blocking=True)
+        acc = None
+        for forward, inverse in transforms:
+            with autocast:
+                pred = predict(forward(x_in))
+            pred = inverse(pred.float())
+            acc = pred if acc is None else acc + pred
+            done += len(group)
+            if progress:
+                progress(done, total)
+        assert acc is not None
+        if acc.shape[1:] != (channels, pz, py, px):
+            raise ValueError(
+                f"the model returned {tuple(acc.shape)} for windows of {tuple(x_in.shape)}; "
+                f"expected (B, {channels}, {pz}, {py}, {px})"
+            )
+        weighted = (acc * (weight_t / len(transforms))).cpu().numpy()
+        for (z, y, x), values in zip(group, weighted, strict=True):
+            out[:, z : z + pz, y : y + py, x : x + px] += values
+    _normalise(out, full, window)
+    if any(after for _, after in pad):
+        out = np.ascontiguousarray(out[:, : shape[0], : shape[1], : shape[2]])
+    return out
+
+
+def _normalise(out: np.ndarray, shape: Sequence[int], window: Window) -> None:
+    """Divide by the summed weights, in place. Windows form a grid of per-axis starts and the
+    importance map is a product of per-axis profiles, so the sum factorises: three 1D sums,
+    applied slice by slice, instead of a volume of weights."""
+    sums = []
+    for n, p, profile in zip(
+        shape, window.patch, importance_profiles(window.patch, window.blend), strict=True
+    ):
+        total = np.zeros(n)
+        for start in window_starts(n, p, window.overlap):
+            total[start : start + p] += profile
+        sums.append(total)
+    plane = (1.0 / np.outer(sums[1], sums[2])).astype(np.float32)
+    for z in range(shape[0]):
+        out[:, z] *= plane * np.float32(1.0 / sums[0][z])
+
+
+def check_patch(patch: Sequence[int], multiple: int) -> tuple[int, int, int]:
+    """``patch`` as 3 ints, each a positive multiple of ``multiple`` (a U-Net's 2**depth)."""
+    size = tuple(int(p) for p in patch)
+    if len(size) != 3 or any(p < 1 or p % multiple for p in size):
+        raise ValueError(
+            f"--patch {','.join(map(str, patch))}: expected 3 sizes, each a positive multiple of "
+            f"{multiple} (the model halves the size {int(math.log2(multiple))} times)"
+        )
+    return size  # type: ignore[return-value]

@@ -1,0 +1,360 @@
+"""Detection runs: the task a shard set of picks poses, the per-epoch validation metric, and
+the whole-tomogram report with per-type thresholds chosen on validation.
+
+The trainer only sees batches with ``image`` and ``points`` / ``points_count`` in the crop's
+voxels after augmentation (targets are drawn from them, ``streamvol.train.targets``), so the
+same code trains on points shards (a crop per pick) and region shards (crops drawn at read time).
+
+Validation metric (``val_czii``, every epoch, cheap): on the validation crops, peaks of each
+type's probabilities (NMS within half the radius) against the crop's picks, counted with the
+CZII rule (found within half the radius); per type the best F-beta(4) over a grid of
+thresholds, then the CZII weighted mean. Crop borders make it an estimate; it ranks epochs.
+
+Report (after training, and ``evaluate``): every tomogram of the split predicted whole (sliding
+windows), peaks per type at a grid of thresholds scored against the tomogram's reference picks
+in Angstrom; on validation the best threshold per type is stored in ``thresholds.json`` with
+the window and peak settings, which ``evaluate`` and ``predict`` then reuse.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from streamvol.metrics.picking import (
+    best_threshold,
+    fbeta_from_counts,
+    match_points,
+    particle_weight,
+)
+from streamvol.shard.manifest import write_json_atomic
+from streamvol.train.targets import TargetSpec, make_targets
+
+VAL_GRID = tuple(round(0.05 * k, 2) for k in range(1, 20))  # crop-level metric: 0.05..0.95
+GRID = tuple(round(0.02 * k, 2) for k in range(1, 50))  # thresholds on tomograms: 0.02..0.98
+MULTIPLIER = 0.5  # a reference is found within this fraction of its radius (CZII)
+BETA = 4.0
+
+
+# --- the task -----------------------------------------------------------------------------------
+
+
+def particle_radii(shards: str, manifest: Mapping[str, Any]) -> dict[str, float]:
+    """Particle radii in Angstrom from the manifest (or, for shard sets written before it
+    recorded them, from the copick configs of its sources)."""
+    radii = manifest.get("radii_angstrom")
+    if not radii:
+        from streamvol.io import discover
+
+        radii = {}
+        for source in manifest.get("config", {}).get("sources", []):
+            try:
+                radii.update(discover(source).radii)
+            except (OSError, ValueError):
+                continue
+    if not radii:
+        raise ValueError(
+            f"{shards}: detection needs the particle radii of a copick project "
+            "(copick_config.json); the shard set records none. Shard a copick project"
+        )
+    return dict(radii)
+
+
+def detection_task(config: Any, manifest: Mapping[str, Any]) -> Any:
+    """The detection ``Task``: particle types, their radii and how targets are drawn."""
+    from streamvol.train.setup import Task
+
+    if "points.npy" not in manifest.get("members", []):
+        raise ValueError(
+            f"{config.shards}: detection trains on picks, but the shards carry no points.npy; "
+            "shard a copick project (e.g. --plan points)"
+        )
+    names = list(manifest["class_names"])
+    radii = particle_radii(config.shards, manifest)
+    particles = [n for n in names if n in radii]
+    unknown = [n for n in names if n not in radii and n != "background"]
+    if unknown or not particles:
+        raise ValueError(
+            f"{config.shards}: classes {unknown or names} have no particle radius; expected "
+            f"every class but 'background' in the copick config's {sorted(radii)}"
+        )
+    offset = names.index(particles[0])
+    if names[offset : offset + len(particles)] != particles:
+        raise ValueError(f"{config.shards}: particle classes are not contiguous in {names}")
+    voxels = manifest.get("radii_voxels")
+    if not voxels:
+        size = manifest.get("voxel_size")
+        if not size:
+            raise ValueError(
+                f"{config.shards}: no common voxel size to turn particle radii into voxels"
+            )
+        voxels = {n: r / float(np.mean(size)) for n, r in radii.items()}
+    spec = TargetSpec(
+        kind=config.target,
+        radii=tuple(float(voxels[n]) for n in particles),
+        scale=config.target_radius,
+        sigma_scale=config.target_sigma,
+        point_offset=offset,
+    )
+    if config.mixup or config.cutmix:
+        raise ValueError("--mixup / --cutmix blend images but not picks; detection takes neither")
+    return Task(
+        "detection",
+        tuple(particles),
+        tuple(manifest["crop"]),
+        (),
+        target=spec,
+        radii_angstrom=tuple(float(radii[n]) for n in particles),
+    )
+
+
+def batch_targets(spec: TargetSpec, batch: Mapping[str, Any]) -> torch.Tensor:
+    """The targets of a batch, drawn from its (augmented) points."""
+    if "points" not in batch:
+        raise ValueError("a detection batch needs points; these samples carry none")
+    return make_targets(batch["points"], batch["points_count"], batch["image"].shape[2:], spec)
+
+
+def probabilities(spec: TargetSpec, logits: torch.Tensor) -> torch.Tensor:
+    """Per-type probabilities (B, P, ...) from the model's logits."""
+    logits = logits.float()
+    if spec.kind == "sphere":
+        return torch.softmax(logits, dim=1)[:, 1:]
+    return torch.sigmoid(logits)
+
+
+def weighted_score(task: Any, fbetas: Mapping[str, float]) -> float:
+    """The CZII score: sum of weight x F-beta over the scored types / the sum of all weights."""
+    total = sum(particle_weight(n) for n in task.class_names)
+    if total <= 0:
+        return 0.0
+    return sum(particle_weight(n) * f for n, f in fbetas.items()) / total
+
+
+# --- every epoch: crops -------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def validate(trainer: Any, progress: Callable[[int, int], None] | None = None) -> dict[str, float]:
+    """Validation loss and ``czii`` (module docstring) over the validation crops;
+    ``progress(done, total)`` after each batch."""
+    from streamvol.predict import find_peaks
+    from streamvol.stream import loader
+    from streamvol.train import distributed, setup
+
+    config, task = trainer.config, trainer.task
+    spec: TargetSpec = task.target
+    ds = setup.make_dataset(config, train=False)
+    dl = loader(ds, config.batch_size, config.workers, timeout=config.loader_timeout)
+    net = trainer.ema.model if trainer.ema else trainer.model
+    net.eval()
+    counts = np.zeros((spec.num_types, len(VAL_GRID), 3), np.int64)
+    loss_sum = weight_sum = 0.0
+    total = len(dl)
+    for step, batch in enumerate(trainer._batches(dl)):
+        if progress:
+            progress(step, total)
+        w = batch["weight"]
+        logits = trainer._forward(net, batch["image"]).float()
+        loss = trainer.loss_fn(logits, batch_targets(spec, batch), w)
+        loss_sum += float(loss) * float(w.sum())
+        weight_sum += float(w.sum())
+        probs = probabilities(spec, logits).cpu().numpy()
+        points = batch["points"].cpu().numpy()
+        n_points = batch["points_count"].cpu().numpy()
+        for i in np.flatnonzero(w.cpu().numpy() > 0):
+            pts = points[i, : n_points[i]]
+            ids = np.rint(pts[:, 3]).astype(np.int64) - spec.point_offset
+            for k in range(spec.num_types):
+                reach = MULTIPLIER * spec.radii[k]
+                coords, scores = find_peaks(probs[i, k], VAL_GRID[0], reach)
+                ref = pts[ids == k, :3]
+                for t, threshold in enumerate(VAL_GRID):
+                    counts[k, t] += match_points(ref, coords[scores >= threshold], reach)
+    flat = distributed.sum_all(trainer.ranks, loss_sum, weight_sum, *counts.ravel().tolist())
+    loss_sum, weight_sum = flat[0], flat[1]
+    counts = np.asarray(flat[2:], np.int64).reshape(counts.shape)
+    fbetas = {}
+    for k, name in enumerate(task.class_names):
+        if counts[k, 0, 0] + counts[k, 0, 2] > 0:  # the type has references in these crops
+            fbetas[name] = best_threshold(VAL_GRID, counts[k], BETA)["fbeta"]
+    return {"val_loss": loss_sum / max(weight_sum, 1.0), "val_czii": weighted_score(task, fbetas)}
+
+
+# --- after training, and evaluate: whole tomograms ---------------------------------------------
+
+
+def reference_picks(source: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """A manifest source's picks in Angstrom by particle type (z, y, x)."""
+    from streamvol.io import read_copick_picks
+
+    found: dict[str, list[np.ndarray]] = {}
+    for path in source.get("points", []):
+        if not str(path).lower().endswith(".json"):
+            continue
+        pts = read_copick_picks(path, 1.0)
+        found.setdefault(pts.class_names[0], []).append(pts.zyx)
+    return {k: np.concatenate(v) for k, v in found.items()}
+
+
+def _count(
+    predictor: Any,
+    sources: Sequence[Mapping[str, Any]],
+    grids: Sequence[Sequence[float]],
+    window: Any,
+    peaks: Any,
+) -> tuple[np.ndarray, list[tuple[str, str, Sequence[float]]], list[str]]:
+    """TP, FP, FN per type and threshold summed over ``sources`` (tomograms with references;
+    the others are dropped, as the CZII metric drops them), the picks at each type's first
+    threshold, and the experiments scored."""
+    from streamvol.io import open_volume
+    from streamvol.predict import find_peaks
+
+    names = predictor.class_names
+    counts = [np.zeros((len(g), 3), np.int64) for g in grids]
+    rows: list[tuple[str, str, Sequence[float]]] = []
+    scored = []
+    for source in sources:
+        refs = reference_picks(source)
+        if not any(len(v) for v in refs.values()):
+            continue
+        scored.append(source["id"])
+        volume = open_volume(source["path"], level=predictor.level)
+        probs = predictor.probabilities(volume, window)
+        size = predictor.voxel_size(volume)
+        for k, name in enumerate(names):
+            radius_vox = predictor.task.radii_angstrom[k] / float(np.mean(size))
+            reach = MULTIPLIER * predictor.task.radii_angstrom[k]
+            ref = refs.get(name, np.zeros((0, 3)))
+            grid = grids[k]
+            if peaks.method == "nms":
+                coords, scores = find_peaks(probs[k], min(grid), peaks.distance * radius_vox)
+                found = [coords[scores >= t] for t in grid]
+            else:
+                found = [
+                    find_peaks(
+                        probs[k],
+                        t,
+                        peaks.distance * radius_vox,
+                        method="cc",
+                        min_size=peaks.min_size,
+                    )[0]
+                    for t in grid
+                ]
+            for t, coords_t in enumerate(found):
+                counts[k][t] += match_points(ref, coords_t * size, reach)
+            rows.extend((source["id"], name, p) for p in found[0] * size)
+        del probs
+    return counts, rows, scored  # type: ignore[return-value]
+
+
+def write_report(
+    trainer: Any, *, split: str | None, prefix: str, tta: bool = False
+) -> dict[str, Any]:
+    """Whole-tomogram report of a detection run on ``split`` (None: validation, where the
+    thresholds are chosen and saved); see the module docstring."""
+    from streamvol.predict import Peaks, Predictor, split_sources
+    from streamvol.predict._run import THRESHOLDS, load_choices, settings_from
+    from streamvol.predict._write import write_picks_csv
+
+    run, task = Path(trainer.run_dir), trainer.task
+    writes = getattr(trainer, "main", True)
+    choosing = split is None
+    split_name = split or trainer.config.val_split
+    if not split_name:
+        report: dict[str, Any] = {"task": "detection", "note": "no validation split"}
+        if trainer.history and writes:
+            report["plots"] = {"curves": str(_curves(trainer.history, run))}
+        return report
+    config = trainer.config
+    predictor = Predictor.from_trainer(trainer)
+    choices = {} if choosing else load_choices(run)
+    saved_window, saved_peaks = settings_from(choices)
+    if choosing or saved_window is None:  # the run's inference settings, from its config
+        window = predictor.window(
+            None,
+            patch=config.predict_patch,
+            batch_size=config.batch_size,
+            tta=tuple(config.predict_tta),
+        )
+        peaks = Peaks(method=config.peak_method, distance=config.peak_distance)
+    else:
+        window, peaks = saved_window, saved_peaks
+    if tta:
+        window = predictor.window(window, tta=("flips", "rot90"))
+    thresholds = choices.get("thresholds", {})
+    grids = [GRID if choosing else [thresholds.get(n, 0.5)] for n in task.class_names]
+    sources = split_sources(trainer.manifest, split_name)
+    counts, rows, scored = _count(predictor, sources, grids, window, peaks)
+    per_type: dict[str, dict[str, Any]] = {}
+    chosen: dict[str, float] = {}
+    curves: dict[str, list[float]] = {}
+    for k, name in enumerate(task.class_names):
+        if counts[k][0, 0] + counts[k][0, 2] == 0:  # no reference of this type: not scored
+            chosen[name] = float(thresholds.get(name, 0.5))
+            continue
+        best = best_threshold(grids[k], counts[k], BETA)
+        chosen[name] = best["threshold"]
+        curves[name] = best["curve"]
+        tp, fp, fn = best["tp"], best["fp"], best["fn"]
+        per_type[name] = {
+            "tp": tp,
+            "fp": fp,
+            "fn": fn,
+            "precision": tp / (tp + fp) if tp + fp > 0 else 0.0,
+            "recall": tp / (tp + fn) if tp + fn > 0 else 0.0,
+            "fbeta": fbeta_from_counts(tp, fp, fn, BETA),
+            "weight": particle_weight(name),
+            "threshold": chosen[name],
+        }
+    report = {
+        "task": "detection",
+        "split": split_name,
+        "score": weighted_score(task, {n: r["fbeta"] for n, r in per_type.items()}),
+        "per_type": per_type,
+        "experiments": scored,
+        "thresholds": chosen,
+        "thresholds_from": "val" if choosing else choices.get("from", "default"),
+        "window": asdict(window),
+        "peaks": asdict(peaks),
+        "beta": BETA,
+        "tta": tta,
+    }
+    if not writes:
+        return report
+    plots = {}
+    if choosing:
+        write_json_atomic(
+            run / THRESHOLDS,
+            {
+                "thresholds": chosen,
+                "from": split_name,
+                "experiments": scored,
+                "settings": {"window": asdict(window), "peaks": asdict(peaks)},
+            },
+        )
+        if curves:
+            from streamvol.metrics import plot_thresholds
+
+            plots["thresholds"] = str(
+                plot_thresholds(GRID, curves, chosen, run / f"{prefix}_thresholds.png")
+            )
+        if trainer.history:
+            plots["curves"] = str(_curves(trainer.history, run))
+    else:
+        report["picks_csv"] = str(write_picks_csv(run / f"{prefix}_picks.csv", rows))
+    report["plots"] = plots
+    write_json_atomic(run / f"{prefix}_report.json", json.loads(json.dumps(report)))
+    return report
+
+
+def _curves(history: list[dict[str, Any]], run: Path) -> Path:
+    from streamvol.train.evaluate import _curves as curves
+
+    return curves(history, run)

@@ -1,0 +1,138 @@
+"""``predict`` on whole volumes: copick picks in the copick layout and picks.csv in Angstrom,
+scored against the reference better than random picks; segmentation runs write OME-Zarr."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+from typer.testing import CliRunner
+
+from streamvol.cli import app
+from streamvol.io import copick_picks, open_volume
+from streamvol.predict import picks_path, predict_volumes, score_picks, split_sources
+from tests.conftest import one_thread
+
+
+def _reference_csv(project, runs, path):
+    picks = copick_picks(project)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["experiment", "particle_type", "x", "y", "z"])
+        for run in runs:
+            for kind, zyx in picks[run].items():
+                for z, y, x in zyx:
+                    writer.writerow([run, kind, x, y, z])
+    return path, picks
+
+
+def _random_csv(picks, runs, extent_angstrom, path, seed=0):
+    rng = np.random.default_rng(seed)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["experiment", "particle_type", "x", "y", "z"])
+        for run in runs:
+            for kind, zyx in picks[run].items():
+                for z, y, x in rng.uniform(0, 1, (len(zyx), 3)) * extent_angstrom:
+                    writer.writerow([run, kind, x, y, z])
+    return path
+
+
+def test_predict_then_score_beats_random_picks(pick_project, pick_run, tmp_path):
+    project, _ = pick_project
+    run, _ = pick_run
+    out = tmp_path / "pred"
+    with one_thread():
+        result = CliRunner().invoke(app, ["predict", str(run), str(project), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "predict.json").read_text())
+    assert set(summary["experiments"]) == {"TS_0", "TS_1", "TS_2", "TS_3"}
+    assert summary["thresholds_from"] == "val"
+    for run_name in summary["experiments"]:
+        for kind in summary["thresholds"]:
+            doc = json.loads(picks_path(out, run_name, kind).read_text())
+            assert doc["pickable_object_name"] == kind and doc["unit"] == "angstrom"
+            assert doc["user_id"] == "streamvol" and doc["session_id"] == "0"
+    rows = (out / "picks.csv").read_text().splitlines()
+    assert rows[0] == "experiment,particle_type,x,y,z" and len(rows) > 1
+    # held out: score the test run only (candidates of other runs are dropped)
+    manifest = json.loads((pick_project[1] / "manifest.json").read_text())
+    test_runs = [s["id"] for s in split_sources(manifest, "test")]
+    ref, picks = _reference_csv(project, test_runs, tmp_path / "ref.csv")
+    model = score_picks(out, ref)
+    extent = np.array([64, 128, 128]) * 10.0  # z, y, x Angstrom
+    baseline = np.mean(
+        [
+            score_picks(_random_csv(picks, test_runs, extent, tmp_path / "r.csv", seed), ref)[
+                "score"
+            ]
+            for seed in range(5)
+        ]
+    )
+    assert model["score"] > baseline + 0.1, (model["score"], baseline)
+    assert score_picks(out / "picks.csv", ref)["score"] == model["score"]
+
+
+def test_detection_run_without_sources_predicts_its_split(pick_project, pick_run, tmp_path):
+    run, _ = pick_run
+    with one_thread():
+        summary = predict_volumes(run, None, tmp_path / "val", split="val", threshold=0.9)
+    assert len(summary["experiments"]) == 1
+    assert set(summary["thresholds"].values()) == {0.9}
+    assert summary["thresholds_from"] == "--threshold"
+
+
+def test_segmentation_run_writes_ome_zarr_volumes(tmp_path):
+    from streamvol import synth
+    from streamvol.shard import parse_config, shard
+    from streamvol.train import TrainConfig, Trainer
+
+    data = synth.make("nuclei", tmp_path / "nuclei", n=4, size=(8, 16, 16))
+    shards = tmp_path / "seg"
+    shard(parse_config([data], plan="grid", crop="8,16,16", context=0, split="0.5,0.5"), shards)
+    config = TrainConfig(
+        shards=str(shards),
+        model="unet3d",
+        model_options={"depth": 2, "base_width": 4},
+        epochs=1,
+        batch_size=4,
+        workers=0,
+        augment="none",
+    )
+    with one_thread():
+        Trainer(config, tmp_path / "run").fit()
+        summary = predict_volumes(tmp_path / "run", [data], tmp_path / "out", overlap=0.5)
+    assert len(summary["experiments"]) == 4
+    name = sorted(summary["experiments"])[0]
+    labels = open_volume(tmp_path / "out" / name / "labels.ome.zarr")
+    assert labels.shape == (8, 16, 16) and labels.dtype == np.uint8
+    import zarr
+
+    probs = zarr.open_group(str(tmp_path / "out" / name / "probabilities.ome.zarr"), mode="r")
+    p = np.asarray(probs["0"][...], np.float32)
+    assert p.shape == (2, 8, 16, 16)
+    np.testing.assert_allclose(p.sum(0), 1.0, atol=2e-3)  # softmax, stored as float16
+    clear = np.abs(p[1] - p[0]) > 0.01  # float16 ties aside, labels are the argmax
+    np.testing.assert_array_equal(np.asarray(labels.data)[clear], p.argmax(0)[clear])
+
+
+def test_memory_does_not_grow_with_the_number_of_tomograms(pick_project, pick_run, tmp_path):
+    """Peak numpy memory (tracemalloc sees numpy's allocations) for four tomograms is that
+    of one: each volume's input and probabilities are gone before the next is read."""
+    import tracemalloc
+
+    project, _ = pick_project
+    run, _ = pick_run
+    one = project / "static" / "ExperimentRuns" / "TS_0" / "VoxelSpacing10.000" / "denoised.zarr"
+    peaks = []
+    with one_thread():
+        for k, sources in enumerate(([one], [project])):
+            tracemalloc.start()
+            summary = predict_volumes(run, sources, tmp_path / f"m{k}")
+            peaks.append(tracemalloc.get_traced_memory()[1])
+            tracemalloc.stop()
+            assert len(summary["experiments"]) == (1, 4)[k]
+    # the probabilities of one tomogram alone (6 types, float32) are a good part of the peak
+    assert peaks[0] > 6 * 32 * 64 * 64 * 4
+    assert peaks[1] < 1.25 * peaks[0], peaks

@@ -1,0 +1,117 @@
+"""``score`` from files against a case counted by hand, with the CZII rules written out here:
+duplicates, one candidate in reach of two references, a candidate exactly at half the radius,
+and an experiment absent from the reference."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from streamvol.cli import app
+from streamvol.predict import score_picks, write_copick_config, write_copick_picks
+
+# (experiment, particle type, x, y, z) in Angstrom
+REFERENCE = [
+    # apo-ferritin, radius 60 -> reach 30: two references 50 A apart
+    ("E1", "apo-ferritin", 100, 100, 100),
+    ("E1", "apo-ferritin", 150, 100, 100),
+    # ribosome, radius 150 -> reach 75
+    ("E1", "ribosome", 1000, 1000, 500),
+    ("E1", "ribosome", 2000, 1000, 500),
+    ("E1", "ribosome", 3000, 1000, 500),
+    # thyroglobulin, radius 130: never predicted
+    ("E1", "thyroglobulin", 500, 500, 500),
+    # beta-galactosidase, radius 90 -> reach 45
+    ("E2", "beta-galactosidase", 300, 300, 300),
+]
+PREDICTED = [
+    ("E1", "apo-ferritin", 125, 100, 100),  # 25 A from both references: finds both
+    ("E1", "ribosome", 1000, 1000, 575),  # exactly 75 A from the first: found (inclusive)
+    ("E1", "ribosome", 2010, 1000, 500),  # the second
+    ("E1", "ribosome", 2000, 1020, 500),  # the second again: a duplicate
+    ("E1", "ribosome", 3000, 1000, 576),  # 76 A from the third: a miss
+    ("E1", "virus-like-particle", 0, 0, 0),  # a type without references: not scored
+    ("E2", "beta-galactosidase", 300, 300, 340),  # 40 A: found
+    ("E2", "apo-ferritin", 10, 10, 10),  # scored type, no reference in E2: false positive
+    ("E3", "ribosome", 1000, 1000, 500),  # E3 is not in the reference: dropped
+    ("E3", "ribosome", 1000, 1000, 500),
+]
+
+
+def f4(tp: int, fp: int, fn: int) -> float:
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    return 17 * p * r / (16 * p + r) if p + r else 0.0
+
+
+# Counted by hand. apo-ferritin: E1 one candidate finds both references, TP 2 and FP 1 - 2 = -1
+# (the challenge's FP = candidates - TP); E2 FP 1; totals TP 2, FP 0, FN 0.
+# ribosome: found the first (at 75 A) and the second (twice), missed the third: TP 2, FP 2, FN 1.
+# thyroglobulin: TP 0, FP 0, FN 1. beta-galactosidase: TP 1.
+COUNTS = {
+    "apo-ferritin": (2, 0, 0),
+    "ribosome": (2, 2, 1),
+    "thyroglobulin": (0, 0, 1),
+    "beta-galactosidase": (1, 0, 0),
+}
+WEIGHTS = {"apo-ferritin": 1, "ribosome": 1, "thyroglobulin": 2, "beta-galactosidase": 2}
+EXPECTED = sum(WEIGHTS[n] * f4(*c) for n, c in COUNTS.items()) / 7  # CZII weights sum to 7
+
+
+def _csv(path, rows):
+    lines = ["id,experiment,particle_type,x,y,z,score"]
+    lines += [f"{i},{e},{t},{x},{y},{z},0.5" for i, (e, t, x, y, z) in enumerate(rows)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _copick(root, rows):
+    by = {}
+    for e, t, x, y, z in rows:
+        by.setdefault((e, t), []).append((z, y, x))
+    for (e, t), zyx in by.items():
+        write_copick_picks(root, e, t, np.asarray(zyx, float))
+    return root
+
+
+def test_hand_counted_case_from_csv_and_copick(tmp_path):
+    assert f4(*COUNTS["ribosome"]) == pytest.approx(17 * (1 / 3) / (8 + 2 / 3))
+    ref = _csv(tmp_path / "ref.csv", REFERENCE)
+    for pred in (_csv(tmp_path / "pred.csv", PREDICTED), _copick(tmp_path / "proj", PREDICTED)):
+        report = score_picks(pred, ref, out=tmp_path / "s.json")
+        got = {n: (r["tp"], r["fp"], r["fn"]) for n, r in report["per_type"].items()}
+        assert got == COUNTS
+        assert report["score"] == pytest.approx(EXPECTED)
+        assert json.loads((tmp_path / "s.json").read_text())["score"] == pytest.approx(EXPECTED)
+    flipped = score_picks(ref, _copick(tmp_path / "refproj", REFERENCE))
+    # the reference against itself: F 1 for every type it has; the weights of the types it
+    # lacks (virus-like-particle 1, beta-amylase 0) still count in the total of 7
+    assert flipped["score"] == pytest.approx(6 / 7)
+
+
+def test_weights_and_radii_come_from_the_reference_copick_config(tmp_path):
+    ref = _copick(tmp_path / "ref", REFERENCE)
+    radii = {"apo-ferritin": 60.0, "ribosome": 150.0, "thyroglobulin": 130.0}
+    radii["beta-galactosidase"] = 90.0
+    write_copick_config(ref, radii, weights={"thyroglobulin": 0.0})
+    pred = _csv(tmp_path / "pred.csv", [r for r in PREDICTED if r[1] != "virus-like-particle"])
+    report = score_picks(pred, ref)
+    weights = {**WEIGHTS, "thyroglobulin": 0}  # from the config; the others from CZII's table
+    expected = sum(weights[n] * f4(*c) for n, c in COUNTS.items()) / sum(weights.values())
+    assert report["score"] == pytest.approx(expected)
+
+
+def test_cli_prints_and_writes(tmp_path):
+    ref = _csv(tmp_path / "ref.csv", REFERENCE)
+    pred = _copick(tmp_path / "proj", PREDICTED)
+    result = CliRunner().invoke(
+        app, ["score", str(pred), str(ref), "--out", str(tmp_path / "o.json")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "ribosome" in result.output and f"{EXPECTED:.4f}" in result.output
+    assert json.loads((tmp_path / "o.json").read_text())["per_type"]["ribosome"]["fn"] == 1
+    bad = CliRunner().invoke(app, ["score", str(tmp_path / "nothing.txt"), str(ref)])
+    assert bad.exit_code == 1 and "expected a picks CSV" in bad.output

@@ -1,0 +1,101 @@
+"""Detection training on points shards of a synthetic copick project: the run chooses a
+threshold per type on the whole validation tomogram, evaluates whole test tomograms, resumes
+exactly, and refuses what it cannot train."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from streamvol.cli import app
+from streamvol.train import TrainConfig, Trainer, evaluate
+from tests.conftest import one_thread
+
+TYPES = {
+    "apo-ferritin",
+    "beta-amylase",
+    "beta-galactosidase",
+    "ribosome",
+    "thyroglobulin",
+    "virus-like-particle",
+}
+TINY = {
+    "task": "detection",
+    "model": "unet3d",
+    "model_options": {"base_width": 4, "depth": 2},
+    "batch_size": 8,
+    "workers": 0,
+    "augment": "flips",
+    "warmup": 0,
+}
+
+
+def test_run_chooses_thresholds_on_whole_validation_tomograms(pick_run):
+    run, output = pick_run
+    assert "val (1 tomograms, whole)" in output and "score (weighted F-beta" in output
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(0.0 <= line["val_czii"] <= 1.0 and line["val_loss"] > 0 for line in lines)
+    choices = json.loads((run / "thresholds.json").read_text())
+    assert set(choices["thresholds"]) == TYPES and choices["from"] == "val"
+    assert all(0 < t < 1 for t in choices["thresholds"].values())
+    assert choices["settings"]["window"]["patch"] == [16, 16, 16]
+    report = json.loads((run / "val_report.json").read_text())
+    assert report["experiments"] == ["TS_1"] or len(report["experiments"]) == 1
+    for row in report["per_type"].values():
+        assert row["tp"] + row["fn"] == 4  # four particles of each type in the run
+    assert (run / "val_thresholds.png").read_bytes()[:4] == b"\x89PNG"
+    config = json.loads((run / "config.json").read_text())
+    assert config["model_options"] == {"base_width": 8, "depth": 2}
+    assert config["target"] == "sphere" and config["pos_weight"] == 256.0
+
+
+def test_evaluate_predicts_the_test_tomograms_whole(pick_run):
+    run, _ = pick_run
+    report = evaluate(run, split="test")
+    assert report["split"] == "test" and len(report["experiments"]) == 1
+    assert report["thresholds"] == json.loads((run / "thresholds.json").read_text())["thresholds"]
+    assert 0.0 <= report["score"] <= 1.0
+    saved = json.loads((run / "test_report.json").read_text())
+    assert saved["score"] == pytest.approx(report["score"])
+    header = (run / "test_picks.csv").read_text().splitlines()[0]
+    assert header == "experiment,particle_type,x,y,z"
+    result = CliRunner().invoke(app, ["evaluate", str(run), "--split", "test"])
+    assert result.exit_code == 0 and "test (1 tomograms, whole)" in result.output
+
+
+def test_resume_gives_the_same_weights(pick_project, tmp_path):
+    _, shards = pick_project
+    config = TrainConfig(shards=str(shards), epochs=2, **TINY)
+    with one_thread():
+        Trainer(config, tmp_path / "whole").fit()
+        assert Trainer(config, tmp_path / "cut").fit(stop_after=1) == {"stopped_after": 1}
+        Trainer(config, tmp_path / "cut", resume=True).fit()
+    a = torch.load(tmp_path / "whole" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+
+
+def test_heatmap_targets_with_a_focal_loss_train(pick_project, tmp_path):
+    _, shards = pick_project
+    config = TrainConfig(shards=str(shards), epochs=1, target="heatmap", loss="focal+dice", **TINY)
+    with one_thread():
+        trainer = Trainer(config, tmp_path / "heat")
+        assert trainer.model.head.out_channels == 6  # one channel per type, no background
+        report = trainer.fit()
+    assert report["task"] == "detection" and "score" in report
+
+
+def test_detection_refuses_what_it_cannot_train(pick_project, blob_shards, tmp_path):
+    _, shards = pick_project
+    with pytest.raises(ValueError, match=r"no points\.npy"):
+        Trainer(TrainConfig(shards=str(blob_shards), **TINY), tmp_path / "a")
+    with pytest.raises(ValueError, match="--mixup"):
+        Trainer(TrainConfig(shards=str(shards), mixup=0.4, **TINY), tmp_path / "b")
+    with pytest.raises(ValueError, match="loss for --target sphere 'mse'"):
+        Trainer(TrainConfig(shards=str(shards), loss="mse", **TINY), tmp_path / "c")
+    with pytest.raises(ValueError, match="--target 'ball'"):
+        TrainConfig(shards=str(shards), target="ball")
