@@ -456,15 +456,7 @@ def fed_rate(config: Any, workers: int, mode: str, device: torch.device, steps: 
     model = build_model(train_config, task).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     ds = open_shards(config.shards, augment=load_spec(config.augment), augment_device=mode, seed=1)
-    stats = manifest["stats"]
-    batches = _endless(
-        DevicePrefetcher(
-            loader(ds, config.batch_size, workers),
-            device,
-            offset=stats["mean"],
-            scale=1 / max(stats["std"], 1e-12),
-        )
-    )
+    batches = _endless(DevicePrefetcher(loader(ds, config.batch_size, workers), device))
     amp = device.type == "cuda"
     samples = 0
     for i in range(steps + 3):

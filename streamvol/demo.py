@@ -120,13 +120,13 @@ def _train(
 
 PICK_RUNS = 18  # synthetic tomograms (64, 128, 128) at 10 A: 14 train, 2 validation, 2 test
 PICK_SHARDS = {
-    "plan": "points",
+    "plan": "regions",  # each tomogram stored once; crop positions drawn afresh every epoch
     "level": 1,  # 20 A voxels: radii 3 to 7.5 voxels, an eighth of the voxels to learn from
     "crop": "16",
     "negatives": 1.0,
+    "max_shift": 2,
     "augment": "cryoet",
     "split": "0.78,0.11,0.11",
-    "shard_size": 64,
 }
 PICK_TRAIN = {
     "task": "detection",

@@ -209,11 +209,7 @@ def measure(
         storage_options=config.storage_options,
     )
     dl = loader(ds, config.batch_size, workers, timeout=config.timeout)
-    stats = manifest["stats"]
-    prefetch = DevicePrefetcher(
-        dl, device, offset=stats["mean"], scale=1 / max(stats["std"], 1e-12)
-    )
-    batches = _endless(prefetch)
+    batches = _endless(DevicePrefetcher(dl, device))
     stored = np.prod(manifest["stored_shape"]) * np.dtype(manifest["dtype"]).itemsize
     out_voxels = float(np.prod(manifest["crop"]))
     rates, stage_sum, samples_sum, wall_sum = [], dict.fromkeys(STAGES, 0.0), 0, 0.0

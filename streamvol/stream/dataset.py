@@ -1,8 +1,9 @@
 """``StreamDataset``: exact, deterministic, resumable epochs over WebDataset shards.
 
-The pipeline is a list of small generator stages (read runs -> decode -> shuffle -> prepare),
-each a function of an iterator. Everything random about a sample comes from
-``(seed, epoch, key)``; shard order and the shuffle buffer from ``(seed, epoch, rank, worker)``.
+An epoch is a pipeline of generator stages (``streamvol.stream.stages``: read -> time ->
+reorder -> check -> prepare -> tag), composed in ``__iter__``. Everything random about a sample
+comes from ``(seed, epoch, key)``; shard order and the shuffle buffer from
+``(seed, epoch, rank, worker)``.
 
 State that must be seen by loader workers (the epoch, which positions of this rank's epoch were
 already consumed) lives in shared memory, so persistent workers follow ``set_epoch`` and
@@ -12,24 +13,18 @@ already consumed) lives in shared memory, so persistent workers follow ``set_epo
 from __future__ import annotations
 
 import hashlib
-import logging
 import multiprocessing
 import os
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from streamvol.core.geometry import inside
-from streamvol.core.rng import sample_rng
 from streamvol.errors import ShardError
 from streamvol.stream import slots
-from streamvol.stream.decode import check_deferred, iter_samples
-from streamvol.stream.draw import DrawCrop, Window
+from streamvol.stream.draw import DrawCrop
 from streamvol.stream.epoch import (
     SHUFFLE_BUFFER,
     RankPlan,
@@ -39,250 +34,14 @@ from streamvol.stream.epoch import (
     per_rank,
     rank_plan,
     round_robin,
-    runs,
     worker_sequence,
 )
 from streamvol.stream.index import ShardSet, resolve
+from streamvol.stream.prepare import Normalize, Prepare, make_prepare
+from streamvol.stream.stages import PassInfo, checked, prepared, read_runs, reorder, tagged, timed
 from streamvol.stream.watch import Progress
 
-log = logging.getLogger(__name__)
 STATE_VERSION = 2
-
-
-# --- stages ------------------------------------------------------------------------------------
-
-
-def read_runs(
-    shards: ShardSet,
-    plan: RankPlan,
-    positions: np.ndarray,
-    on_error: str,
-    errors: Any,
-    mark: Callable[[str, int], None] = lambda stage, shard: None,
-) -> Iterator[dict[str, Any]]:
-    """Read each run of positions with one seek into its shard; tag samples with position/weight.
-
-    In a region set a run's units are crops of its regions: each region is read once per run
-    and handed out with each unit (``__region__``, ``__unit__``) for ``DrawCrop``. With
-    ``on_error="skip"`` the unread rest of a damaged shard comes out as placeholders
-    (``{"__pos__": p, "__skipped__": True}``), so later stages know not to wait for them.
-    """
-    for run in runs(plan, positions):
-        info = shards.shards[run.shard]
-        mark("reading", run.shard)
-        sent = 0
-        try:
-            with shards.open(info.url) as f:
-                for sample in _run_samples(shards, f, run, plan, on_error):
-                    if "__error__" in sample:  # one bad sample: the rest of the run reads on
-                        log.warning("skipping a sample: %s", sample.pop("__error__"))
-                        with errors.get_lock():
-                            errors.value += 1
-                    sent += 1
-                    yield sample
-                    mark("reading", run.shard)
-        except (ShardError, OSError) as exc:
-            if on_error != "skip":
-                raise
-            log.warning("skipping the rest of %s: %s", info.url, exc)
-            with errors.get_lock():
-                errors.value += 1
-        for pos in run.positions[sent:]:
-            yield {"__pos__": int(pos), "__skipped__": True}
-
-
-def _run_samples(
-    shards: ShardSet, f: Any, run: Any, plan: RankPlan, on_error: str
-) -> Iterator[dict[str, Any]]:
-    """The samples of one run of an open shard, tagged with their position and weight, each
-    checked against the manifest (keys, member checksums); with ``on_error="skip"`` a bad one
-    comes out as a placeholder holding its ``__error__``."""
-    info = shards.shards[run.shard]
-    bad = "yield" if on_error == "skip" else "raise"
-    if info.units is None:
-        f.seek(info.offsets[run.start])
-        expect = shards.expected(run.shard, run.start, run.count)
-        # the block's checksum waits for the loop, where it brings the block into the caches
-        stream = iter_samples(f, info.url, expect=expect, bad=bad, defer=("image.npy",))
-        for sample, pos in zip(stream, run.positions, strict=False):
-            if "__error__" in sample:
-                yield {"__pos__": int(pos), "__skipped__": True, "__error__": sample["__error__"]}
-                continue
-            sample["__pos__"] = int(pos)
-            sample["weight"] = float(plan.weight[pos])
-            yield sample
-        return
-    first = np.concatenate([[0], np.cumsum(info.units)])
-    units = run.start + np.arange(run.count)
-    regions = np.searchsorted(first, units, side="right") - 1
-    for r in np.unique(regions).tolist():
-        f.seek(info.offsets[r])
-        expect = shards.expected(run.shard, r, 1)
-        region = next(iter_samples(f, info.url, expect=expect, bad=bad))
-        for u, pos in zip(units[regions == r], run.positions[regions == r], strict=True):
-            if "__error__" in region:
-                yield {"__pos__": int(pos), "__skipped__": True, "__error__": region["__error__"]}
-                continue
-            j = int(u - first[r])
-            yield {
-                "__key__": f"{region['__key__']}_u{j}",
-                "__region__": region,
-                "__unit__": j,
-                "__pos__": int(pos),
-                "weight": float(plan.weight[pos]),
-            }
-
-
-def timed(samples: Iterable[dict[str, Any]], clock: list[float]) -> Iterator[dict[str, Any]]:
-    """Add the seconds spent reading and decoding to ``clock[0]`` (for ``streamvol bench``)."""
-    it = iter(samples)
-    while True:
-        started = time.perf_counter()
-        try:
-            sample = next(it)
-        except StopIteration:
-            return
-        finally:
-            clock[0] += time.perf_counter() - started
-        yield sample
-
-
-def reorder(samples: Iterable[dict[str, Any]], order: np.ndarray) -> Iterator[dict[str, Any]]:
-    """Emit the samples (read in position order) in ``order``: a shuffle buffer whose draws
-    were made beforehand (``epoch.emission``), so it holds no more samples than one would."""
-    held: dict[int, dict[str, Any]] = {}
-    it = iter(samples)
-    for pos in order.tolist():
-        while pos not in held:
-            sample = next(it, None)
-            if sample is None:
-                break
-            held[sample["__pos__"]] = sample
-        sample = held.pop(pos, None)
-        if sample is not None:
-            yield sample
-
-
-@dataclass(frozen=True)
-class Prepare:
-    """Turn a decoded stored sample into a training sample (picklable stage settings).
-
-    Without augmentation the stored block is centre-cropped to the crop size; with CPU
-    augmentation one fused pass resamples, normalises and adds noise; with GPU augmentation the
-    stored block is kept and its parameters travel with it to ``DevicePrefetcher``.
-    """
-
-    crop: tuple[int, int, int] | None
-    offset: float = 0.0
-    scale: float = 1.0
-    augment: Any = None
-    augment_device: str = "cpu"
-    seed: int = 0
-    decode_only: bool = False
-
-    @property
-    def out_shape(self) -> tuple[int, ...] | None:
-        """The image shape this stage returns when it writes the output itself (CPU
-        augmentation with a crop size), else None."""
-        if self.augment is None or self.augment_device != "cpu" or self.decode_only:
-            return None
-        return None if self.crop is None else (1, *self.crop)
-
-    def __call__(
-        self, sample: dict[str, Any], epoch: int, into: torch.Tensor | None = None
-    ) -> dict[str, Any]:
-        """The training sample; with ``into`` (a float32 tensor of ``out_shape``) the augmented
-        image is written there, e.g. into its slot of the batch being assembled. A region set's
-        image and mask come as ``Window``s, cut here: the CPU augmentation cuts only what its
-        drawn geometry reads."""
-        image = sample["image.npy"]
-        mask = sample.get("mask.npy")
-        points = sample.get("points.npy")
-        out: dict[str, Any] = {
-            "__key__": sample["__key__"],
-            "__pos__": sample["__pos__"],
-            "weight": sample["weight"],
-        }
-        if "cls" in sample:
-            out["label"] = sample["cls"]
-        cpu_augment = self.augment is not None and self.augment_device == "cpu"
-        if isinstance(image, Window) and not (cpu_augment and not self.decode_only):
-            image, mask = image.cut(), None if mask is None else mask.cut()
-        if not isinstance(image, Window) and image.ndim == 3:
-            image = image[None]
-        if self.decode_only or (self.augment is not None and self.augment_device == "gpu"):
-            out["image"] = torch.from_numpy(np.ascontiguousarray(image))
-            if mask is not None:
-                out["mask"] = torch.from_numpy(mask.astype(np.int64))
-            if points is not None:
-                out["points"] = torch.from_numpy(points)
-            if self.augment is not None and not self.decode_only:
-                rng = sample_rng(self.seed, epoch, sample["__key__"])
-                out["params"] = self.augment.sample(rng, image.shape[1:], self.crop)
-            return out
-        if self.augment is not None:
-            from streamvol.augment import apply_cpu
-
-            rng = sample_rng(self.seed, epoch, sample["__key__"])
-            params = self.augment.sample(rng, image.shape[-3:], self.crop)
-            windowed = isinstance(image, Window)
-            if windowed:  # cut only what this draw reads, and read it from there
-                start, stop = params.reads()
-                image = image.cut(start, stop)
-                mask = None if mask is None else mask.cut(start, stop)
-                if points is not None:
-                    points = points - np.array([*start, 0], np.float32)
-                params = params.within(start, stop)
-            done = apply_cpu(
-                {"image": image, "mask": mask, "points": points},
-                params,
-                offset=self.offset,
-                scale=self.scale,
-                out=None if into is None else into.numpy(),
-                # a stored block comes from the page cache, not the CPU's caches, unless its
-                # checksum has just read it through
-                prefetch=not windowed and not sample.get("__warm__"),
-            )
-            out["image"] = torch.from_numpy(done["image"]) if into is None else into
-            if done.get("mask") is not None:
-                out["mask"] = torch.from_numpy(done["mask"])
-            if done.get("points") is not None:
-                out["points"] = torch.from_numpy(done["points"])
-            return out
-        block = _centre(image, self.crop)
-        out["image"] = torch.from_numpy((block.astype(np.float32) - self.offset) * self.scale)
-        if mask is not None:
-            out["mask"] = torch.from_numpy(_centre(mask[None], self.crop)[0].astype(np.int64))
-        if points is not None:
-            out["points"] = torch.from_numpy(_shift_points(points, image.shape[1:], self.crop))
-        return out
-
-
-def batch_buffer(n: int, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
-    """An empty (n, *shape) tensor, in shared memory inside a loader worker (one of the worker's
-    reused ``slots``): it then reaches the main process uncopied."""
-    if get_worker_info() is None:
-        return torch.empty((n, *shape), dtype=dtype)
-    return slots.buffer(n, shape, dtype)
-
-
-def _centre(block: np.ndarray, crop: Sequence[int] | None) -> np.ndarray:
-    """The central ``crop`` of a (C, D, H, W) block: the stored block without its margin."""
-    if crop is None:
-        return block
-    starts = [(n - c) // 2 for n, c in zip(block.shape[1:], crop, strict=True)]
-    return block[(slice(None), *(slice(s, s + c) for s, c in zip(starts, crop, strict=True)))]
-
-
-def _shift_points(
-    points: np.ndarray, stored: Sequence[int], crop: Sequence[int] | None
-) -> np.ndarray:
-    if crop is None:
-        return points
-    starts = np.array([(n - c) // 2 for n, c in zip(stored, crop, strict=True)], np.float32)
-    moved = points.copy()
-    moved[:, :3] -= starts
-    return moved[inside(moved, (0, 0, 0), crop)]
 
 
 # --- shared state ------------------------------------------------------------------------------
@@ -296,7 +55,8 @@ class _Shared:
     begins, which every worker skips, so workers that start late still agree. ``made_by`` is
     the (workers, batch size) every batch of this epoch so far was made with ((0, 0) before the
     first, (-1, -1) once they differed), ``delivered`` how many batches that was, and
-    ``rotation`` the worker that makes the first batch of the current pass.
+    ``rotation`` the worker that makes the first batch of the current pass, and
+    ``batch_size`` its loader's batch size (workers write images straight into batches of it).
     """
 
     def __init__(self, size: int) -> None:
@@ -307,6 +67,7 @@ class _Shared:
         self.delivered = multiprocessing.RawValue("q", 0)
         self.made_by = multiprocessing.RawArray("q", 2)
         self.rotation = multiprocessing.RawValue("q", 0)
+        self.batch_size = multiprocessing.RawValue("q", 0)  # of the current loader pass, or 0
         self.slots = slots.SlotTable()
         self.progress = Progress()
         self.size = size
@@ -363,15 +124,18 @@ class StreamDataset(IterableDataset):
         self.draw = draw
         self.counts = [s.count for s in shards.shards]
         self._shared = _Shared(per_rank(sum(self.counts), world_size))
-        # set by the loader: with CPU augmentation, images are written straight into batches of
-        # this many (``batch_buffer``), which ``collate`` recognises and passes on uncopied
-        self.batch_size: int | None = None
         self._driven = False  # a StreamLoader runs this pass (it began it)
 
     @property
     def slot_table(self) -> slots.SlotTable:
         """Which of the workers' batch segments are in use (see ``streamvol.stream.slots``)."""
         return self._shared.slots
+
+    @property
+    def normalize(self) -> Normalize:
+        """How images are normalised (``DevicePrefetcher`` normalises GPU-augmented batches
+        with it)."""
+        return self.prepare.normalize
 
     @property
     def progress(self) -> Progress:
@@ -429,6 +193,7 @@ class StreamDataset(IterableDataset):
             self.set_epoch(self.epoch + 1)
         self._shared.snapshot()
         self._shared.rotation.value = 0
+        self._shared.batch_size.value = batch_size or 0
         if batch_size is None:
             return
         workers = max(num_workers, 1)
@@ -553,12 +318,12 @@ class StreamDataset(IterableDataset):
     # iteration
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        info = get_worker_info()
-        in_main = info is None
+        worker_info = get_worker_info()
+        in_main = worker_info is None
         if in_main and not self._driven:
             self.begin_pass()
-        workers = 1 if in_main else info.num_workers
-        seat = 0 if in_main else info.id  # the DataLoader's worker id
+        workers = 1 if in_main else worker_info.num_workers
+        seat = 0 if in_main else worker_info.id  # the DataLoader's worker id
         worker = (seat + int(self._shared.rotation.value)) % workers  # whose sequence it makes
         epoch = self.epoch
         plan = self.plan(epoch)
@@ -569,49 +334,16 @@ class StreamDataset(IterableDataset):
         def mark(stage: str, shard: int = -1) -> None:
             progress.mark(seat, stage, shard)
 
-        clock = [0.0]  # read + decode seconds so far (each sample carries its own share)
-        errors = self._shared.errors
-        reads = read_runs(self.shards, plan, np.sort(order), self.on_error, errors, mark)
-        stream = reorder(timed(reads, clock), order)
-        consumed = self._shared.view()
-        read_so_far = 0.0
-        shape, batch = self.prepare.out_shape, None
-        arena = shape is not None and self.batch_size is not None
-        made = 0
-        for sample in stream:
-            if sample.get("__skipped__"):  # unreadable (on_error="skip"): done for this epoch
-                consumed[sample["__pos__"]] = 1
-                continue
-            mark("preparing")
-            started = time.perf_counter()
-            if "__unchecked__" in sample:  # reading the block for its checksum warms the caches
-                try:
-                    check_deferred(sample)
-                except ShardError as exc:
-                    if self.on_error != "skip":
-                        raise
-                    log.warning("skipping a sample: %s", exc)
-                    with errors.get_lock():
-                        errors.value += 1
-                    consumed[sample["__pos__"]] = 1
-                    continue
-                sample["__warm__"] = True
-            if self.draw is not None:  # a unit of a region set: its crop, drawn for this epoch
-                sample = self.draw(sample, epoch)
-            if arena:  # each batch's images written in place: collate then copies nothing
-                slot = made % self.batch_size
-                if slot == 0:
-                    batch = batch_buffer(self.batch_size, shape, torch.float32)
-                out = self.prepare(sample, epoch, into=batch[slot])
-            else:
-                out = self.prepare(sample, epoch)
-            made += 1
-            out["__t_prep__"] = time.perf_counter() - started
-            out["__t_read__"], read_so_far = clock[0] - read_so_far, clock[0]
-            out["__epoch__"] = epoch
-            if in_main:
-                consumed[out["__pos__"]] = 1
-            yield out
+        info = PassInfo(
+            epoch, seat, self.on_error, self._shared.errors, self._shared.view(), in_main, mark
+        )
+        batch_size = int(self._shared.batch_size.value) or None
+        stream = read_runs(self.shards, plan, np.sort(order), info)
+        stream = timed(stream, info)
+        stream = reorder(stream, order)
+        stream = checked(stream, info)
+        stream = prepared(stream, info, self.prepare, self.draw, batch_size)
+        yield from tagged(stream, info)
 
 
 def _distributed() -> tuple[int, int] | None:
@@ -657,11 +389,6 @@ def open_shards(
     if dist is not None and rank is None and world_size is None:
         rank, world_size = dist
     manifest = shards.manifest or {}
-    offset, scale = 0.0, 1.0
-    if normalize is True and "stats" in manifest:
-        offset, scale = manifest["stats"]["mean"], 1.0 / max(manifest["stats"]["std"], 1e-12)
-    elif isinstance(normalize, tuple):
-        offset, scale = normalize[0], 1.0 / normalize[1]
     crop = tuple(manifest["crop"]) if "crop" in manifest else None
     if augment is not None and crop is None:
         raise ShardError("augmentation needs the crop size from the shard set's manifest.json")
@@ -674,10 +401,9 @@ def open_shards(
             f"{source}: shards keep a margin of {manifest['margin']} voxels but the augmentation "
             f"needs {list(need)}; reshard with --context auto for it, or augment less"
         )
-    prepare = Prepare(
-        crop=crop,  # type: ignore[arg-type]
-        offset=offset,
-        scale=scale,
+    prepare = make_prepare(
+        crop,  # type: ignore[arg-type]
+        Normalize.of(manifest, normalize),
         augment=augment,
         augment_device=augment_device,
         seed=seed,

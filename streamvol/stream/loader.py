@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader, get_worker_info
 
 from streamvol.errors import LoaderTimeout
 from streamvol.stream import slots
-from streamvol.stream.dataset import StreamDataset, batch_buffer
+from streamvol.stream.dataset import StreamDataset
+from streamvol.stream.slots import batch_buffer
 
 
 def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -45,16 +46,11 @@ def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
     return out
 
 
-_IN_LOADER_WORKER = False  # set in the workers of a StreamLoader, whose main side unwires
-
-
 def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Stack samples into a batch; points are padded to the longest with ``points_count``.
 
     ``__timing__`` holds the seconds this batch's samples spent in each stage of the worker
-    that made it (read + decode, prepare/augment, collate), for ``streamvol bench``. In the
-    workers of ``streamvol.loader`` small tensors leave as numpy arrays (``_wire``) and images
-    and masks with their slot tags (``slots``); the loader makes them the batch again.
+    that made it (read + decode, prepare/augment, collate), for ``streamvol bench``.
     """
     started = time.perf_counter()
     watch = _worker_progress()
@@ -94,11 +90,18 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "augment": sum(s.get("__t_prep__", 0.0) for s in samples),
         "collate": time.perf_counter() - started,
     }
-    if not _IN_LOADER_WORKER:  # the main process, or a plain DataLoader's worker
-        return batch
+    return batch
+
+
+def collate_to_send(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """``collate`` in the workers of a ``StreamLoader``: small tensors leave as numpy arrays
+    (``_wire``), images and masks with the tags of the reused slots they lie in (``slots``);
+    the loader's main side makes them the batch again (``_unwire``, ``slots.adopt``)."""
+    batch = collate(samples)
     sent = {k: v if k in ("image", "mask") else _wire(v) for k, v in batch.items()}
     held = {k: slots.tag(batch[k]) for k in ("image", "mask") if k in batch}
     sent["__slots__"] = {k: t for k, t in held.items() if t is not None}
+    watch = _worker_progress()
     if watch:
         watch("sent a batch")
     return sent
@@ -201,10 +204,7 @@ def single_threaded() -> None:
 def worker_init(_: int) -> None:
     """One thread per loader worker (the workers are the parallelism, and a forked worker must
     not enter an OpenMP region: ``single_threaded``); freed sample memory kept for reuse
-    (``keep_freed_memory``); batches written into reused shared memory (``slots``) and sent the
-    way ``StreamLoader`` receives them (``collate``)."""
-    global _IN_LOADER_WORKER
-    _IN_LOADER_WORKER = True
+    (``keep_freed_memory``); batches written into reused shared memory (``slots``)."""
     single_threaded()
     info = get_worker_info()
     if info is not None and isinstance(info.dataset, StreamDataset):
@@ -238,7 +238,6 @@ class StreamLoader:
             raise ValueError(f"timeout={timeout}: expected seconds >= 0 (0 waits forever)")
         self.dataset = dataset
         self.batch_size = batch_size
-        dataset.batch_size = batch_size  # its workers then write images straight into batches
         self.num_workers = num_workers
         self.timeout = timeout
         self._pass: list[np.ndarray] = []  # positions of each batch delivered in this pass
@@ -248,7 +247,7 @@ class StreamLoader:
             dataset,
             batch_size=batch_size,
             num_workers=num_workers,
-            collate_fn=collate,
+            collate_fn=collate_to_send if num_workers else collate,
             worker_init_fn=worker_init if num_workers else None,
             persistent_workers=persistent_workers and num_workers > 0,
             pin_memory=pin,

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from streamvol.stream.prepare import Normalize
+
 
 def _to(batch: dict[str, Any], device: torch.device, non_blocking: bool) -> dict[str, Any]:
     out = {}
@@ -23,21 +25,21 @@ def _to(batch: dict[str, Any], device: torch.device, non_blocking: bool) -> dict
 
 
 class DevicePrefetcher:
-    """Iterate batches on ``device``; with ``augment`` (a spec using the GPU backend) and
-    batches that carry ``params``, apply it on the device with the manifest normalisation."""
+    """Iterate batches on ``device``; batches that carry ``params`` (GPU augmentation) are
+    augmented there and normalised by ``normalize``, by default the loader's dataset's."""
 
     def __init__(
         self,
         batches: Iterable[dict[str, Any]],
         device: str | torch.device = "cuda",
         *,
-        offset: float = 0.0,
-        scale: float = 1.0,
+        normalize: Normalize | None = None,
     ) -> None:
         self.batches = batches
         self.device = torch.device(device)
-        self.offset = offset
-        self.scale = scale
+        if normalize is None:
+            normalize = getattr(getattr(batches, "dataset", None), "normalize", Normalize())
+        self.normalize = normalize
         self.cuda = self.device.type == "cuda" and torch.cuda.is_available()
 
     def __len__(self) -> int:
@@ -48,7 +50,8 @@ class DevicePrefetcher:
             from streamvol.augment import apply_gpu
 
             params = batch.pop("params")
-            done = apply_gpu(batch, params, offset=self.offset, scale=self.scale)
+            norm = self.normalize
+            done = apply_gpu(batch, params, offset=norm.offset, scale=norm.scale)
             batch.update(done)
         return batch
 

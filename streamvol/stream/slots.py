@@ -99,6 +99,16 @@ def buffer(n: int, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
     return torch.empty(0, dtype=dtype).set_(storage, 0, (n, *shape))
 
 
+def batch_buffer(n: int, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+    """An empty (n, *shape) tensor; inside a loader worker in shared memory (one of the
+    worker's reused segments when ``use`` was called), so it reaches the main process uncopied."""
+    from torch.utils.data import get_worker_info
+
+    if get_worker_info() is None:
+        return torch.empty((n, *shape), dtype=dtype)
+    return buffer(n, shape, dtype)
+
+
 def tag(tensor: torch.Tensor) -> tuple[int, int] | None:
     """(slot index, token) of a batch tensor that lies in one of this worker's slots."""
     if _WORKER is None:

@@ -274,11 +274,8 @@ class Trainer:
             return model(x)
 
     def _batches(self, batches: Any) -> Iterator[dict[str, Any]]:
-        stats = self.manifest.get("stats", {})
-        std = max(stats.get("std", 1.0), 1e-12)
-        return iter(
-            DevicePrefetcher(batches, self.device, offset=stats.get("mean", 0.0), scale=1 / std)
-        )
+        """Batches on the device, GPU-augmented there when they carry parameters."""
+        return iter(DevicePrefetcher(batches, self.device))
 
     def train_epoch(self, progress: Callable[[int, int], None] | None = None) -> dict[str, float]:
         """One pass over the training split (or the rest of it, when resumed mid-epoch);

@@ -59,10 +59,7 @@ def test_another_epoch_or_seed_draws_afresh(shards):
 def test_gpu_backend_through_the_prefetcher_matches_the_cpu_backend(shards):
     cpu = _by_key(open_shards(shards, augment=SMOOTH, seed=1), 0, epoch=0)
     ds = open_shards(shards, augment=SMOOTH, augment_device="gpu", seed=1)
-    stats = streamvol.shard.read_manifest(shards)["stats"]
-    batches = DevicePrefetcher(
-        streamvol.loader(ds, 3, 0), "cpu", offset=stats["mean"], scale=1 / stats["std"]
-    )
+    batches = DevicePrefetcher(streamvol.loader(ds, 3, 0), "cpu")  # the set's normalisation
     gpu = {k: b["image"][i] for b in batches for i, k in enumerate(b["__key__"])}
     assert gpu.keys() == cpu.keys()
     for k in cpu:
@@ -244,11 +241,10 @@ def test_prefetcher_on_a_cuda_side_stream_matches_the_cpu_backend(shards):
     """Batches copied and augmented on the prefetcher's side stream while the trainer's stream
     is busy (a sleep kernel queued before each batch is read) equal the CPU backend's, noise
     included, and the trainer's in-place use of one batch spoils no other."""
-    stats = streamvol.shard.read_manifest(shards)["stats"]
     cpu = _by_key(open_shards(shards, augment=SPEC, seed=1), 0, epoch=0)
     ds = open_shards(shards, augment=SPEC, augment_device="gpu", seed=1)
     loader = streamvol.loader(ds, 3, 2, pin_memory=True, persistent_workers=False)
-    prefetch = DevicePrefetcher(loader, "cuda", offset=stats["mean"], scale=1 / stats["std"])
+    prefetch = DevicePrefetcher(loader, "cuda")
     assert prefetch.cuda
     got = {}
     for b in prefetch:

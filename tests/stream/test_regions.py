@@ -303,7 +303,7 @@ def test_cut_equals_numpys_padding(shape, start, size, pad):
 def test_each_region_is_read_once_per_reader_per_epoch(regions, monkeypatch):
     """Over a URL a region is fetched once for all its crops (here: one reader, 4 regions),
     not once per crop."""
-    import streamvol.stream.dataset as dataset
+    import streamvol.stream.stages as dataset
 
     reads = collections.Counter()
     real = dataset.iter_samples

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import textwrap
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from torch.utils.data import get_worker_info
 import streamvol
 from streamvol.errors import LoaderTimeout
 from streamvol.shard import parse_config, shard
-from streamvol.stream import Prepare, open_shards
+from streamvol.stream import open_shards
 from streamvol.stream.epoch import emission, loader_rng, next_worker, round_robin
 
 from ..guard import hard_limit, run_guarded
@@ -94,19 +95,25 @@ def test_a_worker_runs_torch_on_one_thread():
 
 
 @dataclass(frozen=True)
-class StuckInWorker1(Prepare):
-    """Prepares samples, except in loader worker 1, where it never returns."""
+class StuckInWorker1:
+    """Prepares samples as ``inner`` does, except in loader worker 1, where it never returns."""
+
+    inner: Any
+
+    @property
+    def out_shape(self):
+        return self.inner.out_shape
 
     def __call__(self, sample, epoch, into=None):
         info = get_worker_info()
         if info is not None and info.id == 1:
             time.sleep(3600)
-        return super().__call__(sample, epoch, into)
+        return self.inner(sample, epoch, into)
 
 
 def test_a_stalled_worker_raises_naming_the_worker_and_its_stage(big):
     ds = open_shards(big["float32"], split="train")
-    ds.prepare = StuckInWorker1(**{f.name: getattr(ds.prepare, f.name) for f in fields(Prepare)})
+    ds.prepare = StuckInWorker1(ds.prepare)
     dl = streamvol.loader(ds, batch_size=1, num_workers=2, timeout=2, persistent_workers=False)
     with hard_limit(60), pytest.raises(LoaderTimeout) as caught:
         list(dl)
