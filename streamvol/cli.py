@@ -336,7 +336,7 @@ def shard(
 
 
 def _print_shard_result(result) -> None:
-    from streamvol.shard.inspect import summary_table
+    from streamvol.stream.inspect import summary_table
 
     out = _out()
     out.print(summary_table(result.manifest))
@@ -371,10 +371,10 @@ def inspect(
     storage_options: StorageOption = None,
 ) -> None:
     """Summarise a shard set, verify its checksums, and preview crops as a PNG montage."""
-    from streamvol.shard.inspect import describe, summary_table
-    from streamvol.shard.inspect import preview as make_preview
     from streamvol.shard.manifest import read_manifest
-    from streamvol.shard.manifest import verify as run_verify
+    from streamvol.stream.inspect import describe, summary_table
+    from streamvol.stream.inspect import preview as make_preview
+    from streamvol.stream.inspect import verify as run_verify
 
     out = _out()
     try:
@@ -393,7 +393,7 @@ def inspect(
         if preview:
             out.print(f"preview: {make_preview(shards, preview, n=n, storage=storage)}")
         if preview_augment:
-            from streamvol.shard.inspect import preview_augmented
+            from streamvol.stream.inspect import preview_augmented
 
             path = preview_augmented(shards, preview_augment, augment, storage=storage)
             out.print(f"augmentation preview: {path}")
@@ -751,9 +751,9 @@ def predict(
     streamvol_0_<type>.json, Angstrom) and picks.csv; segmentation runs write label and
     probability volumes as OME-Zarr. On shards, each sample's scores and class as CSV.
     """
-    from streamvol.predict import parse_tta, predict_volumes
-    from streamvol.predict._run import run_task
+    from streamvol.predict import parse_tta
     from streamvol.shard.plan import as_zyx
+    from streamvol.train import predict_volumes, run_task
     from streamvol.train.evaluate import predict_run
 
     try:
@@ -1018,7 +1018,7 @@ def demo(
 ) -> None:
     """Run the main job end to end on built-in synthetic data: synth, shard, train, evaluate."""
     from streamvol.demo import run_demo
-    from streamvol.shard.inspect import summary_table
+    from streamvol.stream.inspect import summary_table
 
     out_console = _out()
     if tomograms:

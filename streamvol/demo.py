@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streamvol import synth
-from streamvol.shard import ShardResult, parse_config, shard, verify
-from streamvol.shard.inspect import preview
+from streamvol.shard import ShardResult, parse_config, shard
+from streamvol.stream.inspect import preview, verify
 
 
 @dataclass(frozen=True)
@@ -171,8 +171,8 @@ def run_tomogram_demo(
     import shutil
     import time
 
-    from streamvol.predict import predict_volumes, score_picks, split_sources
-    from streamvol.train import TrainConfig, Trainer
+    from streamvol.predict import score_picks, split_sources
+    from streamvol.train import TrainConfig, Trainer, predict_volumes
 
     started = time.perf_counter()
     seconds: dict[str, float] = {}

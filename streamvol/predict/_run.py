@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from streamvol.core.files import write_json_atomic
 from streamvol.errors import NoVolumeFound, ShardError
 from streamvol.io import Volume, discover, open_volume
 from streamvol.predict._peaks import METHODS, find_peaks
 from streamvol.predict._window import Window, check_patch, count_windows, sliding_window
-from streamvol.shard.manifest import write_json_atomic
 
 THRESHOLDS = "thresholds.json"
 DEFAULT_THRESHOLD = 0.5
@@ -78,15 +78,6 @@ class Predictor:
     def from_trainer(cls, trainer: Any) -> Predictor:
         net = trainer.ema.model if getattr(trainer, "ema", None) else trainer.model
         return cls(net, trainer.task, trainer.manifest, device=trainer.device, amp=trainer.amp)
-
-    @classmethod
-    def from_run(cls, run: str | Path, *, device: str | None = None) -> Predictor:
-        from streamvol.train import TrainConfig, Trainer
-
-        config = TrainConfig.load(Path(run) / "config.json")
-        if device:
-            config = replace(config, device=device)
-        return cls.from_trainer(Trainer.for_evaluation(config, run))
 
     # --- what the model expects -------------------------------------------------------------
 
@@ -206,18 +197,6 @@ class Predictor:
         return out
 
 
-def run_task(run: str | Path, storage_options: dict[str, Any] | None = None) -> str:
-    """The task a run folder was trained for (resolving ``auto`` from its shard set, read with
-    fsspec ``storage_options`` when it is a URL)."""
-    from streamvol.train import TrainConfig
-    from streamvol.train.setup import manifest_of
-
-    config = TrainConfig.load(Path(run) / "config.json")
-    if config.task != "auto":
-        return config.task
-    return manifest_of(config.shards, storage_options)["task"]
-
-
 # --- the run's saved choices ----------------------------------------------------------------------
 
 
@@ -283,6 +262,7 @@ def split_sources(manifest: dict[str, Any], split: str) -> list[dict[str, Any]]:
 
 
 def predict_volumes(
+    predictor: Predictor,
     run: str | Path,
     sources: Sequence[str | Path] | None,
     out: str | Path,
@@ -297,14 +277,14 @@ def predict_volumes(
     min_size: int | None = None,
     threshold: float | None = None,
     voxel_size: float | None = None,
-    device: str | None = None,
     tomogram: str = "denoised",
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Predict every volume of ``sources`` (None: the tomograms of the run's ``split``) into
-    ``out``; see the module docstring. Settings not given come from the run's
-    ``thresholds.json`` (those its thresholds were chosen with), else the defaults. Returns the
-    summary also written to ``out/predict.json``.
+    ``out`` with ``predictor`` (the model of ``run``: ``streamvol.train.predict_volumes`` loads
+    it); see the module docstring. Settings not given come from the run's ``thresholds.json``
+    (those its thresholds were chosen with), else the defaults. Returns the summary also written
+    to ``out/predict.json``.
     """
     from streamvol.predict._write import (
         write_copick_config,
@@ -314,7 +294,6 @@ def predict_volumes(
     )
 
     started = time.perf_counter()
-    predictor = Predictor.from_run(run, device=device)
     choices = load_choices(run)
     saved_window, saved_peaks = settings_from(choices)
     window = predictor.window(

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from streamvol.core.files import write_json_atomic
 from streamvol.errors import BadLabels
 from streamvol.io import (
     COPICK_CONFIG,
@@ -31,7 +32,6 @@ from streamvol.io import (
     read_picks_table,
 )
 from streamvol.metrics.picking import CZII_PARTICLES, ParticleType, picking_score
-from streamvol.shard.manifest import write_json_atomic
 
 Picks = dict[str, dict[str, np.ndarray]]
 

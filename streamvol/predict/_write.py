@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from streamvol.core.files import write_json_atomic
 from streamvol.io import PICK_COLUMNS
-from streamvol.shard.manifest import write_json_atomic
 
 USER = "streamvol"
 SESSION = "0"

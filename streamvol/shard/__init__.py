@@ -1,6 +1,7 @@
-"""Sharder: plan crops, split them, and write WebDataset tars with dask (see DESIGN.md)."""
+"""Sharder: plan crops, split them, and write WebDataset tars with dask (see DESIGN.md).
+Checking a written set is a reader's job: ``streamvol.stream.inspect.verify``."""
 
-from streamvol.shard.manifest import read_manifest, verify
+from streamvol.core.manifest import read_manifest
 from streamvol.shard.sharder import ShardConfig, ShardResult, parse_config, shard
 
-__all__ = ["ShardConfig", "ShardResult", "parse_config", "read_manifest", "shard", "verify"]
+__all__ = ["ShardConfig", "ShardResult", "parse_config", "read_manifest", "shard"]

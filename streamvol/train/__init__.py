@@ -4,5 +4,16 @@ from streamvol.train.checkpoint import load_checkpoint, save_checkpoint
 from streamvol.train.config import TrainConfig
 from streamvol.train.evaluate import evaluate
 from streamvol.train.loop import RunError, Trainer
+from streamvol.train.runs import load_predictor, predict_volumes, run_task
 
-__all__ = ["RunError", "TrainConfig", "Trainer", "evaluate", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "RunError",
+    "TrainConfig",
+    "Trainer",
+    "evaluate",
+    "load_checkpoint",
+    "load_predictor",
+    "predict_volumes",
+    "run_task",
+    "save_checkpoint",
+]

@@ -27,13 +27,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from streamvol.core.files import write_json_atomic
 from streamvol.metrics.picking import (
     best_threshold,
     fbeta_from_counts,
     match_points,
     particle_weight,
 )
-from streamvol.shard.manifest import write_json_atomic
 from streamvol.train.targets import TargetSpec, make_targets
 
 VAL_GRID = tuple(round(0.05 * k, 2) for k in range(1, 20))  # crop-level metric: 0.05..0.95

@@ -262,7 +262,7 @@ def predict_run(
     if trainer.task.kind == "detection":
         raise ValueError(
             f"{run}: a detection run predicts whole tomograms, not crops; use "
-            "streamvol.predict.predict_volumes (streamvol predict RUN [SOURCE...])"
+            "streamvol.train.predict_volumes (streamvol predict RUN [SOURCE...])"
         )
     result = trainer.predict(split, tta=tta, progress=progress)
     names = trainer.task.class_names

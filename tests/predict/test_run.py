@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from streamvol.cli import app
 from streamvol.io import copick_picks, open_volume
-from streamvol.predict import picks_path, predict_volumes, score_picks, split_sources
+from streamvol.predict import picks_path, score_picks, split_sources
+from streamvol.train import predict_volumes
 from tests.conftest import one_thread
 
 

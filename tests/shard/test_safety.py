@@ -23,10 +23,11 @@ from streamvol.errors import (
     NotEnoughSpace,
     ShardError,
 )
-from streamvol.shard import parse_config, read_manifest, shard, verify
+from streamvol.shard import parse_config, read_manifest, shard
 from streamvol.shard.lock import LOCK
 from streamvol.shard.write import write_tar
 from streamvol.stream import open_shards
+from streamvol.stream.inspect import verify
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -22,9 +22,10 @@ from streamvol.errors import (
     PointsOutsideVolume,
     ShardError,
 )
-from streamvol.shard import parse_config, read_manifest, shard, verify
+from streamvol.shard import parse_config, read_manifest, shard
 from streamvol.shard.plan import crop_box
 from streamvol.stream.decode import iter_tar
+from streamvol.stream.inspect import verify
 
 SHAPE = (13, 17, 19)
 

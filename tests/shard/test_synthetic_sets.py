@@ -11,9 +11,10 @@ from typer.testing import CliRunner
 from streamvol import synth
 from streamvol.cli import app
 from streamvol.io import discover, load_points, open_volume
-from streamvol.shard import read_manifest, verify
+from streamvol.shard import read_manifest
 from streamvol.shard.plan import crop_box
 from streamvol.stream.decode import iter_tar
+from streamvol.stream.inspect import verify
 
 runner = CliRunner()
 

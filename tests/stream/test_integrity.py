@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from streamvol.errors import ShardError
-from streamvol.shard import parse_config, read_manifest, shard, verify
+from streamvol.shard import parse_config, read_manifest, shard
 from streamvol.stream import open_shards
 from streamvol.stream.decode import MappedFile, iter_samples, iter_tar
+from streamvol.stream.inspect import verify
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import streamvol
-from streamvol.shard import parse_config, read_manifest, shard, verify
+from streamvol.shard import parse_config, read_manifest, shard
+from streamvol.stream.inspect import verify
 
 s3fs = pytest.importorskip("s3fs")
 moto_server = pytest.importorskip("moto.server")

@@ -7,7 +7,7 @@ import pytest
 
 from streamvol import synth
 from streamvol.shard import parse_config, shard
-from streamvol.shard.inspect import preview
+from streamvol.stream.inspect import preview
 
 
 @pytest.fixture

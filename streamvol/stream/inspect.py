@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import posixpath
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,8 @@ from typing import Any
 import numpy as np
 from rich.table import Table
 
-from streamvol.shard.manifest import is_url, join, read_manifest
+from streamvol.core.manifest import is_url, join, read_manifest, shard_records
+from streamvol.errors import ShardError
 from streamvol.stream.decode import Expected, MappedFile, iter_samples
 
 
@@ -227,3 +230,49 @@ def preview_augmented(
     chosen = max(samples, key=interest)  # the first labelled crop with points, if any
     low, high = manifest["stats"]["p0_5"], manifest["stats"]["p99_5"]  # shown in [0, 1]
     return preview_augment(chosen, spec, png, offset=low, scale=1 / max(high - low, 1e-12))
+
+
+def verify(folder: str | Path, storage: dict[str, Any] | None = None) -> list[str]:
+    """Check every shard against the manifest: size, sha256, then each sample's key and its
+    members' checksums, and the sample count; report tars the manifest does not list.
+
+    ``folder`` may be an fsspec URL. Returns the problems found, one line each.
+    """
+    import fsspec
+
+    manifest = read_manifest(folder, storage)
+    fs, root = fsspec.core.url_to_fs(str(folder), **(storage or {}))
+    problems = []
+    records = shard_records(manifest)
+    listed = {posixpath.basename(p) for p in fs.glob(join(root, "*.tar"))}
+    for name in sorted(listed - set(records)):
+        problems.append(f"{join(folder, name)}: a tar the manifest does not list")
+    for name, rec in records.items():
+        problem = _verify_shard(fs, join(root, name), join(folder, name), rec)
+        if problem:
+            problems.append(problem)
+    return problems
+
+
+def _verify_shard(fs: Any, path: str, where: str, rec: dict[str, Any]) -> str | None:
+    from streamvol.stream.decode import Expected, MappedFile, iter_samples
+
+    if not fs.isfile(path):
+        return f"{where}: missing"
+    size = fs.size(path)
+    if size != rec["bytes"]:
+        return f"{where}: {size} bytes, manifest says {rec['bytes']}"
+    digest = hashlib.sha256()
+    with fs.open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**22), b""):
+            digest.update(block)
+    if digest.hexdigest() != rec["sha256"]:
+        return f"{where}: sha256 differs from the manifest (the file changed since it was written)"
+    local = fs.protocol in ("file", ("file", "local"))
+    try:  # every key in order, every member's checksum, and nothing after the last sample
+        with MappedFile(path) if local else fs.open(path, "rb") as f:
+            for _ in iter_samples(f, where, expect=Expected.of(rec), require=()):
+                pass
+    except ShardError as exc:
+        return str(exc)
+    return None

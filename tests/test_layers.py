@@ -1,0 +1,117 @@
+"""The layers stay layers: every import of every module (top level and inside functions) follows
+an allowed arrow, and the light packages stay light to import."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1] / "streamvol"
+
+# package -> the streamvol packages it may import ("streamvol" is the root: __version__)
+BASE = {"core", "errors"}
+ALLOWED: dict[str, set[str]] = {
+    "errors": set(),
+    "core": {"errors"},
+    "io": BASE,
+    "synth": BASE | {"io"},
+    "augment": BASE,
+    "models": BASE,
+    "metrics": BASE,
+    "shard": BASE | {"io", "augment", "streamvol"},
+    "stream": BASE | {"augment"},
+    "predict": BASE | {"io", "metrics"},
+    "train": BASE | {"io", "augment", "stream", "models", "metrics", "predict", "streamvol"},
+    "bench": BASE | {"augment", "stream", "train", "models", "metrics"},
+}
+TOP = {"cli", "demo", "progress", "__main__", "__init__"}  # the application: may import anything
+
+
+def _package(path: Path) -> str:
+    return path.relative_to(ROOT).with_suffix("").parts[0]
+
+
+def _targets(path: Path) -> set[str]:
+    """Every streamvol package a module imports, at any depth of its code (``streamvol`` for
+    the root's ``__version__``)."""
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module == "streamvol":  # from streamvol import models
+                names = [f"streamvol.{a.name}" for a in node.names]
+            else:
+                names = [node.module]
+        elif isinstance(node, ast.ImportFrom) and node.level:
+            names = ["streamvol." + _package(path)]  # relative: the same package
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "streamvol":
+                target = parts[1] if len(parts) > 1 else "streamvol"
+                found.add("streamvol" if target == "__version__" else target)
+    return found
+
+
+def _modules():
+    return sorted(p for p in ROOT.rglob("*.py"))
+
+
+def test_every_import_follows_an_allowed_arrow():
+    wrong = []
+    for path in _modules():
+        package = _package(path)
+        if package in TOP:
+            continue
+        assert package in ALLOWED, f"{path}: package {package!r} is missing from ALLOWED"
+        for target in _targets(path) - {package}:
+            if target == "streamvol" and "streamvol" in ALLOWED[package]:
+                continue
+            if target not in ALLOWED[package]:
+                wrong.append(f"{path.relative_to(ROOT.parent)}: {package} -> {target}")
+    assert not wrong, "imports against the layering:\n" + "\n".join(wrong)
+
+
+def test_the_table_has_no_cycle():
+    seen: dict[str, int] = {}
+
+    def visit(package: str, stack: tuple[str, ...]) -> None:
+        if package in stack:
+            pytest.fail(f"cycle: {' -> '.join((*stack, package))}")
+        if seen.get(package):
+            return
+        for target in ALLOWED.get(package, set()) - {"streamvol"}:
+            visit(target, (*stack, package))
+        seen[package] = 1
+
+    for package in ALLOWED:
+        visit(package, ())
+
+
+def test_the_finder_sees_every_kind_of_import(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import streamvol.io\nfrom streamvol import models, __version__\n"
+        "def f():\n    from streamvol.shard.plan import as_zyx\n"
+    )
+    assert _targets(probe) == {"io", "models", "streamvol", "shard"}
+
+
+@pytest.mark.parametrize(
+    ("package", "heavy"),
+    [
+        ("streamvol.augment", ("dask", "streamvol.shard", "streamvol.io", "streamvol.stream")),
+        ("streamvol.core.rng", ("torch", "dask")),
+        ("streamvol.errors", ("numpy",)),
+    ],
+)
+def test_light_packages_import_light(package, heavy):
+    code = f"import sys, {package}; print([m for m in {heavy!r} if m in sys.modules])"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
