@@ -446,11 +446,12 @@ def fed_rate(config: Any, workers: int, mode: str, device: torch.device, steps: 
     ``DevicePrefetcher``: what ``trainer_rate`` measures on a resident batch, with the data."""
     from streamvol.augment import load_spec
     from streamvol.bench.loader import _endless
+    from streamvol.core.manifest import read_manifest
     from streamvol.stream import DevicePrefetcher, loader, open_shards
     from streamvol.train.config import TrainConfig
-    from streamvol.train.setup import build_model, manifest_of, resolve_task
+    from streamvol.train.setup import build_model, resolve_task
 
-    manifest = manifest_of(config.shards)
+    manifest = read_manifest(config.shards)
     train_config = TrainConfig(shards=config.shards, model=config.model)
     task = resolve_task(train_config, manifest)
     model = build_model(train_config, task).to(device)

@@ -73,3 +73,15 @@ class LargeCropWarning(UserWarning):
 
 class LoaderTimeout(StreamvolError, TimeoutError):
     """Loader workers that sent no batch for longer than the loader's timeout."""
+
+
+class RunError(StreamvolError, ValueError):
+    """A run folder that cannot be started or resumed as asked."""
+
+
+class CheckpointError(StreamvolError, ValueError):
+    """A checkpoint that is missing, truncated or not a streamvol checkpoint."""
+
+
+class SplitWarning(UserWarning):
+    """A split had to fall back to something weaker than grouping by source."""

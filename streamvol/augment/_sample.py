@@ -20,11 +20,14 @@ import itertools
 import math
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from streamvol.augment._params import AugmentParams
-from streamvol.augment._spec import Augment
+
+if TYPE_CHECKING:
+    from streamvol.augment._spec import Augment
 
 __all__ = ["cube_rotations", "rotation_about", "sample_params"]
 

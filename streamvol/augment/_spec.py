@@ -73,7 +73,7 @@ def _range(where: str, value: object, lo: float | None = None) -> tuple[float, f
     return a, b
 
 
-def _triple(where: str, value: object, lo: float | None = None, hi: float | None = None):
+def _per_axis(where: str, value: object, lo: float | None = None, hi: float | None = None):
     if isinstance(value, int | float) and not isinstance(value, bool):
         value = (value, value, value)
     if isinstance(value, str) or not isinstance(value, Sequence) or len(value) != 3:
@@ -115,7 +115,7 @@ class Flip:
     p: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     def __post_init__(self) -> None:
-        _set(self, "p", _triple("flip.p", self.p, 0.0, 1.0))
+        _set(self, "p", _per_axis("flip.p", self.p, 0.0, 1.0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +127,7 @@ class Shift:
     p: float = 1.0
 
     def __post_init__(self) -> None:
-        _set(self, "max", _triple("shift.max", self.max, 0.0))
+        _set(self, "max", _per_axis("shift.max", self.max, 0.0))
         _set(self, "p", _p("shift.p", self.p))
 
 

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from streamvol.augment import load_spec
+from streamvol.core.manifest import read_manifest
 from streamvol.stream import DevicePrefetcher, loader, open_shards
-from streamvol.train.setup import manifest_of
 
 MODES = ("none", "cpu", "gpu")
 STAGES = ("read", "augment", "collate", "h2d")
@@ -190,7 +190,7 @@ def measure(
     """Time ``config.batches`` batches (after warm-up) ``config.repeats`` times; ``tick()``
     after every batch, warm-up included. Mode ``gpu`` augments on ``device``, whatever it is
     (the CPU device without CUDA: ``augment_device`` says so)."""
-    manifest = manifest_of(config.shards, config.storage_options)
+    manifest = read_manifest(config.shards, config.storage_options)
     augment = load_spec(config.augment) if mode != "none" else None
     if augment is not None:
         need = augment.margin_shortfall(manifest["crop"], manifest["margin"])
@@ -259,7 +259,7 @@ def trainer_rate(
     from streamvol.train.config import TrainConfig
     from streamvol.train.setup import build_model, resolve_task
 
-    manifest = manifest_of(config.shards, config.storage_options)
+    manifest = read_manifest(config.shards, config.storage_options)
     train_config = TrainConfig(
         shards=config.shards, model=config.model or "auto", storage_options=config.storage_options
     )

@@ -12,7 +12,7 @@ import numpy as np
 Zyx = tuple[int, int, int]
 
 
-def _triple(value: object, what: str, minimum: int | None) -> Zyx:
+def parse_zyx(value: object, what: str, minimum: int | None) -> Zyx:
     """Read an int, 3 ints, or text "64" / "32,64,64" as (z, y, x) ints of at least ``minimum``."""
     expected = f"expected {what} as an int, 3 ints, or text like '64' or '32,64,64'"
     if minimum is not None:
@@ -45,7 +45,7 @@ def _triple(value: object, what: str, minimum: int | None) -> Zyx:
 
 def as_zyx(value: int | str | Sequence[int]) -> Zyx:
     """Normalise a crop size to (z, y, x) ints > 0: ``64``, ``(32, 64, 64)``, ``"32,64,64"``."""
-    return _triple(value, "a crop size", minimum=1)
+    return parse_zyx(value, "a crop size", minimum=1)
 
 
 def crop_box(
@@ -59,7 +59,7 @@ def crop_box(
     if len(centre) != 3:
         raise ValueError(f"expected a (z, y, x) centre, got {centre!r}")
     size = as_zyx(crop)
-    extra = _triple(margin, "a margin", minimum=0)
+    extra = parse_zyx(margin, "a margin", minimum=0)
     box = []
     for c, s, m in zip(centre, size, extra, strict=True):
         start = int(c) - s // 2 - m
@@ -76,7 +76,7 @@ def rotation_margin(crop: int | str | Sequence[int], max_shift: int | Sequence[i
     short axes, since its long diagonal can turn onto them.
     """
     size = as_zyx(crop)
-    shift = _triple(max_shift, "a maximum shift", minimum=0)
+    shift = parse_zyx(max_shift, "a maximum shift", minimum=0)
     radius = math.sqrt(sum(s * s for s in size)) / 2
     return tuple(  # type: ignore[return-value]
         math.ceil(radius - s / 2) + t for s, t in zip(size, shift, strict=True)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from streamvol.core.geometry import Zyx, _triple, as_zyx, crop_box, rotation_margin
+from streamvol.core.geometry import Zyx, as_zyx, crop_box, parse_zyx, rotation_margin
 from streamvol.errors import BadLabels, CropTooLarge, PointsOutsideVolume
 
 __all__ = [
@@ -98,7 +98,7 @@ class PlanSource:
 
     def __post_init__(self) -> None:
         _check_source_id(self.id)
-        object.__setattr__(self, "shape", _triple(self.shape, "a shape", minimum=1))
+        object.__setattr__(self, "shape", parse_zyx(self.shape, "a shape", minimum=1))
         if isinstance(self.label, bool) or not isinstance(self.label, int | np.integer):
             raise BadLabels(f"source {self.id!r}: expected an int class id, got {self.label!r}")
         if self.label < -1:
@@ -173,7 +173,7 @@ def plan_grid(
     centred on the volume.
     """
     size = as_zyx(crop)
-    step = size if stride is None else _triple(stride, "a stride", minimum=1)
+    step = size if stride is None else parse_zyx(stride, "a stride", minimum=1)
     names = tuple(class_names)
     checked = _check_sources(sources)
     crops: list[Crop] = []

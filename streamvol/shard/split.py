@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streamvol.errors import SplitWarning
 from streamvol.shard.plan import Crop
 
 __all__ = [
@@ -29,10 +30,6 @@ __all__ = [
 
 SPLIT_NAMES = ("train", "val", "test")
 _SLABS_PER_PART = 4
-
-
-class SplitWarning(UserWarning):
-    """A split had to fall back to something weaker than grouping by source."""
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,7 @@ from typing import Any
 import torch
 
 from streamvol.core.files import atomic_file
-from streamvol.errors import StreamvolError
-
-
-class CheckpointError(StreamvolError, ValueError):
-    """A checkpoint that is missing, truncated or not a streamvol checkpoint."""
+from streamvol.errors import CheckpointError
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:

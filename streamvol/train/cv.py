@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from streamvol.core.files import write_json_atomic
+from streamvol.errors import RunError
 from streamvol.train.config import TrainConfig
-from streamvol.train.loop import RunError, Trainer
+from streamvol.train.loop import Trainer
 
 
 def fold_count(manifest: dict[str, Any]) -> int:
@@ -38,11 +39,11 @@ def cross_validate(
     """Train and validate one model per fold into ``run_dir/fold<k>``; summarise over folds.
     ``fit(trainer, fold, folds)`` trains a fold (default ``trainer.fit()``: a caller's own
     shows progress), ``on_fold(fold, report)`` follows each."""
+    from streamvol.core.manifest import read_manifest
     from streamvol.metrics import plot_cv_roc, summarise_folds
-    from streamvol.train.setup import manifest_of
 
     run_dir = Path(run_dir)
-    available = fold_count(manifest_of(config.shards, config.storage_options))
+    available = fold_count(read_manifest(config.shards, config.storage_options))
     k = folds or available
     if not 2 <= k <= available:
         raise RunError(f"--folds {k}: the shard set has {available} folds")

@@ -19,16 +19,13 @@ import numpy as np
 import torch
 
 from streamvol.core.files import write_json_atomic
-from streamvol.errors import StreamvolError
+from streamvol.core.manifest import read_manifest
+from streamvol.errors import RunError
 from streamvol.stream import DevicePrefetcher, loader
 from streamvol.train import distributed, setup
 from streamvol.train.checkpoint import load_checkpoint, save_checkpoint
 from streamvol.train.config import TrainConfig
 from streamvol.train.ema import EMA
-
-
-class RunError(StreamvolError, ValueError):
-    """A run folder that cannot be started or resumed as asked."""
 
 
 @dataclass
@@ -124,7 +121,7 @@ class Trainer:
         """What training and evaluation share: manifest, task, device, model, loss."""
         self.config = config
         self.run_dir = Path(run_dir)
-        self.manifest = setup.manifest_of(config.shards, config.storage_options)
+        self.manifest = read_manifest(config.shards, config.storage_options)
         self.task = setup.resolve_task(config, self.manifest)
         self.device = setup.resolve_device(config)
         self.ranks = distributed.init(self.device.type)

@@ -8,10 +8,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from streamvol.core.manifest import read_manifest
 from streamvol.predict import Predictor
 from streamvol.predict import predict_volumes as _predict_volumes
 from streamvol.train.config import TrainConfig
-from streamvol.train.setup import manifest_of
 
 
 def run_task(run: str | Path, storage_options: dict[str, Any] | None = None) -> str:
@@ -20,7 +20,7 @@ def run_task(run: str | Path, storage_options: dict[str, Any] | None = None) -> 
     config = TrainConfig.load(Path(run) / "config.json")
     if config.task != "auto":
         return config.task
-    return manifest_of(config.shards, storage_options)["task"]
+    return read_manifest(config.shards, storage_options)["task"]
 
 
 def load_predictor(run: str | Path, *, device: str | None = None) -> Predictor:

@@ -9,7 +9,6 @@ from typing import Any
 
 import torch
 
-from streamvol.core.manifest import read_manifest
 from streamvol.stream import StreamDataset, open_shards
 from streamvol.train.config import TrainConfig
 from streamvol.train.losses import class_weights_from_counts, make_detection_loss, make_loss
@@ -38,11 +37,6 @@ class Task:
     @property
     def binary(self) -> bool:
         return self.kind == "classification" and self.num_classes == 2
-
-
-def manifest_of(shards: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The manifest of a local or remote shard folder (``storage_options`` go to fsspec)."""
-    return read_manifest(shards, storage_options)
 
 
 def resolve_task(config: TrainConfig, manifest: dict[str, Any]) -> Task:
