@@ -5,8 +5,9 @@ synth -> shard -> verify -> preview for a light-microscopy set (nuclei) and a cr
 9 x 11 x 11 crops, fresh augmentation every epoch), on 2 CPU cores in a few minutes.
 
 ``demo --tomograms`` (``run_tomogram_demo``): particle picking end to end. synth a copick
-project -> shard crops on the picks -> train a 3D U-Net on sphere targets drawn from the
-augmented picks -> choose a threshold per type on whole validation tomograms -> predict the
+project -> shard each tomogram once as a region (crops drawn afresh every epoch: one on every
+pick, moved by up to 2 voxels, and as many away from the picks) -> train a 3D U-Net on sphere
+targets drawn from the augmented picks -> choose a threshold per type on whole validation tomograms -> predict the
 held-out tomograms whole (copick picks, picks.csv) -> score with the CZII F-beta(4), beside
 random picks at the true count per type.
 """
@@ -34,11 +35,7 @@ class DemoStep:
 
 STEPS = (
     DemoStep("nuclei", "sample", {"crop": "24,48,48", "split": "0.6,0.2,0.2", "shard_size": 8}),
-    DemoStep(
-        "tomograms",
-        "points",
-        {"crop": "24", "negatives": 1.0, "split": "0.5,0.5,0", "shard_size": 32},
-    ),
+    DemoStep("tomograms", "regions", {"crop": "24", "negatives": 1.0, "split": "0.5,0.5,0"}),
     DemoStep(
         "spots",
         "points",
@@ -188,7 +185,7 @@ def run_tomogram_demo(
     log(f"synth {PICK_RUNS} tomograms -> {data}")
     synth.make("tomograms", data, n=PICK_RUNS, seed=seed, overwrite=True)
     t = lap("synth", t)
-    log(f"shard crops on the picks (level 1, 20 A) -> {shards}")
+    log(f"shard each tomogram once, crops drawn every epoch (level 1, 20 A) -> {shards}")
     config = parse_config([data], seed=seed, **PICK_SHARDS)
     result = shard(config, shards, workers=workers, overwrite=True, command="streamvol demo")
     t = lap("shard", t)
