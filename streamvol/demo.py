@@ -7,9 +7,9 @@ synth -> shard -> verify -> preview for a light-microscopy set (nuclei) and a cr
 ``demo --tomograms`` (``run_tomogram_demo``): particle picking end to end. synth a copick
 project -> shard each tomogram once as a region (crops drawn afresh every epoch: one on every
 pick, moved by up to 2 voxels, and as many away from the picks) -> train a 3D U-Net on sphere
-targets drawn from the augmented picks -> choose a threshold per type on whole validation tomograms -> predict the
-held-out tomograms whole (copick picks, picks.csv) -> score with the CZII F-beta(4), beside
-random picks at the true count per type.
+targets drawn from the augmented picks -> choose a threshold per type on whole validation
+tomograms -> predict the held-out tomograms whole (copick picks, picks.csv) -> score with the
+CZII F-beta(4), beside random picks at the true count per type.
 """
 
 from __future__ import annotations
