@@ -15,7 +15,7 @@ import pytest
 
 from streamvol.augment import affine_transform
 from streamvol.augment._kernels import chain, resample
-from streamvol.augment._kernels._cache import sources_sha256
+from streamvol.augment._kernels._cache import sources_sha256, update_records
 from streamvol.augment._kernels.params import intensity, sampling
 
 from ..guard import run_guarded
@@ -40,9 +40,8 @@ def test_recorded_hashes_are_current_and_caching_is_on(name):
     module = RECORDING[name]
     current = sources_sha256(KERNELS, module.INLINED)
     assert current == module.INLINED_SHA256, (
-        f"a file {name}.py inlines from changed: set INLINED_SHA256 in "
-        f"streamvol/augment/_kernels/{name}.py to {current!r} (until then its kernels compile "
-        "afresh in every process)"
+        f"a file that {name}.py inlines from changed (until its record says so, its kernels "
+        "compile afresh in every process): run python -m streamvol.augment._kernels._cache"
     )
     assert module.CACHED
 
@@ -57,6 +56,21 @@ def test_every_file_a_kernel_compiles_in_is_recorded():
         module = RECORDING.get(path.stem)
         recorded = set(module.INLINED) if module else set()
         assert imported <= recorded, f"{path.name} imports {sorted(imported - recorded)} unrecorded"
+
+
+def test_updating_the_records_follows_what_each_module_inlines(tmp_path):
+    """An edit of noise.py changes the records of chain.py and resample.py, which hashes
+    chain.py's record too; one update brings both up to date."""
+    folder = tmp_path / "_kernels"
+    shutil.copytree(KERNELS, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    assert update_records(folder) == []
+    noise = folder / "noise.py"
+    noise.write_text(noise.read_text() + "\n# an edit\n")
+    assert update_records(folder) == ["chain.py", "resample.py"]
+    for name, module in RECORDING.items():
+        text = (folder / f"{name}.py").read_text()
+        assert f'INLINED_SHA256 = "{sources_sha256(folder, module.INLINED)}"' in text
+    assert update_records(folder) == []
 
 
 def test_parameters_of_any_python_number_type_compile_one_kernel():
