@@ -14,5 +14,6 @@ module per job; callers import from the modules:
 numba's on-disk cache (``cache=True``) watches only a kernel's own file, so a kernel that
 inlines code from another file could serve a stale compiled version after that file changed.
 The kernels that do (``chain``, ``resample``) record the sha256 of the files they inline
-from and cache only while those still match (``_cache``); a test keeps the records current.
+from and cache only while those still match (``_cache``); after editing one of those files, run
+``python -m streamvol.augment._kernels._cache`` (a test fails until the records are current).
 """
