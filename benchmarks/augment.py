@@ -233,19 +233,15 @@ def report(best: dict[tuple[int, int, str], float], args: argparse.Namespace) ->
         "",
         f"## Augmentation: rotate + flip + noise, crops/s ({time.strftime('%Y-%m-%d')})",
         "",
+        'What runs: "The augmentation benchmark" at the top of this file.',
+        "",
         f"Machine: {platform.machine()}, {cpu_model()}, {os.cpu_count()} cores, no GPU; "
         f"Python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}, "
         f"torch {torch.__version__}, MONAI {monai.__version__}, TorchIO {torchio.__version__}, "
-        f"kornia {kornia.__version__}, scipy {scipy.__version__}. `python benchmarks/augment.py "
-        f"--seconds {args.seconds:g} --rounds {args.rounds} --crops {args.crops}`: best of "
-        f"{args.rounds} interleaved rounds, each library cycling over {args.crops} input(s) per "
-        "size. One crop per call, float32 unless noted; streamvol and scipy resample the stored "
-        "block (crop + free-rotation margin: 112^3 for 64^3, 168^3 for 96^3) to the output, the "
-        "others rotate the crop. Threads: numba threads for streamvol (`apply_cpu(threads=)`), "
-        "torch threads for MONAI / kornia, SimpleITK threads for TorchIO; scipy is single-threaded "
-        "(its 2-thread row repeats the measurement). 1-minute load average "
-        f"{args.load_before:.1f} before and {args.load_after:.1f} after the run (the run itself "
-        "adds 1 to 2; anything above that is other jobs sharing the machine).",
+        f"kornia {kornia.__version__}, scipy {scipy.__version__}. Command: `python "
+        f"benchmarks/augment.py --seconds {args.seconds:g} --rounds {args.rounds} --crops "
+        f"{args.crops}` (best of {args.rounds} interleaved rounds). 1-minute load average "
+        f"{args.load_before:.1f} before, {args.load_after:.1f} after.",
         "",
         "| output | threads | library | crops/s | Mvoxel/s | streamvol is x faster |",
         "| --- | ---: | --- | ---: | ---: | ---: |",

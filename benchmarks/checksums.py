@@ -124,7 +124,8 @@ def main() -> None:
     import sys
 
     sys.path.insert(0, str(HERE))
-    from loaders import augment_spec, prepare, single_thread  # the loaders benchmark's data
+    from _loaders.data import prepare  # the loaders benchmark's data
+    from _loaders.workload import augment_spec, single_thread
 
     single_thread()
     with tempfile.TemporaryDirectory(prefix="streamvol-checksums-") as tmp:
@@ -197,7 +198,8 @@ def main() -> None:
 def throughput(data: Any, repeats: int) -> list[str]:
     """samples/s of ``streamvol.loader`` as ``benchmarks/loaders.py`` measures it (its ``Case``
     and interleaved rounds), with and without member checksums."""
-    from loaders import BATCH, Case, augment_spec, measure
+    from _loaders.cases import Case, measure
+    from _loaders.workload import BATCH, augment_spec
 
     import streamvol
 

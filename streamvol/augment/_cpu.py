@@ -30,8 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from streamvol.augment import _kernels as K
-from streamvol.augment._kernels import noise_key
+from streamvol.augment._kernels.blur import blur
+from streamvol.augment._kernels.chain import copy_rows
+from streamvol.augment._kernels.noise import add_noise, noise_key
+from streamvol.augment._kernels.params import Intensity, intensity, sampling
+from streamvol.augment._kernels.resample import resample, touch
 from streamvol.augment._params import AugmentParams
 from streamvol.augment._points import transform_points
 from streamvol.errors import ShapeMismatch
@@ -51,6 +54,7 @@ _NO_MASK = _ro(np.zeros((1, 1, 1), np.uint8))
 _NO_MASK_OUT = np.zeros((1, 1, 1), np.int64)
 _NO_GRID = _ro(np.zeros((3, 2, 2, 2)))
 _NATIVE = (np.uint8, np.uint16, np.float32)
+_PLAIN = intensity()  # the chain that changes nothing (affine_transform)
 
 
 @lru_cache(maxsize=1)
@@ -127,11 +131,33 @@ def blur_weights(sigma: float) -> np.ndarray:
     return w / w.sum()
 
 
-def _flags(**on: bool) -> np.ndarray:
-    flags = np.zeros(K.N_FLAGS, np.int64)
-    for name, value in on.items():
-        flags[getattr(K, name.upper())] = int(value)
-    return flags
+def _chain(
+    image: np.ndarray, params: AugmentParams, offset: float, scale: float, *, noise: bool
+) -> Intensity:
+    """The kernels' intensity parameters for ``params`` on the stored block ``image``: the
+    block's normalised min, range and mean only when gamma or contrast needs them (one numpy
+    reduction each), gamma skipped on a flat block."""
+    lo, span, mean = 0.0, 1.0, 0.0
+    do_gamma = params.gamma != 1.0
+    if do_gamma or params.contrast != 1.0:
+        a = (float(image.min()) - offset) * scale
+        b = (float(image.max()) - offset) * scale
+        lo, span = min(a, b), abs(b - a)
+        mean = (float(image.mean(dtype=np.float64)) - offset) * scale
+        do_gamma = do_gamma and span > 0
+    return intensity(
+        offset=offset,
+        scale=scale,
+        lo=lo,
+        span=span,
+        gamma=params.gamma,
+        mean=mean,
+        contrast=params.contrast,
+        brightness=params.brightness,
+        noise_std=params.noise_std,
+        do_gamma=do_gamma,
+        do_noise=noise,
+    )
 
 
 def affine_transform(
@@ -162,13 +188,9 @@ def affine_transform(
         raise ValueError(f"expected a 3D output_shape of sizes >= 1, got {output_shape}")
     src, lut = _source(vol)
     out = np.empty(shape, np.float32)
-    fp = np.zeros(K.N_FLOATS)
-    fp[[K.SCALE, K.SPAN, K.GAMMA, K.CONTRAST]] = 1.0
-    fp[K.CVAL] = cval
-    flags = _flags(order=order)
-    K.resample(
-        src, lut, _NO_MASK, out, _NO_MASK_OUT, _matrix(matrix), _NO_GRID, fp, flags, 0, threads
-    )
+    how = sampling(order=order, cval=cval)
+    m = _matrix(matrix)
+    resample(src, lut, _NO_MASK, out, _NO_MASK_OUT, m, _NO_GRID, how, _PLAIN, 0, threads)
     return out
 
 
@@ -213,26 +235,10 @@ def apply_cpu(
         mask = np.asarray(mask)
         if mask.shape != image.shape:
             raise ShapeMismatch(f"mask of shape {mask.shape} differs from image {image.shape}")
-    fp = np.zeros(K.N_FLOATS)
-    fp[K.OFFSET], fp[K.SCALE] = offset, scale
-    fp[K.SPAN], fp[K.GAMMA], fp[K.CONTRAST] = 1.0, params.gamma, params.contrast
-    fp[K.BRIGHTNESS], fp[K.NOISE_STD] = params.brightness, params.noise_std
-    do_gamma = params.gamma != 1.0
-    if do_gamma or params.contrast != 1.0:
-        a = (float(image.min()) - offset) * scale
-        b = (float(image.max()) - offset) * scale
-        fp[K.LO], fp[K.SPAN] = min(a, b), abs(b - a)
-        fp[K.MEAN] = (float(image.mean(dtype=np.float64)) - offset) * scale
-        do_gamma = do_gamma and fp[K.SPAN] > 0
     blurred = params.blur_sigma > 0 and blur_weights(params.blur_sigma).size > 1
     noisy = params.noise_std > 0
-    flags = _flags(
-        order=1,
-        has_mask=mask is not None,
-        has_elastic=params.elastic is not None,
-        do_gamma=do_gamma,
-        do_noise=noisy and not blurred,
-    )
+    chain = _chain(image, params, offset, scale, noise=noisy and not blurred)
+    how = sampling(has_mask=mask is not None, has_elastic=params.elastic is not None)
     shape = (1, *params.out_shape)
     if out is None:
         out = np.empty(shape, np.float32)
@@ -244,7 +250,7 @@ def apply_cpu(
     key = noise_key(params.noise_seed) if noisy else 0
     view = exact_view(image, params.matrix, params.out_shape) if params.elastic is None else None
     if view is not None:  # flips and 90-degree turns: the stored voxels themselves, no resampling
-        K.copy_rows(*_source(view, contiguous=False), out[0], fp, flags, np.uint64(key))
+        copy_rows(*_source(view, contiguous=False), out[0], chain, np.uint64(key))
         if mask is not None:
             mask = exact_view(mask, params.matrix, params.out_shape).astype(np.int64)
     else:
@@ -253,16 +259,16 @@ def apply_cpu(
         mout = np.empty(params.out_shape, np.int64) if mask is not None else _NO_MASK_OUT
         grid = _ro(params.elastic) if params.elastic is not None else _NO_GRID
         if prefetch:
-            K.touch(src)
+            touch(src)
             if mask is not None:
-                K.touch(msrc)
+                touch(msrc)
         m = _matrix(params.matrix)
-        K.resample(src, lut, msrc, out[0], mout, m, grid, fp, flags, key, threads, np.float32)
+        resample(src, lut, msrc, out[0], mout, m, grid, how, chain, key, threads, np.float32)
         mask = mout if mask is not None else None
     if blurred:
-        K.blur(out[0], blur_weights(params.blur_sigma))
+        blur(out[0], blur_weights(params.blur_sigma))
         if noisy:
-            K.add_noise(out[0], np.uint64(key), params.noise_std)
+            add_noise(out[0], np.uint64(key), params.noise_std)
     result = dict(sample)
     result["image"] = out
     if mask is not None:

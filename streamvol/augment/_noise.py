@@ -21,9 +21,9 @@ torch twin is exact on every device. (A 64-bit ziggurat, the first design, cost 
 has no 64-bit multiply, and its rejection path needed ``exp``/``log`` that no two backends round
 alike.)
 
-The numba side (``_kernels.noise_words`` and the table, in the kernels' module so numba's cache,
-which only watches a function's own file, recompiles the kernels when it changes) is what the
-CPU kernels use per row; ``normal_field_torch`` evaluates the same words with int64 torch ops,
+The numba side (``_kernels.noise``: ``noise_words`` and the table; the kernels that inline it
+keep numba's cache current as the ``_kernels`` package docstring says) is what the CPU kernels
+use per row; ``normal_field_torch`` evaluates the same words with int64 torch ops,
 or on CUDA with one fused elementwise kernel in uint32 (torch's jiterator).
 """
 
@@ -35,7 +35,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from streamvol.augment._kernels import (
+from streamvol.augment._kernels.noise import (
     GOLDEN32,
     LOWBIAS,
     MASK32,

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from streamvol.augment import AugmentParams, apply_cpu, normal_field, normal_field_torch
-from streamvol.augment._kernels import GOLDEN32, LOWBIAS, MASK32, NOISE_TABLE, noise_key
+from streamvol.augment._kernels.noise import GOLDEN32, LOWBIAS, MASK32, NOISE_TABLE, noise_key
 
 
 def _lowbias32(x: int) -> int:

@@ -215,12 +215,12 @@ def test_rerun_rewrites_only_damaged_shards(tmp_path):
 
 
 def test_interrupted_run_resumes_from_shard_records(tmp_path, monkeypatch):
-    import streamvol.shard.sharder as sharder
+    import streamvol.shard.run as run  # where each dask task calls write_shard
 
     src = _many_sources(tmp_path)
     config = parse_config([src], crop=8, context=0, split="1", shard_size=3)
     out = tmp_path / "out"
-    real = sharder.write_shard
+    real = run.write_shard
     calls = []
 
     def dies_on_fifth(path, *args, **kwargs):
@@ -229,11 +229,11 @@ def test_interrupted_run_resumes_from_shard_records(tmp_path, monkeypatch):
             raise KeyboardInterrupt("power cut")
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(sharder, "write_shard", dies_on_fifth)
+    monkeypatch.setattr(run, "write_shard", dies_on_fifth)
     with pytest.raises(KeyboardInterrupt):
         shard(config, out, workers=1)
     assert not (out / "manifest.json").exists()
-    monkeypatch.setattr(sharder, "write_shard", real)
+    monkeypatch.setattr(run, "write_shard", real)
     second = shard(config, out, workers=1)
     assert sorted(second.skipped) == sorted(calls[:4])  # finished before the cut: kept
     assert calls[4] in second.written

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from streamvol.cli import app
 from streamvol.shard import parse_config, read_manifest, shard
-from streamvol.shard.sharder import parse_voxel_size
+from streamvol.shard.config import parse_voxel_size
 
 runner = CliRunner()
 

@@ -1,0 +1,164 @@
+"""What decides a shard set: ``ShardConfig`` (checked as it is made, hashed to recognise the set
+on a rerun), and ``parse_config`` with the parsers of CLI-style values behind it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamvol.shard.plan import as_zyx
+from streamvol.shard.split import parse_fractions
+
+__all__ = ["ShardConfig", "parse_config", "parse_size", "parse_voxel_size"]
+
+PLANS = ("grid", "points", "sample", "regions")
+PADS = ("reflect", "zero", "none")
+DTYPES = ("keep", "float16", "uint8")
+TASKS = ("auto", "classification", "segmentation", "detection")
+
+
+@dataclass(frozen=True)
+class ShardConfig:
+    """Everything that decides the bytes of a shard set (and so its identity on rerun)."""
+
+    sources: tuple[str, ...]
+    plan: str = "grid"
+    crop: tuple[int, int, int] = (64, 64, 64)
+    context: str | int = "auto"
+    augment: str = "default"
+    max_shift: int = 0
+    stride: tuple[int, int, int] | None = None
+    negatives: float = 0.0
+    pad: str = "reflect"
+    dtype: str = "keep"
+    split: tuple[float, ...] = (0.8, 0.1, 0.1)
+    folds: int | None = None
+    seed: int = 0
+    shard_size: int = 256
+    classes: str | None = None
+    level: int = 0
+    task: str = "auto"
+    region_max: int = 1 << 30
+    per_point: bool = True
+    crops_per_region: int = 0
+    voxel_size: tuple[float, float, float] | None = None  # Angstrom; replaces the files' own
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (
+            ("plan", self.plan, PLANS),
+            ("pad", self.pad, PADS),
+            ("dtype", self.dtype, DTYPES),
+            ("task", self.task, TASKS),
+        ):
+            if value not in allowed:
+                raise ValueError(f"--{name} {value!r}: expected one of {', '.join(allowed)}")
+        if self.shard_size < 1:
+            raise ValueError(f"--shard-size {self.shard_size}: expected a positive count")
+        if self.folds is not None and self.folds < 2:
+            raise ValueError(f"--folds {self.folds}: expected at least 2 folds")
+        if self.negatives < 0:
+            raise ValueError(
+                f"--negatives {self.negatives}: expected a ratio >= 0 (background crops per point)"
+            )
+        if self.region_max < 1:
+            raise ValueError(f"--region-max {self.region_max}: expected bytes >= 1")
+        if self.crops_per_region < 0:
+            raise ValueError(f"--crops-per-region {self.crops_per_region}: expected a count >= 0")
+        if not (self.context == "auto" or (isinstance(self.context, int) and self.context >= 0)):
+            raise ValueError(f"--context {self.context!r}: expected 'auto' or a number >= 0")
+        if self.voxel_size is not None and (
+            len(self.voxel_size) != 3 or not all(v > 0 for v in self.voxel_size)
+        ):
+            raise ValueError(
+                f"--voxel-size {self.voxel_size}: expected 3 positive sizes (z, y, x, Angstrom)"
+            )
+
+    @property
+    def margin(self) -> tuple[int, int, int]:
+        """``auto``: what the augmentation the shards are meant for needs (free rotation for the
+        ``default`` preset: ceil(c (sqrt(3) - 1) / 2) a side), plus ``max_shift``; else N."""
+        if self.context != "auto":
+            return (int(self.context),) * 3
+        from streamvol.augment import load_spec
+
+        spec = load_spec(self.augment)
+        need = spec.margin(self.crop) if spec is not None else (0, 0, 0)
+        return tuple(m + self.max_shift for m in need)  # type: ignore[return-value]
+
+    def digest(self) -> str:
+        fields = asdict(self)
+        if fields["voxel_size"] is None:  # as sets made before the option existed
+            del fields["voxel_size"]
+        payload = json.dumps(fields, sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def parse_config(
+    sources: Sequence[str | Path],
+    *,
+    crop: str | int | Sequence[int] = 64,
+    context: str | int = "auto",
+    stride: str | int | Sequence[int] | None = None,
+    split: str | Sequence[float] = "0.8,0.1,0.1",
+    **options: Any,
+) -> ShardConfig:
+    """Build a ``ShardConfig`` from CLI-style values (strings like ``"32,64,64"`` allowed)."""
+    if isinstance(context, str) and context != "auto":
+        try:
+            context = int(context)
+        except ValueError:
+            raise ValueError(f"--context {context!r}: expected 'auto' or a number") from None
+    fractions = parse_fractions(split) if isinstance(split, str) else tuple(split)
+    classes = options.pop("classes", None)
+    if options.get("voxel_size") is not None:
+        options["voxel_size"] = parse_voxel_size(options["voxel_size"])
+    return ShardConfig(
+        sources=tuple(str(Path(s).resolve()) for s in sources),
+        crop=as_zyx(crop),
+        context=context,
+        stride=as_zyx(stride) if stride is not None else None,
+        split=fractions,
+        classes=str(Path(classes).resolve()) if classes else None,
+        **options,
+    )
+
+
+def parse_voxel_size(value: str | float | Sequence[float]) -> tuple[float, float, float]:
+    """``"10"``, ``10`` or ``"20,10,10"`` (z, y, x) -> a voxel size in Angstrom per axis."""
+    try:
+        parts = (
+            [float(v) for v in value.split(",")]
+            if isinstance(value, str)
+            else [float(v) for v in np.atleast_1d(value)]
+        )
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts *= 3
+    if len(parts) != 3 or not all(v > 0 and math.isfinite(v) for v in parts):
+        raise ValueError(
+            f"--voxel-size {value!r}: expected one positive size or z,y,x in Angstrom, e.g. 10 "
+            "or 20,10,10"
+        )
+    return (parts[0], parts[1], parts[2])
+
+
+def parse_size(text: str | int) -> int:
+    """``"500M"``, ``"2G"``, ``"1.5TB"``, ``"8GiB"`` or a plain count -> bytes (k, M, G, T by
+    1000; Ki, Mi, Gi, Ti by 1024)."""
+    if isinstance(text, int):
+        return text
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKMGT]i?)?[bB]?\s*", text)
+    if not match:
+        raise ValueError(f"--max-bytes {text!r}: expected a size like 500M, 2G or 8GiB")
+    number, unit = float(match[1]), match[2] or ""
+    power = "kMGT".index(unit[0].replace("K", "k")) + 1 if unit else 0
+    return int(number * (1024 if unit.endswith("i") else 1000) ** power)

@@ -1,0 +1,106 @@
+"""From a plan to the jobs of a run: the splits (or folds), the shards of each, and whether
+their bytes fit (``check_room``, before the first one is written)."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tarfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from streamvol.errors import NotEnoughSpace
+from streamvol.shard.config import ShardConfig
+from streamvol.shard.plan import Crop
+from streamvol.shard.regions import Tile
+from streamvol.shard.sources import Prepared
+from streamvol.shard.split import SplitWarning, fold_crops, split_crops
+
+__all__ = ["assign_shards", "check_room", "split_items"]
+
+
+def split_items(
+    items: Sequence[Crop] | Sequence[Tile], config: ShardConfig
+) -> tuple[dict[str, list[Any]], list[str]]:
+    """The splits (or folds), and the warnings of a grouping that had to fall back. Regions
+    are dealt as stand-in crops (source, start, class)."""
+    tiles = {t.key: t for t in items if isinstance(t, Tile)}
+    crops = [t.as_crop() for t in items] if tiles else list(items)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SplitWarning)
+        if config.folds:
+            splits = fold_crops(crops, config.folds, seed=config.seed)
+        else:
+            splits = split_crops(crops, config.split, seed=config.seed)
+    if tiles:
+        splits = {name: [tiles[c.key] for c in part] for name, part in splits.items()}
+    return splits, [str(w.message) for w in caught if issubclass(w.category, SplitWarning)]
+
+
+def assign_shards(
+    splits: dict[str, list[Any]], shard_size: int, region_voxels: int
+) -> list[tuple[str, list[Any]]]:
+    """Shards of ``shard_size`` crops; regions: as many as fit ``region_voxels`` voxels (at
+    least one), so big volumes are written in parallel, one task each."""
+    jobs = []
+    for split, items in splits.items():
+        groups: list[list[Any]] = []
+        if items and isinstance(items[0], Tile):
+            size = 0
+            for tile in items:
+                voxels = math.prod(tile.shape)
+                if not groups or len(groups[-1]) >= shard_size or size + voxels > region_voxels:
+                    groups.append([])
+                    size = 0
+                groups[-1].append(tile)
+                size += voxels
+        else:
+            groups = [items[s : s + shard_size] for s in range(0, len(items), shard_size)]
+        for i, group in enumerate(groups):
+            jobs.append((f"{split}-{i:06d}.tar", group))
+    return jobs
+
+
+def check_room(
+    config: ShardConfig,
+    prepared: Prepared,
+    jobs: list[tuple[str, list[Any]]],
+    out: Path,
+    max_bytes: int | None,
+) -> None:
+    """Refuse a run whose output will not fit, before its first byte: at least the stored
+    blocks' bytes (crops x block voxels x stored item size, masks at a byte a voxel, plus tar
+    headers) against ``max_bytes`` and against the target's free space (tars already there
+    count as free: they are kept or replaced)."""
+    voxels = math.prod(c + 2 * m for c, m in zip(config.crop, config.margin, strict=True))
+    fixed = {"float16": 2, "uint8": 1}.get(config.dtype)
+    need = 0
+    for _, crops in jobs:
+        for crop in crops:
+            source = prepared.sources[crop.source]
+            item = fixed or source.image.dtype.itemsize
+            n = math.prod(crop.shape) if isinstance(crop, Tile) else voxels  # a region: its own
+            need += n * (item + (source.mask is not None)) + 3 * 2 * tarfile.BLOCKSIZE
+    if max_bytes is not None and need > max_bytes:
+        raise NotEnoughSpace(
+            f"{out}: the plan's {sum(len(c) for _, c in jobs)} crops of {voxels} voxels need at "
+            f"least {_size(need)}, more than --max-bytes {_size(max_bytes)}; "
+            "use a smaller --crop, --context or --stride, or raise --max-bytes"
+        )
+    free = shutil.disk_usage(out).free + sum(p.stat().st_size for p in out.glob("*.tar"))
+    if need > free:
+        raise NotEnoughSpace(
+            f"{out}: the plan's {sum(len(c) for _, c in jobs)} crops of {voxels} voxels need at "
+            f"least {_size(need)}, but the disk has {_size(free)} free; "
+            "use a smaller --crop, --context or --stride, or another --out"
+        )
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000  # type: ignore[assignment]
+    raise AssertionError  # unreachable

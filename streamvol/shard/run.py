@@ -1,0 +1,77 @@
+"""Where a run's tasks go: one dask task per shard, on local threads or processes or on a
+``dask.distributed`` cluster; each task writes its shard, then the record a resumed run trusts."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import dask
+
+from streamvol.shard.folder import STATE
+from streamvol.shard.manifest import write_json_atomic
+from streamvol.shard.plan import Crop
+from streamvol.shard.write import Encoding, ShardRecord, ShardSource, write_shard
+
+__all__ = ["dask_context", "run_tasks"]
+
+
+@contextlib.contextmanager
+def dask_context(workers: int | None, processes: bool, scheduler: str | None) -> Iterator[Any]:
+    """Where every dask computation of a run goes: a distributed client, or local workers."""
+    if scheduler:
+        from distributed import Client
+
+        with Client(scheduler) as client:
+            yield client
+        return
+    with dask.config.set(scheduler="processes" if processes else "threads", num_workers=workers):
+        yield None
+
+
+def _task_write(
+    out: Path, name: str, crops: list[Crop], sources: dict[str, ShardSource], encoding: Encoding
+) -> ShardRecord:
+    """One dask task: write a shard, then leave its record so a crashed run can resume."""
+    record = write_shard(out / name, crops, sources, encoding)
+    write_json_atomic(out / STATE / f"{name}.json", record.to_json())
+    return record
+
+
+def run_tasks(
+    todo: list[tuple[str, list[Crop]]],
+    out: Path,
+    sources: dict[str, ShardSource],
+    encoding: Encoding,
+    client: Any,
+    done: Callable[[ShardRecord], None],
+) -> None:
+    """Run one dask task per shard; ``done(record)`` is called as each shard finishes."""
+    used = {c.source for _, crops in todo for c in crops}
+    sources = {k: v for k, v in sources.items() if k in used}
+    if client is not None:
+        from distributed import as_completed
+
+        shared = client.scatter(sources, broadcast=True)
+        futures = [
+            client.submit(_task_write, out, name, crops, shared, encoding, key=f"shard-{name}")
+            for name, crops in todo
+        ]
+        for future in as_completed(futures):
+            done(future.result())
+        return
+    from dask.callbacks import Callback
+
+    class _Done(Callback):
+        def _posttask(self, key, result, dsk, state, worker_id):
+            if isinstance(result, ShardRecord):
+                done(result)
+
+    # traverse=False: the sources hold lazy dask arrays that each task slices itself; dask must
+    # not compute them (whole volumes) as task inputs.
+    shared = dask.delayed(sources, traverse=False)
+    tasks = [dask.delayed(_task_write)(out, name, crops, shared, encoding) for name, crops in todo]
+    with _Done():
+        dask.compute(*tasks)

@@ -1,0 +1,241 @@
+"""Before writing: discover and open the sources, check them, and plan the crops (``prepare``).
+Everything here that can fail on bad input fails before the first byte of a shard set."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamvol.errors import BadLabels, LargeCropWarning, NoVolumeFound, ShardError
+from streamvol.io import Dataset, Volume, discover, load_points, open_mask, open_volume
+from streamvol.shard.config import ShardConfig
+from streamvol.shard.manifest import intensity_stats
+from streamvol.shard.plan import Crop, Plan, PlanSource, plan_grid, plan_points, plan_samples
+from streamvol.shard.regions import RegionPlan, Tile, plan_regions
+from streamvol.shard.write import ShardSource
+
+__all__ = ["Prepared", "plan_items", "prepare"]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The sources opened and checked, and the plan made from them: all a run needs before
+    its first byte."""
+
+    dataset_roots: tuple[str, ...]
+    sources: dict[str, ShardSource]
+    source_meta: list[dict[str, Any]]
+    plan: Plan | RegionPlan
+    task: str
+    stats: dict[str, float]
+    itemsize: int  # bytes of a stored voxel
+    radii: dict[str, float] = field(default_factory=dict)  # particle radii, Angstrom (copick)
+
+
+def plan_items(plan: Plan | RegionPlan) -> tuple[Crop, ...] | tuple[Tile, ...]:
+    """What a plan writes: crops, or regions."""
+    return plan.tiles if isinstance(plan, RegionPlan) else plan.crops
+
+
+def prepare(config: ShardConfig) -> Prepared:
+    """Discover and open every source, check labels, picks and sizes, compute the intensity
+    statistics and make the plan; raises before anything is written."""
+    datasets: list[Dataset] = []
+    for src in config.sources:
+        classes = Path(config.classes) if config.classes else None
+        datasets.append(discover(src, classes=classes))
+    class_names = _merge_class_names(datasets)
+    sources: dict[str, ShardSource] = {}
+    plan_sources: list[PlanSource] = []
+    meta: list[dict[str, Any]] = []
+    for ds in datasets:
+        for spec in ds.sources:
+            if spec.id in sources:
+                raise ShardError(f"source id {spec.id!r} appears twice ({spec.image}); rename one")
+            image = open_volume(spec.image, level=config.level)
+            if config.voxel_size is not None:
+                image = _given_voxel_size(image, config.voxel_size)
+            if 0 in image.shape:
+                raise NoVolumeFound(f"{spec.image}: empty volume of shape {image.shape}")
+            mask = open_mask(spec.mask, image) if spec.mask else None
+            pts = load_points(spec, image, ds)
+            points = None
+            radii = None
+            if pts is not None and len(pts.zyx):
+                ids = np.array([class_names.index(pts.class_names[i]) for i in pts.labels])
+                points = np.column_stack([pts.zyx, ids]).astype(np.float32)
+                radii = _radii_voxels(ds, pts, image.voxel_size)
+            elif pts is not None:
+                points = np.zeros((0, 4), np.float32)
+            label = class_names.index(spec.class_name) if spec.class_name else -1
+            sources[spec.id] = ShardSource(spec.id, image, mask, points)
+            plan_sources.append(
+                PlanSource(
+                    id=spec.id,
+                    shape=image.shape,
+                    label=label,
+                    points=None if points is None else points[:, :3].astype(np.float64),
+                    point_labels=None if points is None else points[:, 3].astype(np.int64),
+                    point_radii=radii,
+                )
+            )
+            meta.append(
+                {
+                    "id": spec.id,
+                    "path": str(image.path),
+                    "format": image.format,
+                    "shape": list(image.shape),
+                    "dtype": str(image.dtype),
+                    "voxel_size": list(image.voxel_size) if image.voxel_size else None,
+                    "mask": str(spec.mask) if spec.mask else None,
+                    "points": [str(p) for p in spec.picks]
+                    + ([str(spec.spots)] if spec.spots else []),
+                    "class": spec.class_name,
+                }
+            )
+    stats = intensity_stats([s.image for s in sources.values()], dtype=config.dtype)
+    plan = _plan(config, plan_sources, class_names, sources)
+    for m in meta:
+        if config.plan != "regions" and any(
+            c > n for c, n in zip(config.crop, m["shape"], strict=True)
+        ):
+            warnings.warn(
+                LargeCropWarning(
+                    f"{m['path']}: crop {'x'.join(map(str, config.crop))} is larger than the "
+                    f"volume {'x'.join(map(str, m['shape']))}; its crops are mostly "
+                    f"{config.pad} padding"
+                ),
+                stacklevel=3,
+            )
+    items = plan_items(plan)
+    if config.classes and all(c.label < 0 for c in items):
+        raise BadLabels(f"{config.classes}: the class table labels none of the {len(items)} crops")
+    if not items or (isinstance(plan, RegionPlan) and not plan.n_units):
+        raise ShardError(
+            f"the {config.plan} plan made no crops from {', '.join(config.sources)}"
+            + (
+                "; regions draw crops per pick or with --crops-per-region N"
+                if config.plan == "regions"
+                else ""
+            )
+        )
+    shift = len(plan.class_names) - len(class_names)  # 1 when the planner added "background"
+    if shift:
+        sources = {k: _shift_point_classes(v, shift) for k, v in sources.items()}
+    return Prepared(
+        dataset_roots=tuple(str(d.root) for d in datasets),
+        sources=sources,
+        source_meta=meta,
+        plan=plan,
+        task=_task(config, sources),
+        stats=stats,
+        itemsize=_itemsize(config, sources),
+        radii={n: r for ds in datasets for n, r in ds.radii.items()},
+    )
+
+
+def _given_voxel_size(image: Volume, size: tuple[float, float, float]) -> Volume:
+    """``image`` with the voxel size given by ``--voxel-size``, warning where its file says
+    otherwise."""
+    if image.voxel_size is not None and not np.allclose(image.voxel_size, size):
+        warnings.warn(
+            f"{image.path}: --voxel-size {list(size)} replaces the voxel size its file records, "
+            f"{list(image.voxel_size)} Angstrom",
+            UserWarning,
+            stacklevel=4,
+        )
+    return dataclasses.replace(image, voxel_size=tuple(float(v) for v in size))
+
+
+def _shift_point_classes(source: ShardSource, shift: int) -> ShardSource:
+    """Renumber point classes to the plan's class names (class 0 then being "background")."""
+    if source.points is None:
+        return source
+    points = source.points.copy()
+    points[:, 3] += shift
+    return dataclasses.replace(source, points=points)
+
+
+def _merge_class_names(datasets: Sequence[Dataset]) -> tuple[str, ...]:
+    names: list[str] = []
+    for ds in datasets:
+        for name in ds.class_names:
+            if name not in names:
+                names.append(name)
+    return tuple(sorted(names)) if len(datasets) > 1 else tuple(names)
+
+
+def _radii_voxels(ds: Dataset, pts: Any, voxel_size: Sequence[float] | None) -> np.ndarray | None:
+    if not ds.radii or not voxel_size:
+        return None
+    per_name = {name: r / float(np.mean(voxel_size)) for name, r in ds.radii.items()}
+    return np.array([per_name.get(pts.class_names[i], 0.0) for i in pts.labels])
+
+
+def _plan(
+    config: ShardConfig,
+    sources: list[PlanSource],
+    class_names: tuple[str, ...],
+    shard_sources: dict[str, ShardSource],
+) -> Plan | RegionPlan:
+    pad = config.pad != "none"
+    if config.plan == "regions":
+        itemsize = _itemsize(config, shard_sources)
+        reach = [c // 2 + m for c, m in zip(config.crop, config.margin, strict=True)]
+        return plan_regions(
+            sources,
+            itemsize=itemsize,
+            region_max=config.region_max,
+            reach=reach,
+            per_point=config.per_point,
+            negatives=config.negatives,
+            crops_per_region=config.crops_per_region,
+            class_names=class_names,
+        )
+    if config.plan == "grid":
+        return plan_grid(
+            sources, config.crop, stride=config.stride, pad=pad, class_names=class_names
+        )
+    if config.plan == "sample":
+        return plan_samples(sources, config.crop, class_names=class_names)
+    if all(s.points is None for s in sources):
+        raise BadLabels(
+            f"--plan points needs picks or a spot table; none found in {', '.join(config.sources)}"
+        )
+    return plan_points(
+        sources,
+        config.crop,
+        negatives=config.negatives,
+        class_names=class_names,
+        pad=pad,
+        seed=config.seed,
+    )
+
+
+def _itemsize(config: ShardConfig, sources: dict[str, ShardSource]) -> int:
+    """Bytes of a stored voxel (the widest source's, with --dtype keep)."""
+    if config.dtype != "keep":
+        return np.dtype(config.dtype).itemsize
+    return max(np.dtype(s.image.dtype).itemsize for s in sources.values())
+
+
+def _task(config: ShardConfig, sources: dict[str, ShardSource]) -> str:
+    if config.task != "auto":
+        return config.task
+    if config.plan == "regions":
+        if any(s.mask is not None for s in sources.values()):
+            return "segmentation"
+        if any(s.points is not None for s in sources.values()):
+            return "detection"
+        return "classification"
+    if any(s.mask is not None for s in sources.values()) and config.plan == "grid":
+        return "segmentation"
+    if config.plan == "grid" and any(s.points is not None for s in sources.values()):
+        return "detection"
+    return "classification"
