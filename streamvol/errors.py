@@ -73,3 +73,13 @@ class LargeCropWarning(UserWarning):
 
 class LoaderTimeout(StreamvolError, TimeoutError):
     """Loader workers that sent no batch for longer than the loader's timeout."""
+
+
+class BadOption(StreamvolError, ValueError):
+    """A setting outside what it may be, named as the library's parameter (``lr=0.0``); the CLI
+    shows it as its flag (``--lr 0.0``). ``name``, ``value`` and ``expected`` say which, what
+    and what was expected."""
+
+    def __init__(self, name: str, value: object, expected: str) -> None:
+        self.name, self.value, self.expected = name, value, expected
+        super().__init__(f"{name}={value!r}: {expected}")
