@@ -42,9 +42,7 @@ def fold_splits(config: Any) -> Any:
     folds = sorted(int(s[4:]) for s in splits if s.startswith("fold") and s[4:].isdigit())
     if config.train_split in splits or len(folds) < 2:
         return config
-    return replace(
-        config, train_folds=tuple(folds[:-1]), val_folds=(folds[-1],), val_split=None
-    )
+    return replace(config, train_folds=tuple(folds[:-1]), val_folds=(folds[-1],), val_split=None)
 
 
 def corrupt(

@@ -77,7 +77,7 @@ def test_parse_options_types_values_and_names_mistakes() -> None:
     assert models.parse_options("vit3d", ["patch_size=4"]) == {"patch_size": 4}
     with pytest.raises(ValueError, match="'variant=x': expected one of r3d_18, r2plus1d_18"):
         models.parse_options("resnet3d", ["variant=x"])
-    with pytest.raises(ValueError, match="has no option 'widht'.*width"):
+    with pytest.raises(ValueError, match=r"has no option 'widht'.*width"):
         models.parse_options("resnet3d", ["widht=3"])
     with pytest.raises(ValueError, match="'width': expected KEY=VALUE"):
         models.parse_options("resnet3d", ["width"])
