@@ -18,15 +18,18 @@ import typer
 from rich.console import Console, ConsoleDimensions
 
 from streamvol import __version__
+from streamvol._cli_options import (
+    AUGMENT_HELP,
+    MODEL_NAMES,
+    TrainOptions,
+    cli_message,
+    training_options,
+)
+from streamvol._cli_options import storage as _storage
 from streamvol.errors import StreamvolError
 from streamvol.progress import progress as _progress_display
 
 WIDTH = 100  # columns of output that is not a terminal (a log, CI); rich would take 80
-AUGMENT_HELP = (
-    "a preset: none, flips (flips and 90-degree turns: no margin), default (free rotation, "
-    "flips, shift, zoom, gamma, contrast, noise), cryoet (rotation about z with a 10-degree "
-    "tilt, flips, noise, contrast); or a TOML/YAML file"
-)
 
 app = typer.Typer(
     name="streamvol",
@@ -68,21 +71,6 @@ def _out(*, stderr: bool = False) -> Console:
 
 
 console = _out(stderr=True)
-
-
-def _storage(text: str | None) -> dict[str, Any] | None:
-    """``--storage-options``: a JSON object of fsspec options (credentials, endpoint)."""
-    if not text:
-        return None
-    try:
-        options = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(
-            f"--storage-options: expected a JSON object, got {text!r}: {exc}"
-        ) from None
-    if not isinstance(options, dict):
-        raise ValueError(f"--storage-options: expected a JSON object, got {text!r}")
-    return options
 
 
 StorageOption = Annotated[
@@ -128,8 +116,10 @@ def _fail(exc: Exception) -> typer.Exit:
     each may fail for its own reason; prefixed with the rank but on rank 0)."""
     rank = _rank()
     where = f"rank {rank}: " if rank else ""
+    from rich.markup import escape
+
     _Console(stderr=True).print(
-        f"[bold red]error:[/] {where}{exc}", highlight=False, soft_wrap=True
+        f"[bold red]error:[/] {escape(where + cli_message(exc))}", highlight=False, soft_wrap=True
     )
     return typer.Exit(code=1)
 
@@ -401,182 +391,141 @@ def inspect(
         raise _fail(exc) from None
 
 
+RunName = Annotated[
+    str | None, typer.Option(help="Run name: the folder runs/NAME (default: the model's name).")
+]
+RunsFolder = Annotated[Path, typer.Option(help="Folder of run folders.")]
+Resume = Annotated[bool, typer.Option(help="Continue the run in runs/NAME exactly.")]
+ShardsArgument = Annotated[
+    str, typer.Argument(help="A shard folder or URL (holding manifest.json).")
+]
+
+
 @app.command()
+@training_options("train")
 def train(
-    shards: Annotated[str, typer.Argument(help="A shard folder or URL (holding manifest.json).")],
-    model: Annotated[
-        str, typer.Option(help="Model name (see --help of streamvol.models) or auto.")
-    ] = "auto",
-    epochs: Annotated[int, typer.Option(help="Epochs to train.")] = 20,
-    batch_size: Annotated[int, typer.Option(help="Samples per batch.")] = 16,
-    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-3,
-    weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = 1e-4,
-    optimizer: Annotated[str, typer.Option(help="adamw | sgd.")] = "adamw",
-    schedule: Annotated[str, typer.Option(help="cosine | step | plateau | none.")] = "cosine",
-    warmup: Annotated[int, typer.Option(help="Warmup epochs (linear).")] = 1,
-    clip: Annotated[float | None, typer.Option(help="Gradient norm clip (0 = off).")] = 1.0,
-    amp: Annotated[
-        str, typer.Option(help="auto (bf16 on GPU, off on CPU) | off | bf16 | fp16.")
-    ] = "auto",
-    ema: Annotated[float | None, typer.Option(help="EMA decay of the weights, e.g. 0.999.")] = None,
-    loss: Annotated[
-        str,
-        typer.Option(
-            help="auto | ce | focal | dice | tversky (| mse for heatmaps) or a sum: ce+dice, "
-            "ce+tversky+dice, ..."
-        ),
-    ] = "auto",
-    class_weights: Annotated[
-        bool, typer.Option(help="Weight classes by the manifest's counts.")
-    ] = True,
-    task: Annotated[
-        str,
-        typer.Option(
-            help="auto (the shard set's) | classification | segmentation | detection (picks)."
-        ),
-    ] = "auto",
-    target: Annotated[
-        str, typer.Option(help="Detection targets: sphere (class map) | heatmap (Gaussians).")
-    ] = "sphere",
-    target_radius: Annotated[
-        float, typer.Option(help="Sphere target: ball radius as a fraction of the particle's.")
-    ] = 0.5,
-    target_sigma: Annotated[
-        float, typer.Option(help="Heatmap target: sigma as a fraction of the particle radius.")
-    ] = 0.25,
-    pos_weight: Annotated[
-        float, typer.Option(help="Detection: weight of particle voxels in ce/mse (1st place: 256).")
-    ] = 256.0,
-    focal_gamma: Annotated[float, typer.Option(help="Focal loss gamma.")] = 2.0,
-    tversky_alpha: Annotated[
-        float, typer.Option(help="Tversky loss: weight of false positives.")
-    ] = 0.3,
-    tversky_beta: Annotated[
-        float, typer.Option(help="Tversky loss: weight of false negatives.")
-    ] = 0.7,
-    width: Annotated[
-        int | None, typer.Option(help="Model width (unet3d: channels of the first level).")
-    ] = None,
-    depth: Annotated[int | None, typer.Option(help="Model depth (unet3d: downsamplings).")] = None,
-    predict_patch: Annotated[
-        str | None,
-        typer.Option(help="Detection: sliding-window size for whole tomograms (default: crop)."),
-    ] = None,
-    predict_tta: Annotated[
-        str, typer.Option(help="Detection: TTA on whole tomograms: none | flips | rot90 | both.")
-    ] = "none",
-    peaks: Annotated[
-        str, typer.Option(help="Detection: nms (local maxima) | cc (centroids).")
-    ] = "nms",
-    peak_distance: Annotated[
-        float, typer.Option(help="Detection: NMS distance as a fraction of the particle radius.")
-    ] = 0.5,
-    augment: Annotated[
-        str, typer.Option(help="Preset (none, flips, default, cryoet) or a TOML/YAML file.")
-    ] = "default",
-    augment_device: Annotated[
-        str, typer.Option(help="cpu (loader workers) | gpu (on the batch).")
-    ] = "cpu",
-    mixup: Annotated[float, typer.Option(help="MixUp Beta alpha (0: the spec's, off).")] = 0.0,
-    cutmix: Annotated[float, typer.Option(help="3D CutMix Beta alpha (0: the spec's, off).")] = 0.0,
-    early_stopping: Annotated[
-        int | None, typer.Option(help="Stop after N epochs without gain.")
-    ] = None,
-    metric: Annotated[str, typer.Option(help="Validation metric for best.pt (auto).")] = "auto",
-    train_split: Annotated[str, typer.Option(help="Training split.")] = "train",
-    val_split: Annotated[str, typer.Option(help="Validation split ('' for none).")] = "val",
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
-    workers: Annotated[int, typer.Option(help="Loader worker processes.")] = 2,
-    seed: Annotated[int, typer.Option(help="Seed of weights, order and augmentation.")] = 0,
-    compile: Annotated[bool, typer.Option(help="torch.compile the model.")] = False,
-    channels_last: Annotated[bool, typer.Option(help="channels_last_3d memory format.")] = False,
-    pretrained: Annotated[
-        str | None, typer.Option(help="Start from these weights (a checkpoint; any head).")
-    ] = None,
-    freeze_features: Annotated[bool, typer.Option(help="Train only the head.")] = False,
-    unfreeze_every: Annotated[
-        int | None, typer.Option(help="Unfreeze one feature level every N epochs.")
-    ] = None,
-    name: Annotated[str | None, typer.Option(help="Run name (default: the model name).")] = None,
-    runs: Annotated[Path, typer.Option(help="Folder of run folders.")] = Path("runs"),
-    resume: Annotated[bool, typer.Option(help="Continue the run in runs/NAME exactly.")] = False,
-    checkpoint_every: Annotated[
-        int, typer.Option(help="Also write last.pt every N steps (0: at epoch ends only).")
-    ] = 0,
-    timeout: Annotated[
-        float, typer.Option(help="Seconds without a batch before the loader gives up (0: never).")
-    ] = 600.0,
-    storage_options: StorageOption = None,
+    shards: ShardsArgument,
+    name: RunName = None,
+    runs: RunsFolder = Path("runs"),
+    resume: Resume = False,
+    *,
+    options: TrainOptions,
 ) -> None:
     """Train a 3D model on a shard set with fresh augmentation every epoch.
 
     Writes runs/NAME/: config.json, metrics.jsonl, best.pt, last.pt, report.json and PNG plots.
     Detection (--task detection, on picks): targets drawn from the augmented picks; after
     training, a threshold per particle type chosen on the whole validation tomograms
-    (thresholds.json), which evaluate and predict reuse.
+    (thresholds.json), which evaluate and predict reuse. Fine-tuning: --pretrained with a
+    checkpoint of train or pretrain, and --freeze-features or --unfreeze-every.
     """
-    from streamvol.predict import parse_tta
-    from streamvol.shard.plan import as_zyx
-    from streamvol.train import TrainConfig, Trainer
+    from streamvol.train import Trainer
 
     try:
-        model_options = {
-            k: v for k, v in (("base_width", width), ("depth", depth)) if v is not None
-        }
-        config = TrainConfig(
-            shards=shards,
-            model=model,
-            model_options=model_options or None,
-            task=task,
-            target=target,
-            target_radius=target_radius,
-            target_sigma=target_sigma,
-            pos_weight=pos_weight,
-            focal_gamma=focal_gamma,
-            tversky_alpha=tversky_alpha,
-            tversky_beta=tversky_beta,
-            predict_patch=as_zyx(predict_patch) if predict_patch else None,
-            predict_tta=parse_tta(predict_tta),
-            peak_method=peaks,
-            peak_distance=peak_distance,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            weight_decay=weight_decay,
-            optimizer=optimizer,
-            schedule=schedule,
-            warmup=warmup,
-            clip=clip or None,
-            amp=amp,
-            ema=ema,
-            loss=loss,
-            class_weights=class_weights,
-            augment=augment,
-            augment_device=augment_device,
-            mixup=mixup,
-            cutmix=cutmix,
-            early_stopping=early_stopping,
-            metric=metric,
-            train_split=train_split,
-            val_split=val_split or None,
-            device=device,
-            workers=workers,
-            seed=seed,
-            compile=compile,
-            channels_last=channels_last,
-            pretrained=pretrained,
-            freeze_features=freeze_features,
-            unfreeze_every=unfreeze_every,
-            checkpoint_every=checkpoint_every,
-            loader_timeout=timeout,
-            storage_options=_storage(storage_options),
-        )
-        run_dir = runs / (name or (model if model != "auto" else "run"))
+        config = options.config(shards)
+        run_dir = runs / (name or (config.model if config.model != "auto" else "run"))
+        trainer = Trainer(config, run_dir, resume=resume)
+        _print_transfer(trainer)
+        report = _fit(trainer)
+    except (StreamvolError, ValueError, FileNotFoundError) as exc:
+        raise _fail(exc) from None
+    _print_report(report, run_dir)
+
+
+@app.command()
+@training_options("pretrain")
+def pretrain(
+    shards: ShardsArgument,
+    name: RunName = None,
+    runs: RunsFolder = Path("runs"),
+    resume: Resume = False,
+    *,
+    options: TrainOptions,
+) -> None:
+    """Pretrain a model's encoder as an autoencoder on the shards' crops, labels unused.
+
+    The model's per-voxel form (its feature levels under a light decoder; unet3d and vit3d as
+    they segment) learns to reconstruct each augmented crop (--loss mse | l1) from itself, or
+    from a corrupted copy: --noise (denoising), --mask-ratio and --mask-block (inpainting).
+    Writes runs/NAME/ as train does, with val_reconstruction.png (input, reconstruction and
+    clean crop) and R^2 as the validation metric; then `streamvol train SHARDS --model NAME
+    --pretrained runs/NAME/best.pt` fine-tunes its encoder.
+    """
+    from streamvol.train import Trainer
+    from streamvol.train.pretrain import fold_splits
+
+    try:
+        config = fold_splits(options.config(shards, task="reconstruction"))
+        model = config.model if config.model != "auto" else "pretrain"
+        run_dir = runs / (name or f"{model}-ae")
         trainer = Trainer(config, run_dir, resume=resume)
         report = _fit(trainer)
     except (StreamvolError, ValueError, FileNotFoundError) as exc:
         raise _fail(exc) from None
     _print_report(report, run_dir)
+
+
+def _print_transfer(trainer) -> None:
+    done = getattr(trainer, "transferred", None)
+    if not done:
+        return
+    fresh = ", ".join(done["new"]) or "none"
+    line = f"pretrained: {done['loaded']} of {done['total']} tensors from {done['from']}"
+    line += f" (new: {fresh}"
+    if done["mismatched"]:
+        line += f"; other shapes, left new: {', '.join(done['mismatched'])}"
+    _out().print(line + ")", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def models(
+    name: Annotated[str | None, typer.Argument(help=f"A model: {', '.join(MODEL_NAMES)}.")] = None,
+) -> None:
+    """List the models, or one model's options (set them with --model-option KEY=VALUE)."""
+    from rich.table import Table
+
+    from streamvol import models as registry
+
+    out = _out()
+    try:
+        if name is None:
+            table = Table(title="models (streamvol models NAME: its options)")
+            table.add_column("model")
+            table.add_column("what it is")
+            for model in registry.available():
+                table.add_row(model, _first_line(registry.summary(model)))
+            out.print(table)
+            return
+        options = registry.describe(name)
+    except ValueError as exc:
+        raise _fail(exc) from None
+    table = Table(title=f"{name}: --model-option KEY=VALUE")
+    table.add_column("option")
+    table.add_column("type")
+    table.add_column("default")
+    for option in options:
+        default = "(required)" if option.default is inspect_empty() else option.default
+        if isinstance(default, tuple):
+            default = ",".join(map(str, default))
+        table.add_row(option.name, option.type, str(default))
+    out.print(table)
+    note = {
+        "input_shape": "input_shape is the shards' crop unless set",
+        "task": "task is segment for segmentation, detection and pretraining, else classify",
+    }
+    for key, text in note.items():
+        if any(o.name == key for o in options):
+            out.print(f"{text}.", highlight=False)
+
+
+def inspect_empty() -> Any:
+    import inspect
+
+    return inspect.Parameter.empty
+
+
+def _first_line(text: str) -> str:
+    return " ".join(text.strip().split("\n\n")[0].split())
 
 
 def _fit(trainer, label: str = "") -> dict:
@@ -624,6 +573,8 @@ def _epoch_line(values: dict, epochs: int) -> str:
     321 samples/s)``, the keys of ``metrics.jsonl``."""
     skip = {"epoch", "seconds", "train_samples_per_s", "lr", "best"}
     shown = [f"{k} {v:.3f}" for k, v in values.items() if k not in skip and isinstance(v, float)]
+    if "trainable_levels" in values:
+        shown.append(_levels_text(values["trainable_levels"], values["feature_levels"]))
     extra = f"{values.get('seconds', 0.0):.1f} s"
     if isinstance(values.get("train_samples_per_s"), float):
         extra += f", {values['train_samples_per_s']:.0f} samples/s"
@@ -631,8 +582,23 @@ def _epoch_line(values: dict, epochs: int) -> str:
     return f"epoch {values['epoch']}/{epochs}: {', '.join(shown)} ({extra}){best}"
 
 
+def _levels_text(n: int, total: int) -> str:
+    """``features: levels 3-4 of 4 trainable`` (the deepest ``n`` of ``total``)."""
+    if n <= 0:
+        return f"features: frozen (0 of {total} levels trainable)"
+    first = total - n + 1
+    which = f"level {total}" if n == 1 else f"levels {first}-{total}"
+    return f"features: {which} of {total} trainable"
+
+
 def _metrics_line(report: dict) -> str:
-    keys = ("accuracy", "balanced_accuracy", "f1", "roc_auc", "average_precision", "dice", "iou")
+    """The task's headline metrics that are defined (an undefined one is left out, not None)."""
+    if report.get("task") == "reconstruction":
+        keys: tuple[str, ...] = ("loss", "r2")
+    elif "dice" in report:
+        keys = ("dice", "iou", "sensitivity", "specificity", "roc_auc")
+    else:
+        keys = ("accuracy", "balanced_accuracy", "f1", "roc_auc", "average_precision")
     shown = {k: report[k] for k in keys if isinstance(report.get(k), float)}
     return ", ".join(f"{k} {v:.3f}" for k, v in shown.items())
 
@@ -655,17 +621,20 @@ def _print_report(report: dict, run_dir: Path) -> None:
     out.print(f"run: {run_dir}", highlight=False)
 
 
+TTA_HELP = (
+    "Test-time augmentation: none | flips (the 8 mirror combinations) | rot90z (the 4 turns "
+    "about z, which keep anisotropic voxels as they are; square y-x crops) | all (the 16 both "
+    "make); the mean of the views' probabilities, maps turned back first. Detection, whole "
+    "tomograms: flips the 3 mirrors, rot90z the 3 turns, all both."
+)
+TtaOption = Annotated[str, typer.Option(help=TTA_HELP)]
+
+
 @app.command()
 def evaluate(
     run: Annotated[Path, typer.Argument(help="A run folder written by `streamvol train`.")],
     split: Annotated[str, typer.Option(help="Split to score.")] = "test",
-    tta: Annotated[
-        bool,
-        typer.Option(
-            help="Test-time augmentation: the 8 axis flips (crops); flips and 90-degree turns "
-            "about z (detection, whole tomograms)."
-        ),
-    ] = False,
+    tta: TtaOption = "none",
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda.")] = None,
     timeout: Annotated[
         float, typer.Option(help="Seconds without a batch before the loader gives up (0: never).")
@@ -687,7 +656,9 @@ def evaluate(
                 device=device,
                 timeout=timeout,
                 storage_options=_storage(storage_options),
-                progress=show.job(f"evaluate {split}{' (8 flips)' if tta else ''}", unit="batches"),
+                progress=show.job(
+                    f"evaluate {split}{f' (TTA {tta})' if tta != 'none' else ''}", unit="batches"
+                ),
             )
     except (StreamvolError, ValueError, FileNotFoundError) as exc:
         raise _fail(exc) from None
@@ -714,8 +685,8 @@ def predict(
     tta: Annotated[
         str,
         typer.Option(
-            help="none | flips | rot90 | flips,rot90 (volumes); any but none averages the 8 "
-            "axis flips on shards."
+            help="none | flips | rot90z | all: on shards as evaluate --tta; on whole volumes "
+            "flips the 3 mirrors, rot90z the 3 turns about z, all both (also flips,rot90)."
         ),
     ] = "none",
     patch: Annotated[
@@ -754,7 +725,7 @@ def predict(
     from streamvol.predict import parse_tta
     from streamvol.shard.plan import as_zyx
     from streamvol.train import predict_volumes, run_task
-    from streamvol.train.evaluate import predict_run
+    from streamvol.train.evaluation import predict_run
 
     try:
         kinds = parse_tta(tta)
@@ -787,7 +758,7 @@ def predict(
                 out or Path("predictions.csv"),
                 split=split,
                 shards=shards,
-                tta=bool(kinds),
+                tta=tta,
                 timeout=timeout,
                 storage_options=_storage(storage_options),
                 progress=show.job(f"predict {split}", unit="batches"),
@@ -815,6 +786,55 @@ def _print_predictions(summary: dict, out: Path) -> None:
 
 
 @app.command()
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Two or more run folders.")],
+    split: Annotated[str, typer.Option(help="Split to compare them on.")] = "test",
+    tta: TtaOption = "none",
+    out: Annotated[
+        Path, typer.Option(help="Folder for compare.json, compare.csv and compare.png.")
+    ] = Path("compare"),
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda.")] = None,
+    storage_options: StorageOption = None,
+) -> None:
+    """Compare runs on one split: a table of their metrics and parameter counts and, for
+    classifiers, their ROC and precision-recall curves on one plot. A run not yet evaluated
+    on the split (with this --tta) is evaluated first."""
+    from rich.table import Table
+
+    from streamvol.train.compare import compare_runs
+
+    try:
+        with _progress_display(console) as show:
+            job = show.job("compare: evaluating", unit="batches")
+            result = compare_runs(
+                runs,
+                out,
+                split=split,
+                tta=None if tta == "none" else tta,
+                device=device,
+                storage_options=_storage(storage_options),
+                progress=lambda run, done, total: job.update(
+                    done, total, description=f"compare: evaluating {run}"
+                ),
+            )
+    except (StreamvolError, ValueError, FileNotFoundError) as exc:
+        raise _fail(exc) from None
+    table = Table(title=f"{result['split']} split: {result['task']}")
+    for column in ("run", "model", "parameters", *result["metrics"]):
+        table.add_column(column, justify="left" if column in ("run", "model") else "right")
+    for row in result["rows"]:
+        cells = [row["run"], str(row["model"]), f"{row['parameters']:,}"]
+        cells += ["—" if row[m] is None else f"{row[m]:.3f}" for m in result["metrics"]]
+        table.add_row(*cells)
+    shown = _out()
+    shown.print(table)
+    for note in result["notes"]:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
+    for label, path in result["files"].items():
+        shown.print(f"{label}: {path}", highlight=False)
+
+
+@app.command()
 def score(
     pred: Annotated[Path, typer.Argument(help="Predicted picks: a copick project or picks.csv.")],
     ref: Annotated[Path, typer.Argument(help="Reference picks: a copick project or picks.csv.")],
@@ -837,49 +857,31 @@ def score(
 
 
 @app.command()
+@training_options("cv")
 def cv(
     shards: Annotated[str, typer.Argument(help="A shard folder written with --folds K.")],
-    model: Annotated[str, typer.Option(help="Model name or auto.")] = "auto",
     folds: Annotated[int | None, typer.Option(help="Folds to use (default: all).")] = None,
-    epochs: Annotated[int, typer.Option(help="Epochs per fold.")] = 20,
-    batch_size: Annotated[int, typer.Option(help="Samples per batch.")] = 16,
-    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-3,
-    augment: Annotated[str, typer.Option(help="Augmentation preset or file.")] = "default",
-    workers: Annotated[int, typer.Option(help="Loader worker processes.")] = 2,
-    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
     name: Annotated[str | None, typer.Option(help="Run name (default: cv-MODEL).")] = None,
-    runs: Annotated[Path, typer.Option(help="Folder of run folders.")] = Path("runs"),
-    timeout: Annotated[
-        float, typer.Option(help="Seconds without a batch before the loader gives up (0: never).")
-    ] = 600.0,
-    storage_options: StorageOption = None,
+    runs: RunsFolder = Path("runs"),
+    resume: Annotated[bool, typer.Option(help="Continue the folds in runs/NAME.")] = False,
+    *,
+    options: TrainOptions,
 ) -> None:
-    """K-fold cross-validation over fold shards: a mean +- std table and all folds' ROC curves."""
+    """K-fold cross-validation over fold shards, with every option of train: each fold trains on
+    the others and is scored on its own; a table of each metric per fold and mean +- std, and
+    (classification) all folds' ROC curves."""
     from streamvol.metrics import format_table
-    from streamvol.train import TrainConfig
     from streamvol.train.cv import cross_validate
 
-    run_dir = runs / (name or f"cv-{model}")
     try:
-        config = TrainConfig(
-            shards=shards,
-            model=model,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            augment=augment,
-            workers=workers,
-            seed=seed,
-            device=device,
-            loader_timeout=timeout,
-            storage_options=_storage(storage_options),
-        )
+        config = options.config(shards)
+        run_dir = runs / (name or f"cv-{config.model}")
         result = cross_validate(
             config,
             run_dir,
             folds=folds,
-            fit=lambda trainer, fold, k: _fit(trainer, f"fold{fold} ({fold + 1}/{k}) "),
+            resume=resume,
+            fit=_fit_fold,
             on_fold=lambda k, r: _out().print(
                 f"fold{k}: {_metrics_line(r)}", highlight=False, soft_wrap=True
             ),
@@ -887,13 +889,36 @@ def cv(
     except (StreamvolError, ValueError, FileNotFoundError) as exc:
         raise _fail(exc) from None
     out = _out()
-    settings = {"n_samples", "n_padding", "beta", "threshold"}  # not metrics
-    keys = [k for k in result["summary"] if "." not in k and k not in settings]
+    keys = [k for k in SUMMARY_KEYS if k in result["summary"]]
     title = f"cross-validation: {run_dir.name}, {result['folds']} folds (validation of each)"
     out.print(format_table(result["summary"], keys=keys, title=title, digits=3))
     for label, path in result["plots"].items():
         out.print(f"{label}: {path}")
     out.print(f"report: {run_dir / 'cv_report.json'}")
+
+
+def _fit_fold(trainer, fold: int, folds: int) -> dict:
+    if fold == 0:
+        _print_transfer(trainer)
+    return _fit(trainer, f"fold{fold} ({fold + 1}/{folds}) ")
+
+
+# The metrics cv tabulates, in this order, those the task has (classification, segmentation).
+SUMMARY_KEYS = (
+    "accuracy",
+    "balanced_accuracy",
+    "precision",
+    "recall",
+    "sensitivity",
+    "specificity",
+    "f1",
+    "fbeta",
+    "roc_auc",
+    "average_precision",
+    "top2_accuracy",
+    "dice",
+    "iou",
+)
 
 
 @app.command()
@@ -949,7 +974,6 @@ def bench(
     Each of --modes x --workers is timed; with --model, the verdict compares the configuration
     you train with (--augment on --augment-device, --train-workers) with the model's step.
     """
-    import json
 
     from streamvol.bench import BenchConfig, parse_list, run_bench
     from streamvol.bench import plot as make_plot

@@ -85,3 +85,13 @@ class CheckpointError(StreamvolError, ValueError):
 
 class SplitWarning(UserWarning):
     """A split had to fall back to something weaker than grouping by source."""
+
+
+class BadOption(StreamvolError, ValueError):
+    """A setting outside what it may be, named as the library's parameter (``lr=0.0``); the CLI
+    shows it as its flag (``--lr 0.0``). ``name``, ``value`` and ``expected`` say which, what
+    and what was expected."""
+
+    def __init__(self, name: str, value: object, expected: str) -> None:
+        self.name, self.value, self.expected = name, value, expected
+        super().__init__(f"{name}={value!r}: {expected}")

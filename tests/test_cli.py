@@ -14,7 +14,8 @@ from streamvol.cli import app
 
 runner = CliRunner()
 COMMANDS = [
-    "synth", "shard", "inspect", "train", "evaluate", "predict", "score", "cv", "bench", "demo"
+    "synth", "shard", "inspect", "train", "pretrain", "evaluate", "predict", "compare", "score",
+    "cv", "bench", "models", "demo",
 ]  # fmt: skip
 
 
@@ -50,7 +51,8 @@ def test_synth_unknown_kind_is_one_line(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "command", ["shard", "inspect", "train", "evaluate", "predict", "cv", "bench"]
+    "command",
+    ["shard", "inspect", "train", "pretrain", "evaluate", "predict", "compare", "cv", "bench"],
 )
 def test_every_command_that_reads_or_writes_shards_takes_storage_options(command):
     result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})

@@ -15,11 +15,13 @@ from streamvol.metrics.picking import (
     points_by_type,
 )
 from streamvol.metrics.plots import (
+    plot_compare,
     plot_confusion_matrix,
     plot_cv_roc,
     plot_history,
     plot_picks,
     plot_pr,
+    plot_reconstructions,
     plot_roc,
     plot_thresholds,
 )
@@ -36,11 +38,13 @@ __all__ = [
     "match_points",
     "particle_weight",
     "picking_score",
+    "plot_compare",
     "plot_confusion_matrix",
     "plot_cv_roc",
     "plot_history",
     "plot_picks",
     "plot_pr",
+    "plot_reconstructions",
     "plot_roc",
     "plot_thresholds",
     "points_by_type",

@@ -306,6 +306,89 @@ def plot_picks(
     return save_figure(fig, path)
 
 
+def plot_reconstructions(
+    inputs: Any,
+    outputs: Any,
+    targets: Any,
+    path: str | os.PathLike[str],
+    *,
+    title: str = "reconstructions",
+) -> Path:
+    """One row per crop: the model's input (corrupted when pretraining denoises or inpaints),
+    its reconstruction and the clean crop, each the middle z slice of (N, C, D, H, W) or
+    (N, D, H, W) arrays, on one grey scale per row (the clean crop's 1-99 percentiles)."""
+    arrays = [_middle_slices(a, name) for a, name in ((inputs, "inputs"), (outputs, "outputs"))]
+    clean = _middle_slices(targets, "targets")
+    n = len(clean)
+    if n == 0 or any(len(a) != n for a in arrays):
+        raise ShapeMismatch(
+            f"inputs, outputs, targets: expected the same number (>0) of crops, got "
+            f"{[len(a) for a in arrays]} and {n}"
+        )
+    fig = _figure(figsize=(7.2, 2.4 * n + 0.6))
+    for i in range(n):
+        lo, hi = np.percentile(clean[i], [1, 99])
+        for j, (img, label) in enumerate(
+            ((arrays[0][i], "input"), (arrays[1][i], "reconstruction"), (clean[i], "clean crop"))
+        ):
+            ax = fig.add_subplot(n, 3, 3 * i + j + 1)
+            ax.imshow(img, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(label, fontsize="medium")
+    fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def plot_compare(
+    runs: Sequence[Mapping[str, Any]],
+    path: str | os.PathLike[str],
+    *,
+    title: str = "model comparison",
+) -> Path:
+    """ROC (left) and precision-recall (right) curves of several runs on one figure.
+
+    Each run is a mapping with ``label``, ``y_true``, ``scores``, ``class_names`` and
+    optionally ``weights``: binary runs draw their positive class, multi-class runs the
+    micro-averaged one-vs-rest curve. AUC and average precision go in the legends.
+    """
+    if not runs:
+        raise ValueError("runs: expected at least one run to draw, got none")
+    fig = _figure(figsize=(11.0, 5.0))
+    roc_ax, pr_ax = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    for run in runs:
+        positive, score, w = _micro(
+            run["y_true"], run["scores"], run["class_names"], run.get("weights")
+        )
+        label = str(run["label"])
+        if positive.all() or not positive.any():
+            roc_ax.plot([], [], " ", label=f"{label}: undefined (one outcome only)")
+            pr_ax.plot([], [], " ", label=f"{label}: undefined (one outcome only)")
+            continue
+        fpr, tpr, _ = roc_curve(positive, score, sample_weight=w)
+        line = roc_ax.plot(fpr, tpr, label=f"{label} (AUC {auc(fpr, tpr):.3f})")[0]
+        precision, recall, _ = precision_recall_curve(positive, score, sample_weight=w)
+        ap = average_precision_score(positive, score, sample_weight=w)
+        pr_ax.step(
+            recall, precision, where="post", color=line.get_color(), label=f"{label} (AP {ap:.3f})"
+        )
+    roc_ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8, label="chance")
+    _axes(roc_ax, "false positive rate", "true positive rate", "ROC", legend="lower right")
+    _axes(pr_ax, "recall", "precision", "precision-recall", legend="lower left")
+    fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def _middle_slices(a: Any, name: str) -> np.ndarray:
+    x = as_numpy(a, name).astype(np.float64)
+    if x.ndim == 5:
+        x = x[:, 0]
+    if x.ndim != 4:
+        raise ValueError(f"{name}: expected (N, C, D, H, W) or (N, D, H, W), got {x.shape}")
+    return x[:, x.shape[1] // 2]
+
+
 def _circle(centre: tuple[float, float], radius: float, **kwargs: Any) -> Any:
     from matplotlib.patches import Circle
 

@@ -1,4 +1,5 @@
-"""Dice and IoU per class for integer label volumes.
+"""Dice and IoU per class for integer label volumes, and per-voxel sensitivity, specificity and
+ROC AUC (scikit-learn) over the whole set.
 
 Conventions, chosen so that a score is always defined:
 
@@ -6,7 +7,11 @@ Conventions, chosen so that a score is always defined:
   sample (nothing to find, nothing wrongly found), as MONAI's ``DiceMetric`` with
   ``ignore_empty=False``. With ``reduction="global"`` the same rule applies to the whole set.
 - Voxels whose target equals ``ignore_index`` count for no class, in prediction or target.
-- Samples of weight 0 are padding and dropped; other weights weigh the per-sample mean.
+- Samples of weight 0 are padding and dropped; other weights weigh the per-sample mean, and
+  each voxel of a sample (sensitivity, specificity, ROC AUC) by its sample's weight.
+- Per-voxel sensitivity and specificity are one-vs-rest per class from the voxel counts of
+  the whole set; ROC AUC needs the predicted probabilities (``scores``) and is computed on at
+  most ``MAX_AUC_VOXELS`` voxels, an even stride through the set when it holds more.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import numpy as np
 from streamvol.errors import ShapeMismatch
 from streamvol.metrics._arrays import as_numpy, check_labels, sample_mask
 
+MAX_AUC_VOXELS = 2_000_000
+
 
 def segmentation_report(
     pred: Any,
@@ -30,6 +37,7 @@ def segmentation_report(
     weights: Any = None,
     background: int | None = 0,
     reduction: Literal["sample", "global"] = "sample",
+    scores: Any = None,
 ) -> dict[str, Any]:
     """Dice and IoU of each class, and their means over the foreground classes.
 
@@ -40,7 +48,13 @@ def segmentation_report(
     let small samples weigh as much as large ones. Foreground is every class but
     ``background`` (``None``: every class).
 
+    ``scores``: the predicted probabilities, (N, C, D, H, W), or (N, D, H, W) of class 1 when
+    there are two classes; with them, ``roc_auc`` is the per-voxel ROC AUC (the foreground
+    class's, or the mean one-vs-rest AUC of the foreground classes).
+
     Returned keys: dice and iou ({class name: value}), mean_dice, mean_iou (foreground),
+    sensitivity, specificity and roc_auc (per voxel, mean over the foreground classes; None
+    where undefined), per_class_voxel ({class name: sensitivity, specificity, roc_auc}),
     per_sample_dice and per_sample_iou ((N, C) lists, kept samples only), class_names,
     n_samples, n_padding, reduction, ignore_index.
     """
@@ -81,11 +95,23 @@ def segmentation_report(
         total = np.tensordot(sample_w, counts, axes=1)[None]
         dice, iou = (a[0] for a in _scores(total))
     fg = [k for k in range(num_classes) if k != background]
+    sample_w = np.ones(len(counts)) if w is None else w
+    sens, spec = _voxel_rates(np.tensordot(sample_w, counts, axes=1))
+    aucs: list[float | None] = [None] * num_classes
+    if scores is not None:
+        aucs = _voxel_aucs(scores, t, keep, w, num_classes, ignore_index)
     return {
         "dice": {n: float(v) for n, v in zip(names, dice, strict=True)},
         "iou": {n: float(v) for n, v in zip(names, iou, strict=True)},
         "mean_dice": float(np.mean(dice[fg])) if fg else None,
         "mean_iou": float(np.mean(iou[fg])) if fg else None,
+        "sensitivity": _mean_defined([sens[k] for k in fg]),
+        "specificity": _mean_defined([spec[k] for k in fg]),
+        "roc_auc": _mean_defined([aucs[k] for k in fg]),
+        "per_class_voxel": {
+            n: {"sensitivity": sens[k], "specificity": spec[k], "roc_auc": aucs[k]}
+            for k, n in enumerate(names)
+        },
         "per_sample_dice": per_dice.tolist(),
         "per_sample_iou": per_iou.tolist(),
         "class_names": names,
@@ -94,6 +120,77 @@ def segmentation_report(
         "reduction": reduction,
         "ignore_index": ignore_index,
     }
+
+
+def _voxel_rates(total: np.ndarray) -> tuple[list[float | None], list[float | None]]:
+    """One-vs-rest sensitivity TP / (TP + FN) and specificity TN / (TN + FP) of each class from
+    (C, C) weighted voxel counts (rows target, columns prediction); None where undefined."""
+    all_voxels = total.sum()
+    sens: list[float | None] = []
+    spec: list[float | None] = []
+    for k in range(total.shape[0]):
+        tp = total[k, k]
+        positives = total[k, :].sum()
+        fp = total[:, k].sum() - tp
+        negatives = all_voxels - positives
+        sens.append(float(tp / positives) if positives > 0 else None)
+        spec.append(float((negatives - fp) / negatives) if negatives > 0 else None)
+    return sens, spec
+
+
+def _voxel_aucs(
+    scores: Any,
+    target: np.ndarray,
+    keep: np.ndarray,
+    w: np.ndarray | None,
+    num_classes: int,
+    ignore_index: int | None,
+) -> list[float | None]:
+    """Per-voxel one-vs-rest ROC AUC of each class (scikit-learn), each voxel weighted by its
+    sample's weight; at most ``MAX_AUC_VOXELS`` voxels, an even stride through them."""
+    from sklearn.metrics import roc_auc_score
+
+    s = as_numpy(scores, "scores")
+    if s.ndim == 4 or (s.ndim == 5 and s.shape[1] == 1 and num_classes == 2):
+        if num_classes != 2:
+            raise ValueError(
+                f"scores: (N, D, H, W) probabilities suit 2 classes; got {num_classes} classes"
+            )
+        s = s.reshape(s.shape[0], *s.shape[-3:])
+        s = s.astype(np.float32, copy=False)
+        s = np.stack([1.0 - s, s], axis=1)
+    if s.ndim != 5 or s.shape[1] != num_classes or s.shape[0] != len(keep):
+        raise ShapeMismatch(
+            f"scores: expected ({len(keep)}, {num_classes}, D, H, W) probabilities, got {s.shape}"
+        )
+    s = s[keep]
+    if s.shape[2:] != target.shape[1:]:
+        raise ShapeMismatch(f"scores: expected voxels {target.shape[1:]}, got {s.shape[2:]}")
+    per_voxel = np.prod(target.shape[1:])
+    flat_t = target.reshape(-1)
+    flat_s = np.moveaxis(s, 1, -1).reshape(-1, num_classes)
+    flat_w = None if w is None else np.repeat(w, per_voxel)
+    valid = np.ones(flat_t.shape, dtype=bool)
+    if ignore_index is not None:
+        valid = flat_t != ignore_index
+    index = np.flatnonzero(valid)
+    if len(index) > MAX_AUC_VOXELS:
+        index = index[:: -(-len(index) // MAX_AUC_VOXELS)]
+    flat_t, flat_s = flat_t[index], flat_s[index]
+    flat_w = None if flat_w is None else flat_w[index]
+    out: list[float | None] = []
+    for k in range(num_classes):
+        positive = flat_t == k
+        if positive.all() or not positive.any():
+            out.append(None)
+            continue
+        out.append(float(roc_auc_score(positive, flat_s[:, k], sample_weight=flat_w)))
+    return out
+
+
+def _mean_defined(values: list[float | None]) -> float | None:
+    defined = [v for v in values if v is not None]
+    return float(np.mean(defined)) if defined else None
 
 
 def _batched(x: np.ndarray, name: str) -> np.ndarray:

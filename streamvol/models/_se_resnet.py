@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import nn
 
-from streamvol.models._common import check_input, classifier_outputs
+from streamvol.models._common import check_input, classifier_outputs, segmentation_outputs
+from streamvol.models._decoder import LightDecoder, check_task, level_channels, level_maps
 from streamvol.models._registry import register
 
 
@@ -73,6 +75,9 @@ class SEResNet3D(nn.Module):
                 + shortcut 64*128 + BN 256 = 8,448                                 = 674,560
         head    128 + 1                                                            =     129
         total                                                                        900,001
+
+    ``task="segment"``: the same levels, the light decoder (``decoder_width`` channels) and a
+    1x1x1 conv head: ``(B, in_channels, D, H, W) -> (B, num_classes, D, H, W)``.
     """
 
     def __init__(
@@ -83,12 +88,15 @@ class SEResNet3D(nn.Module):
         widths: Sequence[int] = (32, 64, 128),
         reduction: int = 16,
         dropout: float = 0.5,
+        task: Literal["classify", "segment"] = "classify",
+        decoder_width: int = 32,
     ) -> None:
         super().__init__()
+        check_task(task, "se_resnet3d")
         if len(widths) < 1:
             raise ValueError(f"se_resnet3d: expected at least one width, got {widths}")
         self.in_channels = in_channels
-        self.num_outputs = classifier_outputs(num_classes)
+        self.task = task
         self.num_pools = len(widths) - 1
         stem = nn.Sequential(
             nn.Conv3d(in_channels, widths[0], 3, padding=1, bias=False),
@@ -103,6 +111,13 @@ class SEResNet3D(nn.Module):
             stages.append(block if last else nn.Sequential(block, nn.MaxPool3d(2)))
             cin = cout
         self.features = nn.Sequential(*stages)
+        self.head: nn.Module
+        if task == "segment":
+            self.num_outputs = segmentation_outputs(num_classes)
+            self.decoder = LightDecoder(level_channels(self.features, in_channels), decoder_width)
+            self.head = nn.Conv3d(decoder_width, self.num_outputs, 1)
+            return
+        self.num_outputs = classifier_outputs(num_classes)
         self.pool = nn.Sequential(nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Dropout(dropout))
         self.head = nn.Linear(cin, self.num_outputs)
 
@@ -113,4 +128,6 @@ class SEResNet3D(nn.Module):
                 f"se_resnet3d: expected every spatial side >= {2**self.num_pools}, "
                 f"got {tuple(x.shape)}"
             )
+        if self.task == "segment":
+            return self.head(self.decoder(level_maps(self.features, x), x.shape[2:]))
         return self.head(self.pool(self.features(x)))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import nn
 
-from streamvol.models._common import check_input, classifier_outputs
+from streamvol.models._common import check_input, classifier_outputs, segmentation_outputs
+from streamvol.models._decoder import LightDecoder, check_task, level_maps
 from streamvol.models._registry import register
 
 
@@ -21,6 +23,10 @@ class SimpleCNN(nn.Module):
     twice (floor) equals that of ``input_shape`` is accepted. With the default 9x11x11 input the
     pooled map is 4 x 2x2x2 = 32 features, and the binary model has exactly 17,957 parameters:
     conv1 4*27+4 = 112, conv2 4*4*27+4 = 436, fc 32*512+512 = 16,896, head 512+1 = 513.
+
+    ``task="segment"``: the same two levels, then the light decoder (``decoder_width``
+    channels) and a 1x1x1 conv head: ``(B, in_channels, D, H, W) -> (B, num_classes, D, H, W)``
+    for any D, H, W >= 4 (``input_shape`` is not used).
     """
 
     def __init__(
@@ -31,12 +37,15 @@ class SimpleCNN(nn.Module):
         input_shape: Sequence[int] = (9, 11, 11),
         hidden: int = 512,
         dropout: float = 0.5,
+        task: Literal["classify", "segment"] = "classify",
+        decoder_width: int = 16,
     ) -> None:
         super().__init__()
+        check_task(task, "simple_cnn")
         if len(input_shape) != 3:
             raise ValueError(f"simple_cnn: expected input_shape (D, H, W), got {input_shape}")
         self.in_channels = in_channels
-        self.num_outputs = classifier_outputs(num_classes)
+        self.task = task
         self.pooled_shape = tuple(int(s) // 4 for s in input_shape)
         if min(self.pooled_shape) < 1:
             raise ValueError(
@@ -46,6 +55,13 @@ class SimpleCNN(nn.Module):
             nn.Sequential(nn.Conv3d(in_channels, 4, 3, padding=1), nn.ReLU(), nn.MaxPool3d(2)),
             nn.Sequential(nn.Conv3d(4, 4, 3, padding=1), nn.ReLU(), nn.MaxPool3d(2)),
         )
+        self.head: nn.Module
+        if task == "segment":
+            self.num_outputs = segmentation_outputs(num_classes)
+            self.decoder = LightDecoder([4, 4], decoder_width)
+            self.head = nn.Conv3d(decoder_width, self.num_outputs, 1)
+            return
+        self.num_outputs = classifier_outputs(num_classes)
         self.classifier = nn.Sequential(
             nn.Flatten(),
             nn.Linear(4 * math.prod(self.pooled_shape), hidden),
@@ -56,6 +72,10 @@ class SimpleCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.in_channels, "simple_cnn")
+        if self.task == "segment":
+            if min(x.shape[2:]) < 4:
+                raise ValueError(f"simple_cnn: expected every side >= 4, got {tuple(x.shape)}")
+            return self.head(self.decoder(level_maps(self.features, x), x.shape[2:]))
         if tuple(s // 4 for s in x.shape[2:]) != self.pooled_shape:
             raise ValueError(
                 f"simple_cnn: built for inputs pooling to {self.pooled_shape} (D, H, W) // 4; "

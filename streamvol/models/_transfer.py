@@ -14,10 +14,12 @@ _PREFIXES = ("_orig_mod.", "module.")
 
 
 class LoadResult(NamedTuple):
-    """Keys of the model that the checkpoint lacked, and keys of the checkpoint left unused."""
+    """Keys of the model that the checkpoint lacked, keys of the checkpoint left unused, and
+    (``skip_mismatched``) keys both hold with different shapes, left as the model had them."""
 
     missing_keys: list[str]
     unexpected_keys: list[str]
+    mismatched_keys: tuple[str, ...] = ()
 
 
 def load_weights(
@@ -27,13 +29,17 @@ def load_weights(
     key: str | None = None,
     strict: bool = True,
     skip_head: bool = False,
+    skip_mismatched: bool = False,
 ) -> LoadResult:
     """Load weights from ``path`` into ``model`` with ``torch.load(weights_only=True)``.
 
     The file may hold a bare ``state_dict`` or a dict with the weights under ``key`` (by default
     ``"model"`` or ``"state_dict"``, as streamvol's trainer writes). Prefixes left by
     ``torch.compile`` or DDP are stripped. ``skip_head=True`` drops the checkpoint's ``head.*``
-    weights, for fine-tuning with a different output layer (use with ``strict=False``).
+    weights, for fine-tuning with a different output layer (use with ``strict=False``);
+    ``skip_mismatched=True`` leaves the model's own tensors where the checkpoint's have another
+    shape (a classifier's layers sized from another crop, a ViT's extra CLS token), listing them
+    in ``mismatched_keys``.
     """
     path = Path(path)
     if not path.is_file():
@@ -42,8 +48,14 @@ def load_weights(
     state = _state_dict_of(obj, key, path)
     if skip_head:
         state = {k: v for k, v in state.items() if not k.startswith("head.")}
+    mismatched: list[str] = []
+    if skip_mismatched:
+        own = model.state_dict()
+        mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+        state = {k: v for k, v in state.items() if k not in mismatched}
     result = model.load_state_dict(state, strict=strict)
-    return LoadResult(list(result.missing_keys), list(result.unexpected_keys))
+    missing = [k for k in result.missing_keys if k not in mismatched]
+    return LoadResult(missing, list(result.unexpected_keys), tuple(mismatched))
 
 
 def _state_dict_of(obj: Any, key: str | None, path: Path) -> dict[str, torch.Tensor]:
@@ -78,6 +90,12 @@ def _levels(model: nn.Module) -> nn.Sequential:
             f"(simple_cnn, se_resnet3d, vgg3d, resnet3d have one), got {type(features).__name__}"
         )
     return features
+
+
+def feature_levels(model: nn.Module) -> int:
+    """How many levels ``model.features`` holds (0 for a model without them)."""
+    features = getattr(model, "features", None)
+    return len(features) if isinstance(features, nn.Sequential) else 0
 
 
 def freeze_features(model: nn.Module, trainable_levels: int = 0) -> int:

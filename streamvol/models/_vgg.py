@@ -9,7 +9,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from streamvol.models._common import check_input, classifier_outputs
+from streamvol.models._common import check_input, classifier_outputs, segmentation_outputs
+from streamvol.models._decoder import LightDecoder, check_task, level_channels, level_maps
 from streamvol.models._registry import register
 
 
@@ -25,6 +26,10 @@ class VGG3D(nn.Module):
 
     Shapes: ``(B, in_channels, *input_shape) -> (B, num_outputs)``. ``model.features`` holds one
     module per level, in order, for ``freeze_features`` / ``unfreeze_schedule``.
+
+    ``task="segment"``: the same levels, the light decoder (``decoder_width`` channels) and a
+    1x1x1 conv head: ``(B, in_channels, D, H, W) -> (B, num_classes, D, H, W)`` for any input
+    with every side >= 2**levels (no classifier, ``input_shape`` unused).
     """
 
     def __init__(
@@ -39,14 +44,17 @@ class VGG3D(nn.Module):
         classifier: Literal["full", "reduced"] = "full",
         hidden: int | None = None,
         dropout: float = 0.5,
+        task: Literal["classify", "segment"] = "classify",
+        decoder_width: int = 32,
     ) -> None:
         super().__init__()
+        check_task(task, "vgg3d")
         if len(input_shape) != 3:
             raise ValueError(f"vgg3d: expected input_shape (D, H, W), got {input_shape}")
         if classifier not in ("full", "reduced"):
             raise ValueError(f"vgg3d: classifier must be 'full' or 'reduced', got {classifier!r}")
         self.in_channels = in_channels
-        self.num_outputs = classifier_outputs(num_classes)
+        self.task = task
         self.classifier_kind = classifier
         n_levels = len(convs_per_level)
         self.pooled_shape = tuple(int(s) // 2**n_levels for s in input_shape)
@@ -66,7 +74,13 @@ class VGG3D(nn.Module):
             layers.append(nn.MaxPool3d(2))
             levels.append(nn.Sequential(*layers))
         self.features = nn.Sequential(*levels)
-
+        self.head: nn.Module
+        if task == "segment":
+            self.num_outputs = segmentation_outputs(num_classes)
+            self.decoder = LightDecoder(level_channels(self.features, in_channels), decoder_width)
+            self.head = nn.Conv3d(decoder_width, self.num_outputs, 1)
+            return
+        self.num_outputs = classifier_outputs(num_classes)
         if classifier == "full":
             hidden = 4096 if hidden is None else hidden
             self.classifier = nn.Sequential(
@@ -93,6 +107,12 @@ class VGG3D(nn.Module):
         check_input(x, self.in_channels, "vgg3d")
         n = len(self.features)
         pooled = tuple(s // 2**n for s in x.shape[2:])
+        if self.task == "segment":
+            if min(pooled) < 1:
+                raise ValueError(
+                    f"vgg3d: expected every spatial side >= {2**n}, got {tuple(x.shape)}"
+                )
+            return self.head(self.decoder(level_maps(self.features, x), x.shape[2:]))
         if self.classifier_kind == "full" and pooled != self.pooled_shape:
             raise ValueError(
                 f"vgg3d: full classifier built for inputs pooling to {self.pooled_shape} "

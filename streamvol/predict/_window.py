@@ -63,11 +63,15 @@ class Window:
 
 
 def parse_tta(text: str | Sequence[str] | None) -> tuple[str, ...]:
-    """``"flips,rot90"`` -> ``("flips", "rot90")``; ``none`` or empty -> ``()``."""
+    """``"flips,rot90"`` -> ``("flips", "rot90")``; ``none`` or empty -> ``()``. The crops'
+    names (``evaluate --tta``) read the same: ``rot90z`` is ``rot90``, ``all`` both."""
     if text is None:
         return ()
     parts = text.split(",") if isinstance(text, str) else list(text)
-    return tuple(p.strip() for p in parts if p.strip() and p.strip() != "none")
+    out: list[str] = []
+    for part in (p.strip() for p in parts):
+        out += {"rot90z": ["rot90"], "all": ["flips", "rot90"]}.get(part, [part])
+    return tuple(dict.fromkeys(p for p in out if p and p != "none"))
 
 
 def window_starts(length: int, patch: int, overlap: float) -> list[int]:

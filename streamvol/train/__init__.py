@@ -1,11 +1,13 @@
-"""Trainers: the loop, losses, EMA, checkpoints, evaluation and cross-validation."""
+"""Trainers: the loop, losses, EMA, checkpoints, evaluation, cross-validation and autoencoder
+pretraining.
 
-from streamvol.errors import RunError
-from streamvol.train.checkpoint import load_checkpoint, save_checkpoint
-from streamvol.train.config import TrainConfig
-from streamvol.train.evaluate import evaluate
-from streamvol.train.loop import Trainer
-from streamvol.train.runs import load_predictor, predict_volumes, run_task
+The names below load on first use (PEP 562), so ``streamvol.train.config`` (what the CLI reads
+its option defaults from) imports without torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = [
     "RunError",
@@ -18,3 +20,23 @@ __all__ = [
     "run_task",
     "save_checkpoint",
 ]
+
+_WHERE = {
+    "RunError": "streamvol.errors",
+    "load_predictor": "streamvol.train.runs",
+    "predict_volumes": "streamvol.train.runs",
+    "run_task": "streamvol.train.runs",
+    "Trainer": "streamvol.train.loop",
+    "TrainConfig": "streamvol.train.config",
+    "evaluate": "streamvol.train.evaluation",
+    "load_checkpoint": "streamvol.train.checkpoint",
+    "save_checkpoint": "streamvol.train.checkpoint",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        import importlib
+
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'streamvol.train' has no attribute {name!r}")

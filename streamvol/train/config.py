@@ -11,7 +11,8 @@ OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "step", "plateau", "none")
 AMP = ("auto", "off", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
-TASKS = ("auto", "classification", "segmentation", "detection")
+# reconstruction: autoencoder pretraining (``streamvol pretrain``), the crop is its own target
+TASKS = ("auto", "classification", "segmentation", "detection", "reconstruction")
 # may change when a run resumes; storage options (credentials) are never saved in config.json
 OPERATIONAL = ("checkpoint_every", "loader_timeout", "storage_options")
 
@@ -70,46 +71,58 @@ class TrainConfig:
     unfreeze_every: int | None = None
     sweep_threshold: bool = True
     max_steps_per_epoch: int | None = None
+    noise: float = 0.0  # reconstruction: Gaussian noise added to the input (denoising)
+    mask_ratio: float = 0.0  # reconstruction: fraction of the input's blocks blanked (inpainting)
+    mask_block: int = 4  # reconstruction: side of a blanked block, voxels
     checkpoint_every: int = 0
     loader_timeout: float = 600.0
     storage_options: dict[str, Any] | None = None  # fsspec options for URL shards
 
     def __post_init__(self) -> None:
-        for name, value, allowed in (
-            ("optimizer", self.optimizer, OPTIMIZERS),
-            ("schedule", self.schedule, SCHEDULES),
-            ("amp", self.amp, AMP),
-            ("device", self.device, DEVICES),
-            ("task", self.task, TASKS),
-            ("augment_device", self.augment_device, ("cpu", "gpu")),
-            ("target", self.target, ("sphere", "heatmap")),
-            ("peak_method", self.peak_method, ("nms", "cc")),
+        """Refuse a setting outside its range, naming it as this parameter (``lr=0.0``); the CLI
+        shows the same error as its flag (``--lr 0.0``)."""
+        for name, allowed in (
+            ("optimizer", OPTIMIZERS),
+            ("schedule", SCHEDULES),
+            ("amp", AMP),
+            ("device", DEVICES),
+            ("task", TASKS),
+            ("augment_device", ("cpu", "gpu")),
+            ("target", ("sphere", "heatmap")),
+            ("peak_method", ("nms", "cc")),
         ):
-            if value not in allowed:
-                raise ValueError(
-                    f"--{name.replace('_', '-')} {value!r}: expected one of {', '.join(allowed)}"
-                )
-        for name in ("epochs", "batch_size"):
+            if getattr(self, name) not in allowed:
+                _bad(name, getattr(self, name), f"expected one of {', '.join(allowed)}")
+        for name in ("epochs", "batch_size", "mask_block"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)}: expected >= 1")
-        if self.lr <= 0:
-            raise ValueError(f"--lr {self.lr}: expected a positive learning rate")
+                _bad(name, getattr(self, name), "expected >= 1")
+        if not self.lr > 0:
+            _bad("lr", self.lr, "expected a positive learning rate")
         if self.unfreeze_every is not None and self.unfreeze_every < 1:
-            raise ValueError(f"--unfreeze-every {self.unfreeze_every}: expected epochs >= 1")
+            _bad("unfreeze_every", self.unfreeze_every, "expected epochs >= 1")
         if self.checkpoint_every < 0:
-            raise ValueError(f"--checkpoint-every {self.checkpoint_every}: expected steps >= 0")
+            _bad("checkpoint_every", self.checkpoint_every, "expected steps >= 0")
         if self.loader_timeout < 0:
-            raise ValueError(f"--timeout {self.loader_timeout}: expected seconds >= 0")
+            _bad("loader_timeout", self.loader_timeout, "expected seconds >= 0")
         unknown = [t for t in self.predict_tta if t not in ("flips", "rot90")]
         if unknown:
-            raise ValueError(f"--predict-tta {unknown}: expected flips and/or rot90")
+            _bad("predict_tta", self.predict_tta, "expected flips and/or rot90")
         for name in ("target_radius", "target_sigma", "pos_weight", "peak_distance"):
             if not getattr(self, name) > 0:
-                raise ValueError(
-                    f"--{name.replace('_', '-')} {getattr(self, name)}: expected a positive number"
-                )
+                _bad(name, getattr(self, name), "expected a positive number")
         if self.early_stopping is not None and self.early_stopping < 1:
-            raise ValueError(f"--early-stopping {self.early_stopping}: expected a patience >= 1")
+            _bad("early_stopping", self.early_stopping, "expected a patience >= 1")
+        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
+            _bad("max_steps_per_epoch", self.max_steps_per_epoch, "expected steps >= 1")
+        if not self.noise >= 0:
+            _bad("noise", self.noise, "expected a standard deviation >= 0")
+        if not 0 <= self.mask_ratio < 1:
+            _bad("mask_ratio", self.mask_ratio, "expected a fraction in [0, 1)")
+        for name in ("mixup", "cutmix"):
+            if not getattr(self, name) >= 0:
+                _bad(name, getattr(self, name), "expected a Beta alpha >= 0 (0: off)")
+        if self.ema is not None and not 0 < self.ema < 1:
+            _bad("ema", self.ema, "expected a decay in (0, 1), e.g. 0.999")
 
     def same_run(self, other: TrainConfig) -> bool:
         """Whether ``other`` trains the same way: equal but for how often it checkpoints and
@@ -154,3 +167,9 @@ class TrainConfig:
                 "`streamvol train`, such as runs/NAME"
             )
         return cls.from_json(json.loads(path.read_text()))
+
+
+def _bad(name: str, value: Any, expected: str) -> None:
+    from streamvol.errors import BadOption
+
+    raise BadOption(name, value, expected)

@@ -27,6 +27,14 @@ def fold_count(manifest: dict[str, Any]) -> int:
     return len(folds)
 
 
+# Report entries that are settings or bookkeeping, not metrics to average over folds.
+NOT_METRICS = ("ignore_index", "parameters", "reduction")
+
+
+def _metrics_only(report: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in report.items() if k not in NOT_METRICS}
+
+
 def cross_validate(
     config: TrainConfig,
     run_dir: str | Path,
@@ -59,10 +67,11 @@ def cross_validate(
         trainer = Trainer(fold_config, run_dir / f"fold{fold}", resume=resume)
         report = fit(trainer, fold, k) if fit else trainer.fit()
         reports.append(report)
-        predictions.append(trainer.predict())
+        if trainer.task.kind == "classification":  # for the folds' ROC curves
+            predictions.append(trainer.predict())
         if on_fold:
             on_fold(fold, report)
-    summary = summarise_folds(reports)
+    summary = summarise_folds([_metrics_only(r) for r in reports])
     plots = {}
     if trainer is not None and trainer.task.kind == "classification":
         plots["roc"] = str(

@@ -255,10 +255,11 @@ def _count(
 
 
 def write_report(
-    trainer: Any, *, split: str | None, prefix: str, tta: bool = False
+    trainer: Any, *, split: str | None, prefix: str, tta: str | bool | None = None
 ) -> dict[str, Any]:
     """Whole-tomogram report of a detection run on ``split`` (None: validation, where the
-    thresholds are chosen and saved); see the module docstring."""
+    thresholds are chosen and saved); see the module docstring. ``tta``: ``flips`` (the three
+    mirrors), ``rot90z`` (the three turns about z), ``all`` or True (both)."""
     from streamvol.predict import Peaks, Predictor, split_sources
     from streamvol.predict._run import THRESHOLDS, load_choices, settings_from
     from streamvol.predict._write import write_picks_csv
@@ -286,8 +287,9 @@ def write_report(
         peaks = Peaks(method=config.peak_method, distance=config.peak_distance)
     else:
         window, peaks = saved_window, saved_peaks
-    if tta:
-        window = predictor.window(window, tta=("flips", "rot90"))
+    kinds = _window_tta(tta)
+    if kinds:
+        window = predictor.window(window, tta=kinds)
     thresholds = choices.get("thresholds", {})
     grids = [GRID if choosing else [thresholds.get(n, 0.5)] for n in task.class_names]
     sources = split_sources(trainer.manifest, split_name)
@@ -324,7 +326,7 @@ def write_report(
         "window": asdict(window),
         "peaks": asdict(peaks),
         "beta": BETA,
-        "tta": tta,
+        "tta": ",".join(kinds) if kinds else None,
     }
     if not writes:
         return report
@@ -354,7 +356,17 @@ def write_report(
     return report
 
 
+def _window_tta(tta: str | bool | None) -> tuple[str, ...]:
+    """``evaluate --tta`` for whole tomograms, in the sliding window's kinds."""
+    from streamvol.train import tta as tta_mod
+
+    if tta is True:
+        return ("flips", "rot90")
+    kind = tta_mod.parse(tta)
+    return {None: (), "flips": ("flips",), "rot90z": ("rot90",)}.get(kind, ("flips", "rot90"))
+
+
 def _curves(history: list[dict[str, Any]], run: Path) -> Path:
-    from streamvol.train.evaluate import _curves as curves
+    from streamvol.train.evaluation import _curves as curves
 
     return curves(history, run)

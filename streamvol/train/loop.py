@@ -28,6 +28,11 @@ from streamvol.train.config import TrainConfig
 from streamvol.train.ema import EMA
 
 
+def models_name(trainer: Any) -> str:
+    """The model a trainer built, by its registered name."""
+    return setup.model_name(trainer.config, trainer.task)
+
+
 @dataclass
 class EpochLog:
     """What the loop reports after each epoch (also the lines of ``metrics.jsonl``)."""
@@ -84,15 +89,15 @@ class Trainer:
         self._base(config, run_dir)
         self.augment = setup.make_augment(config)
         self._check_margin()
+        self._transfer()  # before the run folder is claimed: a bad checkpoint writes nothing
+        self.train_set = setup.make_dataset(config, train=True, augment=self.augment)
         self._claim(resume)
-        self._transfer()
         self.step_model = self.model
         if self.ranks.distributed:
             ids = [self.ranks.local_rank] if self.device.type == "cuda" else None
             self.step_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         if config.compile:
             self.step_model = torch.compile(self.step_model)
-        self.train_set = setup.make_dataset(config, train=True, augment=self.augment)
         self.train_loader = loader(
             self.train_set, config.batch_size, config.workers, timeout=config.loader_timeout
         )
@@ -165,12 +170,46 @@ class Trainer:
             )
 
     def _transfer(self) -> None:
-        """Fine-tuning: start from pretrained weights (any head), freeze the feature levels."""
+        """Fine-tuning: start from pretrained weights (a classifier's, a segmenter's or an
+        autoencoder's from ``streamvol pretrain``: every tensor of the same name and shape but
+        the output layer, which stays this run's own, new one), then freeze the feature
+        levels when asked. ``self.transferred`` says what was loaded."""
         from streamvol import models
+        from streamvol.errors import BadOption
 
+        self.transferred: dict[str, Any] | None = None
         if self.config.pretrained:
-            models.load_weights(self.model, self.config.pretrained, strict=False, skip_head=True)
+            result = models.load_weights(
+                self.model,
+                self.config.pretrained,
+                strict=False,
+                skip_head=True,
+                skip_mismatched=True,
+            )
+            total = len(self.model.state_dict())
+            new = len(result.missing_keys) + len(result.mismatched_keys)
+            self.transferred = {
+                "from": str(self.config.pretrained),
+                "loaded": total - new,
+                "total": total,
+                "new": sorted({k.split(".")[0] for k in result.missing_keys}),
+                "mismatched": list(result.mismatched_keys),
+            }
+            if total - new == 0:
+                raise BadOption(
+                    "pretrained",
+                    str(self.config.pretrained),
+                    f"no tensor of it fits this {models_name(self)} model (another model?)",
+                )
         if self.config.freeze_features or self.config.unfreeze_every:
+            if not models.feature_levels(self.model):
+                name = "freeze_features" if self.config.freeze_features else "unfreeze_every"
+                raise BadOption(
+                    name,
+                    getattr(self.config, name),
+                    f"{models_name(self)} has no feature levels to freeze (simple_cnn, "
+                    "se_resnet3d, vgg3d and resnet3d have)",
+                )
             models.freeze_features(self.model)
 
     def _claim(self, resume: bool) -> None:
@@ -196,7 +235,7 @@ class Trainer:
     def _metric_name(self) -> str:
         if self.config.metric != "auto":
             return self.config.metric
-        return {"segmentation": "dice", "detection": "czii"}.get(
+        return {"segmentation": "dice", "detection": "czii", "reconstruction": "r2"}.get(
             self.task.kind, "balanced_accuracy"
         )
 
@@ -257,6 +296,10 @@ class Trainer:
             from streamvol.train.detection import batch_targets
 
             return batch["image"], batch_targets(self.task.target, batch)
+        if self.task.kind == "reconstruction":
+            from streamvol.train import pretrain
+
+            return pretrain.inputs(self, batch, rng)
         return _mix(batch, self.augment, self.task, rng)
 
     def _forward(self, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -280,10 +323,7 @@ class Trainer:
         written every that many steps, from which ``--resume`` continues bit for bit."""
         self.model.train()
         self.train_loader.set_epoch(self.epoch)
-        if self.config.unfreeze_every:
-            from streamvol.models import unfreeze_schedule
-
-            unfreeze_schedule(self.model, self.epoch, self.config.unfreeze_every)
+        levels = self._trainable_levels()
         sums = {"step": 0, "total": 0.0, "weight_sum": 0.0, "seen": 0, "seconds": 0.0}
         sums.update(self.partial or {})
         self.partial = None
@@ -325,7 +365,21 @@ class Trainer:
             "train_loss": _mean_over_ranks(self.ranks, sums["total"], sums["weight_sum"]),
             "lr": self.optimizer.param_groups[0]["lr"],
             "train_samples_per_s": sums["seen"] / max(seconds, 1e-9),
+            **levels,
         }
+
+    def _trainable_levels(self) -> dict[str, int]:
+        """With ``freeze_features`` or ``unfreeze_every``: this epoch's trainable feature levels
+        (the deepest ones; the schedule depends on the epoch alone) and how many there are."""
+        from streamvol.models import feature_levels, unfreeze_schedule
+
+        if self.config.unfreeze_every:
+            n = unfreeze_schedule(self.model, self.epoch, self.config.unfreeze_every)
+        elif self.config.freeze_features:
+            n = 0
+        else:
+            return {}
+        return {"trainable_levels": n, "feature_levels": feature_levels(self.model)}
 
     def _checkpoint_mid_epoch(self, sums: dict[str, float], first: int, started: float) -> None:
         """``last.pt`` after ``sums["step"]`` steps of this epoch; the running sums are summed
@@ -350,13 +404,13 @@ class Trainer:
         self,
         split: str | None = None,
         *,
-        tta: bool = False,
+        tta: str | bool | None = None,
         model: Any = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> dict[str, Any]:
         """Scores (probabilities), targets, weights and keys over an evaluation split;
         ``progress(done, total)`` after each batch."""
-        from streamvol.train.evaluate import predict_batches
+        from streamvol.train.evaluation import predict_batches
 
         ds = setup.make_dataset(self.config, train=False, split=split)
         dl = loader(
@@ -370,7 +424,7 @@ class Trainer:
         return distributed.gather_predictions(self.ranks, out)
 
     def validate(self, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-        from streamvol.train.evaluate import score
+        from streamvol.train.evaluation import score
 
         if not self.config.val_split and self.config.val_folds is None:
             return {}
@@ -378,6 +432,10 @@ class Trainer:
             from streamvol.train.detection import validate
 
             return validate(self, progress=progress)
+        if self.task.kind == "reconstruction":
+            from streamvol.train import pretrain
+
+            return pretrain.validate(self, progress=progress)
         out = self.predict(progress=progress)
         report = score(out, self.task, threshold=0.5)
         values = {"val_loss": out["loss"]}
@@ -442,7 +500,7 @@ class Trainer:
 
     def finish(self, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
         """Best weights: threshold sweep on validation, report and plots on validation."""
-        from streamvol.train.evaluate import write_report
+        from streamvol.train.evaluation import write_report
 
         distributed.barrier(self.ranks)  # best.pt is written by rank 0
         best = load_checkpoint(self.run_dir / "best.pt", self.device)

@@ -285,6 +285,29 @@ def make_detection_loss(
     return loss
 
 
+# --- reconstruction (autoencoder pretraining) ----------------------------------------------------
+
+RECONSTRUCTION = ("mse", "l1")
+
+
+def make_reconstruction_loss(name: str) -> LossFn:
+    """Mean squared (``mse``) or absolute (``l1``) error per voxel between a reconstruction and
+    its target, both (B, C, D, H, W), averaged per sample, then weighted over samples."""
+    if name not in RECONSTRUCTION:
+        raise ValueError(
+            f"loss {name!r}: reconstruction expects one of {', '.join(RECONSTRUCTION)}"
+        )
+
+    def loss(
+        output: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        diff = output - target.to(output.dtype)
+        per = diff.square() if name == "mse" else diff.abs()
+        return _weighted_mean(per.reshape(per.shape[0], -1).mean(dim=1), weight)
+
+    return loss
+
+
 def _on(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
     return None if t is None else t.to(like.device)
 

@@ -9,9 +9,15 @@ from typing import Any
 
 import torch
 
+from streamvol.errors import BadOption
 from streamvol.stream import StreamDataset, open_shards
 from streamvol.train.config import TrainConfig
-from streamvol.train.losses import class_weights_from_counts, make_detection_loss, make_loss
+from streamvol.train.losses import (
+    class_weights_from_counts,
+    make_detection_loss,
+    make_loss,
+    make_reconstruction_loss,
+)
 from streamvol.train.targets import TargetSpec
 
 
@@ -23,7 +29,7 @@ class Task:
     drawn (radii in voxels of the stored array), ``radii_angstrom`` their radii for picks.
     """
 
-    kind: str  # "classification" | "segmentation" | "detection"
+    kind: str  # "classification" | "segmentation" | "detection" | "reconstruction"
     class_names: tuple[str, ...]
     crop: tuple[int, int, int]
     counts: tuple[int, ...]  # training samples per class (classification)
@@ -46,6 +52,8 @@ def resolve_task(config: TrainConfig, manifest: dict[str, Any]) -> Task:
         from streamvol.train.detection import detection_task
 
         return detection_task(config, manifest)
+    if kind == "reconstruction":  # autoencoder pretraining: the crop is its own target
+        return Task("reconstruction", ("intensity",), tuple(manifest["crop"]), ())
     if kind == "segmentation":
         names = tuple((config.model_options or {}).get("class_names", ("background", "foreground")))
         return Task("segmentation", names, tuple(manifest["crop"]), ())
@@ -69,9 +77,12 @@ def _train_splits(config: TrainConfig) -> list[str]:
     return [config.train_split]
 
 
+PER_VOXEL = ("segmentation", "detection", "reconstruction")
+
+
 def default_model(task: Task) -> str:
     """simple_cnn for small crops (the 9 x 11 x 11 spot classifier's kind), se_resnet3d for
-    larger ones, unet3d for masks."""
+    larger ones, unet3d for masks; pretraining as classification, whose model it prepares."""
     if task.kind in ("segmentation", "detection"):
         return "unet3d"
     if max(task.crop) <= 16:
@@ -79,22 +90,44 @@ def default_model(task: Task) -> str:
     return "se_resnet3d"
 
 
+def model_name(config: TrainConfig, task: Task) -> str:
+    return config.model if config.model != "auto" else default_model(task)
+
+
 def build_model(config: TrainConfig, task: Task) -> torch.nn.Module:
+    """The run's model: built for the crop (``input_shape`` for every model that takes one),
+    in its per-voxel form (``task="segment"``) for segmentation, detection and pretraining, and
+    with the run's ``model_options`` over both."""
     from streamvol import models
 
-    name = config.model if config.model != "auto" else default_model(task)
+    name = model_name(config, task)
+    known = models.options(name)  # also refuses an unknown name, listing the known ones
     options = {k: v for k, v in (config.model_options or {}).items() if k != "class_names"}
-    if name in ("vgg3d", "simple_cnn") and "input_shape" not in options:
-        options["input_shape"] = task.crop
-    if name == "vit3d" and task.kind in ("segmentation", "detection"):
-        options.setdefault("task", "segment")
-    outputs = task.target.channels if task.target is not None else task.num_classes
+    if "input_shape" in known:
+        options.setdefault("input_shape", task.crop)
+    per_voxel = task.kind in PER_VOXEL
+    if "task" in known:
+        options.setdefault("task", "segment" if per_voxel else "classify")
+        if options["task"] == "segment" and not per_voxel:
+            raise BadOption("model_options", "task=segment", f"a {task.kind} run classifies")
+    elif not per_voxel:
+        classifiers = [n for n in models.available() if "task" in models.options(n)]
+        raise BadOption(
+            "model",
+            name,
+            f"{name} gives a map per voxel, not a class per crop; classifiers: "
+            f"{', '.join(classifiers)}",
+        )
+    if task.kind == "reconstruction":
+        outputs = 1
+    else:
+        outputs = task.target.channels if task.target is not None else task.num_classes
     return models.build(name, in_channels=1, num_classes=outputs, **options)
 
 
 def resolve_device(config: TrainConfig) -> torch.device:
     if config.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available")
+        raise BadOption("device", "cuda", "no CUDA device is available")
     if config.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(config.device)
@@ -109,6 +142,8 @@ def amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
 
 def make_loss_fn(config: TrainConfig, task: Task) -> Any:
     name = config.loss
+    if task.kind == "reconstruction":
+        return make_reconstruction_loss("mse" if name == "auto" else name)
     if task.target is not None:
         if name == "auto":
             name = "ce" if task.target.kind == "sphere" else "focal"

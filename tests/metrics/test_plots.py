@@ -143,3 +143,24 @@ def test_titles_say_what_and_epochs_are_whole(tmp_path: Path, figures):
     fig = figures[-1]
     assert "cm: test" in _texts(fig)
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["false", "true"]
+
+
+def test_compare_and_reconstruction_plots_are_pngs(tmp_path):
+    import numpy as np
+
+    from streamvol.metrics import plot_compare, plot_reconstructions
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 40)
+    runs = [
+        {"label": "cnn", "y_true": y, "scores": rng.uniform(size=40), "class_names": ["a", "b"]},
+        {"label": "se", "y_true": y, "scores": 0.5 * y + 0.5 * rng.uniform(size=40),
+         "class_names": ["a", "b"]},
+        {"label": "three", "y_true": rng.integers(0, 3, 40),
+         "scores": rng.dirichlet(np.ones(3), 40), "class_names": ["a", "b", "c"]},
+    ]  # fmt: skip
+    path = plot_compare(runs, tmp_path / "c.png", title="test")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    x = rng.normal(size=(3, 1, 5, 8, 8))
+    path = plot_reconstructions(x, x * 0.5, x, tmp_path / "r.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"

@@ -142,3 +142,43 @@ def test_bounds_iou_identity_and_sample_order(n: int, c: int, seed: int):
     order = rng.permutation(n)
     permuted = segmentation_report(p[order], t[order], num_classes=c)
     np.testing.assert_allclose(list(permuted["dice"].values()), list(report["dice"].values()))
+
+
+def test_voxel_sensitivity_specificity_and_auc_equal_scikit_learn_with_weights_and_padding():
+    """Binary masks: per-voxel sensitivity and specificity are recall of each outcome, ROC AUC
+    is scikit-learn's, each voxel weighted by its sample's weight; padding (weight 0) left out."""
+    from sklearn.metrics import recall_score, roc_auc_score
+
+    rng = np.random.default_rng(3)
+    t = rng.integers(0, 2, (4, 5, 6, 7))
+    prob = np.clip(0.35 * t + rng.uniform(0, 0.65, t.shape), 0, 1).astype(np.float32)
+    p = (prob > 0.5).astype(np.int64)
+    w = np.array([1.0, 2.0, 0.5, 0.0])  # the last sample is padding
+    report = segmentation_report(p, t, num_classes=2, weights=w, scores=prob)
+    keep = w > 0
+    vw = np.repeat(w[keep], 5 * 6 * 7)
+    yt, yp, ys = t[keep].ravel(), p[keep].ravel(), prob[keep].ravel()
+    assert report["sensitivity"] == pytest.approx(recall_score(yt, yp, sample_weight=vw))
+    assert report["specificity"] == pytest.approx(
+        recall_score(yt, yp, pos_label=0, sample_weight=vw)
+    )
+    assert report["roc_auc"] == pytest.approx(roc_auc_score(yt, ys, sample_weight=vw))
+    voxel = report["per_class_voxel"]["1"]
+    assert voxel["sensitivity"] == report["sensitivity"] and voxel["roc_auc"] == report["roc_auc"]
+
+
+def test_multiclass_voxel_metrics_are_the_foreground_mean_and_undefined_is_none():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(4)
+    t = rng.integers(0, 3, (2, 4, 4, 4))
+    probs = rng.dirichlet(np.ones(3), size=t.shape).transpose(0, 4, 1, 2, 3)
+    probs[:, 1] += 0.5 * (t == 1)
+    probs /= probs.sum(1, keepdims=True)
+    report = segmentation_report(probs.argmax(1), t, num_classes=3, scores=probs)
+    aucs = [roc_auc_score((t == k).ravel(), probs[:, k].ravel()) for k in (1, 2)]
+    assert report["roc_auc"] == pytest.approx(np.mean(aucs))
+    empty = segmentation_report(np.zeros((1, 3, 3, 3), int), np.zeros((1, 3, 3, 3), int),
+                                num_classes=2)  # fmt: skip
+    assert empty["sensitivity"] is None and empty["roc_auc"] is None
+    assert empty["specificity"] == 1.0

@@ -17,7 +17,7 @@ class Case:
 
     @property
     def id(self) -> str:
-        extra = self.options.get("variant") or self.options.get("task") or ""
+        extra = "-".join(str(self.options[k]) for k in ("variant", "task") if k in self.options)
         return f"{self.name}-{extra}" if extra else self.name
 
 
@@ -31,6 +31,14 @@ CASES = [
     ),
     Case("resnet3d", {"width": 4}, (8, 16, 16)),
     Case("resnet3d", {"width": 4, "variant": "2plus1d"}, (8, 16, 16)),
+    Case("resnet3d", {"width": 4, "variant": "mc3_18", "norm": "group"}, (8, 16, 16)),
+    Case("simple_cnn", {"task": "segment", "decoder_width": 4}, (9, 11, 11), segment=True),
+    Case(
+        "resnet3d",
+        {"width": 4, "task": "segment", "decoder_width": 4},
+        (8, 16, 16),
+        segment=True,
+    ),
     Case("unet3d", {"depth": 2, "base_width": 4}, (8, 8, 8), segment=True),
     Case("vit3d", {"input_shape": (16, 16, 16), "dim": 16, "depth": 2, "heads": 2}, (16, 16, 16)),
     Case(

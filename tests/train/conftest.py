@@ -39,3 +39,25 @@ def blob_folds(tmp_path_factory):
     out = root / "shards"
     shard(parse_config([src], plan="sample", crop="9,11,11", context=0, folds=3), out)
     return out
+
+
+@pytest.fixture(scope="session")
+def cube_shards(tmp_path_factory):
+    """Blobs in 12^3 crops: square in y-x (turns about z apply) and a ViT patch multiple."""
+    root = tmp_path_factory.mktemp("cubes")
+    src = _blobs(root / "src", n=40, shape=(12, 12, 12), seed=2)
+    out = root / "shards"
+    shard(parse_config([src], plan="sample", crop="12", context=0, split="0.5,0.25,0.25"), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def seg_folds(tmp_path_factory):
+    """Synthetic nuclei and their masks in 3 folds of 8 x 16 x 16 crops: a segmentation set."""
+    from streamvol import synth
+
+    root = tmp_path_factory.mktemp("segfolds")
+    data = synth.make("nuclei", root / "nuclei", n=6, size=(8, 16, 16), seed=3)
+    out = root / "shards"
+    shard(parse_config([data], plan="grid", crop="8,16,16", context=0, folds=3), out)
+    return out

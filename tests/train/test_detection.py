@@ -97,5 +97,5 @@ def test_detection_refuses_what_it_cannot_train(pick_project, blob_shards, tmp_p
         Trainer(TrainConfig(shards=str(shards), mixup=0.4, **TINY), tmp_path / "b")
     with pytest.raises(ValueError, match="loss for --target sphere 'mse'"):
         Trainer(TrainConfig(shards=str(shards), loss="mse", **TINY), tmp_path / "c")
-    with pytest.raises(ValueError, match="--target 'ball'"):
+    with pytest.raises(ValueError, match="target='ball'"):
         TrainConfig(shards=str(shards), target="ball")

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from streamvol.cli import app
 from streamvol.train import RunError, TrainConfig, Trainer, evaluate
 from streamvol.train.cv import cross_validate
-from streamvol.train.evaluate import predict_run
+from streamvol.train.evaluation import predict_run
 
 FAST = {"batch_size": 8, "workers": 0, "lr": 3e-3, "augment": "flips", "warmup": 0}
 
@@ -116,11 +116,18 @@ def test_augmentation_must_fit_the_stored_margin(blob_shards, tmp_path):
     assert not (tmp_path / "m").exists()
 
 
-def test_bad_options_name_the_value(blob_shards):
-    with pytest.raises(ValueError, match="--optimizer 'adam'"):
+def test_bad_options_name_the_parameter(blob_shards):
+    from streamvol.errors import BadOption
+
+    with pytest.raises(BadOption, match="optimizer='adam': expected one of adamw, sgd"):
         TrainConfig(shards=str(blob_shards), optimizer="adam")
-    with pytest.raises(ValueError, match="--epochs 0"):
+    with pytest.raises(ValueError, match="epochs=0: expected >= 1"):
         TrainConfig(shards=str(blob_shards), epochs=0)
+    with pytest.raises(BadOption, match=r"lr=0\.0: expected a positive learning rate") as err:
+        TrainConfig(shards=str(blob_shards), lr=0.0)
+    assert (err.value.name, err.value.value) == ("lr", 0.0)
+    with pytest.raises(BadOption, match="loader_timeout=-1"):
+        TrainConfig(shards=str(blob_shards), loader_timeout=-1)
 
 
 def test_segmentation_run(tmp_path):

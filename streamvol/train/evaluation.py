@@ -3,7 +3,6 @@ metrics, the validation threshold sweep, and the report with its plots."""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -12,12 +11,6 @@ import numpy as np
 import torch
 
 from streamvol.core.files import atomic_file, write_json_atomic
-
-# The 8 flips of the three axes: each is its own inverse, so TTA maps predictions back exactly.
-TTA_FLIPS = tuple(
-    tuple(d for d, f in zip((2, 3, 4), bits, strict=True) if f)
-    for bits in itertools.product((0, 1), repeat=3)
-)
 
 
 def _probabilities(logits: torch.Tensor, binary: bool) -> torch.Tensor:
@@ -33,60 +26,82 @@ def predict_batches(
     task: Any,
     *,
     forward: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor],
-    tta: bool = False,
+    tta: str | bool | None = None,
     loss_fn: Any = None,
 ) -> dict[str, Any]:
     """Run ``model`` over batches; return scores, targets, weights, keys and the mean loss.
 
     Classification scores are probabilities ((N,) positive class when binary, else (N, C));
-    segmentation keeps the predicted labels (N, D, H, W). With ``tta`` the 8 axis flips are
-    averaged (segmentation probabilities flipped back before averaging).
+    segmentation keeps the predicted labels (N, D, H, W) as ``scores`` and the probabilities
+    as ``probs`` (float16: (N, D, H, W) of the foreground for two classes, else (N, C, D, H,
+    W)). ``tta`` (``flips``, ``rot90z``, ``all``; True: ``flips``) averages the probabilities
+    of the transformed crops, each segmentation map turned back first (``streamvol.train.tta``).
+    Targets are -1 where the shards hold none (unlabelled crops; no loss then).
     """
+    from streamvol.train import tta as tta_mod
+
+    kind = tta_mod.parse(tta)
     model.eval()
     binary = task.binary
-    scores, targets, weights, keys = [], [], [], []
+    segmentation = task.kind == "segmentation"
+    scores, targets, weights, keys, probs_all = [], [], [], [], []
     loss_sum, weight_sum = 0.0, 0.0
     for batch in batches:
         x = batch["image"]
-        flips = TTA_FLIPS if tta else ((),)
+        target = batch.get("mask") if segmentation else batch.get("label")
         probs = None
-        for dims in flips:
-            logits = forward(model, x.flip(dims) if dims else x).float()
-            if loss_fn is not None and not dims:
-                target = batch["mask"] if task.kind == "segmentation" else batch["label"]
+        views = tta_mod.transforms(kind, x.shape[2:])
+        for i, (forward_t, inverse_t) in enumerate(views):
+            logits = forward(model, forward_t(x)).float()
+            if loss_fn is not None and i == 0 and target is not None:
                 loss = loss_fn(logits, target, batch["weight"])
                 loss_sum += float(loss) * float(batch["weight"].sum())
                 weight_sum += float(batch["weight"].sum())
-            p = _probabilities(logits, binary and task.kind == "classification")
-            if task.kind == "segmentation":
+            if segmentation:
                 p = torch.softmax(logits, dim=1) if logits.shape[1] > 1 else torch.sigmoid(logits)
-                p = p.flip(dims) if dims else p
+                p = inverse_t(p)
+            else:
+                p = _probabilities(logits, binary)
             probs = p if probs is None else probs + p
-        probs = probs / len(flips)
-        if task.kind == "segmentation":
+        probs = probs / len(views)
+        n = len(x)
+        if segmentation:
             labels = probs.argmax(1) if probs.shape[1] > 1 else (probs[:, 0] > 0.5).long()
             scores.append(labels.cpu().numpy())
-            targets.append(batch["mask"].cpu().numpy())
+            kept = probs[:, -1] if probs.shape[1] <= 2 else probs
+            probs_all.append(kept.to(torch.float16).cpu().numpy())
         else:
             scores.append(probs.cpu().numpy())
-            targets.append(batch["label"].cpu().numpy())
+        if target is None:
+            shape = (n, *x.shape[2:]) if segmentation else (n,)
+            targets.append(np.full(shape, -1, dtype=np.int64))
+        else:
+            targets.append(target.cpu().numpy())
         weights.append(batch["weight"].cpu().numpy())
         keys += batch["__key__"]
     if not keys:
         raise ValueError("the evaluation split yielded no samples")
-    return {
+    out = {
         "scores": np.concatenate(scores),
         "targets": np.concatenate(targets),
         "weights": np.concatenate(weights),
         "keys": keys,
         "loss": loss_sum / max(weight_sum, 1.0),
     }
+    if probs_all:
+        out["probs"] = np.concatenate(probs_all)
+    return out
 
 
 def score(out: dict[str, Any], task: Any, *, threshold: float | None = 0.5) -> dict[str, Any]:
-    """Metrics of a prediction set: scikit-learn classification or Dice/IoU segmentation."""
+    """Metrics of a prediction set: scikit-learn classification, or segmentation's Dice and IoU
+    per sample and per-voxel sensitivity, specificity and ROC AUC."""
     from streamvol.metrics import classification_report, segmentation_report
 
+    if (out["targets"] < 0).any():
+        raise ValueError(
+            "the split holds unlabelled crops (no class or mask in its shards): nothing to score"
+        )
     if task.kind == "segmentation":
         report = segmentation_report(
             out["scores"],
@@ -94,10 +109,14 @@ def score(out: dict[str, Any], task: Any, *, threshold: float | None = 0.5) -> d
             num_classes=task.num_classes,
             class_names=task.class_names,
             weights=out["weights"],
+            scores=out.get("probs"),
         )
         report["dice_per_class"] = report.pop("dice")
         report["iou_per_class"] = report.pop("iou")
         report["dice"], report["iou"] = report["mean_dice"], report["mean_iou"]
+        report["task"] = "segmentation"
+        if report.get("ignore_index") is None:
+            report.pop("ignore_index", None)  # a setting, not a metric: no row of dashes
         return report
     return classification_report(
         out["targets"],
@@ -108,27 +127,39 @@ def score(out: dict[str, Any], task: Any, *, threshold: float | None = 0.5) -> d
     )
 
 
+def count_parameters(model: torch.nn.Module) -> int:
+    """Trainable and frozen parameters of ``model`` (not buffers such as BN statistics)."""
+    return int(sum(p.numel() for p in model.parameters()))
+
+
 def write_report(
     trainer: Any,
     *,
     split: str | None,
     prefix: str,
-    tta: bool = False,
+    tta: str | bool | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Predict ``split`` (None: validation), choose or reuse the threshold, score, plot;
-    ``progress(done, total)`` after each batch predicted."""
+    """Predict ``split`` (None: validation), choose or reuse the threshold, score, plot, and keep
+    the predictions (``<prefix>_predictions.npz``: keys, targets, scores, weights; what
+    ``compare`` draws); ``progress(done, total)`` after each batch predicted."""
     from streamvol.metrics import (
         plot_confusion_matrix,
         plot_pr,
         plot_roc,
         sweep_threshold,
     )
+    from streamvol.train import tta as tta_mod
 
+    kind = tta_mod.parse(tta)
     if trainer.task.kind == "detection":
         from streamvol.train import detection
 
         return detection.write_report(trainer, split=split, prefix=prefix, tta=tta)
+    if trainer.task.kind == "reconstruction":
+        from streamvol.train import pretrain
+
+        return pretrain.write_report(trainer, split=split, prefix=prefix, progress=progress)
     run = trainer.run_dir
     task = trainer.task
     writes = getattr(trainer, "main", True)  # under torchrun, rank 0 alone writes files
@@ -137,7 +168,7 @@ def write_report(
         if trainer.history and writes:
             _curves(trainer.history, run)
         return report
-    out = trainer.predict(split, tta=tta, progress=progress)
+    out = trainer.predict(split, tta=kind, progress=progress)
     threshold = _saved_threshold(run)
     if task.binary and split is None and trainer.config.sweep_threshold:
         threshold, _ = sweep_threshold(out["targets"], out["scores"], weights=out["weights"])
@@ -147,16 +178,19 @@ def write_report(
             )
     report = score(out, task, threshold=threshold)
     report["split"] = split or "val"
-    report["tta"] = tta
+    report["tta"] = kind
+    report["model"] = setup_model_name(trainer)
+    report["parameters"] = count_parameters(trainer.model)
     if not writes:
         return report
+    _save_predictions(run / f"{prefix}_predictions.npz", out, task)
     plots = {}
     if trainer.history and split is None:  # after training; evaluation keeps the run's curves
         plots["curves"] = str(_curves(trainer.history, run))
     if task.kind == "classification":
         keep = out["weights"] > 0
         names = list(task.class_names)
-        what = f"{run.name}, {report['split']} split{' with 8-flip TTA' if tta else ''}"
+        what = f"{run.name}, {report['split']} split{f' with {_TTA_WORDS[kind]}' if kind else ''}"
         what += f" ({int(keep.sum())} samples)"
         if len(np.unique(out["targets"][keep])) > 1:
             curves = (("roc", plot_roc, "ROC"), ("pr", plot_pr, "precision-recall"))
@@ -185,6 +219,50 @@ def write_report(
     return report
 
 
+_TTA_WORDS = {
+    "flips": "8-flip TTA",
+    "rot90z": "TTA of 4 turns about z",
+    "all": "16-view TTA (flips and turns about z)",
+}
+
+
+def setup_model_name(trainer: Any) -> str:
+    from streamvol.train.setup import model_name
+
+    return model_name(trainer.config, trainer.task)
+
+
+def _save_predictions(path: Path, out: dict[str, Any], task: Any) -> None:
+    """Classification predictions as npz (small: one row per crop); segmentation keeps none."""
+    if task.kind != "classification":
+        return
+    with atomic_file(path, "wb") as f:
+        np.savez(
+            f,
+            keys=np.asarray(out["keys"]),
+            targets=out["targets"],
+            scores=out["scores"],
+            weights=out["weights"],
+            class_names=np.asarray(task.class_names),
+        )
+
+
+def load_predictions(path: str | Path) -> dict[str, Any]:
+    """What ``_save_predictions`` wrote, as plain arrays (no pickles)."""
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def tta_prefix(split: str, tta: str | bool | None) -> str:
+    """The file prefix of an evaluation: ``test``, ``test_tta`` (flips), ``test_tta_rot90z``."""
+    from streamvol.train import tta as tta_mod
+
+    kind = tta_mod.parse(tta)
+    if kind is None:
+        return split
+    return f"{split}_tta" if kind == "flips" else f"{split}_tta_{kind}"
+
+
 def _curves(history: list[dict[str, Any]], run: Path) -> Path:
     """Loss curves and the validation metrics per epoch (not throughput or learning rate)."""
     from streamvol.metrics import plot_history
@@ -205,15 +283,16 @@ def evaluate(
     run: str | Path,
     *,
     split: str = "test",
-    tta: bool = False,
+    tta: str | bool | None = None,
     device: str | None = None,
     timeout: float | None = None,
     storage_options: dict[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Score a run's best checkpoint on ``split`` with the threshold chosen on validation
-    (``timeout``: the loader's, default the run's; ``storage_options`` for URL shards;
-    ``progress(done, total)`` after each batch)."""
+    (``tta``: ``flips``, ``rot90z`` or ``all``, True for flips; ``timeout``: the loader's,
+    default the run's; ``storage_options`` for URL shards; ``progress(done, total)`` after each
+    batch)."""
     from dataclasses import replace
 
     from streamvol.train.config import TrainConfig
@@ -227,7 +306,7 @@ def evaluate(
         config = replace(config, loader_timeout=timeout)
     config = replace(config, storage_options=storage_options)
     trainer = Trainer.for_evaluation(config, run)
-    prefix = f"{split}{'_tta' if tta else ''}"
+    prefix = tta_prefix(split, tta)
     return write_report(trainer, split=split, prefix=prefix, tta=tta, progress=progress)
 
 
@@ -237,13 +316,14 @@ def predict_run(
     *,
     split: str = "test",
     shards: str | None = None,
-    tta: bool = False,
+    tta: str | bool | None = None,
     timeout: float | None = None,
     storage_options: dict[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
-    """Write a CSV of every sample's key, weight, class scores and predicted class (or, for
-    segmentation, the predicted foreground fraction) for ``split`` of the run's or other shards
+    """Write a CSV of every sample's key, weight, class scores, predicted class and, where the
+    shards hold one, its true class (for segmentation: the predicted foreground fraction, and
+    the true one where there is a mask) for ``split`` of the run's or other shards
     (``progress(done, total)`` after each batch)."""
     import csv
     from dataclasses import replace
@@ -264,26 +344,40 @@ def predict_run(
             f"{run}: a detection run predicts whole tomograms, not crops; use "
             "streamvol.train.predict_volumes (streamvol predict RUN [SOURCE...])"
         )
+    if trainer.task.kind == "reconstruction":
+        raise ValueError(
+            f"{run}: a pretraining run reconstructs crops; fine-tune it first "
+            f"(streamvol train SHARDS --pretrained {run / 'best.pt'})"
+        )
     result = trainer.predict(split, tta=tta, progress=progress)
     names = trainer.task.class_names
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(out, "w", newline="") as f:
         writer = csv.writer(f)
+        rows = zip(
+            result["keys"], result["weights"], result["scores"], result["targets"], strict=True
+        )
         if trainer.task.kind == "segmentation":
-            writer.writerow(["key", "weight", "foreground_fraction"])
-            for key, w, labels in zip(
-                result["keys"], result["weights"], result["scores"], strict=True
-            ):
-                writer.writerow([key, w, float((labels > 0).mean())])
+            labelled = bool((result["targets"] >= 0).all())
+            writer.writerow(
+                ["key", "weight", "foreground_fraction"]
+                + (["true_foreground_fraction"] if labelled else [])
+            )
+            for key, w, labels, truth in rows:
+                true = [float((truth > 0).mean())] if labelled else []
+                writer.writerow([key, w, float((labels > 0).mean()), *true])
         else:
+            labelled = bool((result["targets"] >= 0).all())
             threshold = _saved_threshold(run)
-            scores = result["scores"]
             columns = [f"p_{names[1]}"] if trainer.task.binary else [f"p_{n}" for n in names]
-            writer.writerow(["key", "weight", *columns, "predicted"])
-            for key, w, s in zip(result["keys"], result["weights"], scores, strict=True):
+            writer.writerow(
+                ["key", "weight", *columns, "predicted"] + (["label"] if labelled else [])
+            )
+            for key, w, s, truth in rows:
+                true = [names[int(truth)]] if labelled else []
                 if trainer.task.binary:
-                    writer.writerow([key, w, float(s), names[int(s >= threshold)]])
+                    writer.writerow([key, w, float(s), names[int(s >= threshold)], *true])
                 else:
-                    writer.writerow([key, w, *map(float, s), names[int(np.argmax(s))]])
+                    writer.writerow([key, w, *map(float, s), names[int(np.argmax(s))], *true])
     return out
