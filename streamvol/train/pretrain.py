@@ -34,11 +34,11 @@ def fold_splits(config: Any) -> Any:
     with a ``train`` split, or folds already chosen, is returned as it is."""
     from dataclasses import replace
 
-    from streamvol.train.setup import manifest_of
+    from streamvol.core.manifest import read_manifest
 
     if config.train_folds is not None:
         return config
-    splits = list(manifest_of(config.shards, config.storage_options)["splits"])
+    splits = list(read_manifest(config.shards, config.storage_options)["splits"])
     folds = sorted(int(s[4:]) for s in splits if s.startswith("fold") and s[4:].isdigit())
     if config.train_split in splits or len(folds) < 2:
         return config
