@@ -725,7 +725,7 @@ def predict(
     from streamvol.predict import parse_tta
     from streamvol.shard.plan import as_zyx
     from streamvol.train import predict_volumes, run_task
-    from streamvol.train.evaluation import predict_run
+    from streamvol.train.runs import predict_run
 
     try:
         kinds = parse_tta(tta)

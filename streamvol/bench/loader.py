@@ -257,6 +257,7 @@ def trainer_rate(
 ) -> dict[str, Any]:
     """Samples per second of forward + backward + optimizer step on the loader's batch shape."""
     from streamvol.train.config import TrainConfig
+    from streamvol.train.rng import RunRng
     from streamvol.train.setup import build_model, resolve_task
 
     manifest = read_manifest(config.shards, config.storage_options)
@@ -264,10 +265,10 @@ def trainer_rate(
         shards=config.shards, model=config.model or "auto", storage_options=config.storage_options
     )
     task = resolve_task(train_config, manifest)
-    torch.manual_seed(0)
-    model = build_model(train_config, task).to(device)
+    with RunRng(0, device).active():  # the same weights and input every time
+        model = build_model(train_config, task).to(device)
+        x = torch.randn(config.batch_size, 1, *task.crop, device=device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = torch.randn(config.batch_size, 1, *task.crop, device=device)
     outputs = model.num_outputs if hasattr(model, "num_outputs") else task.num_classes
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" else None
     for i in range(warmup + steps):

@@ -28,7 +28,7 @@ _WHERE = {
     "run_task": "streamvol.train.runs",
     "Trainer": "streamvol.train.loop",
     "TrainConfig": "streamvol.train.config",
-    "evaluate": "streamvol.train.evaluation",
+    "evaluate": "streamvol.train.runs",
     "load_checkpoint": "streamvol.train.checkpoint",
     "save_checkpoint": "streamvol.train.checkpoint",
 }

@@ -47,7 +47,8 @@ def compare_runs(
     ``progress(run, done, total)`` follows an evaluation that has to run."""
     from streamvol.metrics import plot_compare
     from streamvol.train.config import TrainConfig
-    from streamvol.train.evaluation import evaluate, load_predictions, tta_prefix
+    from streamvol.train.evaluation import load_predictions, tta_prefix
+    from streamvol.train.runs import evaluate
 
     if len(runs) < 2:
         raise ValueError(f"compare: expected two runs or more, got {len(runs)}")

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from streamvol.core.files import atomic_file, write_json_atomic
+from streamvol.train.setup import model_name
 
 
 def _probabilities(logits: torch.Tensor, binary: bool) -> torch.Tensor:
@@ -169,7 +170,7 @@ def write_report(
             _curves(trainer.history, run)
         return report
     out = trainer.predict(split, tta=kind, progress=progress)
-    threshold = _saved_threshold(run)
+    threshold = saved_threshold(run)
     if task.binary and split is None and trainer.config.sweep_threshold:
         threshold, _ = sweep_threshold(out["targets"], out["scores"], weights=out["weights"])
         if writes:
@@ -179,7 +180,7 @@ def write_report(
     report = score(out, task, threshold=threshold)
     report["split"] = split or "val"
     report["tta"] = kind
-    report["model"] = setup_model_name(trainer)
+    report["model"] = model_name(trainer.config, trainer.task)
     report["parameters"] = count_parameters(trainer.model)
     if not writes:
         return report
@@ -226,12 +227,6 @@ _TTA_WORDS = {
 }
 
 
-def setup_model_name(trainer: Any) -> str:
-    from streamvol.train.setup import model_name
-
-    return model_name(trainer.config, trainer.task)
-
-
 def _save_predictions(path: Path, out: dict[str, Any], task: Any) -> None:
     """Classification predictions as npz (small: one row per crop); segmentation keeps none."""
     if task.kind != "classification":
@@ -272,112 +267,9 @@ def _curves(history: list[dict[str, Any]], run: Path) -> Path:
     return plot_history(history, run / "curves.png", metrics=metrics or None, title=title)
 
 
-def _saved_threshold(run: Path) -> float:
+def saved_threshold(run: Path) -> float:
+    """The decision threshold chosen on validation (0.5 when the run chose none)."""
     import json
 
     path = run / "threshold.json"
     return float(json.loads(path.read_text())["threshold"]) if path.is_file() else 0.5
-
-
-def evaluate(
-    run: str | Path,
-    *,
-    split: str = "test",
-    tta: str | bool | None = None,
-    device: str | None = None,
-    timeout: float | None = None,
-    storage_options: dict[str, Any] | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> dict[str, Any]:
-    """Score a run's best checkpoint on ``split`` with the threshold chosen on validation
-    (``tta``: ``flips``, ``rot90z`` or ``all``, True for flips; ``timeout``: the loader's,
-    default the run's; ``storage_options`` for URL shards; ``progress(done, total)`` after each
-    batch)."""
-    from dataclasses import replace
-
-    from streamvol.train.config import TrainConfig
-    from streamvol.train.loop import Trainer
-
-    run = Path(run)
-    config = TrainConfig.load(run / "config.json")
-    if device:
-        config = replace(config, device=device)
-    if timeout is not None:
-        config = replace(config, loader_timeout=timeout)
-    config = replace(config, storage_options=storage_options)
-    trainer = Trainer.for_evaluation(config, run)
-    prefix = tta_prefix(split, tta)
-    return write_report(trainer, split=split, prefix=prefix, tta=tta, progress=progress)
-
-
-def predict_run(
-    run: str | Path,
-    out: str | Path,
-    *,
-    split: str = "test",
-    shards: str | None = None,
-    tta: str | bool | None = None,
-    timeout: float | None = None,
-    storage_options: dict[str, Any] | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> Path:
-    """Write a CSV of every sample's key, weight, class scores, predicted class and, where the
-    shards hold one, its true class (for segmentation: the predicted foreground fraction, and
-    the true one where there is a mask) for ``split`` of the run's or other shards
-    (``progress(done, total)`` after each batch)."""
-    import csv
-    from dataclasses import replace
-
-    from streamvol.train.config import TrainConfig
-    from streamvol.train.loop import Trainer
-
-    run = Path(run)
-    config = TrainConfig.load(run / "config.json")
-    if shards:
-        config = replace(config, shards=str(shards))
-    if timeout is not None:
-        config = replace(config, loader_timeout=timeout)
-    config = replace(config, storage_options=storage_options)
-    trainer = Trainer.for_evaluation(config, run)
-    if trainer.task.kind == "detection":
-        raise ValueError(
-            f"{run}: a detection run predicts whole tomograms, not crops; use "
-            "streamvol.train.predict_volumes (streamvol predict RUN [SOURCE...])"
-        )
-    if trainer.task.kind == "reconstruction":
-        raise ValueError(
-            f"{run}: a pretraining run reconstructs crops; fine-tune it first "
-            f"(streamvol train SHARDS --pretrained {run / 'best.pt'})"
-        )
-    result = trainer.predict(split, tta=tta, progress=progress)
-    names = trainer.task.class_names
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(out, "w", newline="") as f:
-        writer = csv.writer(f)
-        rows = zip(
-            result["keys"], result["weights"], result["scores"], result["targets"], strict=True
-        )
-        if trainer.task.kind == "segmentation":
-            labelled = bool((result["targets"] >= 0).all())
-            writer.writerow(
-                ["key", "weight", "foreground_fraction"]
-                + (["true_foreground_fraction"] if labelled else [])
-            )
-            for key, w, labels, truth in rows:
-                true = [float((truth > 0).mean())] if labelled else []
-                writer.writerow([key, w, float((labels > 0).mean()), *true])
-        else:
-            labelled = bool((result["targets"] >= 0).all())
-            threshold = _saved_threshold(run)
-            columns = [f"p_{names[1]}"] if trainer.task.binary else [f"p_{n}" for n in names]
-            writer.writerow(
-                ["key", "weight", *columns, "predicted"] + (["label"] if labelled else [])
-            )
-            for key, w, s, truth in rows:
-                true = [names[int(truth)]] if labelled else []
-                if trainer.task.binary:
-                    writer.writerow([key, w, float(s), names[int(s >= threshold)], *true])
-                else:
-                    writer.writerow([key, w, *map(float, s), names[int(np.argmax(s))], *true])
-    return out

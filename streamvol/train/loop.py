@@ -26,11 +26,7 @@ from streamvol.train import distributed, setup
 from streamvol.train.checkpoint import load_checkpoint, save_checkpoint
 from streamvol.train.config import TrainConfig
 from streamvol.train.ema import EMA
-
-
-def models_name(trainer: Any) -> str:
-    """The model a trainer built, by its registered name."""
-    return setup.model_name(trainer.config, trainer.task)
+from streamvol.train.rng import RunRng
 
 
 @dataclass
@@ -134,8 +130,9 @@ class Trainer:
         if self.device.type == "cuda" and self.ranks.distributed:
             self.device = torch.device("cuda", self.ranks.local_rank)
         self.amp = setup.amp_dtype(config, self.device)
-        torch.manual_seed(config.seed)  # the initial weights are a function of the seed
-        self.model = setup.build_model(config, self.task).to(self.device)
+        self.rng = RunRng(config.seed, self.device)
+        with self.rng.active():  # the initial weights are a function of the seed
+            self.model = setup.build_model(config, self.task).to(self.device)
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last_3d)
         self.loss_fn = setup.make_loss_fn(config, self.task)
@@ -178,6 +175,7 @@ class Trainer:
         from streamvol.errors import BadOption
 
         self.transferred: dict[str, Any] | None = None
+        name = setup.model_name(self.config, self.task)
         if self.config.pretrained:
             result = models.load_weights(
                 self.model,
@@ -199,15 +197,15 @@ class Trainer:
                 raise BadOption(
                     "pretrained",
                     str(self.config.pretrained),
-                    f"no tensor of it fits this {models_name(self)} model (another model?)",
+                    f"no tensor of it fits this {name} model (another model?)",
                 )
         if self.config.freeze_features or self.config.unfreeze_every:
             if not models.feature_levels(self.model):
-                name = "freeze_features" if self.config.freeze_features else "unfreeze_every"
+                option = "freeze_features" if self.config.freeze_features else "unfreeze_every"
                 raise BadOption(
-                    name,
-                    getattr(self.config, name),
-                    f"{models_name(self)} has no feature levels to freeze (simple_cnn, "
+                    option,
+                    getattr(self.config, option),
+                    f"{name} has no feature levels to freeze (simple_cnn, "
                     "se_resnet3d, vgg3d and resnet3d have)",
                 )
             models.freeze_features(self.model)
@@ -259,8 +257,7 @@ class Trainer:
             "best": self.best,
             "stale": self.stale,
             "history": json.dumps(self.history),
-            "rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            **self.rng.state_dict(),
             "task": {"kind": self.task.kind, "class_names": list(self.task.class_names)},
         }
 
@@ -281,9 +278,7 @@ class Trainer:
         self.best = state["best"]
         self.stale = int(state["stale"])
         self.history = json.loads(state["history"])
-        torch.set_rng_state(state["rng"])
-        if state.get("cuda_rng") and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.rng.load_state_dict(state)
 
     # --- steps ---------------------------------------------------------------------------
 
@@ -321,6 +316,10 @@ class Trainer:
         """One pass over the training split (or the rest of it, when resumed mid-epoch);
         returns mean loss and samples per second. With ``checkpoint_every``, ``last.pt`` is
         written every that many steps, from which ``--resume`` continues bit for bit."""
+        with self.rng.active():  # dropout draws from the run's state
+            return self._train_epoch(progress)
+
+    def _train_epoch(self, progress: Callable[[int, int], None] | None) -> dict[str, float]:
         self.model.train()
         self.train_loader.set_epoch(self.epoch)
         levels = self._trainable_levels()

@@ -1,17 +1,25 @@
-"""A finished run folder, put to use: its task, its model as a ``Predictor``, and whole-volume
-prediction with it (``streamvol predict RUN SOURCE...``)."""
+"""A finished run folder, put to use: its task, its best weights evaluated on a split
+(``streamvol evaluate``), each crop's prediction as CSV, its model as a ``Predictor``, and
+whole-volume prediction with it (``streamvol predict RUN [SOURCE...]``)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import csv
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from streamvol.core.files import atomic_file
 from streamvol.core.manifest import read_manifest
+from streamvol.errors import RunError
 from streamvol.predict import Predictor
 from streamvol.predict import predict_volumes as _predict_volumes
 from streamvol.train.config import TrainConfig
+from streamvol.train.evaluation import saved_threshold, tta_prefix, write_report
+from streamvol.train.loop import Trainer
 
 
 def run_task(run: str | Path, storage_options: dict[str, Any] | None = None) -> str:
@@ -23,14 +31,20 @@ def run_task(run: str | Path, storage_options: dict[str, Any] | None = None) -> 
     return read_manifest(config.shards, storage_options)["task"]
 
 
+def _trainer(run: str | Path, **changes: Any) -> Trainer:
+    """A trainer holding the run's best weights, its configuration with ``changes`` (those not
+    None; ``storage_options`` always, as credentials are never saved with a run)."""
+    config = TrainConfig.load(Path(run) / "config.json")
+    storage = changes.pop("storage_options", None)
+    config = replace(
+        config, storage_options=storage, **{k: v for k, v in changes.items() if v is not None}
+    )
+    return Trainer.for_evaluation(config, run)
+
+
 def load_predictor(run: str | Path, *, device: str | None = None) -> Predictor:
     """The run's best weights (EMA when it kept them) as a ``Predictor``."""
-    from streamvol.train.loop import Trainer
-
-    config = TrainConfig.load(Path(run) / "config.json")
-    if device:
-        config = replace(config, device=device)
-    return Predictor.from_trainer(Trainer.for_evaluation(config, run))
+    return Predictor.from_trainer(_trainer(run, device=device))
 
 
 def predict_volumes(
@@ -44,3 +58,88 @@ def predict_volumes(
     """Predict whole volumes with a run's model: ``sources`` (None: the tomograms of the run's
     ``split``) into ``out``; ``options`` as ``streamvol.predict.predict_volumes`` takes them."""
     return _predict_volumes(load_predictor(run, device=device), run, sources, out, **options)
+
+
+def evaluate(
+    run: str | Path,
+    *,
+    split: str = "test",
+    tta: str | bool | None = None,
+    device: str | None = None,
+    timeout: float | None = None,
+    storage_options: dict[str, Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Score a run's best checkpoint on ``split`` with the threshold chosen on validation
+    (``tta``: ``flips``, ``rot90z`` or ``all``, True for flips; ``timeout``: the loader's,
+    default the run's; ``storage_options`` for URL shards; ``progress(done, total)`` after each
+    batch)."""
+    trainer = _trainer(run, device=device, loader_timeout=timeout, storage_options=storage_options)
+    prefix = tta_prefix(split, tta)
+    return write_report(trainer, split=split, prefix=prefix, tta=tta, progress=progress)
+
+
+def predict_run(
+    run: str | Path,
+    out: str | Path,
+    *,
+    split: str = "test",
+    shards: str | None = None,
+    tta: str | bool | None = None,
+    timeout: float | None = None,
+    storage_options: dict[str, Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Write a CSV of every sample's key, weight, class scores, predicted class and, where the
+    shards hold one, its true class (for segmentation: the predicted foreground fraction, and
+    the true one where there is a mask) for ``split`` of the run's or other shards
+    (``progress(done, total)`` after each batch)."""
+    run = Path(run)
+    trainer = _trainer(
+        run,
+        shards=str(shards) if shards else None,
+        loader_timeout=timeout,
+        storage_options=storage_options,
+    )
+    if trainer.task.kind == "detection":
+        raise RunError(
+            f"{run}: a detection run predicts whole tomograms, not crops; use "
+            "streamvol.train.predict_volumes (streamvol predict RUN [SOURCE...])"
+        )
+    if trainer.task.kind == "reconstruction":
+        raise RunError(
+            f"{run}: a pretraining run reconstructs crops; fine-tune it first "
+            f"(streamvol train SHARDS --pretrained {run / 'best.pt'})"
+        )
+    result = trainer.predict(split, tta=tta, progress=progress)
+    names = trainer.task.class_names
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(out, "w", newline="") as f:
+        writer = csv.writer(f)
+        rows = zip(
+            result["keys"], result["weights"], result["scores"], result["targets"], strict=True
+        )
+        if trainer.task.kind == "segmentation":
+            labelled = bool((result["targets"] >= 0).all())
+            writer.writerow(
+                ["key", "weight", "foreground_fraction"]
+                + (["true_foreground_fraction"] if labelled else [])
+            )
+            for key, w, labels, truth in rows:
+                true = [float((truth > 0).mean())] if labelled else []
+                writer.writerow([key, w, float((labels > 0).mean()), *true])
+        else:
+            labelled = bool((result["targets"] >= 0).all())
+            threshold = saved_threshold(run)
+            columns = [f"p_{names[1]}"] if trainer.task.binary else [f"p_{n}" for n in names]
+            writer.writerow(
+                ["key", "weight", *columns, "predicted"] + (["label"] if labelled else [])
+            )
+            for key, w, s, truth in rows:
+                true = [names[int(truth)]] if labelled else []
+                if trainer.task.binary:
+                    writer.writerow([key, w, float(s), names[int(s >= threshold)], *true])
+                else:
+                    writer.writerow([key, w, *map(float, s), names[int(np.argmax(s))], *true])
+    return out

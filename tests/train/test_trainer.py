@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from streamvol.cli import app
 from streamvol.train import RunError, TrainConfig, Trainer, evaluate
 from streamvol.train.cv import cross_validate
-from streamvol.train.evaluation import predict_run
+from streamvol.train.runs import predict_run
 
 FAST = {"batch_size": 8, "workers": 0, "lr": 3e-3, "augment": "flips", "warmup": 0}
 
@@ -50,6 +50,26 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(blob_shards, tmp_
     for key in a["ema"]["model"]:
         assert torch.equal(a["ema"]["model"][key], b["ema"]["model"][key]), key
     assert json.loads(a["history"])[-1]["train_loss"] == json.loads(b["history"])[-1]["train_loss"]
+
+
+def test_the_run_owns_its_random_state(blob_shards, tmp_path):
+    """Initial weights and dropout (simple_cnn has some) follow the seed alone, whatever the
+    caller's torch state, and the caller's state is left as it was."""
+    config = TrainConfig(shards=str(blob_shards), model="simple_cnn", epochs=2, **FAST)
+    weights = []
+    for i, caller_seed in enumerate((1, 2)):
+        torch.manual_seed(caller_seed)
+        before = torch.get_rng_state()
+        trainer = Trainer(config, tmp_path / f"r{i}")
+        trainer.fit()
+        assert torch.equal(torch.get_rng_state(), before)
+        weights.append(trainer.model.state_dict())
+    for key in weights[0]:
+        assert torch.equal(weights[0][key], weights[1][key]), key
+    torch.manual_seed(1)
+    other = Trainer(replace(config, seed=config.seed + 1), tmp_path / "other").model.state_dict()
+    first = next(iter(other))
+    assert not torch.equal(other[first], Trainer(config, tmp_path / "r2").model.state_dict()[first])
 
 
 def test_existing_run_needs_resume_and_same_config(blob_shards, tmp_path):
