@@ -14,8 +14,7 @@ CZII F-beta(4), beside random picks at the true count per type.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -200,14 +199,13 @@ def run_tomogram_demo(
             f"val czii (crops) {values.get('val_czii', float('nan')):.3f}"
         )
 
-    with _leave_a_core():
-        Trainer(train, run).fit(on_epoch=show)
-        t = lap("train", t)
-        predictions = root / "predictions"
-        shutil.rmtree(predictions, ignore_errors=True)
-        log(f"predict the held-out tomograms whole -> {predictions}")
-        summary = predict_volumes(run, None, predictions, split="test")
-        t = lap("predict", t)
+    Trainer(train, run).fit(on_epoch=show)  # its torch threads leave the worker a core
+    t = lap("train", t)
+    predictions = root / "predictions"
+    shutil.rmtree(predictions, ignore_errors=True)
+    log(f"predict the held-out tomograms whole -> {predictions}")
+    summary = predict_volumes(run, None, predictions, split="test")
+    t = lap("predict", t)
     test = split_sources(result.manifest, "test")
     reference = root / "reference-test.csv"
     truth = _write_reference(data, [s["id"] for s in test], reference)
@@ -219,24 +217,6 @@ def run_tomogram_demo(
     seconds["total"] = time.perf_counter() - started
     log(f"done in {seconds['total']:.0f} s; {len(summary['experiments'])} tomograms predicted")
     return PickDemo(data, shards, run, predictions, reference, score, baseline, figure, seconds)
-
-
-@contextlib.contextmanager
-def _leave_a_core() -> Iterator[None]:
-    """Torch threads = cores - 1 while the demo trains and predicts: the loader worker
-    augments on the core left over. On the shared 2-core machine the demo was tuned on, one
-    torch thread trained an epoch in 15 to 18 s, two (waiting on each other and on the
-    worker) in 37 s."""
-    import os
-
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(1, min(before, (os.cpu_count() or 2) - 1)))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _write_reference(data: Path, runs: list[str], path: Path) -> dict:

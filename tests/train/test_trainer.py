@@ -318,3 +318,21 @@ def test_training_on_cuda_with_gpu_augmentation_and_bf16(tmp_path):
     losses = [json.loads(line)["train_loss"] for line in lines]
     assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
     assert 0.0 <= report["dice"] <= 1.0
+
+
+def test_cpu_training_leaves_a_core_to_each_loader_worker(monkeypatch):
+    from streamvol.train.setup import cpu_threads
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(4)), raising=False)
+    before = torch.get_num_threads()
+    cpu = torch.device("cpu")
+    try:
+        torch.set_num_threads(3)
+        for device, workers, inside in [(cpu, 2, 2), (cpu, 1, 3), (cpu, 0, 3), (cpu, 8, 1)]:
+            with cpu_threads(device, workers):
+                assert torch.get_num_threads() == inside, (device, workers)
+            assert torch.get_num_threads() == 3
+        with cpu_threads(torch.device("cuda"), 2):
+            assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
