@@ -44,7 +44,8 @@ def format_table(
 ) -> Table:
     """A rich table: one row per metric, ``mean ± std``, the count, and each fold's value.
 
-    Values print with ``digits`` decimals, whole numbers (counts) without.
+    Values print with ``digits`` decimals; counts (a metric whose every fold value is an int)
+    without, so a fold's accuracy of 1.0 still reads ``1.000``.
 
     ``keys`` picks and orders the rows; by default the top-level metrics (no dot in the
     name), leaving per-class entries to an explicit ``keys``.
@@ -62,10 +63,11 @@ def format_table(
         table.add_column(f"fold{i}", justify="right")  # as the shard splits are named
     for key in rows:
         entry = summary[key]
-        folds = [_fmt(v, digits) for v in entry["values"]]
+        places = 0 if all(isinstance(v, int) for v in entry["values"] if v is not None) else digits
+        folds = [_fmt(v, places) for v in entry["values"]]
         folds += [""] * (n_folds - len(folds))
         spread = "" if entry["std"] is None else f" ± {_fmt(entry['std'], digits)}"
-        table.add_row(key, f"{_fmt(entry['mean'], digits)}{spread}", str(entry["n"]), *folds)
+        table.add_row(key, f"{_fmt(entry['mean'], places)}{spread}", str(entry["n"]), *folds)
     return table
 
 
@@ -80,11 +82,9 @@ def _flatten(report: Mapping[str, Any], prefix: str = "") -> dict[str, float | N
         elif isinstance(value, int | float | np.integer | np.floating) and not isinstance(
             value, bool
         ):
-            out[name] = float(value)
+            out[name] = int(value) if isinstance(value, int | np.integer) else float(value)
     return out
 
 
 def _fmt(value: float | None, digits: int) -> str:
-    if value is None:
-        return "—"
-    return f"{value:.0f}" if float(value).is_integer() else f"{value:.{digits}f}"
+    return "—" if value is None else f"{value:.{digits}f}"

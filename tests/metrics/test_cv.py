@@ -55,3 +55,16 @@ def test_format_table_renders():
         format_table(summary, keys=["nope"])
     with pytest.raises(ValueError, match="at least one"):
         summarise_folds([])
+
+
+def test_a_perfect_fold_reads_with_decimals_and_counts_without():
+    summary = summarise_folds([{"accuracy": 1.0, "n": 12}, {"accuracy": 0.75, "n": 8}])
+    assert summary["n"]["values"] == [12, 8] and isinstance(summary["n"]["values"][0], int)
+    console = Console(width=200, record=True)
+    console.print(format_table(summary, digits=3))
+    lines = [line for line in console.export_text().splitlines() if line.startswith("│")]
+    rows = {line.split("│")[1].strip(): line for line in lines}
+    cells = [c.strip() for c in rows["accuracy"].split("│")[1:-1]]
+    assert cells == ["accuracy", "0.875 ± 0.177", "2", "1.000", "0.750"]
+    cells = [c.strip() for c in rows["n"].split("│")[1:-1]]
+    assert cells == ["n", "10 ± 2.828", "2", "12", "8"]
