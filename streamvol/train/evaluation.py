@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from streamvol.core.files import atomic_file, write_json_atomic
+from streamvol.errors import BadInput, RunError
 
 
 def _probabilities(logits: torch.Tensor, binary: bool) -> torch.Tensor:
@@ -80,7 +81,7 @@ def predict_batches(
         weights.append(batch["weight"].cpu().numpy())
         keys += batch["__key__"]
     if not keys:
-        raise ValueError("the evaluation split yielded no samples")
+        raise BadInput("the evaluation split yielded no samples")
     out = {
         "scores": np.concatenate(scores),
         "targets": np.concatenate(targets),
@@ -99,7 +100,7 @@ def score(out: dict[str, Any], task: Any, *, threshold: float | None = 0.5) -> d
     from streamvol.metrics import classification_report, segmentation_report
 
     if (out["targets"] < 0).any():
-        raise ValueError(
+        raise BadInput(
             "the split holds unlabelled crops (no class or mask in its shards): nothing to score"
         )
     if task.kind == "segmentation":
@@ -340,12 +341,12 @@ def predict_run(
     config = replace(config, storage_options=storage_options)
     trainer = Trainer.for_evaluation(config, run)
     if trainer.task.kind == "detection":
-        raise ValueError(
+        raise RunError(
             f"{run}: a detection run predicts whole tomograms, not crops; use "
             "streamvol.train.predict_volumes (streamvol predict RUN [SOURCE...])"
         )
     if trainer.task.kind == "reconstruction":
-        raise ValueError(
+        raise RunError(
             f"{run}: a pretraining run reconstructs crops; fine-tune it first "
             f"(streamvol train SHARDS --pretrained {run / 'best.pt'})"
         )
