@@ -26,7 +26,7 @@ from typing import Annotated, Any
 
 import typer
 
-from streamvol.errors import BadOption
+from streamvol.errors import BadOption, FolderNotEmpty
 from streamvol.train.config import TrainConfig
 
 MODEL_NAMES = ("resnet3d", "se_resnet3d", "simple_cnn", "unet3d", "vgg3d", "vit3d")
@@ -379,11 +379,9 @@ def storage(text: str | None) -> dict[str, Any] | None:
     try:
         options = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(
-            f"--storage-options: expected a JSON object, got {text!r}: {exc}"
-        ) from None
+        raise BadOption("storage_options", text, f"expected a JSON object: {exc}") from None
     if not isinstance(options, dict):
-        raise ValueError(f"--storage-options: expected a JSON object, got {text!r}")
+        raise BadOption("storage_options", text, "expected a JSON object")
     return options
 
 
@@ -409,12 +407,36 @@ def training_options(command: str) -> Callable[[Callable[..., Any]], Callable[..
     return decorate
 
 
-def cli_message(exc: BaseException) -> str:
-    """A ``BadOption`` as the flag that set it (``--lr 0.0: expected ...``); else the text."""
-    if isinstance(exc, BadOption) and exc.name in FLAGS:
+def command_flags(command: Any) -> dict[str, str]:
+    """How ``command``'s line writes each of its parameters, by the parameter's name: an option
+    as its long flag (``peak_distance`` -> ``--peak-distance``), an argument as its metavar
+    (``kind`` -> ``KIND``). Hidden options are left out: a user never typed them. ``command``
+    is the click command Typer made (Typer carries its own click, so kinds go by name)."""
+    out = {}
+    for param in command.params:
+        if param.name is None or getattr(param, "hidden", False):
+            continue
+        if param.param_type_name == "option":
+            long = [o for o in param.opts if o.startswith("--")]
+            out[param.name] = (long or param.opts)[0]
+        elif param.param_type_name == "argument":
+            out[param.name] = param.metavar or param.name.upper()
+    return out
+
+
+def cli_message(exc: BaseException, flags: dict[str, str] | None = None) -> str:
+    """An error as the command line says it: a ``BadOption`` as the flag that set it
+    (``lr=0.0: expected ...`` -> ``--lr 0.0: expected ...``), a ``FolderNotEmpty`` with the flag
+    that replaces the folder; else the error's text. ``flags`` maps the running command's
+    parameter names to its flags (``command_flags``), ``FLAGS`` (the training options') when no
+    command is known. The one place library names become flags."""
+    flags = FLAGS if flags is None else flags
+    if isinstance(exc, BadOption) and exc.name in flags:
         value = exc.value
         if isinstance(value, tuple | list):
             value = ",".join(map(str, value))
         shown = "" if value is True else f" {value}"
-        return f"{FLAGS[exc.name]}{shown}: {exc.expected}"
+        return f"{flags[exc.name]}{shown}: {exc.expected}"
+    if isinstance(exc, FolderNotEmpty) and exc.option in flags:
+        return f"{exc.path}: folder is not empty; use {flags[exc.option]} to replace it"
     return str(exc)

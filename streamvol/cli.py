@@ -1,7 +1,10 @@
 """The ``streamvol`` command line: a thin Typer layer over the library.
 
 Each command parses its options and calls one library function; all logic is importable and
-tested without the CLI.
+tested without the CLI. Errors are handled in one place, the app's command group: a user error
+(``USER_ERRORS``) ends the command with one red ``error:`` line and exit code 1, its options
+named by the command's own flags (``cli_message``); anything else is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console, ConsoleDimensions
+from typer.core import TyperGroup
 
 from streamvol import __version__
 from streamvol._cli_options import (
@@ -23,6 +27,7 @@ from streamvol._cli_options import (
     MODEL_NAMES,
     TrainOptions,
     cli_message,
+    command_flags,
     training_options,
 )
 from streamvol._cli_options import storage as _storage
@@ -31,12 +36,30 @@ from streamvol.progress import progress as _progress_display
 
 WIDTH = 100  # columns of output that is not a terminal (a log, CI); rich would take 80
 
+# What a user got wrong, reported in one line: streamvol's own errors, and the paths the
+# operating system refused. Anything else is a bug and keeps its traceback.
+USER_ERRORS = (StreamvolError, FileNotFoundError, FileExistsError, PermissionError)
+
+
+class _Commands(TyperGroup):
+    """The app's command group: runs the command asked for, and turns a user error it raises
+    into one line and exit code 1 (``_fail``), naming options by this command's flags."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except USER_ERRORS as exc:
+            command = self.get_command(ctx, ctx.invoked_subcommand or "")
+            raise _fail(exc, command_flags(command) if command else None) from None
+
+
 app = typer.Typer(
     name="streamvol",
     help="Streaming data engine for deep learning on 3D bio-imaging volumes.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=_Commands,
 )
 
 
@@ -111,15 +134,18 @@ def main(
     """Shard 3D volumes into WebDataset tars, stream them with fresh augmentation, train."""
 
 
-def _fail(exc: Exception) -> typer.Exit:
+def _fail(exc: Exception, flags: dict[str, str] | None = None) -> typer.Exit:
     """Report a user-facing error in one line, without a traceback (from every rank, since
-    each may fail for its own reason; prefixed with the rank but on rank 0)."""
+    each may fail for its own reason; prefixed with the rank but on rank 0); ``flags`` name the
+    running command's options (``cli_message``)."""
     rank = _rank()
     where = f"rank {rank}: " if rank else ""
     from rich.markup import escape
 
     _Console(stderr=True).print(
-        f"[bold red]error:[/] {escape(where + cli_message(exc))}", highlight=False, soft_wrap=True
+        f"[bold red]error:[/] {escape(where + cli_message(exc, flags))}",
+        highlight=False,
+        soft_wrap=True,
     )
     return typer.Exit(code=1)
 
@@ -146,24 +172,14 @@ def synth(
     from streamvol import synth as synth_mod
     from streamvol.shard.plan import as_zyx
 
-    if kind not in synth_mod.KINDS:
-        raise _fail(
-            ValueError(f"unknown kind {kind!r}; expected one of {', '.join(synth_mod.KINDS)}")
+    steps = synth_mod.total_steps(kind, n)  # checks the kind before any display
+    shape = as_zyx(size, name="size") if size else None
+    with _progress_display(console) as show:
+        unit = "tomograms" if kind == "tomograms" else "samples" if kind == "nuclei" else "sets"
+        job = show.job(f"synth {kind}", steps, unit=unit)
+        path = synth_mod.make(
+            kind, out, n=n, size=shape, seed=seed, overwrite=overwrite, progress=job.advance
         )
-    try:
-        shape = as_zyx(size) if size else None
-        with _progress_display(console) as show:
-            unit = "tomograms" if kind == "tomograms" else "samples" if kind == "nuclei" else "sets"
-            job = show.job(f"synth {kind}", synth_mod.total_steps(kind, n), unit=unit)
-            path = synth_mod.make(
-                kind, out, n=n, size=shape, seed=seed, overwrite=overwrite, progress=job.advance
-            )
-    except FileExistsError:
-        raise _fail(
-            FileExistsError(f"{out}: folder is not empty; use --overwrite to replace it")
-        ) from None
-    except (StreamvolError, ValueError) as exc:
-        raise _fail(exc) from None
     _out().print(f"wrote {kind} to {path}", highlight=False)
 
 
@@ -275,53 +291,50 @@ def shard(
     from streamvol.shard import shard as run_shard
     from streamvol.shard.sharder import parse_size
 
-    try:
-        limit = parse_size(max_bytes) if max_bytes else None
-        config = parse_config(
-            sources,
-            plan=plan,
-            crop=crop,
-            context=context,
-            augment=augment,
-            max_shift=max_shift,
-            stride=stride,
-            negatives=negatives,
-            per_point=per_point,
-            crops_per_region=crops_per_region,
-            region_max=region_max,
-            pad=pad,
-            dtype=dtype,
-            split=split,
-            folds=folds,
-            classes=classes,
-            level=level,
-            task=task,
-            shard_size=shard_size,
-            seed=seed,
-            voxel_size=voxel_size,
+    limit = parse_size(max_bytes) if max_bytes else None
+    config = parse_config(
+        sources,
+        plan=plan,
+        crop=crop,
+        context=context,
+        augment=augment,
+        max_shift=max_shift,
+        stride=stride,
+        negatives=negatives,
+        per_point=per_point,
+        crops_per_region=crops_per_region,
+        region_max=region_max,
+        pad=pad,
+        dtype=dtype,
+        split=split,
+        folds=folds,
+        classes=classes,
+        level=level,
+        task=task,
+        shard_size=shard_size,
+        seed=seed,
+        voxel_size=voxel_size,
+    )
+    with _warnings_shown(), _progress_display(console) as show:
+        job = show.job("shard: reading sources, planning crops", unit="shards")
+
+        def written(done: int, total: int) -> None:
+            if job.total is None:  # the first shard: planning is over, time the writing
+                job.restart("shard: writing", total)
+            job.update(done, total)
+
+        result = run_shard(
+            config,
+            out,
+            workers=workers,
+            processes=processes,
+            scheduler=scheduler,
+            overwrite=overwrite,
+            command=shlex.join(["streamvol", *sys.argv[1:]]),
+            progress=written,
+            max_bytes=limit,
+            storage_options=_storage(storage_options),
         )
-        with _warnings_shown(), _progress_display(console) as show:
-            job = show.job("shard: reading sources, planning crops", unit="shards")
-
-            def written(done: int, total: int) -> None:
-                if job.total is None:  # the first shard: planning is over, time the writing
-                    job.restart("shard: writing", total)
-                job.update(done, total)
-
-            result = run_shard(
-                config,
-                out,
-                workers=workers,
-                processes=processes,
-                scheduler=scheduler,
-                overwrite=overwrite,
-                command=shlex.join(["streamvol", *sys.argv[1:]]),
-                progress=written,
-                max_bytes=limit,
-                storage_options=_storage(storage_options),
-            )
-    except (StreamvolError, ValueError, FileNotFoundError) as exc:
-        raise _fail(exc) from None
     _print_shard_result(result)
 
 
@@ -367,28 +380,25 @@ def inspect(
     from streamvol.stream.inspect import verify as run_verify
 
     out = _out()
-    try:
-        storage = _storage(storage_options)
-        manifest = read_manifest(shards, storage)
-        out.print(summary_table(manifest))
-        for line in describe(manifest):
-            out.print(line, highlight=False, soft_wrap=True)
-        if verify:
-            problems = run_verify(shards, storage)
-            for problem in problems:
-                console.print(f"[red]{problem}[/]", highlight=False, soft_wrap=True)
-            if problems:
-                raise typer.Exit(code=1)
-            out.print(f"verified: every shard of {shards} matches the manifest")
-        if preview:
-            out.print(f"preview: {make_preview(shards, preview, n=n, storage=storage)}")
-        if preview_augment:
-            from streamvol.stream.inspect import preview_augmented
+    storage = _storage(storage_options)
+    manifest = read_manifest(shards, storage)
+    out.print(summary_table(manifest))
+    for line in describe(manifest):
+        out.print(line, highlight=False, soft_wrap=True)
+    if verify:
+        problems = run_verify(shards, storage)
+        for problem in problems:
+            console.print(f"[red]{problem}[/]", highlight=False, soft_wrap=True)
+        if problems:
+            raise typer.Exit(code=1)
+        out.print(f"verified: every shard of {shards} matches the manifest")
+    if preview:
+        out.print(f"preview: {make_preview(shards, preview, n=n, storage=storage)}")
+    if preview_augment:
+        from streamvol.stream.inspect import preview_augmented
 
-            path = preview_augmented(shards, preview_augment, augment, storage=storage)
-            out.print(f"augmentation preview: {path}")
-    except (StreamvolError, ValueError) as exc:
-        raise _fail(exc) from None
+        path = preview_augmented(shards, preview_augment, augment, storage=storage)
+        out.print(f"augmentation preview: {path}")
 
 
 RunName = Annotated[
@@ -421,14 +431,11 @@ def train(
     """
     from streamvol.train import Trainer
 
-    try:
-        config = options.config(shards)
-        run_dir = runs / (name or (config.model if config.model != "auto" else "run"))
-        trainer = Trainer(config, run_dir, resume=resume)
-        _print_transfer(trainer)
-        report = _fit(trainer)
-    except (StreamvolError, ValueError, FileNotFoundError) as exc:
-        raise _fail(exc) from None
+    config = options.config(shards)
+    run_dir = runs / (name or (config.model if config.model != "auto" else "run"))
+    trainer = Trainer(config, run_dir, resume=resume)
+    _print_transfer(trainer)
+    report = _fit(trainer)
     _print_report(report, run_dir)
 
 
@@ -454,14 +461,11 @@ def pretrain(
     from streamvol.train import Trainer
     from streamvol.train.pretrain import fold_splits
 
-    try:
-        config = fold_splits(options.config(shards, task="reconstruction"))
-        model = config.model if config.model != "auto" else "pretrain"
-        run_dir = runs / (name or f"{model}-ae")
-        trainer = Trainer(config, run_dir, resume=resume)
-        report = _fit(trainer)
-    except (StreamvolError, ValueError, FileNotFoundError) as exc:
-        raise _fail(exc) from None
+    config = fold_splits(options.config(shards, task="reconstruction"))
+    model = config.model if config.model != "auto" else "pretrain"
+    run_dir = runs / (name or f"{model}-ae")
+    trainer = Trainer(config, run_dir, resume=resume)
+    report = _fit(trainer)
     _print_report(report, run_dir)
 
 
@@ -479,7 +483,10 @@ def _print_transfer(trainer) -> None:
 
 @app.command()
 def models(
-    name: Annotated[str | None, typer.Argument(help=f"A model: {', '.join(MODEL_NAMES)}.")] = None,
+    model: Annotated[
+        str | None,
+        typer.Argument(metavar="NAME", help=f"A model: {', '.join(MODEL_NAMES)}."),
+    ] = None,
 ) -> None:
     """List the models, or one model's options (set them with --model-option KEY=VALUE)."""
     from rich.table import Table
@@ -487,19 +494,16 @@ def models(
     from streamvol import models as registry
 
     out = _out()
-    try:
-        if name is None:
-            table = Table(title="models (streamvol models NAME: its options)")
-            table.add_column("model")
-            table.add_column("what it is")
-            for model in registry.available():
-                table.add_row(model, _first_line(registry.summary(model)))
-            out.print(table)
-            return
-        options = registry.describe(name)
-    except ValueError as exc:
-        raise _fail(exc) from None
-    table = Table(title=f"{name}: --model-option KEY=VALUE")
+    if model is None:
+        table = Table(title="models (streamvol models NAME: its options)")
+        table.add_column("model")
+        table.add_column("what it is")
+        for name in registry.available():
+            table.add_row(name, _first_line(registry.summary(name)))
+        out.print(table)
+        return
+    options = registry.describe(model)
+    table = Table(title=f"{model}: --model-option KEY=VALUE")
     table.add_column("option")
     table.add_column("type")
     table.add_column("default")
@@ -647,21 +651,18 @@ def evaluate(
     """
     from streamvol.train import evaluate as run_evaluate
 
-    try:
-        with _progress_display(console) as show:
-            report = run_evaluate(
-                run,
-                split=split,
-                tta=tta,
-                device=device,
-                timeout=timeout,
-                storage_options=_storage(storage_options),
-                progress=show.job(
-                    f"evaluate {split}{f' (TTA {tta})' if tta != 'none' else ''}", unit="batches"
-                ),
-            )
-    except (StreamvolError, ValueError, FileNotFoundError) as exc:
-        raise _fail(exc) from None
+    with _progress_display(console) as show:
+        report = run_evaluate(
+            run,
+            split=split,
+            tta=tta,
+            device=device,
+            timeout=timeout,
+            storage_options=_storage(storage_options),
+            progress=show.job(
+                f"evaluate {split}{f' (TTA {tta})' if tta != 'none' else ''}", unit="batches"
+            ),
+        )
     _print_report(report, run)
 
 
@@ -699,8 +700,9 @@ def predict(
     peaks: Annotated[
         str | None, typer.Option(help="nms (local maxima) | cc (component centroids).")
     ] = None,
-    peak_distance: Annotated[
-        float | None, typer.Option(help="NMS distance as a fraction of the particle radius.")
+    distance: Annotated[
+        float | None,
+        typer.Option("--peak-distance", help="NMS distance as a fraction of the particle radius."),
     ] = None,
     min_size: Annotated[int | None, typer.Option(help="cc: smallest component, voxels.")] = None,
     threshold: Annotated[
@@ -727,44 +729,41 @@ def predict(
     from streamvol.train import predict_volumes, run_task
     from streamvol.train.runs import predict_run
 
-    try:
-        kinds = parse_tta(tta)
-        if sources or run_task(run, _storage(storage_options)) == "detection":
-            with _progress_display(console) as show:
-                job = show.job("predict", unit="windows")
-                summary = predict_volumes(
-                    run,
-                    sources or None,
-                    out or Path("predictions"),
-                    split=split,
-                    patch=as_zyx(patch) if patch else None,
-                    overlap=overlap,
-                    batch_size=batch_size,
-                    tta=kinds if tta != "none" else None,
-                    peaks=peaks,
-                    distance=peak_distance,
-                    min_size=min_size,
-                    threshold=threshold,
-                    voxel_size=voxel_size,
-                    device=device,
-                    tomogram=tomogram,
-                    progress=lambda what, done, total: job.update(done, total, description=what),
-                )
-            _print_predictions(summary, out or Path("predictions"))
-            return
+    kinds = parse_tta(tta)
+    if sources or run_task(run, _storage(storage_options)) == "detection":
         with _progress_display(console) as show:
-            path = predict_run(
+            job = show.job("predict", unit="windows")
+            summary = predict_volumes(
                 run,
-                out or Path("predictions.csv"),
+                sources or None,
+                out or Path("predictions"),
                 split=split,
-                shards=shards,
-                tta=tta,
-                timeout=timeout,
-                storage_options=_storage(storage_options),
-                progress=show.job(f"predict {split}", unit="batches"),
+                patch=as_zyx(patch, name="patch") if patch else None,
+                overlap=overlap,
+                batch_size=batch_size,
+                tta=kinds if tta != "none" else None,
+                peaks=peaks,
+                distance=distance,
+                min_size=min_size,
+                threshold=threshold,
+                voxel_size=voxel_size,
+                device=device,
+                tomogram=tomogram,
+                progress=lambda what, done, total: job.update(done, total, description=what),
             )
-    except (StreamvolError, ValueError, FileNotFoundError) as exc:
-        raise _fail(exc) from None
+        _print_predictions(summary, out or Path("predictions"))
+        return
+    with _progress_display(console) as show:
+        path = predict_run(
+            run,
+            out or Path("predictions.csv"),
+            split=split,
+            shards=shards,
+            tta=tta,
+            timeout=timeout,
+            storage_options=_storage(storage_options),
+            progress=show.job(f"predict {split}", unit="batches"),
+        )
     _out().print(f"wrote {path}")
 
 
@@ -803,22 +802,19 @@ def compare(
 
     from streamvol.train.compare import compare_runs
 
-    try:
-        with _progress_display(console) as show:
-            job = show.job("compare: evaluating", unit="batches")
-            result = compare_runs(
-                runs,
-                out,
-                split=split,
-                tta=None if tta == "none" else tta,
-                device=device,
-                storage_options=_storage(storage_options),
-                progress=lambda run, done, total: job.update(
-                    done, total, description=f"compare: evaluating {run}"
-                ),
-            )
-    except (StreamvolError, ValueError, FileNotFoundError) as exc:
-        raise _fail(exc) from None
+    with _progress_display(console) as show:
+        job = show.job("compare: evaluating", unit="batches")
+        result = compare_runs(
+            runs,
+            out,
+            split=split,
+            tta=None if tta == "none" else tta,
+            device=device,
+            storage_options=_storage(storage_options),
+            progress=lambda run, done, total: job.update(
+                done, total, description=f"compare: evaluating {run}"
+            ),
+        )
     table = Table(title=f"{result['split']} split: {result['task']}")
     for column in ("run", "model", "parameters", *result["metrics"]):
         table.add_column(column, justify="left" if column in ("run", "model") else "right")
@@ -848,10 +844,7 @@ def score(
     F-beta, and the weighted score (a reference is found within half its radius)."""
     from streamvol.predict import format_score, score_picks
 
-    try:
-        report = score_picks(pred, ref, out=out, user=user, beta=beta)
-    except (StreamvolError, ValueError, FileNotFoundError) as exc:
-        raise _fail(exc) from None
+    report = score_picks(pred, ref, out=out, user=user, beta=beta)
     _out().print(format_score(report), highlight=False)
     _out().print(f"report: {out}")
 
@@ -873,21 +866,18 @@ def cv(
     from streamvol.metrics import format_table
     from streamvol.train.cv import cross_validate
 
-    try:
-        config = options.config(shards)
-        run_dir = runs / (name or f"cv-{config.model}")
-        result = cross_validate(
-            config,
-            run_dir,
-            folds=folds,
-            resume=resume,
-            fit=_fit_fold,
-            on_fold=lambda k, r: _out().print(
-                f"fold{k}: {_metrics_line(r)}", highlight=False, soft_wrap=True
-            ),
-        )
-    except (StreamvolError, ValueError, FileNotFoundError) as exc:
-        raise _fail(exc) from None
+    config = options.config(shards)
+    run_dir = runs / (name or f"cv-{config.model}")
+    result = cross_validate(
+        config,
+        run_dir,
+        folds=folds,
+        resume=resume,
+        fit=_fit_fold,
+        on_fold=lambda k, r: _out().print(
+            f"fold{k}: {_metrics_line(r)}", highlight=False, soft_wrap=True
+        ),
+    )
     out = _out()
     keys = [k for k in SUMMARY_KEYS if k in result["summary"]]
     title = f"cross-validation: {run_dir.name}, {result['folds']} folds (validation of each)"
@@ -983,32 +973,29 @@ def bench(
     if preset is not None:
         console.print("[yellow]warning:[/] --preset is now --augment", highlight=False)
         augment = preset
-    try:
-        config = BenchConfig(
-            shards=shards,
-            workers=parse_list(workers),
-            modes=parse_list(modes, str),
-            batch_size=batch_size,
-            batches=batches,
-            warmup=warmup,
-            repeats=repeats,
-            augment=augment,
-            split=split,
-            device=device,
-            model=model,
-            train_workers=train_workers,
-            augment_device=augment_device,
-            timeout=timeout,
-            storage_options=_storage(storage_options),
+    config = BenchConfig(
+        shards=shards,
+        workers=parse_list(workers),
+        modes=parse_list(modes, str, name="modes"),
+        batch_size=batch_size,
+        batches=batches,
+        warmup=warmup,
+        repeats=repeats,
+        augment=augment,
+        split=split,
+        device=device,
+        model=model,
+        train_workers=train_workers,
+        augment_device=augment_device,
+        timeout=timeout,
+        storage_options=_storage(storage_options),
+    )
+    with _progress_display(console) as show:
+        result = run_bench(
+            config,
+            log=show.print,
+            progress=show.job("bench", unit="batches", per=batch_size, rate_unit="samples"),
         )
-        with _progress_display(console) as show:
-            result = run_bench(
-                config,
-                log=show.print,
-                progress=show.job("bench", unit="batches", per=batch_size, rate_unit="samples"),
-            )
-    except (StreamvolError, ValueError, FileNotFoundError) as exc:
-        raise _fail(exc) from None
     out = _out()
     out.print(make_table(result))
     for note in result.notes:
@@ -1048,12 +1035,9 @@ def demo(
     if tomograms:
         _demo_tomograms(out, seed, workers)
         return
-    try:
-        results = run_demo(
-            out, seed=seed, workers=workers, log=lambda m: console.print(m, highlight=False)
-        )
-    except (StreamvolError, ValueError) as exc:
-        raise _fail(exc) from None
+    results = run_demo(
+        out, seed=seed, workers=workers, log=lambda m: console.print(m, highlight=False)
+    )
     for result in results:
         out_console.print(summary_table(result.shards.manifest))
         out_console.print(f"{result.kind}: shards {result.shards.out}, preview {result.preview}")
@@ -1066,12 +1050,9 @@ def _demo_tomograms(out: Path, seed: int, workers: int | None) -> None:
     from streamvol.demo import run_tomogram_demo
     from streamvol.predict import format_score
 
-    try:
-        result = run_tomogram_demo(
-            out, seed=seed, workers=workers, log=lambda m: console.print(m, highlight=False)
-        )
-    except (StreamvolError, ValueError) as exc:
-        raise _fail(exc) from None
+    result = run_tomogram_demo(
+        out, seed=seed, workers=workers, log=lambda m: console.print(m, highlight=False)
+    )
     shown = _out()
     shown.print(f"held-out tomograms, scored against {result.reference}:")
     shown.print(format_score(result.score), highlight=False)

@@ -23,6 +23,12 @@ class InconsistentSlices(StreamvolError, ValueError):
     """A folder of slices whose shapes or dtypes differ."""
 
 
+class BadInput(StreamvolError, ValueError):
+    """Data that is not what it must be: an array of the wrong shape or dtype, an empty or
+    duplicated collection, a shard set or file (augment spec, ``state_dict``) that does not
+    suit the job. Errors below name a more precise kind where there is one."""
+
+
 class ShapeMismatch(StreamvolError, ValueError):
     """Two arrays that must share a shape do not (a mask and its image)."""
 
@@ -55,6 +61,15 @@ class UnsafeMember(ShardError):
     """A shard member whose type streamvol refuses to decode (pickles, checkpoints, ...)."""
 
 
+class FolderNotEmpty(StreamvolError, FileExistsError):
+    """An output folder that holds files and is not to be replaced: ``option`` names the
+    parameter that would replace it (``overwrite=True``; the CLI shows its flag)."""
+
+    def __init__(self, path: object, option: str = "overwrite") -> None:
+        self.path, self.option = path, option
+        super().__init__(f"{path}: folder is not empty; pass {option}=True to replace it")
+
+
 class FolderLocked(StreamvolError, FileExistsError):
     """An output folder another writer holds (its lock file names the process and host)."""
 
@@ -76,7 +91,8 @@ class LoaderTimeout(StreamvolError, TimeoutError):
 
 
 class RunError(StreamvolError, ValueError):
-    """A run folder that cannot be started or resumed as asked."""
+    """A run folder that cannot be started, resumed or used as asked (evaluating a run of
+    another task, ...)."""
 
 
 class CheckpointError(StreamvolError, ValueError):

@@ -62,7 +62,7 @@ def test_every_command_that_reads_or_writes_shards_takes_storage_options(command
 def test_bad_storage_options_are_one_line(tmp_path):
     result = runner.invoke(app, ["inspect", str(tmp_path), "--storage-options", "[1]"])
     assert result.exit_code == 1
-    assert "--storage-options: expected a JSON object" in result.output
+    assert "--storage-options [1]: expected a JSON object" in result.output
     assert "Traceback" not in result.output
 
 

@@ -37,7 +37,7 @@ from streamvol.augment._kernels.params import Intensity, intensity, sampling
 from streamvol.augment._kernels.resample import resample, touch
 from streamvol.augment._params import AugmentParams
 from streamvol.augment._points import transform_points
-from streamvol.errors import ShapeMismatch
+from streamvol.errors import BadInput, BadOption, ShapeMismatch
 
 __all__ = ["affine_transform", "apply_cpu", "blur_weights", "exact_view"]
 
@@ -67,7 +67,7 @@ def _source(volume: np.ndarray, *, contiguous: bool = True) -> tuple[np.ndarray,
     """The array the kernel reads and its lookup table (float16 is read as uint16 bits); with
     ``contiguous=False`` a strided view stays a view where its dtype allows."""
     if volume.size >= 2**31:
-        raise ValueError(
+        raise BadInput(
             f"a block of shape {volume.shape} has {volume.size} voxels; the kernels index with "
             "int32 and take at most 2**31 - 1 (augment crops, not whole volumes)"
         )
@@ -77,7 +77,7 @@ def _source(volume: np.ndarray, *, contiguous: bool = True) -> tuple[np.ndarray,
     if volume.dtype.type in _NATIVE and volume.dtype.isnative:
         return _ro(layout(volume)), None
     if volume.dtype.kind not in "biuf":
-        raise ValueError(f"expected a real-valued volume, got dtype {volume.dtype}")
+        raise BadInput(f"expected a real-valued volume, got dtype {volume.dtype}")
     return _ro(np.ascontiguousarray(volume, dtype=np.float32)), None
 
 
@@ -85,14 +85,14 @@ def _mask_source(mask: np.ndarray) -> np.ndarray:
     if mask.dtype == np.uint8 or mask.dtype == np.bool_:
         return _ro(np.ascontiguousarray(mask).view(np.uint8))
     if mask.dtype.kind not in "iu":
-        raise ValueError(f"expected an integer mask, got dtype {mask.dtype}")
+        raise BadInput(f"expected an integer mask, got dtype {mask.dtype}")
     return _ro(np.ascontiguousarray(mask, dtype=np.int64))
 
 
 def _matrix(matrix: np.ndarray) -> np.ndarray:
     m = np.asarray(matrix, dtype=np.float64)
     if m.shape not in ((3, 4), (4, 4)):
-        raise ValueError(f"expected a 3x4 or 4x4 matrix, got shape {m.shape}")
+        raise BadInput(f"expected a 3x4 or 4x4 matrix, got shape {m.shape}")
     return _ro(np.ascontiguousarray(m[:3]))
 
 
@@ -180,12 +180,12 @@ def affine_transform(
     """
     vol = np.asarray(volume)
     if vol.ndim != 3:
-        raise ValueError(f"expected a 3D (D, H, W) volume, got shape {vol.shape}")
+        raise BadInput(f"expected a 3D (D, H, W) volume, got shape {vol.shape}")
     if order not in (0, 1):
-        raise ValueError(f"order={order!r}: expected 0 (nearest) or 1 (trilinear)")
+        raise BadOption("order", order, "expected 0 (nearest) or 1 (trilinear)")
     shape = tuple(vol.shape) if output_shape is None else tuple(int(s) for s in output_shape)
     if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"expected a 3D output_shape of sizes >= 1, got {output_shape}")
+        raise BadOption("output_shape", output_shape, "expected 3 sizes >= 1")
     src, lut = _source(vol)
     out = np.empty(shape, np.float32)
     how = sampling(order=order, cval=cval)
@@ -219,12 +219,12 @@ def apply_cpu(
     """
     image = sample.get("image")
     if image is None:
-        raise ValueError(f"expected a sample with an 'image', got keys {sorted(sample)}")
+        raise BadInput(f"expected a sample with an 'image', got keys {sorted(sample)}")
     image = np.asarray(image)
     if image.ndim == 4 and image.shape[0] == 1:
         image = image[0]
     if image.ndim != 3:
-        raise ValueError(f"expected image (D, H, W) or (1, D, H, W), got shape {image.shape}")
+        raise BadInput(f"expected image (D, H, W) or (1, D, H, W), got shape {image.shape}")
     if image.shape != params.stored_shape:
         raise ShapeMismatch(
             f"image of shape {image.shape} does not match the params' stored block "
@@ -243,7 +243,7 @@ def apply_cpu(
     if out is None:
         out = np.empty(shape, np.float32)
     elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
-        raise ValueError(
+        raise BadInput(
             f"out: expected a C-contiguous float32 array of shape {shape}, got "
             f"{out.dtype} {out.shape}{'' if out.flags.c_contiguous else ' (not C-contiguous)'}"
         )

@@ -38,7 +38,7 @@ from kornia.geometry.conversions import normalize_homography3d
 from streamvol.augment._noise import normal_field_torch
 from streamvol.augment._params import AugmentParams, BatchParams
 from streamvol.augment._points import move_points, torch_ops
-from streamvol.errors import ShapeMismatch
+from streamvol.errors import BadInput, ShapeMismatch
 
 __all__ = ["apply_gpu", "grid_theta"]
 
@@ -226,15 +226,13 @@ def apply_gpu(
     if image.ndim == 4:
         image = image.unsqueeze(1)
     if image.ndim != 5 or image.shape[1] != 1:
-        raise ValueError(
-            f"expected image (B, 1, D, H, W) or (B, D, H, W), got {tuple(image.shape)}"
-        )
+        raise BadInput(f"expected image (B, 1, D, H, W) or (B, D, H, W), got {tuple(image.shape)}")
     p = params if isinstance(params, BatchParams) else BatchParams.stack(params)
     device = image.device
     p = p.to(device)
     b = image.shape[0]
     if len(p) != b:
-        raise ValueError(f"batch of {b} images but {len(p)} parameter sets")
+        raise BadInput(f"batch of {b} images but {len(p)} parameter sets")
     if tuple(image.shape[2:]) != p.stored_shape:
         raise ShapeMismatch(
             f"images of shape {tuple(image.shape[2:])} do not match the params' stored block "

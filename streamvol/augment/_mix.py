@@ -14,13 +14,14 @@ import numpy as np
 import torch
 
 from streamvol.augment._spec import Augment
+from streamvol.errors import BadInput, BadOption
 
 __all__ = ["cutmix", "mix_batch", "mixup"]
 
 
 def _check(images: torch.Tensor) -> int:
     if images.ndim != 5:
-        raise ValueError(f"expected images (B, C, D, H, W), got {tuple(images.shape)}")
+        raise BadInput(f"expected images (B, C, D, H, W), got {tuple(images.shape)}")
     return int(images.shape[0])
 
 
@@ -32,7 +33,7 @@ def mixup(
     Returns (mixed images, perm (B,) int64, lam (B,) float32)."""
     b = _check(images)
     if alpha <= 0:
-        raise ValueError(f"mixup alpha={alpha}: expected > 0")
+        raise BadOption("alpha", alpha, "expected > 0 (mixup's Beta)")
     lam = rng.beta(alpha, alpha, size=b).astype(np.float32)
     perm = torch.from_numpy(rng.permutation(b)).to(images.device)
     w = torch.from_numpy(lam).to(images.device, images.dtype).view(b, 1, 1, 1, 1)
@@ -53,7 +54,7 @@ def cutmix(
     Returns (images, masks or None, perm (B,) int64, lam (B,) float32: the kept fraction)."""
     b = _check(images)
     if alpha <= 0:
-        raise ValueError(f"cutmix alpha={alpha}: expected > 0")
+        raise BadOption("alpha", alpha, "expected > 0 (cutmix's Beta)")
     shape = images.shape[2:]
     lam = rng.beta(alpha, alpha, size=b)
     perm_np = rng.permutation(b)

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from streamvol.errors import BadInput
+
 __all__ = ["AugmentParams", "BatchParams", "stack_params"]
 
 
@@ -45,7 +47,7 @@ class AugmentParams:
     def __post_init__(self) -> None:
         matrix = np.asarray(self.matrix, dtype=np.float64)
         if matrix.shape != (4, 4):
-            raise ValueError(f"expected a 4x4 matrix, got shape {matrix.shape}")
+            raise BadInput(f"expected a 4x4 matrix, got shape {matrix.shape}")
         object.__setattr__(self, "matrix", _readonly(matrix))
         object.__setattr__(self, "inverse", _readonly(self.inverse))
         object.__setattr__(self, "stored_shape", tuple(int(s) for s in self.stored_shape))
@@ -54,9 +56,7 @@ class AugmentParams:
         if self.elastic is not None:
             grid = _readonly(self.elastic)
             if grid.ndim != 4 or grid.shape[0] != 3:
-                raise ValueError(
-                    f"expected an elastic grid of shape (3, g, g, g), got {grid.shape}"
-                )
+                raise BadInput(f"expected an elastic grid of shape (3, g, g, g), got {grid.shape}")
             object.__setattr__(self, "elastic", grid)
 
     @classmethod
@@ -71,7 +71,7 @@ class AugmentParams:
         m = np.eye(4)
         given = np.asarray(matrix, dtype=np.float64)
         if given.shape not in ((3, 4), (4, 4)):
-            raise ValueError(f"expected a 3x4 or 4x4 matrix, got shape {given.shape}")
+            raise BadInput(f"expected a 3x4 or 4x4 matrix, got shape {given.shape}")
         m[:3] = given[:3]
         return cls(m, np.linalg.inv(m), stored_shape, out_shape, **intensity)
 
@@ -166,11 +166,11 @@ class BatchParams:
         import torch
 
         if not params:
-            raise ValueError("expected at least one AugmentParams to stack, got none")
+            raise BadInput("expected at least one AugmentParams to stack, got none")
         first = params[0]
         for p in params:
             if p.stored_shape != first.stored_shape or p.out_shape != first.out_shape:
-                raise ValueError(
+                raise BadInput(
                     f"a batch needs one stored and output shape; got {first.stored_shape} -> "
                     f"{first.out_shape} and {p.stored_shape} -> {p.out_shape}"
                 )
@@ -179,7 +179,7 @@ class BatchParams:
         if grids:
             shape = grids[0].shape
             if any(g.shape != shape for g in grids):
-                raise ValueError("a batch needs one elastic grid size")
+                raise BadInput("a batch needs one elastic grid size")
             elastic = torch.from_numpy(
                 np.stack([p.elastic if p.elastic is not None else np.zeros(shape) for p in params])
             )

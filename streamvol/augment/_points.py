@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from streamvol.errors import BadInput
+
 ELASTIC_ITERATIONS = 20
 
 
@@ -143,7 +145,7 @@ def transform_points(points: np.ndarray, params: Any) -> np.ndarray:
     leave the output dropped (numpy; the CPU backend)."""
     pts = np.asarray(points, dtype=np.float32)
     if pts.ndim != 2 or pts.shape[1] != 4:
-        raise ValueError(f"expected points of shape (N, 4) [z, y, x, class], got {pts.shape}")
+        raise BadInput(f"expected points of shape (N, 4) [z, y, x, class], got {pts.shape}")
     zyx = pts[:, :3].astype(np.float64)
     o, keep = move_points(zyx, params.inverse, params.elastic, params.out_shape, NUMPY_OPS)
     out = np.empty((int(keep.sum()), 4), np.float32)

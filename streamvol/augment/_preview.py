@@ -9,6 +9,7 @@ import numpy as np
 
 from streamvol.augment._cpu import apply_cpu
 from streamvol.augment._spec import Augment
+from streamvol.errors import BadInput, BadOption
 
 __all__ = ["describe_params", "preview_augment"]
 
@@ -75,9 +76,9 @@ def preview_augment(
     if image.ndim == 4 and image.shape[0] == 1:
         image = image[0]
     if image.ndim != 3:
-        raise ValueError(f"expected image (D, H, W) or (1, D, H, W), got shape {image.shape}")
+        raise BadInput(f"expected image (D, H, W) or (1, D, H, W), got shape {image.shape}")
     if draws < 1:
-        raise ValueError(f"draws={draws}: expected at least 1")
+        raise BadOption("draws", draws, "expected at least 1")
     stored = tuple(image.shape)
     out_shape = _out_shape(sample, stored)
     if offset is None or scale is None:

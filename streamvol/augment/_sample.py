@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from streamvol.augment._params import AugmentParams
+from streamvol.errors import BadInput
 
 if TYPE_CHECKING:
     from streamvol.augment._spec import Augment
@@ -96,7 +97,7 @@ def _check_shapes(stored_shape: Sequence[int], out_shape: Sequence[int]) -> tupl
     stored = tuple(int(s) for s in stored_shape)
     out = tuple(int(s) for s in out_shape)
     if len(stored) != 3 or len(out) != 3 or min(stored + out) < 1:
-        raise ValueError(
+        raise BadInput(
             f"expected (z, y, x) stored and output shapes >= 1, got {stored_shape} and {out_shape}"
         )
     return stored, out

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streamvol.core.geometry import as_zyx, rotation_margin
+from streamvol.errors import BadInput, BadOption
 
 if TYPE_CHECKING:
     import numpy as np
@@ -46,8 +47,9 @@ __all__ = [
 ROTATE_MODES = ("none", "free", "z", "90")
 
 
-def _bad(where: str, expected: str, got: object) -> ValueError:
-    return ValueError(f"augment {where}: expected {expected}, got {got!r}")
+def _bad(where: str, expected: str, got: object) -> BadOption:
+    """A step's field out of range, named as ``step.field`` (``rotate.max_angle=400: ...``)."""
+    return BadOption(where, got, f"expected {expected}")
 
 
 def _number(where: str, value: object, lo: float | None = None, hi: float | None = None) -> float:
@@ -339,11 +341,11 @@ class Augment:
     def from_dict(cls, spec: Mapping[str, Any], *, where: str = "") -> Augment:
         """Build from nested plain data: an optional ``preset`` name, then one table per step
         overriding that preset's fields, e.g. ``{"preset": "cryoet", "noise": {"std": [0, .3]}}``.
-        Unknown keys raise ValueError naming them."""
+        Unknown keys raise ``BadInput`` naming them."""
         at = f"{where}: " if where else ""
         unknown = sorted(set(spec) - set(_STEPS) - {"preset"})
         if unknown:
-            raise ValueError(
+            raise BadInput(
                 f"{at}unknown augment keys {unknown}; expected 'preset' or steps {list(_STEPS)}"
             )
         base = cls.preset(spec.get("preset", "none"))
@@ -352,17 +354,19 @@ class Augment:
             if name == "preset":
                 continue
             if not isinstance(table, Mapping):
-                raise ValueError(f"{at}augment {name}: expected a table of fields, got {table!r}")
+                raise BadInput(f"{at}augment {name}: expected a table of fields, got {table!r}")
             names = {f.name for f in fields(_STEPS[name])}
             bad = sorted(set(table) - names)
             if bad:
                 keys = [f"{name}.{k}" for k in bad]
-                raise ValueError(f"{at}unknown augment keys {keys}; {name} has {sorted(names)}")
+                raise BadInput(f"{at}unknown augment keys {keys}; {name} has {sorted(names)}")
             values = {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
             try:
                 changes[name] = replace(getattr(base, name), **values)
-            except ValueError as exc:
-                raise ValueError(f"{at}{exc}") from None
+            except BadOption as exc:
+                if at:
+                    raise BadInput(f"{at}{exc}") from None
+                raise
         return replace(base, **changes)
 
     @classmethod
@@ -374,17 +378,15 @@ class Augment:
             try:
                 import yaml
             except ImportError:
-                raise ValueError(f"{path}: reading YAML needs PyYAML; use TOML instead") from None
+                raise BadInput(f"{path}: reading YAML needs PyYAML; use TOML instead") from None
             data = yaml.safe_load(text) or {}
         else:
             try:
                 data = tomllib.loads(text)
             except tomllib.TOMLDecodeError as exc:
-                raise ValueError(f"{path}: not valid TOML: {exc}") from None
+                raise BadInput(f"{path}: not valid TOML: {exc}") from None
         if not isinstance(data, Mapping):
-            raise ValueError(
-                f"{path}: expected a table of augment steps, got {type(data).__name__}"
-            )
+            raise BadInput(f"{path}: expected a table of augment steps, got {type(data).__name__}")
         return cls.from_dict(data, where=str(path))
 
     @classmethod
@@ -410,7 +412,7 @@ class Augment:
                 value = _flip_axes(value)
             spec.setdefault(step, {})[name] = _parse(value)
         if unknown:
-            raise ValueError(f"unknown augment options {sorted(unknown)}")
+            raise BadInput(f"unknown augment options {sorted(unknown)}")
         return cls.from_dict(spec)
 
     def to_dict(self) -> dict[str, Any]:
@@ -508,4 +510,7 @@ def load_spec(name: str | Path) -> Augment | None:
         return None
     if Path(name).suffix.lower() in (".toml", ".yaml", ".yml"):
         return Augment.from_file(name)
-    return Augment.preset(str(name))
+    try:
+        return Augment.preset(str(name))
+    except BadOption as exc:
+        raise BadOption("augment", str(name), f"{exc.expected}, or a .toml/.yaml file") from None

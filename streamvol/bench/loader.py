@@ -23,6 +23,7 @@ import torch
 
 from streamvol.augment import load_spec
 from streamvol.core.manifest import read_manifest
+from streamvol.errors import BadInput, BadOption
 from streamvol.stream import DevicePrefetcher, loader, open_shards
 
 MODES = ("none", "cpu", "gpu")
@@ -52,23 +53,24 @@ class BenchConfig:
 
     def __post_init__(self) -> None:
         if set(self.augment.split(",")) <= set(MODES) - {"none"} or "," in self.augment:
-            raise ValueError(
-                f"--augment {self.augment!r}: expected the augmentation preset (none, flips, "
-                "default, cryoet) or a file; the modes to measure are --modes none,cpu,gpu"
+            raise BadOption(
+                "augment",
+                self.augment,
+                "expected an augmentation preset (none, flips, default, cryoet) or a file, not "
+                "modes (none, cpu, gpu: they go in modes)",
             )
         bad = [m for m in self.modes if m not in MODES]
         if bad:
-            raise ValueError(f"--modes {','.join(bad)}: expected some of {', '.join(MODES)}")
+            raise BadOption("modes", ",".join(bad), f"expected some of {', '.join(MODES)}")
         if self.augment_device not in ("cpu", "gpu"):
-            raise ValueError(f"--augment-device {self.augment_device!r}: expected cpu or gpu")
-        if any(w < 0 for w in self.workers) or self.train_workers < 0:
-            raise ValueError(
-                f"--workers {self.workers}, --train-workers {self.train_workers}: expected "
-                "counts >= 0"
-            )
+            raise BadOption("augment_device", self.augment_device, "expected cpu or gpu")
+        if any(w < 0 for w in self.workers):
+            raise BadOption("workers", self.workers, "expected counts >= 0")
+        if self.train_workers < 0:
+            raise BadOption("train_workers", self.train_workers, "expected a count >= 0")
         for name in ("batch_size", "batches", "repeats"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)}: expected >= 1")
+                raise BadOption(name, getattr(self, name), "expected >= 1")
 
     @property
     def trained(self) -> tuple[str, int]:
@@ -171,7 +173,7 @@ def _endless(batches: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
             yielded = True
             yield batch
         if not yielded:
-            raise ValueError("the shard split yielded no batch")
+            raise BadInput("the shard split yielded no batch")
 
 
 def _sync(device: torch.device) -> None:
@@ -195,11 +197,12 @@ def measure(
     if augment is not None:
         need = augment.margin_shortfall(manifest["crop"], manifest["margin"])
         if need:
-            raise ValueError(
-                f"{config.shards}: shards keep a margin of {manifest['margin']} voxels but "
-                f"--augment {config.augment!r} needs {list(need)}; choose a preset that fits "
-                "(flips needs none) or reshard with --context auto --augment "
-                f"{config.augment}"
+            raise BadOption(
+                "augment",
+                config.augment,
+                f"{config.shards}: shards keep a margin of {manifest['margin']} voxels but it "
+                f"needs {list(need)}; choose a preset that fits (flips needs none) or reshard "
+                f"with context='auto', augment={config.augment!r}",
             )
     ds = open_shards(
         config.shards,
@@ -494,9 +497,9 @@ def _num(value: float) -> str:
     return f"{value:.0f}" if value >= 100 else f"{value:.1f}"
 
 
-def parse_list(text: str, kind: type = int) -> tuple[Any, ...]:
-    """``"0,1,2"`` -> (0, 1, 2)."""
+def parse_list(text: str, kind: type = int, name: str = "workers") -> tuple[Any, ...]:
+    """``"0,1,2"`` -> (0, 1, 2); ``name`` is the parameter an error names."""
     try:
         return tuple(kind(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise ValueError(f"{text!r}: expected a comma-separated list") from None
+        raise BadOption(name, text, f"expected a comma-separated list of {kind.__name__}") from None

@@ -9,11 +9,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from streamvol.errors import BadOption
+
 Zyx = tuple[int, int, int]
 
 
-def parse_zyx(value: object, what: str, minimum: int | None) -> Zyx:
-    """Read an int, 3 ints, or text "64" / "32,64,64" as (z, y, x) ints of at least ``minimum``."""
+def parse_zyx(value: object, what: str, minimum: int | None, name: str = "size") -> Zyx:
+    """Read an int, 3 ints, or text "64" / "32,64,64" as (z, y, x) ints of at least ``minimum``;
+    else ``BadOption`` naming the parameter ``name``."""
     expected = f"expected {what} as an int, 3 ints, or text like '64' or '32,64,64'"
     if minimum is not None:
         expected += f" (each >= {minimum})"
@@ -24,7 +27,7 @@ def parse_zyx(value: object, what: str, minimum: int | None) -> Zyx:
     elif isinstance(value, Sequence | np.ndarray) and len(value) == 3:
         parts = list(value)
     else:
-        raise ValueError(f"{expected}, got {value!r}")
+        raise BadOption(name, value, expected)
     if len(parts) == 1:
         parts = parts * 3
     out = []
@@ -34,18 +37,19 @@ def parse_zyx(value: object, what: str, minimum: int | None) -> Zyx:
         if is_text or is_int:
             number = int(part)  # type: ignore[arg-type]
         else:
-            raise ValueError(f"{expected}, got {value!r}")
+            raise BadOption(name, value, expected)
         if minimum is not None and number < minimum:
-            raise ValueError(f"{expected}, got {value!r}")
+            raise BadOption(name, value, expected)
         out.append(number)
     if len(out) != 3:
-        raise ValueError(f"{expected}, got {value!r}")
+        raise BadOption(name, value, expected)
     return out[0], out[1], out[2]
 
 
-def as_zyx(value: int | str | Sequence[int]) -> Zyx:
-    """Normalise a crop size to (z, y, x) ints > 0: ``64``, ``(32, 64, 64)``, ``"32,64,64"``."""
-    return parse_zyx(value, "a crop size", minimum=1)
+def as_zyx(value: int | str | Sequence[int], name: str = "crop") -> Zyx:
+    """Normalise a crop size to (z, y, x) ints > 0: ``64``, ``(32, 64, 64)``, ``"32,64,64"``;
+    ``name`` is the parameter an error names."""
+    return parse_zyx(value, "a crop size" if name == "crop" else "a size", minimum=1, name=name)
 
 
 def crop_box(
@@ -57,9 +61,9 @@ def crop_box(
     pads).
     """
     if len(centre) != 3:
-        raise ValueError(f"expected a (z, y, x) centre, got {centre!r}")
+        raise BadOption("centre", centre, "expected a (z, y, x) centre")
     size = as_zyx(crop)
-    extra = parse_zyx(margin, "a margin", minimum=0)
+    extra = parse_zyx(margin, "a margin", minimum=0, name="margin")
     box = []
     for c, s, m in zip(centre, size, extra, strict=True):
         start = int(c) - s // 2 - m
@@ -76,7 +80,7 @@ def rotation_margin(crop: int | str | Sequence[int], max_shift: int | Sequence[i
     short axes, since its long diagonal can turn onto them.
     """
     size = as_zyx(crop)
-    shift = parse_zyx(max_shift, "a maximum shift", minimum=0)
+    shift = parse_zyx(max_shift, "a maximum shift", minimum=0, name="max_shift")
     radius = math.sqrt(sum(s * s for s in size)) / 2
     return tuple(  # type: ignore[return-value]
         math.ceil(radius - s / 2) + t for s, t in zip(size, shift, strict=True)

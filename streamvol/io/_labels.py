@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from streamvol.errors import BadLabels, PointsOutsideVolume
+from streamvol.errors import BadInput, BadLabels, PointsOutsideVolume
 
 _ID_COLUMNS = ("sample", "sample_id", "id", "name")
 _CLASS_COLUMNS = ("class", "label", "class_name")
@@ -52,9 +52,9 @@ class Points:
         zyx = np.asarray(self.zyx, dtype=np.float64).reshape(-1, 3)
         labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
         if len(labels) != len(zyx):
-            raise ValueError(f"{self.source}: {len(zyx)} points but {len(labels)} labels")
+            raise BadLabels(f"{self.source}: {len(zyx)} points but {len(labels)} labels")
         if len(labels) and (labels.min() < 0 or labels.max() >= len(self.class_names)):
-            raise ValueError(
+            raise BadLabels(
                 f"{self.source}: labels must index class_names {self.class_names}, "
                 f"got ids {int(labels.min())}..{int(labels.max())}"
             )
@@ -74,7 +74,7 @@ class Points:
         """
         size = np.asarray(tuple(shape), dtype=np.float64)
         if size.shape != (3,):
-            raise ValueError(f"{volume_path}: expected a 3D shape (z, y, x), got {tuple(shape)}")
+            raise BadInput(f"{volume_path}: expected a 3D shape (z, y, x), got {tuple(shape)}")
         inside = np.isfinite(self.zyx).all(axis=1)
         inside &= ((self.zyx >= -0.5) & (self.zyx < size)).all(axis=1)
         bad = np.flatnonzero(~inside)
@@ -236,11 +236,12 @@ def _load_json(path: Path) -> Any:
 
 
 def _number(value: Any) -> float:
-    """A finite float from a JSON number; ValueError otherwise (bools and strings included)."""
+    """A finite float from a JSON number; ``BadLabels`` otherwise (bools and strings included);
+    the caller adds the file."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"expected a number, got {value!r}")
+        raise BadLabels(f"expected a number, got {value!r}")
     if not math.isfinite(value):
-        raise ValueError(f"expected a finite number, got {value!r}")
+        raise BadLabels(f"expected a finite number, got {value!r}")
     return float(value)
 
 
@@ -260,22 +261,22 @@ def _voxel_size_zyx(voxel_size: Any, path: Path) -> np.ndarray:
 def _pick_location(point: Any) -> tuple[float, float, float]:
     """(z, y, x) in the file's unit: location plus the translation of ``transformation_``."""
     if not isinstance(point, dict):
-        raise ValueError(f"expected an object with a 'location', got {point!r}")
+        raise BadLabels(f"expected an object with a 'location', got {point!r}")
     loc = point.get("location")
     if not isinstance(loc, dict):
-        raise ValueError(f"expected 'location': {{'x', 'y', 'z'}}, got {loc!r}")
+        raise BadLabels(f"expected 'location': {{'x', 'y', 'z'}}, got {loc!r}")
     missing = [a for a in "xyz" if a not in loc]
     if missing:
-        raise ValueError(f"location lacks {', '.join(missing)}: {loc!r}")
+        raise BadLabels(f"location lacks {', '.join(missing)}: {loc!r}")
     zyx = [_number(loc[a]) for a in "zyx"]
     transform = point.get("transformation_")
     if transform is not None:
         try:
             matrix = np.array(transform, dtype=np.float64)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"expected a 4x4 numeric transformation_, got {transform!r}") from exc
+            raise BadLabels(f"expected a 4x4 numeric transformation_, got {transform!r}") from exc
         if matrix.shape != (4, 4) or not np.isfinite(matrix).all():
-            raise ValueError(f"expected a 4x4 numeric transformation_, got {transform!r}")
+            raise BadLabels(f"expected a 4x4 numeric transformation_, got {transform!r}")
         zyx = [zyx[0] + matrix[2, 3], zyx[1] + matrix[1, 3], zyx[2] + matrix[0, 3]]
     return (zyx[0], zyx[1], zyx[2])
 
@@ -325,7 +326,7 @@ def read_copick_picks(
     for i, point in enumerate(points):
         try:
             zyx[i] = _pick_location(point)
-        except ValueError as exc:
+        except BadLabels as exc:
             raise BadLabels(f"{path}: point {i} is malformed: {exc}") from None
     return Points(
         zyx=zyx * factor / size,
@@ -359,7 +360,7 @@ def read_copick_config(path: str | Path) -> dict[str, float]:
             )
         try:
             radius = _number(obj.get("radius"))
-        except ValueError:
+        except BadLabels:
             radius = -1.0
         if radius <= 0:
             raise BadLabels(
@@ -382,7 +383,7 @@ def read_copick_weights(path: str | Path) -> dict[str, float]:
         if isinstance(obj, dict) and isinstance(obj.get("name"), str) and "weight" in obj:
             try:
                 weight = _number(obj["weight"])
-            except ValueError:
+            except BadLabels:
                 weight = -1.0
             if weight < 0:
                 raise BadLabels(

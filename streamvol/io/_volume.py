@@ -19,6 +19,7 @@ import dask.array as da
 import numpy as np
 
 from streamvol.errors import (
+    BadOption,
     InconsistentSlices,
     NoVolumeFound,
     ShapeMismatch,
@@ -242,7 +243,7 @@ def _open_zarr(path: Path, level: int) -> Volume:
         raise UnreadableVolume(f"{path}: not a readable zarr store: {exc}") from exc
     if isinstance(node, zarr.Array):
         if level != 0:
-            raise ValueError(f"{path}: a plain zarr array has one level; got level={level}")
+            raise BadOption("level", level, f"{path}: a plain zarr array has one level, 0")
         data = _squeeze_to_3d(da.from_zarr(node), path)
         return Volume(data, None, path, f"zarr-v{node.metadata.zarr_format}")
     attrs = dict(node.attrs)
@@ -259,8 +260,8 @@ def _open_zarr(path: Path, level: int) -> Volume:
 def _open_ngff(group: Any, path: Path, ms: dict[str, Any], level: int) -> Volume:
     datasets = ms.get("datasets") or []
     if not 0 <= level < len(datasets):
-        raise ValueError(
-            f"{path}: level {level} requested, but the group has {len(datasets)} levels"
+        raise BadOption(
+            "level", level, f"{path}: expected a level of 0..{len(datasets) - 1} (the group's)"
         )
     entry = datasets[level]
     try:

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from streamvol.errors import ShapeMismatch
+from streamvol.errors import BadInput, ShapeMismatch
 
 
 def as_numpy(x: Any, name: str) -> np.ndarray:
@@ -16,20 +16,20 @@ def as_numpy(x: Any, name: str) -> np.ndarray:
     try:
         return np.asarray(x)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name}: expected an array, got {type(x).__name__}") from exc
+        raise BadInput(f"{name}: expected an array, got {type(x).__name__}") from exc
 
 
 def check_labels(y: np.ndarray, num_classes: int, name: str = "y_true") -> np.ndarray:
     """Integer class ids in ``[0, num_classes)``, as int64; floats holding whole numbers pass."""
     if y.size and not np.issubdtype(y.dtype, np.integer):
         if not np.issubdtype(y.dtype, np.floating) or not np.all(np.isfinite(y)):
-            raise ValueError(f"{name}: expected integer class ids, got dtype {y.dtype}")
+            raise BadInput(f"{name}: expected integer class ids, got dtype {y.dtype}")
         if not np.all(y == np.round(y)):
-            raise ValueError(f"{name}: expected integer class ids, got fractional values")
+            raise BadInput(f"{name}: expected integer class ids, got fractional values")
     y = y.astype(np.int64, copy=False)
     if y.size and (y.min() < 0 or y.max() >= num_classes):
         bad = y[(y < 0) | (y >= num_classes)][0]
-        raise ValueError(f"{name}: expected class ids in [0, {num_classes}), got {bad}")
+        raise BadInput(f"{name}: expected class ids in [0, {num_classes}), got {bad}")
     return y
 
 
@@ -45,10 +45,10 @@ def sample_mask(weights: Any, n: int) -> tuple[np.ndarray, np.ndarray | None]:
     if w.shape[0] != n:
         raise ShapeMismatch(f"weights: expected {n} values (one per sample), got {w.shape[0]}")
     if not np.all(np.isfinite(w)) or np.any(w < 0):
-        raise ValueError("weights: expected finite values >= 0")
+        raise BadInput("weights: expected finite values >= 0")
     keep = w > 0
     if not keep.any():
-        raise ValueError(f"weights: all {n} samples have weight 0 (padding); nothing to score")
+        raise BadInput(f"weights: all {n} samples have weight 0 (padding); nothing to score")
     kept = w[keep]
     return keep, (None if np.all(kept == 1.0) else kept)
 
@@ -60,11 +60,11 @@ def check_scores(s: np.ndarray, n_classes: int, n: int) -> np.ndarray:
         s = s[:, -1]
     expected = (n,) if n_classes == 2 else (n, n_classes)
     if s.ndim != len(expected) or (s.ndim == 2 and s.shape[1] != n_classes):
-        raise ValueError(f"scores: expected shape {_shape(expected)}, got {s.shape}")
+        raise BadInput(f"scores: expected shape {_shape(expected)}, got {s.shape}")
     if s.shape[0] != n:
         raise ShapeMismatch(f"scores: expected {n} rows (one per label in y_true), got {len(s)}")
     if not np.all(np.isfinite(s)):
-        raise ValueError("scores: expected finite values, got NaN or Inf")
+        raise BadInput("scores: expected finite values, got NaN or Inf")
     return s
 
 

@@ -33,6 +33,7 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
+from streamvol.errors import BadInput, BadOption
 from streamvol.metrics._arrays import as_numpy, check_labels, check_scores, sample_mask
 
 DEFAULT_THRESHOLD = 0.5
@@ -67,21 +68,21 @@ def classification_report(
     names = [str(c) for c in class_names]
     n_classes = len(names)
     if n_classes < 2:
-        raise ValueError(f"class_names: expected at least 2 classes, got {names}")
+        raise BadOption("class_names", names, "expected at least 2 classes")
     binary = n_classes == 2
     y = as_numpy(y_true, "y_true")
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1:
-        raise ValueError(f"y_true: expected shape (N,), got {y.shape}")
+        raise BadInput(f"y_true: expected shape (N,), got {y.shape}")
     s = check_scores(as_numpy(scores, "scores"), n_classes, len(y))
     if not binary and threshold is not None:
-        raise ValueError(f"threshold: only binary tasks take one, got {threshold} for {names}")
+        raise BadOption("threshold", threshold, f"only binary tasks take one, not {names}")
     y = check_labels(y, n_classes)
     keep, w = sample_mask(weights, len(y))
     y, s = y[keep], s[keep]
     if len(y) == 0:
-        raise ValueError("y_true: expected at least one sample, got 0")
+        raise BadInput("y_true: expected at least one sample, got 0")
     thr = None
     if binary:
         thr = DEFAULT_THRESHOLD if threshold is None else float(threshold)

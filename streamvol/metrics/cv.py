@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 from rich.table import Table
 
+from streamvol.errors import BadInput
+
 
 def summarise_folds(reports: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """{metric: {mean, std, n, values}} for every scalar metric of the fold reports.
@@ -19,7 +21,7 @@ def summarise_folds(reports: Sequence[Mapping[str, Any]]) -> dict[str, dict[str,
     Keys keep the first report's order.
     """
     if not reports:
-        raise ValueError("reports: expected at least one fold report, got none")
+        raise BadInput("reports: expected at least one fold report, got none")
     flat = [_flatten(r) for r in reports]
     keys = list(dict.fromkeys(k for f in flat for k in f))
     summary: dict[str, dict[str, Any]] = {}
@@ -53,7 +55,7 @@ def format_table(
     rows = [k for k in summary if "." not in k] if keys is None else list(keys)
     missing = [k for k in rows if k not in summary]
     if missing:
-        raise ValueError(f"keys: {missing} not in the summary; it has {list(summary)}")
+        raise BadInput(f"keys: {missing} not in the summary; it has {list(summary)}")
     n_folds = max((len(summary[k]["values"]) for k in rows), default=0)
     table = Table(title=title)
     table.add_column("metric")

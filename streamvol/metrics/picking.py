@@ -36,6 +36,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import maximum_bipartite_matching
 from scipy.spatial import cKDTree
 
+from streamvol.errors import BadInput, BadOption
 from streamvol.metrics._arrays import as_numpy, check_labels
 
 
@@ -76,7 +77,7 @@ def match_points(
     if len(ref) == 0 or len(cand) == 0:
         return 0, len(cand), len(ref)
     if matching not in ("kaggle", "one_to_one"):
-        raise ValueError(f"matching: expected 'kaggle' or 'one_to_one', got {matching!r}")
+        raise BadOption("matching", matching, "expected 'kaggle' or 'one_to_one'")
     # hits[i]: indices of the reference points within max_distance (<=) of prediction i.
     hits = cKDTree(cand).query_ball_tree(cKDTree(ref), r=max_distance)
     if matching == "kaggle":
@@ -111,7 +112,7 @@ def picking_score(
     """
     scale = np.asarray(voxel_size, dtype=np.float64)
     if scale.shape not in ((), (3,)) or np.any(scale <= 0):
-        raise ValueError(f"voxel_size: expected a positive number or 3 of them, got {voxel_size}")
+        raise BadOption("voxel_size", voxel_size, "expected a positive number or 3 of them")
 
     def scaled(points: Any, where: str) -> np.ndarray:
         return _points(points, where) * scale
@@ -187,7 +188,7 @@ def best_threshold(thresholds: Sequence[float], counts: Any, beta: float = 4.0) 
     grid = np.asarray(thresholds, dtype=np.float64)
     table = np.asarray(counts, dtype=np.int64).reshape(-1, 3)
     if len(grid) == 0 or len(grid) != len(table):
-        raise ValueError(
+        raise BadInput(
             f"expected one (tp, fp, fn) row per threshold, got {table.shape} rows "
             f"for {len(grid)} thresholds"
         )
@@ -237,7 +238,7 @@ def points_by_type(points: Any, class_names: Sequence[str]) -> dict[str, np.ndar
     if arr.size == 0:
         arr = arr.reshape(0, 4)
     if arr.ndim != 2 or arr.shape[1] != 4:
-        raise ValueError(f"points: expected (N, 4) rows of z, y, x, class id, got {arr.shape}")
+        raise BadInput(f"points: expected (N, 4) rows of z, y, x, class id, got {arr.shape}")
     ids = check_labels(arr[:, 3], len(class_names), "points[:, 3]")
     return {name: arr[ids == k, :3] for k, name in enumerate(class_names)}
 
@@ -247,19 +248,19 @@ def _points(points: Any, where: str) -> np.ndarray:
     if arr.size == 0:
         return arr.reshape(0, 3)
     if arr.ndim != 2 or arr.shape[1] != 3:
-        raise ValueError(f"{where}: expected (N, 3) points, got shape {arr.shape}")
+        raise BadInput(f"{where}: expected (N, 3) points, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{where}: expected finite coordinates, got NaN or Inf")
+        raise BadInput(f"{where}: expected finite coordinates, got NaN or Inf")
     return arr
 
 
 def _check_types(types: Mapping[str, Any], particles: Mapping[str, Any], where: str) -> None:
     unknown = sorted(set(types) - set(particles))
     if unknown:
-        raise ValueError(f"{where}: unknown particle types {unknown}, expected {list(particles)}")
+        raise BadInput(f"{where}: unknown particle types {unknown}, expected {list(particles)}")
 
 
 def _check_unique(types: Mapping[str, np.ndarray], where: str) -> None:
     stacked = np.concatenate([p for p in types.values() if len(p)] or [np.zeros((0, 3))])
     if len(np.unique(stacked, axis=0)) != len(stacked):
-        raise ValueError(f"{where}: duplicate reference points (the reference forbids them)")
+        raise BadInput(f"{where}: duplicate reference points (the reference forbids them)")

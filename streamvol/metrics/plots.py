@@ -21,7 +21,7 @@ from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
 
 from streamvol.core.files import save_figure
-from streamvol.errors import ShapeMismatch
+from streamvol.errors import BadInput, ShapeMismatch
 from streamvol.metrics._arrays import as_numpy, check_labels, check_scores, sample_mask
 
 NOT_METRICS = frozenset({"epoch", "step", "lr", "learning_rate", "time", "seconds", "elapsed"})
@@ -43,7 +43,7 @@ def plot_history(
     not bookkeeping (:data:`NOT_METRICS`).
     """
     if not history:
-        raise ValueError("history: expected at least one epoch, got an empty list")
+        raise BadInput("history: expected at least one epoch, got an empty list")
     keys = list(dict.fromkeys(k for row in history for k, v in row.items() if _is_number(v)))
     losses = [k for k in keys if "loss" in k]
     if metrics is None:
@@ -51,11 +51,11 @@ def plot_history(
     else:
         unknown = [k for k in metrics if k not in keys]
         if unknown:
-            raise ValueError(f"metrics: {unknown} appear in no epoch; numeric keys are {keys}")
+            raise BadInput(f"metrics: {unknown} appear in no epoch; numeric keys are {keys}")
     x = [row["epoch"] if _is_number(row.get("epoch")) else i + 1 for i, row in enumerate(history)]
     panels = [(name, ks) for name, ks in (("loss", losses), ("metric", list(metrics))) if ks]
     if not panels:
-        raise ValueError("history: no numeric key to plot")
+        raise BadInput("history: no numeric key to plot")
     fig = _figure(figsize=(6.0 * len(panels), 4.2))
     for i, (ylabel, ks) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
@@ -282,7 +282,7 @@ def plot_picks(
     and predicted picks as crosses, one colour per type; points are (N, 2) y, x pixels."""
     img = as_numpy(image, "image").astype(np.float64)
     if img.ndim != 2:
-        raise ValueError(f"image: expected (y, x), got shape {img.shape}")
+        raise BadInput(f"image: expected (y, x), got shape {img.shape}")
     fig = _figure(figsize=(7.5, 7.5 * img.shape[0] / max(img.shape[1], 1) + 0.8))
     ax = fig.add_subplot(1, 1, 1)
     lo, hi = np.percentile(img, [1, 99])
@@ -354,7 +354,7 @@ def plot_compare(
     micro-averaged one-vs-rest curve. AUC and average precision go in the legends.
     """
     if not runs:
-        raise ValueError("runs: expected at least one run to draw, got none")
+        raise BadInput("runs: expected at least one run to draw, got none")
     fig = _figure(figsize=(11.0, 5.0))
     roc_ax, pr_ax = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     for run in runs:
@@ -385,7 +385,7 @@ def _middle_slices(a: Any, name: str) -> np.ndarray:
     if x.ndim == 5:
         x = x[:, 0]
     if x.ndim != 4:
-        raise ValueError(f"{name}: expected (N, C, D, H, W) or (N, D, H, W), got {x.shape}")
+        raise BadInput(f"{name}: expected (N, C, D, H, W) or (N, D, H, W), got {x.shape}")
     return x[:, x.shape[1] // 2]
 
 

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from streamvol.errors import ShapeMismatch
+from streamvol.errors import BadInput, BadOption, ShapeMismatch
 from streamvol.metrics._arrays import as_numpy, check_labels, sample_mask
 
 MAX_AUC_VOXELS = 2_000_000
@@ -59,19 +59,20 @@ def segmentation_report(
     n_samples, n_padding, reduction, ignore_index.
     """
     if num_classes < 1:
-        raise ValueError(f"num_classes: expected >= 1, got {num_classes}")
+        raise BadOption("num_classes", num_classes, "expected >= 1")
     if reduction not in ("sample", "global"):
-        raise ValueError(f"reduction: expected 'sample' or 'global', got {reduction!r}")
+        raise BadOption("reduction", reduction, "expected 'sample' or 'global'")
     if ignore_index is not None and 0 <= ignore_index < num_classes:
-        raise ValueError(
-            f"ignore_index: expected a value outside the class ids [0, {num_classes}), "
-            f"got {ignore_index}"
+        raise BadOption(
+            "ignore_index",
+            ignore_index,
+            f"expected a value outside the class ids [0, {num_classes})",
         )
     if background is not None and not 0 <= background < num_classes:
-        raise ValueError(f"background: expected a class id in [0, {num_classes}), got {background}")
+        raise BadOption("background", background, f"expected a class id in [0, {num_classes})")
     names = [str(k) for k in range(num_classes)] if class_names is None else list(class_names)
     if len(names) != num_classes:
-        raise ValueError(f"class_names: expected {num_classes} names, got {len(names)}")
+        raise BadOption("class_names", names, f"expected {num_classes} names, got {len(names)}")
 
     p = as_numpy(pred, "pred")
     if p.ndim == 5 and p.shape[1] == num_classes > 1 and np.issubdtype(p.dtype, np.floating):
@@ -153,7 +154,7 @@ def _voxel_aucs(
     s = as_numpy(scores, "scores")
     if s.ndim == 4 or (s.ndim == 5 and s.shape[1] == 1 and num_classes == 2):
         if num_classes != 2:
-            raise ValueError(
+            raise BadInput(
                 f"scores: (N, D, H, W) probabilities suit 2 classes; got {num_classes} classes"
             )
         s = s.reshape(s.shape[0], *s.shape[-3:])
@@ -199,7 +200,7 @@ def _batched(x: np.ndarray, name: str) -> np.ndarray:
     if x.ndim == 3:
         x = x[None]
     if x.ndim != 4:
-        raise ValueError(
+        raise BadInput(
             f"{name}: expected (N, D, H, W), (N, 1, D, H, W) or (D, H, W), got {x.shape}"
         )
     return x

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from streamvol.errors import BadInput, BadOption
 from streamvol.metrics._arrays import as_numpy, check_labels, check_scores, sample_mask
 
 METRICS = ("balanced_accuracy", "youden", "accuracy", "f1")
@@ -45,7 +46,7 @@ def sweep_threshold(
     (weighted counts).
     """
     if metric not in METRICS:
-        raise ValueError(f"metric: expected one of {METRICS}, got {metric!r}")
+        raise BadOption("metric", metric, f"expected one of {', '.join(METRICS)}")
     y = as_numpy(y_true, "y_true").reshape(-1)
     s = check_scores(as_numpy(scores, "scores"), 2, len(y))
     y = check_labels(y, 2)
@@ -53,7 +54,7 @@ def sweep_threshold(
     y, s = y[keep], s[keep]
     w = np.ones(len(y)) if w is None else w
     if y.all() or not y.any():
-        raise ValueError(
+        raise BadInput(
             f"y_true: a threshold sweep needs both classes, got only class {int(y[0])} "
             f"in {len(y)} samples"
         )
@@ -69,7 +70,7 @@ def sweep_threshold(
     else:
         candidates = as_numpy(grid, "grid").astype(np.float64).reshape(-1)
         if candidates.size == 0 or not np.all(np.isfinite(candidates)):
-            raise ValueError("grid: expected at least one finite threshold")
+            raise BadInput("grid: expected at least one finite threshold")
     thresholds = np.unique(candidates)
 
     table = _threshold_table(y, s, w, thresholds)

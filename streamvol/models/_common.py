@@ -10,13 +10,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from streamvol.errors import BadInput, BadOption
+
 
 def check_input(x: torch.Tensor, in_channels: int, model: str) -> None:
-    """Raise ``ValueError`` unless ``x`` is ``(B, in_channels, D, H, W)``."""
+    """Raise ``BadInput`` unless ``x`` is ``(B, in_channels, D, H, W)``."""
     if x.ndim != 5:
-        raise ValueError(f"{model}: expected (B, C, D, H, W), got {tuple(x.shape)}")
+        raise BadInput(f"{model}: expected (B, C, D, H, W), got {tuple(x.shape)}")
     if x.shape[1] != in_channels:
-        raise ValueError(
+        raise BadInput(
             f"{model}: expected (B, C, D, H, W) with C={in_channels}, got {tuple(x.shape)}"
         )
 
@@ -27,14 +29,14 @@ def classifier_outputs(num_classes: int) -> int:
     ``num_classes=1`` gives one raw output (a score or regression target).
     """
     if num_classes < 1:
-        raise ValueError(f"num_classes: expected an int >= 1, got {num_classes}")
+        raise BadOption("num_classes", num_classes, "expected an int >= 1")
     return 1 if num_classes == 2 else num_classes
 
 
 def segmentation_outputs(num_classes: int) -> int:
     """Channels per voxel of a segmentation model: exactly ``num_classes`` (1 for BCE/heatmap)."""
     if num_classes < 1:
-        raise ValueError(f"num_classes: expected an int >= 1, got {num_classes}")
+        raise BadOption("num_classes", num_classes, "expected an int >= 1")
     return num_classes
 
 
@@ -47,7 +49,7 @@ def set_output_layer(model: nn.Module, num_outputs: int) -> nn.Module:
     Swap before ``torch.compile`` / DDP wrapping, then wrap again.
     """
     if num_outputs < 1:
-        raise ValueError(f"num_outputs: expected an int >= 1, got {num_outputs}")
+        raise BadOption("num_outputs", num_outputs, "expected an int >= 1")
     head = getattr(model, "head", None)
     new: nn.Module
     if isinstance(head, nn.Linear):

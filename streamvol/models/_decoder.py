@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from streamvol.errors import BadOption
+
 
 def level_maps(features: nn.Sequential, x: torch.Tensor) -> list[torch.Tensor]:
     """The output of every level of ``features``, shallowest first."""
@@ -45,7 +47,7 @@ class LightDecoder(nn.Module):
     def __init__(self, channels: Sequence[int], width: int) -> None:
         super().__init__()
         if width < 1:
-            raise ValueError(f"decoder_width: expected >= 1, got {width}")
+            raise BadOption("decoder_width", width, "expected >= 1")
         self.lateral = nn.ModuleList(nn.Conv3d(c, width, 1) for c in channels)
         self.smooth = nn.ModuleList(
             nn.Sequential(nn.Conv3d(width, width, 3, padding=1), nn.ReLU()) for _ in channels
@@ -71,4 +73,4 @@ def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 
 def check_task(task: str, model: str) -> None:
     if task not in ("classify", "segment"):
-        raise ValueError(f"{model}: task must be 'classify' or 'segment', got {task!r}")
+        raise BadOption("task", task, f"expected 'classify' or 'segment' ({model})")

@@ -16,6 +16,8 @@ from typing import Any, Literal, TypeVar, Union
 
 from torch import nn
 
+from streamvol.errors import BadInput, BadOption
+
 M = TypeVar("M", bound=type[nn.Module])
 
 _MODELS: dict[str, type[nn.Module]] = {}
@@ -80,7 +82,7 @@ def parse_options(name: str, items: Sequence[str]) -> dict[str, Any]:
     """``["variant=mc3_18", "layers=1,1,1,1"]`` -> ``{"variant": "mc3_18", "layers": (1, 1, 1,
     1)}``, each value converted to the type the builder of ``name`` declares (int, float, bool,
     a ``Literal``'s values, comma lists for sequences, ``none`` for an optional). A malformed
-    item, an unknown key or a value of the wrong type raises ``ValueError`` naming it."""
+    item, an unknown key or a value of the wrong type raises ``BadOption`` naming it."""
     cls = _lookup(name)
     hints = typing.get_type_hints(cls.__init__)
     known = options(name)
@@ -89,16 +91,17 @@ def parse_options(name: str, items: Sequence[str]) -> dict[str, Any]:
         key, sep, text = item.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or not key:
-            raise ValueError(f"model option {item!r}: expected KEY=VALUE")
+            raise BadOption("model_options", item, "expected KEY=VALUE")
         if key not in known:
-            raise ValueError(
-                f"model option {item!r}: model {name!r} has no option {key!r}; "
-                f"expected one of {', '.join(known)}"
+            raise BadOption(
+                "model_options",
+                item,
+                f"model {name!r} has no option {key!r}; expected one of {', '.join(known)}",
             )
         try:
             out[key] = _convert(hints.get(key, Any), text.strip())
-        except ValueError as exc:
-            raise ValueError(f"model option {item!r}: {exc}") from None
+        except BadInput as exc:
+            raise BadOption("model_options", item, str(exc)) from None
     return out
 
 
@@ -111,7 +114,7 @@ def _convert(hint: Any, text: str) -> Any:
         return _convert(rest[0] if len(rest) == 1 else Any, text)
     if origin is Literal:
         if text not in [str(a) for a in args]:
-            raise ValueError(f"expected one of {', '.join(map(str, args))}")
+            raise BadInput(f"expected one of {', '.join(map(str, args))}")
         return next(a for a in args if str(a) == text)
     if origin in (tuple, list, Sequence, typing.Sequence) or hint in (tuple, list):
         inner = args[0] if args else Any
@@ -121,12 +124,12 @@ def _convert(hint: Any, text: str) -> Any:
             return True
         if text.lower() in ("0", "false", "no", "off"):
             return False
-        raise ValueError("expected true or false")
+        raise BadInput("expected true or false")
     if hint in (int, float):
         try:
             return hint(text)
         except ValueError:
-            raise ValueError(f"expected {'an integer' if hint is int else 'a number'}") from None
+            raise BadInput(f"expected {'an integer' if hint is int else 'a number'}") from None
     return text
 
 
@@ -161,8 +164,10 @@ def build(name: str, *, in_channels: int = 1, num_classes: int, **opts: Any) -> 
     known = options(name)
     unknown = sorted(set(opts) - set(known))
     if unknown:
-        raise ValueError(
-            f"model {name!r}: unknown option(s) {unknown}; expected some of {sorted(known)}"
+        raise BadOption(
+            "model_options",
+            {k: opts[k] for k in unknown},
+            f"model {name!r}: unknown option(s) {unknown}; expected some of {sorted(known)}",
         )
     return cls(in_channels=in_channels, num_classes=num_classes, **opts)
 
@@ -171,6 +176,4 @@ def _lookup(name: str) -> type[nn.Module]:
     try:
         return _MODELS[name]
     except KeyError:
-        raise ValueError(
-            f"unknown model {name!r}; expected one of {', '.join(available())}"
-        ) from None
+        raise BadOption("model", name, f"expected one of {', '.join(available())}") from None

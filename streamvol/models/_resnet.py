@@ -14,6 +14,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from streamvol.errors import BadOption
 from streamvol.models._common import check_input, classifier_outputs, segmentation_outputs
 from streamvol.models._decoder import LightDecoder, check_task, level_channels, level_maps
 from streamvol.models._registry import register
@@ -133,11 +134,9 @@ class ResNet3D(nn.Module):
         super().__init__()
         variant = _ALIASES.get(variant, variant)  # type: ignore[assignment]
         if variant not in VARIANTS:
-            raise ValueError(
-                f"resnet3d: variant must be one of {', '.join(VARIANTS)}, got {variant!r}"
-            )
+            raise BadOption("variant", variant, f"expected one of {', '.join(VARIANTS)} (resnet3d)")
         if norm not in NORMS:
-            raise ValueError(f"resnet3d: norm must be one of {', '.join(NORMS)}, got {norm!r}")
+            raise BadOption("norm", norm, f"expected one of {', '.join(NORMS)} (resnet3d)")
         check_task(task, "resnet3d")
         self.in_channels = in_channels
         self.variant = variant

@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from streamvol.errors import BadInput, BadOption
 from streamvol.models._common import check_input, classifier_outputs, segmentation_outputs
 from streamvol.models._decoder import LightDecoder, check_task, level_channels, level_maps
 from streamvol.models._registry import register
@@ -94,7 +95,7 @@ class SEResNet3D(nn.Module):
         super().__init__()
         check_task(task, "se_resnet3d")
         if len(widths) < 1:
-            raise ValueError(f"se_resnet3d: expected at least one width, got {widths}")
+            raise BadOption("widths", widths, "expected at least one width (se_resnet3d)")
         self.in_channels = in_channels
         self.task = task
         self.num_pools = len(widths) - 1
@@ -124,7 +125,7 @@ class SEResNet3D(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.in_channels, "se_resnet3d")
         if min(x.shape[2:]) < 2**self.num_pools:
-            raise ValueError(
+            raise BadInput(
                 f"se_resnet3d: expected every spatial side >= {2**self.num_pools}, "
                 f"got {tuple(x.shape)}"
             )

@@ -9,6 +9,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from streamvol.errors import BadInput, BadOption
 from streamvol.models._common import check_input, classifier_outputs, segmentation_outputs
 from streamvol.models._decoder import LightDecoder, check_task, level_maps
 from streamvol.models._registry import register
@@ -43,13 +44,15 @@ class SimpleCNN(nn.Module):
         super().__init__()
         check_task(task, "simple_cnn")
         if len(input_shape) != 3:
-            raise ValueError(f"simple_cnn: expected input_shape (D, H, W), got {input_shape}")
+            raise BadOption("input_shape", input_shape, "expected (D, H, W) (simple_cnn)")
         self.in_channels = in_channels
         self.task = task
         self.pooled_shape = tuple(int(s) // 4 for s in input_shape)
         if min(self.pooled_shape) < 1:
-            raise ValueError(
-                f"simple_cnn: input_shape {tuple(input_shape)} too small; expected every side >= 4"
+            raise BadOption(
+                "input_shape",
+                tuple(input_shape),
+                "too small; expected every side >= 4 (simple_cnn)",
             )
         self.features = nn.Sequential(
             nn.Sequential(nn.Conv3d(in_channels, 4, 3, padding=1), nn.ReLU(), nn.MaxPool3d(2)),
@@ -74,10 +77,10 @@ class SimpleCNN(nn.Module):
         check_input(x, self.in_channels, "simple_cnn")
         if self.task == "segment":
             if min(x.shape[2:]) < 4:
-                raise ValueError(f"simple_cnn: expected every side >= 4, got {tuple(x.shape)}")
+                raise BadInput(f"simple_cnn: expected every side >= 4, got {tuple(x.shape)}")
             return self.head(self.decoder(level_maps(self.features, x), x.shape[2:]))
         if tuple(s // 4 for s in x.shape[2:]) != self.pooled_shape:
-            raise ValueError(
+            raise BadInput(
                 f"simple_cnn: built for inputs pooling to {self.pooled_shape} (D, H, W) // 4; "
                 f"got {tuple(x.shape)}"
             )

@@ -9,6 +9,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from streamvol.errors import BadOption, CheckpointError
+
 # Wrappers that prefix every key: torch.compile's OptimizedModule and DistributedDataParallel.
 _PREFIXES = ("_orig_mod.", "module.")
 
@@ -60,15 +62,15 @@ def load_weights(
 
 def _state_dict_of(obj: Any, key: str | None, path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, Mapping):
-        raise ValueError(f"{path}: expected a state_dict or a dict of them, got {type(obj)}")
+        raise CheckpointError(f"{path}: expected a state_dict or a dict of them, got {type(obj)}")
     if key is not None:
         if key not in obj:
-            raise ValueError(f"{path}: expected an entry {key!r}, found {sorted(obj)}")
+            raise CheckpointError(f"{path}: expected an entry {key!r}, found {sorted(obj)}")
         obj = obj[key]
     elif not all(isinstance(v, torch.Tensor) for v in obj.values()):
         found = [k for k in ("model", "state_dict") if isinstance(obj.get(k), Mapping)]
         if not found:
-            raise ValueError(
+            raise CheckpointError(
                 f"{path}: expected a state_dict or a 'model'/'state_dict' entry, "
                 f"found {sorted(obj)}"
             )
@@ -107,7 +109,7 @@ def freeze_features(model: nn.Module, trainable_levels: int = 0) -> int:
     """
     levels = _levels(model)
     if trainable_levels < 0:
-        raise ValueError(f"trainable_levels: expected an int >= 0, got {trainable_levels}")
+        raise BadOption("trainable_levels", trainable_levels, "expected an int >= 0")
     n = min(trainable_levels, len(levels))
     for i, level in enumerate(levels):
         level.requires_grad_(i >= len(levels) - n)
@@ -123,7 +125,7 @@ def unfreeze_schedule(model: nn.Module, epoch: int, every: int) -> int:
     trainable levels.
     """
     if every < 1:
-        raise ValueError(f"every: expected an int >= 1, got {every}")
+        raise BadOption("every", every, "expected an int >= 1")
     if epoch < 0:
-        raise ValueError(f"epoch: expected an int >= 0, got {epoch}")
+        raise BadOption("epoch", epoch, "expected an int >= 0")
     return freeze_features(model, epoch // every)

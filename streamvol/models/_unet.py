@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from streamvol.errors import BadInput, BadOption
 from streamvol.models._common import check_input, segmentation_outputs
 from streamvol.models._registry import register
 
@@ -64,9 +65,9 @@ class UNet3D(nn.Module):
     ) -> None:
         super().__init__()
         if norm not in ("batch", "instance", "group"):
-            raise ValueError(f"unet3d: norm must be 'batch', 'instance' or 'group', got {norm!r}")
+            raise BadOption("norm", norm, "expected 'batch', 'instance' or 'group' (unet3d)")
         if depth < 1:
-            raise ValueError(f"unet3d: expected depth >= 1, got {depth}")
+            raise BadOption("depth", depth, "expected depth >= 1 (unet3d)")
         self.in_channels = in_channels
         self.num_outputs = segmentation_outputs(num_classes)
         self.depth = depth
@@ -90,11 +91,11 @@ class UNet3D(nn.Module):
         check_input(x, self.in_channels, "unet3d")
         step = 2**self.depth
         if any(s % step for s in x.shape[2:]):
-            raise ValueError(
+            raise BadInput(
                 f"unet3d: expected D, H, W divisible by 2**depth = {step}, got {tuple(x.shape)}"
             )
         if self.norm == "instance" and max(x.shape[2:]) < 2 * step:
-            raise ValueError(
+            raise BadInput(
                 f"unet3d: instance norm needs a side >= {2 * step} at depth {self.depth}, "
                 f"got {tuple(x.shape)}"
             )

@@ -9,6 +9,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from streamvol.errors import BadInput, BadOption
 from streamvol.models._common import check_input, classifier_outputs, segmentation_outputs
 from streamvol.models._decoder import LightDecoder, check_task, level_channels, level_maps
 from streamvol.models._registry import register
@@ -50,18 +51,19 @@ class VGG3D(nn.Module):
         super().__init__()
         check_task(task, "vgg3d")
         if len(input_shape) != 3:
-            raise ValueError(f"vgg3d: expected input_shape (D, H, W), got {input_shape}")
+            raise BadOption("input_shape", input_shape, "expected (D, H, W) (vgg3d)")
         if classifier not in ("full", "reduced"):
-            raise ValueError(f"vgg3d: classifier must be 'full' or 'reduced', got {classifier!r}")
+            raise BadOption("classifier", classifier, "expected 'full' or 'reduced' (vgg3d)")
         self.in_channels = in_channels
         self.task = task
         self.classifier_kind = classifier
         n_levels = len(convs_per_level)
         self.pooled_shape = tuple(int(s) // 2**n_levels for s in input_shape)
         if min(self.pooled_shape) < 1:
-            raise ValueError(
-                f"vgg3d: input_shape {tuple(input_shape)} too small for {n_levels} levels; "
-                f"expected every side >= {2**n_levels}"
+            raise BadOption(
+                "input_shape",
+                tuple(input_shape),
+                f"too small for {n_levels} levels; expected every side >= {2**n_levels} (vgg3d)",
             )
         levels: list[nn.Module] = []
         c = in_channels
@@ -109,15 +111,15 @@ class VGG3D(nn.Module):
         pooled = tuple(s // 2**n for s in x.shape[2:])
         if self.task == "segment":
             if min(pooled) < 1:
-                raise ValueError(
+                raise BadInput(
                     f"vgg3d: expected every spatial side >= {2**n}, got {tuple(x.shape)}"
                 )
             return self.head(self.decoder(level_maps(self.features, x), x.shape[2:]))
         if self.classifier_kind == "full" and pooled != self.pooled_shape:
-            raise ValueError(
+            raise BadInput(
                 f"vgg3d: full classifier built for inputs pooling to {self.pooled_shape} "
                 f"((D, H, W) // {2**n}); got {tuple(x.shape)}"
             )
         if min(pooled) < 1:
-            raise ValueError(f"vgg3d: expected every spatial side >= {2**n}, got {tuple(x.shape)}")
+            raise BadInput(f"vgg3d: expected every spatial side >= {2**n}, got {tuple(x.shape)}")
         return self.head(self.classifier(self.features(x)))

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from streamvol.errors import BadInput, BadOption
 from streamvol.models._common import check_input, classifier_outputs, segmentation_outputs
 from streamvol.models._registry import register
 
@@ -20,7 +21,7 @@ class Attention(nn.Module):
     def __init__(self, dim: int, heads: int, dropout: float) -> None:
         super().__init__()
         if dim % heads:
-            raise ValueError(f"vit3d: dim {dim} must be divisible by heads {heads}")
+            raise BadOption("dim", dim, f"expected a multiple of heads={heads} (vit3d)")
         self.heads = heads
         self.dropout = dropout
         self.qkv = nn.Linear(dim, 3 * dim)
@@ -89,17 +90,18 @@ class ViT3D(nn.Module):
     ) -> None:
         super().__init__()
         if patch_size < 1:
-            raise ValueError(f"vit3d: expected patch_size >= 1 (6 or 8 suit), got {patch_size}")
+            raise BadOption("patch_size", patch_size, "expected >= 1, 6 or 8 suit (vit3d)")
         self.input_shape = tuple(int(s) for s in input_shape)
         if len(self.input_shape) != 3 or any(s % patch_size for s in self.input_shape):
-            raise ValueError(
-                f"vit3d: expected input_shape (D, H, W) divisible by patch_size {patch_size}, "
-                f"got {tuple(input_shape)}"
+            raise BadOption(
+                "input_shape",
+                tuple(input_shape),
+                f"expected (D, H, W) divisible by patch_size {patch_size} (vit3d)",
             )
         if task not in ("classify", "segment"):
-            raise ValueError(f"vit3d: task must be 'classify' or 'segment', got {task!r}")
+            raise BadOption("task", task, "expected 'classify' or 'segment' (vit3d)")
         if pool not in ("cls", "mean"):
-            raise ValueError(f"vit3d: pool must be 'cls' or 'mean', got {pool!r}")
+            raise BadOption("pool", pool, "expected 'cls' or 'mean' (vit3d)")
         self.in_channels = in_channels
         self.task = task
         self.use_cls = task == "classify" and pool == "cls"
@@ -127,7 +129,7 @@ class ViT3D(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.in_channels, "vit3d")
         if tuple(x.shape[2:]) != self.input_shape:
-            raise ValueError(
+            raise BadInput(
                 f"vit3d: built for (B, C, {', '.join(map(str, self.input_shape))}), "
                 f"got {tuple(x.shape)}"
             )

@@ -21,6 +21,8 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from streamvol.errors import BadInput, BadOption
+
 METHODS = ("nms", "cc")
 
 
@@ -34,11 +36,11 @@ def find_peaks(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(N, 3) centres and (N,) scores in ``prob`` (D, H, W), highest score first."""
     if prob.ndim != 3:
-        raise ValueError(f"expected a (D, H, W) probability volume, got shape {prob.shape}")
+        raise BadInput(f"expected a (D, H, W) probability volume, got shape {prob.shape}")
     if method not in METHODS:
-        raise ValueError(f"--peaks {method!r}: expected one of {', '.join(METHODS)}")
+        raise BadOption("method", method, f"expected one of {', '.join(METHODS)}")
     if not (math.isfinite(distance) and distance > 0):
-        raise ValueError(f"peak distance {distance}: expected a positive number of voxels")
+        raise BadOption("distance", distance, "expected a positive number of voxels")
     if method == "cc":
         coords, scores = _components(prob, threshold, min_size)
     else:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from streamvol.core.files import write_json_atomic
-from streamvol.errors import NoVolumeFound, ShardError
+from streamvol.errors import BadOption, NoVolumeFound, RunError, ShardError
 from streamvol.io import Volume, discover, open_volume
 from streamvol.predict._peaks import METHODS, find_peaks
 from streamvol.predict._window import Window, check_patch, count_windows, sliding_window
@@ -44,11 +44,11 @@ class Peaks:
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise ValueError(f"--peaks {self.method!r}: expected one of {', '.join(METHODS)}")
+            raise BadOption("peaks", self.method, f"expected one of {', '.join(METHODS)}")
         if not (math.isfinite(self.distance) and self.distance > 0):
-            raise ValueError(f"--peak-distance {self.distance}: expected a positive fraction")
+            raise BadOption("distance", self.distance, "expected a positive fraction")
         if self.min_size < 1:
-            raise ValueError(f"--min-size {self.min_size}: expected >= 1 voxel")
+            raise BadOption("min_size", self.min_size, "expected >= 1 voxel")
 
 
 class Predictor:
@@ -64,7 +64,7 @@ class Predictor:
         amp: torch.dtype | None = None,
     ) -> None:
         if task.kind not in ("detection", "segmentation"):
-            raise ValueError(
+            raise RunError(
                 f"a {task.kind} run classifies crops; whole-volume prediction needs a detection "
                 "or segmentation run"
             )

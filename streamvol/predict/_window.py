@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from streamvol.errors import BadInput, BadOption
+
 BLENDS = ("gaussian", "constant")
 TTA_KINDS = ("flips", "rot90")
 _FLOOR = 0.01  # per axis: a corner of the map weighs 1e-6
@@ -44,20 +46,21 @@ class Window:
     def __post_init__(self) -> None:
         patch = tuple(int(p) for p in self.patch)
         if len(patch) != 3 or min(patch) < 1:
-            raise ValueError(f"--patch {self.patch}: expected 3 positive sizes (z, y, x)")
+            raise BadOption("patch", self.patch, "expected 3 positive sizes (z, y, x)")
         object.__setattr__(self, "patch", patch)
         if not (0 <= self.overlap < 1):
-            raise ValueError(f"--overlap {self.overlap}: expected a fraction in [0, 1)")
+            raise BadOption("overlap", self.overlap, "expected a fraction in [0, 1)")
         if self.batch_size < 1:
-            raise ValueError(f"--batch-size {self.batch_size}: expected >= 1 windows")
+            raise BadOption("batch_size", self.batch_size, "expected >= 1 windows")
         if self.blend not in BLENDS:
-            raise ValueError(f"blend {self.blend!r}: expected one of {', '.join(BLENDS)}")
+            raise BadOption("blend", self.blend, f"expected one of {', '.join(BLENDS)}")
         tta = tuple(dict.fromkeys(t for t in self.tta if t and t != "none"))
         unknown = [t for t in tta if t not in TTA_KINDS]
         if unknown:
-            raise ValueError(
-                f"--tta {','.join(self.tta)}: unknown {unknown}; expected none or a comma list "
-                f"of {', '.join(TTA_KINDS)}"
+            raise BadOption(
+                "tta",
+                self.tta,
+                f"unknown {unknown}; expected none or a comma list of {', '.join(TTA_KINDS)}",
             )
         object.__setattr__(self, "tta", tta)
 
@@ -161,7 +164,7 @@ def sliding_window(
     counts model calls.
     """
     if volume.ndim != 3:
-        raise ValueError(f"expected a (D, H, W) volume, got shape {volume.shape}")
+        raise BadInput(f"expected a (D, H, W) volume, got shape {volume.shape}")
     device = torch.device(device)
     shape = volume.shape
     pad = [(0, max(p - n, 0)) for n, p in zip(shape, window.patch, strict=True)]
@@ -194,7 +197,7 @@ def sliding_window(
                 progress(done, total)
         assert acc is not None
         if acc.shape[1:] != (channels, pz, py, px):
-            raise ValueError(
+            raise BadInput(
                 f"the model returned {tuple(acc.shape)} for windows of {tuple(x_in.shape)}; "
                 f"expected (B, {channels}, {pz}, {py}, {px})"
             )
@@ -228,8 +231,10 @@ def check_patch(patch: Sequence[int], multiple: int) -> tuple[int, int, int]:
     """``patch`` as 3 ints, each a positive multiple of ``multiple`` (a U-Net's 2**depth)."""
     size = tuple(int(p) for p in patch)
     if len(size) != 3 or any(p < 1 or p % multiple for p in size):
-        raise ValueError(
-            f"--patch {','.join(map(str, patch))}: expected 3 sizes, each a positive multiple of "
-            f"{multiple} (the model halves the size {int(math.log2(multiple))} times)"
+        raise BadOption(
+            "patch",
+            tuple(patch),
+            f"expected 3 sizes, each a positive multiple of {multiple} (the model halves the "
+            f"size {int(math.log2(multiple))} times)",
         )
     return size  # type: ignore[return-value]

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from streamvol.core.files import write_json_atomic
+from streamvol.errors import BadInput
 from streamvol.io import PICK_COLUMNS
 
 USER = "streamvol"
@@ -120,7 +121,7 @@ def write_ome_zarr(
 
     path = Path(path)
     if array.ndim not in (3, 4):
-        raise ValueError(f"{path}: expected a (z, y, x) or (c, z, y, x) array, got {array.shape}")
+        raise BadInput(f"{path}: expected a (z, y, x) or (c, z, y, x) array, got {array.shape}")
     partial = path.with_name(path.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     root = zarr.open_group(str(partial), mode="w", zarr_format=2)

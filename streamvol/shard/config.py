@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from streamvol.errors import BadOption
 from streamvol.shard.plan import as_zyx
 from streamvol.shard.split import parse_fractions
 
@@ -59,26 +60,26 @@ class ShardConfig:
             ("task", self.task, TASKS),
         ):
             if value not in allowed:
-                raise ValueError(f"--{name} {value!r}: expected one of {', '.join(allowed)}")
+                raise BadOption(name, value, f"expected one of {', '.join(allowed)}")
         if self.shard_size < 1:
-            raise ValueError(f"--shard-size {self.shard_size}: expected a positive count")
+            raise BadOption("shard_size", self.shard_size, "expected a positive count")
         if self.folds is not None and self.folds < 2:
-            raise ValueError(f"--folds {self.folds}: expected at least 2 folds")
+            raise BadOption("folds", self.folds, "expected at least 2 folds")
         if self.negatives < 0:
-            raise ValueError(
-                f"--negatives {self.negatives}: expected a ratio >= 0 (background crops per point)"
+            raise BadOption(
+                "negatives", self.negatives, "expected a ratio >= 0 (background crops per point)"
             )
         if self.region_max < 1:
-            raise ValueError(f"--region-max {self.region_max}: expected bytes >= 1")
+            raise BadOption("region_max", self.region_max, "expected bytes >= 1")
         if self.crops_per_region < 0:
-            raise ValueError(f"--crops-per-region {self.crops_per_region}: expected a count >= 0")
+            raise BadOption("crops_per_region", self.crops_per_region, "expected a count >= 0")
         if not (self.context == "auto" or (isinstance(self.context, int) and self.context >= 0)):
-            raise ValueError(f"--context {self.context!r}: expected 'auto' or a number >= 0")
+            raise BadOption("context", self.context, "expected 'auto' or a number >= 0")
         if self.voxel_size is not None and (
             len(self.voxel_size) != 3 or not all(v > 0 for v in self.voxel_size)
         ):
-            raise ValueError(
-                f"--voxel-size {self.voxel_size}: expected 3 positive sizes (z, y, x, Angstrom)"
+            raise BadOption(
+                "voxel_size", self.voxel_size, "expected 3 positive sizes (z, y, x, Angstrom)"
             )
 
     @property
@@ -115,7 +116,7 @@ def parse_config(
         try:
             context = int(context)
         except ValueError:
-            raise ValueError(f"--context {context!r}: expected 'auto' or a number") from None
+            raise BadOption("context", context, "expected 'auto' or a number") from None
     fractions = parse_fractions(split) if isinstance(split, str) else tuple(split)
     classes = options.pop("classes", None)
     if options.get("voxel_size") is not None:
@@ -124,7 +125,7 @@ def parse_config(
         sources=tuple(str(Path(s).resolve()) for s in sources),
         crop=as_zyx(crop),
         context=context,
-        stride=as_zyx(stride) if stride is not None else None,
+        stride=as_zyx(stride, name="stride") if stride is not None else None,
         split=fractions,
         classes=str(Path(classes).resolve()) if classes else None,
         **options,
@@ -144,9 +145,10 @@ def parse_voxel_size(value: str | float | Sequence[float]) -> tuple[float, float
     if len(parts) == 1:
         parts *= 3
     if len(parts) != 3 or not all(v > 0 and math.isfinite(v) for v in parts):
-        raise ValueError(
-            f"--voxel-size {value!r}: expected one positive size or z,y,x in Angstrom, e.g. 10 "
-            "or 20,10,10"
+        raise BadOption(
+            "voxel_size",
+            value,
+            "expected one positive size or z,y,x in Angstrom, e.g. 10 or 20,10,10",
         )
     return (parts[0], parts[1], parts[2])
 
@@ -158,7 +160,7 @@ def parse_size(text: str | int) -> int:
         return text
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKMGT]i?)?[bB]?\s*", text)
     if not match:
-        raise ValueError(f"--max-bytes {text!r}: expected a size like 500M, 2G or 8GiB")
+        raise BadOption("max_bytes", text, "expected a size like 500M, 2G or 8GiB")
     number, unit = float(match[1]), match[2] or ""
     power = "kMGT".index(unit[0].replace("K", "k")) + 1 if unit else 0
     return int(number * (1024 if unit.endswith("i") else 1000) ** power)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from streamvol.core.geometry import Zyx, as_zyx, crop_box, parse_zyx, rotation_margin
-from streamvol.errors import BadLabels, CropTooLarge, PointsOutsideVolume
+from streamvol.errors import BadInput, BadLabels, BadOption, CropTooLarge, PointsOutsideVolume
 
 __all__ = [
     "Crop",
@@ -46,7 +46,7 @@ def _key_safe(source: str) -> bool:
 
 def _check_source_id(source: object) -> str:
     if not isinstance(source, str) or not _key_safe(source):
-        raise ValueError(
+        raise BadInput(
             f"expected a source id of letters, digits, '_' and '-' (no dots: WebDataset cuts a "
             f"key at its first dot), got {source!r}"
         )
@@ -69,7 +69,7 @@ class Crop:
         centre = self.centre
         if not (type(centre) is tuple and len(centre) == 3 and all(type(v) is int for v in centre)):
             if len(centre) != 3:
-                raise ValueError(f"expected a (z, y, x) centre, got {centre!r}")
+                raise BadInput(f"expected a (z, y, x) centre, got {centre!r}")
             object.__setattr__(self, "centre", tuple(int(v) for v in centre))
         if type(self.label) is not int:
             object.__setattr__(self, "label", int(self.label))
@@ -98,7 +98,7 @@ class PlanSource:
 
     def __post_init__(self) -> None:
         _check_source_id(self.id)
-        object.__setattr__(self, "shape", parse_zyx(self.shape, "a shape", minimum=1))
+        object.__setattr__(self, "shape", parse_zyx(self.shape, "a shape", minimum=1, name="shape"))
         if isinstance(self.label, bool) or not isinstance(self.label, int | np.integer):
             raise BadLabels(f"source {self.id!r}: expected an int class id, got {self.label!r}")
         if self.label < -1:
@@ -173,7 +173,7 @@ def plan_grid(
     centred on the volume.
     """
     size = as_zyx(crop)
-    step = size if stride is None else parse_zyx(stride, "a stride", minimum=1)
+    step = size if stride is None else parse_zyx(stride, "a stride", minimum=1, name="stride")
     names = tuple(class_names)
     checked = _check_sources(sources)
     crops: list[Crop] = []
@@ -240,12 +240,12 @@ def plan_points(
     size = as_zyx(crop)
     rate = float(negatives)
     if not (math.isfinite(rate) and rate >= 0):
-        raise ValueError(f"expected negatives as a finite ratio >= 0, got {negatives!r}")
+        raise BadOption("negatives", negatives, "expected a finite ratio >= 0")
     distance = 0.0 if min_distance is None else float(min_distance)
     if not (math.isfinite(distance) and distance >= 0):
-        raise ValueError(f"expected min_distance as a finite number >= 0, got {min_distance!r}")
+        raise BadOption("min_distance", min_distance, "expected a finite number >= 0")
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"expected seed as an int >= 0, got {seed!r}")
+        raise BadOption("seed", seed, "expected an int >= 0")
     offset = 1 if rate > 0 else 0
     names = ("background", *class_names) if offset else tuple(class_names)
     checked = _check_sources(sources)
@@ -377,13 +377,13 @@ def _stable_hash(text: str) -> int:
 def _check_sources(sources: Sequence[PlanSource]) -> list[PlanSource]:
     checked = list(sources)
     if not checked:
-        raise ValueError("expected at least one source to plan, got none")
+        raise BadInput("expected at least one source to plan, got none")
     seen: set[str] = set()
     for source in checked:
         if not isinstance(source, PlanSource):
             raise TypeError(f"expected PlanSource, got {type(source).__name__}")
         if source.id in seen:
-            raise ValueError(f"source id {source.id!r} appears twice; expected unique ids")
+            raise BadInput(f"source id {source.id!r} appears twice; expected unique ids")
         seen.add(source.id)
     return checked
 
@@ -418,5 +418,5 @@ def _finish(
     crops = sorted(crops, key=lambda c: (order[c.source], c.centre))
     for before, after in itertools.pairwise(crops):
         if before.source == after.source and before.centre == after.centre:
-            raise ValueError(f"crop key {after.key!r} appears twice; expected unique keys")
+            raise BadInput(f"crop key {after.key!r} appears twice; expected unique keys")
     return Plan(tuple(crops), names, notes)

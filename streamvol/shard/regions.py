@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from streamvol.core.geometry import inside
+from streamvol.errors import BadOption
 from streamvol.shard.plan import Crop, PlanSource, Zyx
 
 __all__ = ["RegionPlan", "Tile", "plan_regions", "tile_volume"]
@@ -118,10 +119,12 @@ def tile_volume(
         cores = [n / k for n, k in zip(shape, cuts, strict=True)]
         axis = int(np.argmax(cores))
         if cores[axis] < 2:
-            raise ValueError(
-                f"--region-max {region_max}: a volume of shape {shape} cannot be tiled into "
-                f"regions of that many bytes with {list(reach)} voxels of overlap; expected at "
-                f"least {math.prod(2 * r + 1 for r in reach) * itemsize} bytes"
+            raise BadOption(
+                "region_max",
+                region_max,
+                f"a volume of shape {shape} cannot be tiled into regions of that many bytes "
+                f"with {list(reach)} voxels of overlap; expected at least "
+                f"{math.prod(2 * r + 1 for r in reach) * itemsize} bytes",
             )
         cuts[axis] += 1
 
@@ -143,9 +146,9 @@ def plan_regions(
     pick classes move up by one and class 0 is "background", as in the points plan.
     """
     if negatives < 0 or not math.isfinite(negatives):
-        raise ValueError(f"--negatives {negatives}: expected a finite ratio >= 0")
+        raise BadOption("negatives", negatives, "expected a finite ratio >= 0")
     if crops_per_region < 0:
-        raise ValueError(f"--crops-per-region {crops_per_region}: expected a count >= 0")
+        raise BadOption("crops_per_region", crops_per_region, "expected a count >= 0")
     offset = 1 if negatives > 0 else 0
     names = ("background", *class_names) if offset else tuple(class_names)
     tiles: list[Tile] = []

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streamvol.errors import SplitWarning
+from streamvol.errors import BadInput, BadOption, SplitWarning
 from streamvol.shard.plan import Crop
 
 __all__ = [
@@ -67,7 +67,7 @@ def _groups(
     if groups is not None:
         missing = [k for k in keys if k not in groups]
         if missing:
-            raise ValueError(
+            raise BadInput(
                 f"groups names no group for {len(missing)} crops (first: {missing[:3]}); "
                 f"expected a group for every crop key"
             )
@@ -91,16 +91,17 @@ def _groups(
     return [f"{source}/slab{s}" for s in slab.tolist()], "slab", warning
 
 
-def parse_fractions(text: str) -> tuple[float, ...]:
-    """Parse "0.8,0.1,0.1" (1 to 3 values >= 0, sum > 0) into fractions normalised to sum 1."""
+def parse_fractions(text: str, name: str = "split") -> tuple[float, ...]:
+    """Parse "0.8,0.1,0.1" (1 to 3 values >= 0, sum > 0) into fractions normalised to sum 1;
+    ``name`` is the parameter an error names."""
     try:
         values = tuple(float(part) for part in text.split(","))
     except (AttributeError, ValueError):
         values = ()
-    return _normalise(values, text)
+    return _normalise(values, text, name)
 
 
-def _normalise(values: Sequence[float], shown: object) -> tuple[float, ...]:
+def _normalise(values: Sequence[float], shown: object, name: str) -> tuple[float, ...]:
     values = tuple(float(v) for v in values)
     total = sum(values)
     if not (
@@ -108,9 +109,11 @@ def _normalise(values: Sequence[float], shown: object) -> tuple[float, ...]:
         and all(math.isfinite(v) and v >= 0 for v in values)
         and total > 0
     ):
-        raise ValueError(
-            f"expected 1 to 3 fractions >= 0 with a positive sum, for train, val, test "
-            f"(like '0.8,0.1,0.1'), got {shown!r}"
+        raise BadOption(
+            name,
+            shown,
+            "expected 1 to 3 fractions >= 0 with a positive sum, for train, val, test "
+            "(like '0.8,0.1,0.1')",
         )
     return tuple(v / total for v in values)
 
@@ -129,9 +132,9 @@ def split_crops(
     order. Warns ``SplitWarning`` when a single source is split by slabs.
     """
     if isinstance(fractions, str):
-        normalised = parse_fractions(fractions)
+        normalised = parse_fractions(fractions, "fractions")
     else:
-        normalised = _normalise(fractions, fractions)
+        normalised = _normalise(fractions, fractions, "fractions")
     targets = {name: f for name, f in zip(SPLIT_NAMES, normalised, strict=False) if f > 0}
     return _deal(crops, targets, seed, groups, "splits")
 
@@ -148,7 +151,7 @@ def fold_crops(
     Same grouping, stratification and ordering rules as ``split_crops``.
     """
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 2:
-        raise ValueError(f"expected k >= 2 folds, got {k!r}")
+        raise BadOption("k", k, "expected k >= 2 folds")
     targets = {f"fold{i}": 1 / int(k) for i in range(int(k))}
     return _deal(crops, targets, seed, groups, "folds")
 
@@ -167,15 +170,15 @@ def _deal(
     """
     crops = list(crops)
     if not crops:
-        raise ValueError(f"expected crops to deal into {what}, got none")
+        raise BadInput(f"expected crops to deal into {what}, got none")
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"expected seed as an int >= 0, got {seed!r}")
+        raise BadOption("seed", seed, "expected an int >= 0")
     keys = [c.key for c in crops]
     if len(set(keys)) != len(keys):
         seen: set[str] = set()
         for key in keys:
             if key in seen:
-                raise ValueError(f"crop key {key!r} appears twice; expected unique keys")
+                raise BadInput(f"crop key {key!r} appears twice; expected unique keys")
             seen.add(key)
     names = list(targets)
     crop_groups, by, warning = _groups(crops, keys, len(names), groups)
@@ -184,7 +187,7 @@ def _deal(
     group_names = sorted(set(crop_groups))
     if len(group_names) < len(names):
         unit = {"source": "source volumes", "slab": "slabs of the one source"}.get(by, "groups")
-        raise ValueError(
+        raise BadInput(
             f"{len(names)} {what} asked ({', '.join(names)}) but the crops form only "
             f"{len(group_names)} groups ({unit}), and no group may be in two {what}; "
             f"ask for at most {len(group_names)} {what}, or add sources"

@@ -23,6 +23,7 @@ import numpy as np
 
 from streamvol.core.files import atomic_file
 from streamvol.core.geometry import inside
+from streamvol.errors import BadInput
 from streamvol.io import Volume
 from streamvol.shard.manifest import member_checksum
 from streamvol.shard.plan import Crop, crop_box
@@ -269,9 +270,7 @@ def write_tar(path: Path, samples: Iterable[dict[str, Any]]) -> ShardRecord:
             for sample in samples:
                 key = sample["__key__"]
                 if "." in key:
-                    raise ValueError(
-                        f"sample key {key!r} holds a dot; WebDataset would cut it there"
-                    )
+                    raise BadInput(f"sample key {key!r} holds a dot; WebDataset would cut it there")
                 keys.append(key)
                 offsets.append(tar.offset)
                 sums = []

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from streamvol.errors import ShardError
+from streamvol.errors import BadInput, BadOption, ShardError
 from streamvol.stream import slots
 from streamvol.stream.draw import DrawCrop
 from streamvol.stream.epoch import (
@@ -107,11 +107,9 @@ class StreamDataset(IterableDataset):
         draw: DrawCrop | None = None,
     ) -> None:
         if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error={on_error!r}: expected 'raise' or 'skip'")
+            raise BadOption("on_error", on_error, "expected 'raise' or 'skip'")
         if world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(
-                f"rank {rank} and world size {world_size}: expected 0 <= rank < world size"
-            )
+            raise BadOption("rank", rank, f"expected 0 <= rank < world_size={world_size}")
         self.shards = shards
         self.seed = seed
         self.shuffle = shuffle
@@ -238,7 +236,7 @@ class StreamDataset(IterableDataset):
         samples are then the ones its first ``delivered`` batches held.
         """
         if state.get("version") != STATE_VERSION:
-            raise ValueError(
+            raise BadInput(
                 f"state_dict version {state.get('version')!r}: expected {STATE_VERSION}; "
                 "it was saved by another streamvol version"
             )
@@ -250,7 +248,7 @@ class StreamDataset(IterableDataset):
         }
         for name, value in expected.items():
             if state.get(name) != value:
-                raise ValueError(
+                raise BadInput(
                     f"state_dict {name}={state.get(name)!r} does not match this dataset's "
                     f"{value!r}; resume with the same shards, seed and world size"
                 )
@@ -263,7 +261,7 @@ class StreamDataset(IterableDataset):
         elif made_by[0] > 0:
             consumed = self.consumed_after(delivered, *made_by)
         else:
-            raise ValueError(
+            raise BadInput(
                 f"state_dict of rank {state.get('rank')} cannot resume rank {self.rank}: its "
                 "batches were not all made with one number of workers and batch size"
             )
@@ -383,7 +381,7 @@ def open_shards(
     ``errors``). ``verify=False`` skips the member checksums.
     """
     if augment_device not in ("cpu", "gpu"):
-        raise ValueError(f"augment_device={augment_device!r}: expected 'cpu' or 'gpu'")
+        raise BadOption("augment_device", augment_device, "expected 'cpu' or 'gpu'")
     shards = resolve(source, split=split, folds=folds, storage=storage_options, verify=verify)
     dist = _distributed()
     if dist is not None and rank is None and world_size is None:

@@ -51,10 +51,10 @@ def _npy(data: bytearray | np.ndarray) -> np.ndarray:
     elif version in ((2, 0), (3, 0)):
         end, read_header = 12 + int.from_bytes(view[8:12], "little"), "read_array_header_2_0"
     else:
-        raise ValueError(f"not a .npy member (format version {version or 'missing'})")
+        raise ShardError(f"not a .npy member (format version {version or 'missing'})")
     shape, fortran, dtype = _npy_header(view[:end].tobytes(), read_header)
     if dtype.hasobject:
-        raise ValueError("object arrays need pickle, which streamvol never loads")
+        raise ShardError("object arrays need pickle, which streamvol never loads")
     count = int(np.prod(shape, dtype=np.int64))
     array = np.frombuffer(view, dtype=dtype, count=count, offset=end)
     return array.reshape(shape, order="F" if fortran else "C")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamvol.core.rng import keyed_rng as loader_rng
+from streamvol.errors import BadOption
 
 SHARD_ORDER = 0x5A4D  # stream ids, so the loader's draws never coincide with augmentation's
 SHUFFLE_BUFFER = 0x5B0F
@@ -53,7 +54,7 @@ def rank_plan(
 ) -> RankPlan:
     """The samples ``rank`` reads in ``epoch``; every rank gets ``per_rank(total, world_size)``."""
     if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is outside world size {world_size}")
+        raise BadOption("rank", rank, f"expected 0 <= rank < world_size={world_size}")
     counts = np.asarray(counts, dtype=np.int64)
     order = np.arange(len(counts))
     if shuffle:

@@ -13,7 +13,7 @@ import numpy as np
 from rich.table import Table
 
 from streamvol.core.manifest import is_url, join, read_manifest, shard_records
-from streamvol.errors import ShardError
+from streamvol.errors import BadOption, ShardError
 from streamvol.stream.decode import Expected, MappedFile, iter_samples
 
 
@@ -212,12 +212,14 @@ def preview_augmented(
     manifest = read_manifest(folder, storage)
     spec = load_spec(augment)
     if spec is None:
-        raise ValueError(f"--augment {augment!r} draws nothing to preview")
+        raise BadOption("augment", augment, "draws nothing to preview")
     need = spec.margin_shortfall(manifest["crop"], manifest["margin"])
     if need and not _is_regions(manifest):
-        raise ValueError(
-            f"{folder}: shards keep a margin of {manifest['margin']} voxels but augment "
-            f"{augment!r} needs {list(need)}"
+        raise BadOption(
+            "augment",
+            augment,
+            f"{folder}: shards keep a margin of {manifest['margin']} voxels but it needs "
+            f"{list(need)}",
         )
     first_split = next(iter(manifest["splits"].values()))
     stored = read_shard(folder, first_split[0], storage)

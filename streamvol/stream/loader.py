@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, get_worker_info
 
-from streamvol.errors import LoaderTimeout
+from streamvol.errors import BadInput, BadOption, LoaderTimeout
 from streamvol.stream import slots
 from streamvol.stream.dataset import StreamDataset
 from streamvol.stream.slots import batch_buffer
@@ -59,7 +59,7 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     first = samples[0]
     for sample in samples[1:]:
         if sample.keys() != first.keys():
-            raise ValueError(
+            raise BadInput(
                 f"samples {first['__key__']} and {sample['__key__']} carry different members "
                 f"({sorted(first)} vs {sorted(sample)}); a batch needs one kind"
             )
@@ -233,9 +233,9 @@ class StreamLoader:
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size}: expected at least 1")
+            raise BadOption("batch_size", batch_size, "expected at least 1")
         if timeout < 0:
-            raise ValueError(f"timeout={timeout}: expected seconds >= 0 (0 waits forever)")
+            raise BadOption("timeout", timeout, "expected seconds >= 0 (0 waits forever)")
         self.dataset = dataset
         self.batch_size = batch_size
         self.num_workers = num_workers

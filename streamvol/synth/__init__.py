@@ -44,6 +44,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from streamvol.errors import BadOption
 from streamvol.synth._common import Progress
 from streamvol.synth._nuclei import (
     CLASSES,
@@ -76,7 +77,7 @@ _WRITERS: dict[str, Callable[..., Path]] = {
 
 def _check_kind(kind: str) -> str:
     if kind not in _WRITERS:
-        raise ValueError(f"kind: expected one of {', '.join(KINDS)}, got {kind!r}")
+        raise BadOption("kind", kind, f"expected one of {', '.join(KINDS)}")
     return kind
 
 

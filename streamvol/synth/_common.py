@@ -12,12 +12,17 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from streamvol.errors import BadOption, FolderNotEmpty
+
 Progress = Callable[[int], None]
 Shape3 = tuple[int, int, int]
 
 
-def as_shape(size: int | Sequence[int] | None, default: Shape3, *, minimum: Shape3) -> Shape3:
-    """Turn ``size`` (None, an int for a cube, or z, y, x) into a checked 3-tuple."""
+def as_shape(
+    size: int | Sequence[int] | None, default: Shape3, *, minimum: Shape3, name: str = "size"
+) -> Shape3:
+    """Turn ``size`` (None, an int for a cube, or z, y, x) into a checked 3-tuple; ``name`` is
+    the parameter an error names."""
     if size is None:
         dims: tuple[int, ...] = default
     elif isinstance(size, int | np.integer):
@@ -25,17 +30,17 @@ def as_shape(size: int | Sequence[int] | None, default: Shape3, *, minimum: Shap
     else:
         dims = tuple(int(s) for s in size)
     if len(dims) != 3:
-        raise ValueError(f"size: expected an int or (z, y, x), got {size!r}")
+        raise BadOption(name, size, "expected an int or (z, y, x)")
     shape = (dims[0], dims[1], dims[2])
     if any(s < m for s, m in zip(shape, minimum, strict=True)):
-        raise ValueError(f"size: expected at least {minimum} (z, y, x), got {shape}")
+        raise BadOption(name, shape, f"expected at least {minimum} (z, y, x)")
     return shape
 
 
 def check_n(n: int, *, minimum: int = 1) -> int:
     """Validate a count given by the user."""
     if int(n) != n or n < minimum:
-        raise ValueError(f"n: expected an integer >= {minimum}, got {n!r}")
+        raise BadOption("n", n, f"expected an integer >= {minimum}")
     return int(n)
 
 
@@ -52,7 +57,7 @@ def staged_output(out: str | os.PathLike[str], *, overwrite: bool = False) -> It
         if not out.is_dir():
             raise FileExistsError(f"{out}: exists and is not a folder")
         if not overwrite and any(out.iterdir()):
-            raise FileExistsError(f"{out}: folder is not empty; pass overwrite=True to replace it")
+            raise FolderNotEmpty(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.partial"
     stage.mkdir()

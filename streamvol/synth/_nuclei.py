@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from streamvol.errors import BadOption
 from streamvol.synth._common import (
     Progress,
     Shape3,
@@ -108,8 +109,8 @@ def render_nucleus(
     ``render_nucleus(label, size, (s, k))``.
     """
     if label not in range(len(CLASSES)):
-        raise ValueError(f"label: expected one of 0..{len(CLASSES) - 1}, got {label!r}")
-    shape = as_shape(shape, DEFAULT_SIZE, minimum=MIN_SIZE)
+        raise BadOption("label", label, f"expected one of 0..{len(CLASSES) - 1}")
+    shape = as_shape(shape, DEFAULT_SIZE, minimum=MIN_SIZE, name="shape")
     rng = np.random.default_rng(seed)
     level, depth = _ellipsoid(rng, shape)
     mask = level <= 1.0

@@ -18,6 +18,7 @@ import numpy as np
 import tifffile
 from scipy import ndimage
 
+from streamvol.errors import BadOption
 from streamvol.synth._common import (
     Progress,
     Shape3,
@@ -84,9 +85,11 @@ def _place(rng: np.random.Generator, shape: Shape3, n: int) -> np.ndarray:
             tuple(slice(ai - ci + r, bi - ci + r) for ai, bi, ci in zip(a, b, c, strict=True))
         ]
         free[tuple(slice(ai, bi) for ai, bi in zip(a, b, strict=True))] &= ~sub
-    raise ValueError(
-        f"n: cannot place {n} candidates {MIN_DISTANCE:g} voxels apart in a volume of {shape} "
-        f"(room for {len(kept)} in this draw); ask for fewer or a larger size"
+    raise BadOption(
+        "n",
+        n,
+        f"cannot place {n} candidates {MIN_DISTANCE:g} voxels apart in a volume of {shape} "
+        f"(room for {len(kept)} in this draw); ask for fewer or a larger size",
     )
 
 
@@ -164,7 +167,7 @@ def render_spots(
     Deterministic for ``seed``; ``spots(out, n=n, size=shape, seed=s)`` writes
     ``render_spots(shape, n, s)``.
     """
-    shape = as_shape(shape, DEFAULT_SIZE, minimum=MIN_SIZE)
+    shape = as_shape(shape, DEFAULT_SIZE, minimum=MIN_SIZE, name="shape")
     n = check_n(default_candidates(shape) if n is None else n, minimum=2)
     rng = np.random.default_rng(seed)
     coords = _place(rng, shape, n)

@@ -233,7 +233,7 @@ def render_tomogram(
     Deterministic for ``seed`` (anything ``np.random.default_rng`` accepts); run ``k`` of
     ``tomograms(out, seed=s)`` is ``render_tomogram(size, (s, k))``.
     """
-    shape = as_shape(shape, DEFAULT_SIZE, minimum=MIN_SIZE)
+    shape = as_shape(shape, DEFAULT_SIZE, minimum=MIN_SIZE, name="shape")
     rng = np.random.default_rng(seed)
     membrane = _membrane(rng, shape)
     per_type = particles_per_type(shape)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from streamvol.core.files import atomic_file, write_json_atomic
+from streamvol.errors import BadInput, RunError
 
 METRICS = {
     "classification": (
@@ -51,7 +52,7 @@ def compare_runs(
     from streamvol.train.runs import evaluate
 
     if len(runs) < 2:
-        raise ValueError(f"compare: expected two runs or more, got {len(runs)}")
+        raise BadInput(f"compare: expected two runs or more, got {len(runs)}")
     out = Path(out)
     prefix = tta_prefix(split, tta)
     rows: list[dict[str, Any]] = []
@@ -98,7 +99,7 @@ def compare_runs(
                 }
             )
     if len(set(tasks.values())) > 1:
-        raise ValueError(f"compare: runs of different tasks cannot share a table: {tasks}")
+        raise RunError(f"compare: runs of different tasks cannot share a table: {tasks}")
     task = next(iter(tasks.values()))
     notes = []
     if keys and len({tuple(sorted(k)) for k in keys.values()}) > 1:

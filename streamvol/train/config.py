@@ -141,7 +141,9 @@ class TrainConfig:
         known = {f.name for f in fields(cls)} - {"storage_options"}
         unknown = sorted(set(payload) - known)
         if unknown:
-            raise ValueError(f"config.json: unknown keys {unknown}")
+            from streamvol.errors import RunError
+
+            raise RunError(f"config.json: unknown keys {unknown}")
         data = dict(payload)
         for name in ("train_folds", "val_folds", "predict_patch", "predict_tta"):
             if data.get(name) is not None:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from streamvol.core.files import write_json_atomic
+from streamvol.errors import BadInput, BadOption
 from streamvol.metrics.picking import (
     best_threshold,
     fbeta_from_counts,
@@ -59,7 +60,7 @@ def particle_radii(shards: str, manifest: Mapping[str, Any]) -> dict[str, float]
             except (OSError, ValueError):
                 continue
     if not radii:
-        raise ValueError(
+        raise BadInput(
             f"{shards}: detection needs the particle radii of a copick project "
             "(copick_config.json); the shard set records none. Shard a copick project"
         )
@@ -71,7 +72,7 @@ def detection_task(config: Any, manifest: Mapping[str, Any]) -> Any:
     from streamvol.train.setup import Task
 
     if "points.npy" not in manifest.get("members", []):
-        raise ValueError(
+        raise BadInput(
             f"{config.shards}: detection trains on picks, but the shards carry no points.npy; "
             "shard a copick project (e.g. --plan points)"
         )
@@ -80,18 +81,18 @@ def detection_task(config: Any, manifest: Mapping[str, Any]) -> Any:
     particles = [n for n in names if n in radii]
     unknown = [n for n in names if n not in radii and n != "background"]
     if unknown or not particles:
-        raise ValueError(
+        raise BadInput(
             f"{config.shards}: classes {unknown or names} have no particle radius; expected "
             f"every class but 'background' in the copick config's {sorted(radii)}"
         )
     offset = names.index(particles[0])
     if names[offset : offset + len(particles)] != particles:
-        raise ValueError(f"{config.shards}: particle classes are not contiguous in {names}")
+        raise BadInput(f"{config.shards}: particle classes are not contiguous in {names}")
     voxels = manifest.get("radii_voxels")
     if not voxels:
         size = manifest.get("voxel_size")
         if not size:
-            raise ValueError(
+            raise BadInput(
                 f"{config.shards}: no common voxel size to turn particle radii into voxels"
             )
         voxels = {n: r / float(np.mean(size)) for n, r in radii.items()}
@@ -102,8 +103,13 @@ def detection_task(config: Any, manifest: Mapping[str, Any]) -> Any:
         sigma_scale=config.target_sigma,
         point_offset=offset,
     )
-    if config.mixup or config.cutmix:
-        raise ValueError("--mixup / --cutmix blend images but not picks; detection takes neither")
+    for name in ("mixup", "cutmix"):
+        if getattr(config, name):
+            raise BadOption(
+                name,
+                getattr(config, name),
+                "mixup and cutmix blend images but not picks; detection takes neither",
+            )
     return Task(
         "detection",
         tuple(particles),
@@ -117,7 +123,7 @@ def detection_task(config: Any, manifest: Mapping[str, Any]) -> Any:
 def batch_targets(spec: TargetSpec, batch: Mapping[str, Any]) -> torch.Tensor:
     """The targets of a batch, drawn from its (augmented) points."""
     if "points" not in batch:
-        raise ValueError("a detection batch needs points; these samples carry none")
+        raise BadInput("a detection batch needs points; these samples carry none")
     return make_targets(batch["points"], batch["points_count"], batch["image"].shape[2:], spec)
 
 

@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from streamvol.errors import BadOption
+
 
 class EMA:
     """``shadow = decay * shadow + (1 - decay) * weights`` after every optimizer step.
@@ -16,7 +18,7 @@ class EMA:
 
     def __init__(self, model: torch.nn.Module, decay: float = 0.999) -> None:
         if not 0.0 < decay < 1.0:
-            raise ValueError(f"EMA decay {decay}: expected a value in (0, 1)")
+            raise BadOption("decay", decay, "expected an EMA decay in (0, 1)")
         self.decay = decay
         self.model = copy.deepcopy(model).eval()
         for p in self.model.parameters():

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from streamvol.core.files import atomic_file, write_json_atomic
+from streamvol.errors import BadInput
 from streamvol.train.setup import model_name
 
 
@@ -81,7 +82,7 @@ def predict_batches(
         weights.append(batch["weight"].cpu().numpy())
         keys += batch["__key__"]
     if not keys:
-        raise ValueError("the evaluation split yielded no samples")
+        raise BadInput("the evaluation split yielded no samples")
     out = {
         "scores": np.concatenate(scores),
         "targets": np.concatenate(targets),
@@ -100,7 +101,7 @@ def score(out: dict[str, Any], task: Any, *, threshold: float | None = 0.5) -> d
     from streamvol.metrics import classification_report, segmentation_report
 
     if (out["targets"] < 0).any():
-        raise ValueError(
+        raise BadInput(
             "the split holds unlabelled crops (no class or mask in its shards): nothing to score"
         )
     if task.kind == "segmentation":

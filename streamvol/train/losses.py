@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from streamvol.errors import BadOption
+
 LOSSES = ("ce", "focal", "dice", "tversky", "ce+dice", "focal+dice", "ce+tversky")
 PIECES = ("ce", "focal", "dice", "tversky")
 DETECTION_PIECES = {"sphere": ("ce", "focal", "dice", "tversky"), "heatmap": (*PIECES, "mse")}
@@ -143,12 +145,14 @@ def make_loss(
     return loss
 
 
-def _pieces(name: str, allowed: Sequence[str], what: str = "loss") -> list[str]:
+def _pieces(name: str, allowed: Sequence[str], context: str = "") -> list[str]:
     pieces = [p.strip() for p in name.split("+")]
     if not name or any(p not in allowed for p in pieces):
-        raise ValueError(
-            f"{what} {name!r}: expected one of {', '.join(allowed)} or a '+' sum of them "
-            f"(e.g. {allowed[0]}+{allowed[2]})"
+        raise BadOption(
+            "loss",
+            name,
+            f"expected one of {', '.join(allowed)} or a '+' sum of them "
+            f"(e.g. {allowed[0]}+{allowed[2]}){context}",
         )
     return pieces
 
@@ -245,14 +249,15 @@ def make_detection_loss(
     ``focal`` (CenterNet), ``mse`` (positives weighted), ``dice`` and ``tversky``.
     """
     if target not in DETECTION_PIECES:
-        raise ValueError(f"--target {target!r}: expected one of {', '.join(DETECTION_PIECES)}")
-    pieces = _pieces(name, DETECTION_PIECES[target], f"loss for --target {target}")
+        raise BadOption("target", target, f"expected one of {', '.join(DETECTION_PIECES)}")
+    pieces = _pieces(name, DETECTION_PIECES[target], f" for the {target} target")
     if not (pos_weight > 0):
-        raise ValueError(f"--pos-weight {pos_weight}: expected a positive weight")
+        raise BadOption("pos_weight", pos_weight, "expected a positive weight")
     if not (tversky_alpha >= 0 and tversky_beta >= 0 and tversky_alpha + tversky_beta > 0):
-        raise ValueError(
-            f"--tversky-alpha {tversky_alpha}, --tversky-beta {tversky_beta}: expected weights "
-            ">= 0, not both 0"
+        raise BadOption(
+            "tversky_alpha",
+            tversky_alpha,
+            f"expected weights >= 0, not both 0 (tversky_beta={tversky_beta})",
         )
     table: dict[str, LossFn]
     if target == "sphere":
@@ -294,9 +299,7 @@ def make_reconstruction_loss(name: str) -> LossFn:
     """Mean squared (``mse``) or absolute (``l1``) error per voxel between a reconstruction and
     its target, both (B, C, D, H, W), averaged per sample, then weighted over samples."""
     if name not in RECONSTRUCTION:
-        raise ValueError(
-            f"loss {name!r}: reconstruction expects one of {', '.join(RECONSTRUCTION)}"
-        )
+        raise BadOption("loss", name, f"reconstruction expects one of {', '.join(RECONSTRUCTION)}")
 
     def loss(
         output: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None

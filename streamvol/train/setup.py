@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from streamvol.errors import BadOption
+from streamvol.errors import BadInput, BadOption
 from streamvol.stream import StreamDataset, open_shards
 from streamvol.train.config import TrainConfig
 from streamvol.train.losses import (
@@ -62,9 +62,7 @@ def resolve_task(config: TrainConfig, manifest: dict[str, Any]) -> Task:
         return Task("segmentation", names, tuple(manifest["crop"]), ())
     names = tuple(manifest["class_names"])
     if len(names) < 2:
-        raise ValueError(
-            f"{config.shards}: {len(names)} class(es) {names}; classification needs 2+"
-        )
+        raise BadInput(f"{config.shards}: {len(names)} class(es) {names}; classification needs 2+")
     splits = _train_splits(config)
     counts = [0] * len(names)
     for split in splits:

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import torch
 
+from streamvol.errors import BadInput, BadOption
+
 TARGETS = ("sphere", "heatmap")
 
 
@@ -47,13 +49,13 @@ class TargetSpec:
 
     def __post_init__(self) -> None:
         if self.kind not in TARGETS:
-            raise ValueError(f"--target {self.kind!r}: expected one of {', '.join(TARGETS)}")
+            raise BadOption("target", self.kind, f"expected one of {', '.join(TARGETS)}")
         if not self.radii or not all(math.isfinite(r) and r > 0 for r in self.radii):
-            raise ValueError(f"particle radii: expected positive voxels, got {self.radii}")
+            raise BadInput(f"particle radii: expected positive voxels, got {self.radii}")
         if not (math.isfinite(self.scale) and self.scale > 0):
-            raise ValueError(f"--target-radius {self.scale}: expected a positive fraction")
+            raise BadOption("target_radius", self.scale, "expected a positive fraction")
         if not (math.isfinite(self.sigma_scale) and self.sigma_scale > 0):
-            raise ValueError(f"--target-sigma {self.sigma_scale}: expected a positive fraction")
+            raise BadOption("target_sigma", self.sigma_scale, "expected a positive fraction")
         object.__setattr__(self, "radii", tuple(float(r) for r in self.radii))
 
     @property
@@ -79,15 +81,15 @@ def make_targets(
 
     Returns (B, D, H, W) int64 for ``sphere``, (B, P, D, H, W) float32 for ``heatmap``, on the
     points' device. Picks outside the crop simply draw their part inside it. A class id that is
-    not a particle type raises ``ValueError``.
+    not a particle type raises ``BadInput``.
     """
     if points.ndim != 3 or points.shape[-1] != 4:
-        raise ValueError(f"points: expected (B, N, 4) rows of z, y, x, class, got {points.shape}")
+        raise BadInput(f"points: expected (B, N, 4) rows of z, y, x, class, got {points.shape}")
     if counts.shape != points.shape[:1]:
-        raise ValueError(f"points_count: expected ({points.shape[0]},), got {tuple(counts.shape)}")
+        raise BadInput(f"points_count: expected ({points.shape[0]},), got {tuple(counts.shape)}")
     size = tuple(int(s) for s in shape)
     if len(size) != 3 or min(size) < 1:
-        raise ValueError(f"shape: expected (D, H, W) of positive sizes, got {tuple(shape)}")
+        raise BadInput(f"shape: expected (D, H, W) of positive sizes, got {tuple(shape)}")
     device = points.device
     b, zyx, cls = _valid_points(points, counts.to(device), spec)
     batch = points.shape[0]
@@ -108,7 +110,7 @@ def _valid_points(
     if bool(bad.any()):
         raw = int(points[b, i, 3][bad][0])
         valid = f"{spec.point_offset}..{spec.point_offset + spec.num_types - 1}"
-        raise ValueError(
+        raise BadInput(
             f"point class id {raw} is not a particle type; expected ids {valid} "
             f"({spec.num_types} types, offset {spec.point_offset})"
         )

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from streamvol.bench import BenchConfig, describe, measure, verdict
 from streamvol.cli import app
+from streamvol.errors import BadOption
 from streamvol.shard import parse_config, shard
 
 
@@ -133,11 +134,11 @@ def test_the_verdict_is_about_the_trained_configuration_not_the_fastest():
 
 
 def test_bad_bench_options_name_the_value(tiny):
-    with pytest.raises(ValueError, match="--modes tpu"):
+    with pytest.raises(BadOption, match="modes='tpu'"):
         BenchConfig(shards=str(tiny), modes=("tpu",))
-    with pytest.raises(ValueError, match="the modes to measure are --modes none,cpu,gpu"):
+    with pytest.raises(BadOption, match=r"augment='none,cpu,gpu'.*not modes \(none, cpu, gpu"):
         BenchConfig(shards=str(tiny), augment="none,cpu,gpu")  # the old meaning of --augment
-    with pytest.raises(ValueError, match="--batches 0"):
+    with pytest.raises(BadOption, match="batches=0"):
         BenchConfig(shards=str(tiny), batches=0)
 
 
@@ -147,7 +148,7 @@ def test_preset_must_fit_the_stored_margin(tiny, tmp_path):
     src = tiny.parent / "src"
     shard(parse_config([src], crop=8, context=0, split="1", shard_size=8), flat)
     config = BenchConfig(shards=str(flat), batch_size=2, batches=1, repeats=1)
-    with pytest.raises(ValueError, match=r"margin of \[0, 0, 0\].*--augment 'default'"):
+    with pytest.raises(BadOption, match=r"augment='default'.*margin of \[0, 0, 0\]"):
         measure(config, 0, "cpu", torch.device("cpu"))
     assert measure(config, 0, "none", torch.device("cpu")).median > 0
 

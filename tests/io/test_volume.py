@@ -13,6 +13,7 @@ import zarr
 from hypothesis import example, given, settings
 
 from streamvol.errors import (
+    BadOption,
     InconsistentSlices,
     NoVolumeFound,
     ShapeMismatch,
@@ -82,7 +83,7 @@ def test_ome_ngff_levels_and_voxel_size(tmp_path, vol, zarr_format, channel):
     level1 = open_volume(path, level=1)
     assert np.array_equal(level1.data.compute(), half)
     assert level1.voxel_size == (20.0, 10.0, 10.0)
-    with pytest.raises(ValueError, match="level 2"):
+    with pytest.raises(BadOption, match=r"level=2: .*expected a level of 0\.\.1"):
         open_volume(path, level=2)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from streamvol import models
+from streamvol.errors import BadOption
 
 
 def test_available_lists_every_model_sorted() -> None:
@@ -17,7 +18,7 @@ def test_available_lists_every_model_sorted() -> None:
 
 
 def test_unknown_model_names_the_known_ones() -> None:
-    with pytest.raises(ValueError, match="unknown model 'resnet50'") as err:
+    with pytest.raises(BadOption, match="model='resnet50': expected one of") as err:
         models.build("resnet50", num_classes=2)
     for name in models.available():
         assert name in str(err.value)

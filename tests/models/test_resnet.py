@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from streamvol import models
+from streamvol.errors import BadOption
 
 
 def _count(module: torch.nn.Module) -> int:
@@ -69,7 +70,7 @@ def test_one_channel_stem() -> None:
 
 
 def test_unknown_variant_and_norm_raise() -> None:
-    with pytest.raises(ValueError, match="variant must be one of r3d_18, r2plus1d_18, mc3_18"):
+    with pytest.raises(BadOption, match="variant='2d': expected one of r3d_18, r2plus1d_18"):
         models.build("resnet3d", num_classes=2, variant="2d")
-    with pytest.raises(ValueError, match="norm must be one of batch, group, instance"):
+    with pytest.raises(BadOption, match="norm='layer': expected one of batch, group, instance"):
         models.build("resnet3d", num_classes=2, norm="layer")

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from streamvol import models
+from streamvol.errors import BadOption
 
 SMALL = {
     "simple_cnn": {},
@@ -67,5 +68,5 @@ def test_a_tiny_segmenter_learns_a_mask_above_chance(key: str) -> None:
 
 
 def test_segment_form_refuses_a_segment_task_typo() -> None:
-    with pytest.raises(ValueError, match="task must be 'classify' or 'segment'"):
+    with pytest.raises(BadOption, match="task='segmentation': expected 'classify' or 'segment'"):
         models.build("simple_cnn", num_classes=2, task="segmentation")

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from streamvol import models
+from streamvol.errors import BadOption
 
 
 @pytest.mark.parametrize("norm", ["batch", "instance", "group"])
@@ -28,7 +29,7 @@ def test_instance_norm_needs_more_than_one_deepest_voxel() -> None:
 
 
 def test_bad_options_raise() -> None:
-    with pytest.raises(ValueError, match="norm must be"):
+    with pytest.raises(BadOption, match="norm='layer'"):
         models.build("unet3d", num_classes=1, norm="layer")
-    with pytest.raises(ValueError, match="depth >= 1"):
+    with pytest.raises(BadOption, match="depth=0: expected depth >= 1"):
         models.build("unet3d", num_classes=1, depth=0)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from streamvol import models
+from streamvol.errors import BadOption
 
 SMALL = {"convs_per_level": (1, 1, 2), "base_width": 4}
 
@@ -42,7 +43,7 @@ def test_reduced_classifier_accepts_any_big_enough_shape() -> None:
 
 
 def test_bad_options_raise() -> None:
-    with pytest.raises(ValueError, match="too small for 3 levels"):
+    with pytest.raises(BadOption, match="too small for 3 levels"):
         models.build("vgg3d", num_classes=2, input_shape=(4, 16, 16), **SMALL)
-    with pytest.raises(ValueError, match="classifier must be"):
+    with pytest.raises(BadOption, match="classifier='tiny'"):
         models.build("vgg3d", num_classes=2, classifier="tiny")

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from streamvol import models
+from streamvol.errors import BadOption
 
 SMALL = {"dim": 16, "depth": 1, "heads": 2}
 
@@ -37,7 +38,7 @@ def test_input_must_match_input_shape() -> None:
 def test_bad_construction_raises() -> None:
     with pytest.raises(ValueError, match="divisible by patch_size 8"):
         models.build("vit3d", num_classes=2, input_shape=(12, 16, 16))
-    with pytest.raises(ValueError, match="divisible by heads"):
+    with pytest.raises(BadOption, match="dim=10: expected a multiple of heads=3"):
         models.build("vit3d", num_classes=2, input_shape=(16, 16, 16), dim=10, heads=3)
-    with pytest.raises(ValueError, match="task must be"):
+    with pytest.raises(BadOption, match="task='detect'"):
         models.build("vit3d", num_classes=2, task="detect")

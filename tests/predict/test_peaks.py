@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from streamvol.errors import BadInput, BadOption
 from streamvol.predict import find_peaks
 
 SHAPE = (30, 40, 36)
@@ -53,7 +54,7 @@ def test_components_drop_small_ones_and_bad_arguments_raise():
     blobs[25, 2, 2] = 0.9  # a single hot voxel
     assert len(find_peaks(blobs, 0.3, 2.0, method="cc")[0]) == 3
     assert len(find_peaks(blobs, 0.3, 2.0, method="cc", min_size=5)[0]) == 2
-    with pytest.raises(ValueError, match="--peaks 'max'"):
+    with pytest.raises(BadOption, match="method='max'"):
         find_peaks(blobs, 0.3, 2.0, method="max")
-    with pytest.raises(ValueError, match="\\(D, H, W\\)"):
+    with pytest.raises(BadInput, match="\\(D, H, W\\)"):
         find_peaks(blobs[0], 0.3, 2.0)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from streamvol.errors import BadInput, BadOption
 from streamvol.predict import (
     Window,
     count_windows,
@@ -108,9 +109,9 @@ def test_tta_transforms_invert_and_windows_are_checked():
         )
         == 7
     )
-    with pytest.raises(ValueError, match="--tta"):
+    with pytest.raises(BadOption, match=r"tta=\('mirror',\): unknown \['mirror'\]"):
         Window(patch=(8, 8, 8), tta=("mirror",))
-    with pytest.raises(ValueError, match="expected \\(B, 2"):
+    with pytest.raises(BadInput, match="expected \\(B, 2"):
         sliding_window(np.zeros((8, 8, 8), np.float32), lambda x: x, 2, Window(patch=(8, 8, 8)))
 
 

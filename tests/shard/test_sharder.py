@@ -16,6 +16,7 @@ import zarr
 
 from streamvol.errors import (
     BadLabels,
+    BadOption,
     BadVolumeValues,
     CropTooLarge,
     NoVolumeFound,
@@ -372,11 +373,11 @@ def test_unknown_particle_name(tmp_path):
 
 
 def test_unusable_options_name_the_value(tmp_path):
-    with pytest.raises(ValueError, match="--plan 'tiles'"):
+    with pytest.raises(BadOption, match="plan='tiles'"):
         parse_config([tmp_path], plan="tiles")
-    with pytest.raises(ValueError, match="--context 'wide'"):
+    with pytest.raises(BadOption, match="context='wide'"):
         parse_config([tmp_path], context="wide")
-    with pytest.raises(ValueError, match="--shard-size 0"):
+    with pytest.raises(BadOption, match="shard_size=0"):
         parse_config([tmp_path], shard_size=0)
 
 

@@ -10,6 +10,7 @@ import tifffile
 from typer.testing import CliRunner
 
 from streamvol.cli import app
+from streamvol.errors import BadOption
 from streamvol.shard import parse_config, read_manifest, shard
 from streamvol.shard.config import parse_voxel_size
 
@@ -21,7 +22,7 @@ def test_parse_voxel_size():
     assert parse_voxel_size("20,10,10") == (20.0, 10.0, 10.0)
     assert parse_voxel_size(7.5) == (7.5, 7.5, 7.5)
     for bad in ("0", "1,2", "a", "-3", "nan"):
-        with pytest.raises(ValueError, match="--voxel-size"):
+        with pytest.raises(BadOption, match="voxel_size="):
             parse_voxel_size(bad)
 
 
@@ -54,7 +55,7 @@ def test_a_file_s_own_voxel_size_is_replaced_with_a_warning(tmp_path):
     assert "replaces the voxel size its file records" in result.output
     assert read_manifest(tmp_path / "o")["voxel_size"] == [10.0, 10.0, 10.0]
     result = runner.invoke(app, [*args[:4], str(tmp_path / "p"), *args[5:], "--voxel-size", "x"])
-    assert result.exit_code == 1 and "--voxel-size 'x'" in result.output
+    assert result.exit_code == 1 and "--voxel-size x: expected one positive size" in result.output
 
 
 def test_sets_made_before_the_option_keep_their_identity(tmp_path):

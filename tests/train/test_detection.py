@@ -11,6 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from streamvol.cli import app
+from streamvol.errors import BadOption
 from streamvol.train import TrainConfig, Trainer, evaluate
 from tests.conftest import one_thread
 
@@ -93,9 +94,9 @@ def test_detection_refuses_what_it_cannot_train(pick_project, blob_shards, tmp_p
     _, shards = pick_project
     with pytest.raises(ValueError, match=r"no points\.npy"):
         Trainer(TrainConfig(shards=str(blob_shards), **TINY), tmp_path / "a")
-    with pytest.raises(ValueError, match="--mixup"):
+    with pytest.raises(BadOption, match=r"mixup=0\.4: mixup and cutmix blend images"):
         Trainer(TrainConfig(shards=str(shards), mixup=0.4, **TINY), tmp_path / "b")
-    with pytest.raises(ValueError, match="loss for --target sphere 'mse'"):
+    with pytest.raises(BadOption, match=r"loss='mse'.* for the sphere target"):
         Trainer(TrainConfig(shards=str(shards), loss="mse", **TINY), tmp_path / "c")
     with pytest.raises(ValueError, match="target='ball'"):
         TrainConfig(shards=str(shards), target="ball")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from streamvol.errors import BadOption
 from streamvol.train.targets import TargetSpec, make_targets
 
 SHAPE = (12, 14, 16)
@@ -86,7 +87,7 @@ def test_points_outside_the_crop_draw_their_inside_part_and_bad_ids_raise():
 
 
 def test_spec_checks_its_values():
-    with pytest.raises(ValueError, match="--target 'ball'"):
+    with pytest.raises(BadOption, match="target='ball'"):
         TargetSpec("ball", radii=(1.0,))
     with pytest.raises(ValueError, match="radii"):
         TargetSpec("sphere", radii=(0.0,))

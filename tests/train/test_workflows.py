@@ -80,7 +80,7 @@ def test_bad_options_answer_with_their_flag(tmp_path):
     text = _fails("train", tmp_path, "--model-option", "width=4")
     assert "--model-option width=4: name the model (--model NAME)" in text
     text = _fails("train", tmp_path, "--model", "resnet3d", "--model-option", "variant=x")
-    assert "model option 'variant=x': expected one of r3d_18, r2plus1d_18, mc3_18" in text
+    assert "--model-option variant=x: expected one of r3d_18, r2plus1d_18, mc3_18" in text
     assert "--noise -1.0" in _fails("pretrain", tmp_path, "--noise", "-1")
 
 
