@@ -14,6 +14,7 @@ import json
 import os
 import warnings
 from collections.abc import Iterator
+from inspect import cleandoc
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -1061,6 +1062,25 @@ def _demo_tomograms(out: Path, seed: int, workers: int | None) -> None:
     shown.print(f"time: {times}", highlight=False)
     shown.print(f"picks: {result.predictions} (copick, picks.csv); figure: {result.figure}")
     shown.print(f"run: {result.run}")
+
+
+def _unwrapped(doc: str) -> str:
+    """A docstring as help text: each paragraph's wrapped lines joined into one (rich keeps
+    single line breaks, which the terminal's own wrapping then leaves ragged); lines that
+    start a list item stay lines."""
+    lines: list[str] = []
+    for line in cleandoc(doc).splitlines():
+        text = line.strip()
+        if lines and lines[-1] and text and not text.startswith(("- ", "* ")):
+            lines[-1] += " " + text
+        else:
+            lines.append(text)
+    return "\n".join(lines)
+
+
+for _info in app.registered_commands:
+    if _info.help is None and _info.callback is not None and _info.callback.__doc__:
+        _info.help = _unwrapped(_info.callback.__doc__)
 
 
 if __name__ == "__main__":

@@ -151,3 +151,8 @@ def test_output_that_is_not_a_terminal_is_100_columns_wide(monkeypatch):
     assert not console.is_terminal and console.width == WIDTH == 100
     monkeypatch.setenv("COLUMNS", "120")
     assert _out().width == 120
+
+
+def test_command_help_reads_as_paragraphs_not_as_the_docstrings_lines():
+    text = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).stdout
+    assert "targets drawn from the augmented picks; after training" in text

@@ -150,7 +150,7 @@ def test_every_readme_block_runs(tmp_path, monkeypatch):
     blocks.write_text(json.dumps([asdict(b) for b in RUN]))
     work = tmp_path / "work"
     work.mkdir()
-    done = run_guarded(["-c", DRIVER, str(blocks)], limit=900, cwd=work)
+    done = run_guarded(["-c", DRIVER, str(blocks)], limit=1500, cwd=work)
     assert done.returncode == 0, done.stdout[-6000:]
     assert "=== every block ran ===" in done.stdout
     # what the examples promise is there
