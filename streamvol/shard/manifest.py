@@ -62,9 +62,11 @@ def _moments(flat: np.ndarray) -> tuple[float, float, float, float, int]:
     return total, squares, low, high, bad
 
 
-def _block_moments(block: np.ndarray) -> np.ndarray:
-    """A chunk's ``_moments`` as a (1, 1, 5) block (``map_blocks`` keeps the read fused)."""
-    return np.array(_moments(np.ascontiguousarray(block).reshape(-1))).reshape(1, 1, 5)
+def _chunk_summary(block: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """A chunk's ``_moments`` and its voxels at every ``step`` along each axis (from the chunk's
+    corner: as uniform a subsample as a global stride, with one task per chunk)."""
+    block = np.ascontiguousarray(block)
+    return np.array(_moments(block.reshape(-1))), block[::step, ::step, ::step].ravel()
 
 
 def intensity_stats(volumes: Sequence[Volume], *, dtype: str = "keep") -> dict[str, float]:
@@ -75,19 +77,16 @@ def intensity_stats(volumes: Sequence[Volume], *, dtype: str = "keep") -> dict[s
     the stored ``dtype`` cannot hold: beyond float16's range (stored as Inf), or, for uint8
     scaled by the percentiles, percentiles that are equal (nothing left to scale).
     """
-    moments, counts, samples = [], [], []
+    tasks, counts = [], []
     for vol in volumes:
         data = vol.data
-        nz, ny, nx = data.numblocks
-        per_chunk = data.map_blocks(
-            _block_moments, dtype=np.float64, chunks=((1,) * nz, (1,) * ny, (5,) * nx)
-        )
-        moments.append(per_chunk)
-        counts.append(data.size)
         step = max(1, round((data.size / _PERCENTILE_SAMPLE) ** (1 / 3)))
-        samples.append(data[::step, ::step, ::step].ravel())
-    moments, samples = dask.compute(moments, samples)
-    moments = [np.asarray(m).reshape(-1, 5) for m in moments]  # (chunks, 5)
+        chunks = data.to_delayed().ravel()
+        tasks.append([dask.delayed(_chunk_summary)(chunk, step) for chunk in chunks])
+        counts.append(data.size)
+    (summaries,) = dask.compute(tasks)
+    moments = [np.stack([m for m, _ in per]) for per in summaries]  # (chunks, 5) per volume
+    samples = [x for per in summaries for _, x in per]
     for vol, m in zip(volumes, moments, strict=True):
         if m[:, 4].sum():
             raise BadVolumeValues(
