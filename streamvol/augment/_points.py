@@ -99,17 +99,24 @@ NUMPY_OPS = {
 
 
 @lru_cache(maxsize=1)
+@lru_cache(maxsize=1)
 def _unit_w() -> float:
     """The homogeneous ``w`` that kornia's ``transform_points`` turns into a division by exactly
-    1: it divides by ``w + eps`` (``convert_points_from_homogeneous``, eps 1e-8), which for w = 1
-    would scale every point by 1 - 1e-8 (2e-6 of a voxel at 200: float32 coordinates one unit in
-    the last place off in one case of eight)."""
+    1. kornia up to 0.8 divides by ``w + eps`` (``convert_points_from_homogeneous``, eps 1e-8),
+    which for w = 1 would scale every point by 1 - 1e-8 (2e-6 of a voxel at 200: float32
+    coordinates one unit in the last place off in one case of eight); 0.9 divides by ``w``. The
+    ``w`` that gives a probe point back unchanged is the one for the installed kornia."""
     import inspect
 
+    import torch
     from kornia.geometry.conversions import convert_points_from_homogeneous
 
     eps = inspect.signature(convert_points_from_homogeneous).parameters["eps"].default
-    return 1.0 - eps if (1.0 - eps) + eps == 1.0 else 1.0
+    for w in (1.0, 1.0 - eps):
+        probe = torch.tensor([[3.0, w]], dtype=torch.float64)
+        if convert_points_from_homogeneous(probe)[0, 0].item() == 3.0:
+            return w
+    return 1.0
 
 
 def _kornia_affine(zyx: Any, m: Any) -> list:
