@@ -95,6 +95,60 @@ def test_the_table_has_no_cycle():
         visit(package, ())
 
 
+def _module_imports(path: Path) -> set[str]:
+    """The streamvol modules a module imports when it runs (at any depth of its code, but not
+    under ``if TYPE_CHECKING:``), as dotted names: ``from a import b`` counts ``a`` and ``a.b``."""
+    tree = ast.parse(path.read_text())
+    typing_only = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING"
+        for stmt in node.body
+        for inner in ast.walk(stmt)
+    }
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    return {name for name in found if name.startswith("streamvol")}
+
+
+def _module_name(path: Path) -> str:
+    name = ".".join(path.relative_to(ROOT.parent).with_suffix("").parts)
+    return name.removesuffix(".__init__")
+
+
+def test_no_module_imports_itself_back():
+    """No cycle of modules, inside a package or across packages: a cycle held together by an
+    import inside a function still couples both ends."""
+    modules = {_module_name(p): p for p in _modules()}
+    edges = {
+        name: {
+            target
+            for target in _module_imports(path) & modules.keys()
+            if target != name and not name.startswith(target + ".")  # a package's own facade
+        }
+        for name, path in modules.items()
+    }
+    done: set[str] = set()
+
+    def visit(name: str, stack: tuple[str, ...]) -> None:
+        if name in stack:
+            pytest.fail("import cycle: " + " -> ".join((*stack[stack.index(name) :], name)))
+        if name in done:
+            return
+        for target in sorted(edges[name]):
+            visit(target, (*stack, name))
+        done.add(name)
+
+    for name in sorted(modules):
+        visit(name, ())
+
+
 def test_the_finder_sees_every_kind_of_import(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text(

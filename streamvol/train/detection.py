@@ -28,13 +28,14 @@ import numpy as np
 import torch
 
 from streamvol.core.files import write_json_atomic
-from streamvol.errors import BadInput, BadOption
+from streamvol.errors import BadInput
 from streamvol.metrics.picking import (
     best_threshold,
     fbeta_from_counts,
     match_points,
     particle_weight,
 )
+from streamvol.train.common import plot_curves
 from streamvol.train.targets import TargetSpec, make_targets
 
 VAL_GRID = tuple(round(0.05 * k, 2) for k in range(1, 20))  # crop-level metric: 0.05..0.95
@@ -44,80 +45,6 @@ BETA = 4.0
 
 
 # --- the task -----------------------------------------------------------------------------------
-
-
-def particle_radii(shards: str, manifest: Mapping[str, Any]) -> dict[str, float]:
-    """Particle radii in Angstrom from the manifest (or, for shard sets written before it
-    recorded them, from the copick configs of its sources)."""
-    radii = manifest.get("radii_angstrom")
-    if not radii:
-        from streamvol.io import discover
-
-        radii = {}
-        for source in manifest.get("config", {}).get("sources", []):
-            try:
-                radii.update(discover(source).radii)
-            except (OSError, ValueError):
-                continue
-    if not radii:
-        raise BadInput(
-            f"{shards}: detection needs the particle radii of a copick project "
-            "(copick_config.json); the shard set records none. Shard a copick project"
-        )
-    return dict(radii)
-
-
-def detection_task(config: Any, manifest: Mapping[str, Any]) -> Any:
-    """The detection ``Task``: particle types, their radii and how targets are drawn."""
-    from streamvol.train.setup import Task
-
-    if "points.npy" not in manifest.get("members", []):
-        raise BadInput(
-            f"{config.shards}: detection trains on picks, but the shards carry no points.npy; "
-            "shard a copick project (e.g. --plan points)"
-        )
-    names = list(manifest["class_names"])
-    radii = particle_radii(config.shards, manifest)
-    particles = [n for n in names if n in radii]
-    unknown = [n for n in names if n not in radii and n != "background"]
-    if unknown or not particles:
-        raise BadInput(
-            f"{config.shards}: classes {unknown or names} have no particle radius; expected "
-            f"every class but 'background' in the copick config's {sorted(radii)}"
-        )
-    offset = names.index(particles[0])
-    if names[offset : offset + len(particles)] != particles:
-        raise BadInput(f"{config.shards}: particle classes are not contiguous in {names}")
-    voxels = manifest.get("radii_voxels")
-    if not voxels:
-        size = manifest.get("voxel_size")
-        if not size:
-            raise BadInput(
-                f"{config.shards}: no common voxel size to turn particle radii into voxels"
-            )
-        voxels = {n: r / float(np.mean(size)) for n, r in radii.items()}
-    spec = TargetSpec(
-        kind=config.target,
-        radii=tuple(float(voxels[n]) for n in particles),
-        scale=config.target_radius,
-        sigma_scale=config.target_sigma,
-        point_offset=offset,
-    )
-    for name in ("mixup", "cutmix"):
-        if getattr(config, name):
-            raise BadOption(
-                name,
-                getattr(config, name),
-                "mixup and cutmix blend images but not picks; detection takes neither",
-            )
-    return Task(
-        "detection",
-        tuple(particles),
-        tuple(manifest["crop"]),
-        (),
-        target=spec,
-        radii_angstrom=tuple(float(radii[n]) for n in particles),
-    )
 
 
 def batch_targets(spec: TargetSpec, batch: Mapping[str, Any]) -> torch.Tensor:
@@ -277,7 +204,7 @@ def write_report(
     if not split_name:
         report: dict[str, Any] = {"task": "detection", "note": "no validation split"}
         if trainer.history and writes:
-            report["plots"] = {"curves": str(_curves(trainer.history, run))}
+            report["plots"] = {"curves": str(plot_curves(trainer.history, run))}
         return report
     config = trainer.config
     predictor = Predictor.from_trainer(trainer)
@@ -354,7 +281,7 @@ def write_report(
                 plot_thresholds(GRID, curves, chosen, run / f"{prefix}_thresholds.png")
             )
         if trainer.history:
-            plots["curves"] = str(_curves(trainer.history, run))
+            plots["curves"] = str(plot_curves(trainer.history, run))
     else:
         report["picks_csv"] = str(write_picks_csv(run / f"{prefix}_picks.csv", rows))
     report["plots"] = plots
@@ -370,9 +297,3 @@ def _window_tta(tta: str | bool | None) -> tuple[str, ...]:
         return ("flips", "rot90")
     kind = tta_mod.parse(tta)
     return {None: (), "flips": ("flips",), "rot90z": ("rot90",)}.get(kind, ("flips", "rot90"))
-
-
-def _curves(history: list[dict[str, Any]], run: Path) -> Path:
-    from streamvol.train.evaluation import _curves as curves
-
-    return curves(history, run)

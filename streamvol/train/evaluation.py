@@ -12,6 +12,7 @@ import torch
 
 from streamvol.core.files import atomic_file, write_json_atomic
 from streamvol.errors import BadInput
+from streamvol.train.common import plot_curves
 from streamvol.train.setup import model_name
 
 
@@ -168,7 +169,7 @@ def write_report(
     if split is None and not trainer.config.val_split and trainer.config.val_folds is None:
         report: dict[str, Any] = {"task": task.kind, "note": "no validation split"}
         if trainer.history and writes:
-            _curves(trainer.history, run)
+            plot_curves(trainer.history, run)
         return report
     out = trainer.predict(split, tta=kind, progress=progress)
     threshold = saved_threshold(run)
@@ -188,7 +189,7 @@ def write_report(
     _save_predictions(run / f"{prefix}_predictions.npz", out, task)
     plots = {}
     if trainer.history and split is None:  # after training; evaluation keeps the run's curves
-        plots["curves"] = str(_curves(trainer.history, run))
+        plots["curves"] = str(plot_curves(trainer.history, run))
     if task.kind == "classification":
         keep = out["weights"] > 0
         names = list(task.class_names)
@@ -257,15 +258,6 @@ def tta_prefix(split: str, tta: str | bool | None) -> str:
     if kind is None:
         return split
     return f"{split}_tta" if kind == "flips" else f"{split}_tta_{kind}"
-
-
-def _curves(history: list[dict[str, Any]], run: Path) -> Path:
-    """Loss curves and the validation metrics per epoch (not throughput or learning rate)."""
-    from streamvol.metrics import plot_history
-
-    metrics = sorted({k for h in history for k in h if k.startswith("val_") and "loss" not in k})
-    title = f"{run.name}: training and validation by epoch"
-    return plot_history(history, run / "curves.png", metrics=metrics or None, title=title)
 
 
 def saved_threshold(run: Path) -> float:

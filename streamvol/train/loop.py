@@ -24,6 +24,7 @@ from streamvol.errors import RunError
 from streamvol.stream import DevicePrefetcher, loader
 from streamvol.train import distributed, setup
 from streamvol.train.checkpoint import load_checkpoint, save_checkpoint
+from streamvol.train.common import counted
 from streamvol.train.config import TrainConfig
 from streamvol.train.ema import EMA
 from streamvol.train.rng import RunRng
@@ -58,19 +59,6 @@ def _mix(
     shape = (-1,) + (1,) * (hot.ndim - 1)
     soft = lam.view(shape) * hot + (1 - lam.view(shape)) * hot[perm]
     return mixed["image"], soft
-
-
-def _counted(
-    batches: Iterator[dict[str, Any]], total: int, progress: Callable[[int, int], None] | None
-) -> Iterator[dict[str, Any]]:
-    """``batches``, calling ``progress(done, total)`` at the start and as each one is handled."""
-    if progress is None:
-        yield from batches
-        return
-    progress(0, total)
-    for done, batch in enumerate(batches, start=1):
-        yield batch
-        progress(done, total)
 
 
 def _mean_over_ranks(ranks: distributed.Ranks, total: float, weight: float) -> float:
@@ -416,7 +404,7 @@ class Trainer:
             ds, self.config.batch_size, self.config.workers, timeout=self.config.loader_timeout
         )
         net = model or (self.ema.model if self.ema else self.model)
-        batches = _counted(self._batches(dl), len(dl), progress)
+        batches = counted(self._batches(dl), len(dl), progress)
         out = predict_batches(
             net, batches, self.task, forward=self._forward, tta=tta, loss_fn=self.loss_fn
         )

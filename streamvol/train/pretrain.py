@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from streamvol.core.files import write_json_atomic
+from streamvol.train.common import counted, plot_curves
 
 PREVIEW = "val_reconstruction.png"
 _VAL_KEY = 0x5EC0  # validation corruptions: the same every epoch
@@ -92,7 +93,6 @@ def reconstruct(
     ``keep``, the first ``keep`` samples' corrupted input, reconstruction and clean crop."""
     from streamvol.stream import loader
     from streamvol.train import distributed, setup
-    from streamvol.train.loop import _counted
 
     config = trainer.config
     ds = setup.make_dataset(config, train=False, split=split)
@@ -102,7 +102,7 @@ def reconstruct(
     sums = np.zeros(5)  # loss * w, w, sse, sum y, sum y^2 (voxels of real samples)
     voxels = 0.0
     kept: dict[str, list[np.ndarray]] = {"input": [], "output": [], "target": []}
-    for step, batch in enumerate(_counted(trainer._batches(dl), len(dl), progress)):
+    for step, batch in enumerate(counted(trainer._batches(dl), len(dl), progress)):
         rng = np.random.default_rng([config.seed, _VAL_KEY, step])
         x, y = inputs(trainer, batch, rng)
         out = trainer._forward(net, x).float()
@@ -149,7 +149,6 @@ def write_report(
     """Loss and R^2 of the best weights on ``split`` (None: validation), the loss curves and a
     preview of a few reconstructions (the middle z slice of input, output and clean crop)."""
     from streamvol.metrics import plot_reconstructions
-    from streamvol.train.evaluation import _curves
 
     run = Path(trainer.run_dir)
     writes = getattr(trainer, "main", True)
@@ -157,7 +156,7 @@ def write_report(
     report: dict[str, Any] = {"task": "reconstruction", "split": split or "val"}
     plots: dict[str, str] = {}
     if trainer.history and split is None and writes:
-        plots["curves"] = str(_curves(trainer.history, run))
+        plots["curves"] = str(plot_curves(trainer.history, run))
     if split is None and not config.val_split and config.val_folds is None:
         report["note"] = "no validation split"
         report["plots"] = plots

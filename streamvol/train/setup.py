@@ -6,10 +6,11 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from streamvol.errors import BadInput, BadOption
@@ -52,8 +53,6 @@ def resolve_task(config: TrainConfig, manifest: dict[str, Any]) -> Task:
     """Classification (binary or multi-class) or segmentation, with the training class counts."""
     kind = config.task if config.task != "auto" else manifest["task"]
     if kind == "detection":
-        from streamvol.train.detection import detection_task
-
         return detection_task(config, manifest)
     if kind == "reconstruction":  # autoencoder pretraining: the crop is its own target
         return Task("reconstruction", ("intensity",), tuple(manifest["crop"]), ())
@@ -266,3 +265,75 @@ def make_augment(config: TrainConfig) -> Any:
     if config.cutmix:
         spec = dataclasses.replace(spec, cutmix=Cutmix(alpha=config.cutmix))
     return spec
+
+
+def particle_radii(shards: str, manifest: Mapping[str, Any]) -> dict[str, float]:
+    """Particle radii in Angstrom from the manifest (or, for shard sets written before it
+    recorded them, from the copick configs of its sources)."""
+    radii = manifest.get("radii_angstrom")
+    if not radii:
+        from streamvol.io import discover
+
+        radii = {}
+        for source in manifest.get("config", {}).get("sources", []):
+            try:
+                radii.update(discover(source).radii)
+            except (OSError, ValueError):
+                continue
+    if not radii:
+        raise BadInput(
+            f"{shards}: detection needs the particle radii of a copick project "
+            "(copick_config.json); the shard set records none. Shard a copick project"
+        )
+    return dict(radii)
+
+
+def detection_task(config: Any, manifest: Mapping[str, Any]) -> Task:
+    """The detection ``Task``: particle types, their radii and how targets are drawn."""
+    if "points.npy" not in manifest.get("members", []):
+        raise BadInput(
+            f"{config.shards}: detection trains on picks, but the shards carry no points.npy; "
+            "shard a copick project (e.g. --plan points)"
+        )
+    names = list(manifest["class_names"])
+    radii = particle_radii(config.shards, manifest)
+    particles = [n for n in names if n in radii]
+    unknown = [n for n in names if n not in radii and n != "background"]
+    if unknown or not particles:
+        raise BadInput(
+            f"{config.shards}: classes {unknown or names} have no particle radius; expected "
+            f"every class but 'background' in the copick config's {sorted(radii)}"
+        )
+    offset = names.index(particles[0])
+    if names[offset : offset + len(particles)] != particles:
+        raise BadInput(f"{config.shards}: particle classes are not contiguous in {names}")
+    voxels = manifest.get("radii_voxels")
+    if not voxels:
+        size = manifest.get("voxel_size")
+        if not size:
+            raise BadInput(
+                f"{config.shards}: no common voxel size to turn particle radii into voxels"
+            )
+        voxels = {n: r / float(np.mean(size)) for n, r in radii.items()}
+    spec = TargetSpec(
+        kind=config.target,
+        radii=tuple(float(voxels[n]) for n in particles),
+        scale=config.target_radius,
+        sigma_scale=config.target_sigma,
+        point_offset=offset,
+    )
+    for name in ("mixup", "cutmix"):
+        if getattr(config, name):
+            raise BadOption(
+                name,
+                getattr(config, name),
+                "mixup and cutmix blend images but not picks; detection takes neither",
+            )
+    return Task(
+        "detection",
+        tuple(particles),
+        tuple(manifest["crop"]),
+        (),
+        target=spec,
+        radii_angstrom=tuple(float(radii[n]) for n in particles),
+    )

@@ -23,9 +23,10 @@ def test_each_kind_holds_distinct_invertible_views(kind, count):
 
 
 def test_turns_keep_z_and_all_is_flips_with_turns():
-    x = torch.randn(1, 1, 3, 4, 4)
+    x = torch.randn(1, 1, 3, 4, 4, generator=torch.Generator().manual_seed(0))
     for forward, _ in tta.transforms("rot90z", x.shape[2:]):
-        assert torch.allclose(forward(x).sum(dim=(3, 4)), x.sum(dim=(3, 4)))  # slice by slice
+        # slice by slice: each z slice keeps its values (sums in another order: rounding)
+        assert torch.allclose(forward(x).sum(dim=(3, 4)), x.sum(dim=(3, 4)), atol=1e-5)
     flips = {tuple(f(x).flatten().tolist()) for f, _ in tta.transforms("flips", x.shape[2:])}
     both = {tuple(f(x).flatten().tolist()) for f, _ in tta.transforms("all", x.shape[2:])}
     assert flips <= both
