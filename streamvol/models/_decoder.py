@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from streamvol.errors import BadOption
+from streamvol.models._common import segmentation_outputs
 
 
 def level_maps(features: nn.Sequential, x: torch.Tensor) -> list[torch.Tensor]:
@@ -69,6 +70,19 @@ def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     if tuple(x.shape[2:]) == size:
         return x
     return F.interpolate(x, size=size, mode="trilinear", align_corners=False)
+
+
+def add_segmenter(model: nn.Module, in_channels: int, num_classes: int, width: int) -> None:
+    """Give a classifier built on ``model.features`` its per-voxel form: ``decoder`` over every
+    level, a 1x1x1 ``head`` and ``num_outputs`` (run it with ``segment``)."""
+    model.num_outputs = segmentation_outputs(num_classes)
+    model.decoder = LightDecoder(level_channels(model.features, in_channels), width)
+    model.head = nn.Conv3d(width, model.num_outputs, 1)
+
+
+def segment(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The per-voxel output of a model given ``add_segmenter``, of ``x``'s spatial size."""
+    return model.head(model.decoder(level_maps(model.features, x), x.shape[2:]))
 
 
 def check_task(task: str, model: str) -> None:

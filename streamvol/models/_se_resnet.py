@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from streamvol.errors import BadInput, BadOption
-from streamvol.models._common import check_input, classifier_outputs, segmentation_outputs
-from streamvol.models._decoder import LightDecoder, check_task, level_channels, level_maps
+from streamvol.models._common import check_input, classifier_outputs
+from streamvol.models._decoder import add_segmenter, check_task, segment
 from streamvol.models._registry import register
 
 
@@ -114,9 +114,7 @@ class SEResNet3D(nn.Module):
         self.features = nn.Sequential(*stages)
         self.head: nn.Module
         if task == "segment":
-            self.num_outputs = segmentation_outputs(num_classes)
-            self.decoder = LightDecoder(level_channels(self.features, in_channels), decoder_width)
-            self.head = nn.Conv3d(decoder_width, self.num_outputs, 1)
+            add_segmenter(self, in_channels, num_classes, decoder_width)
             return
         self.num_outputs = classifier_outputs(num_classes)
         self.pool = nn.Sequential(nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Dropout(dropout))
@@ -130,5 +128,5 @@ class SEResNet3D(nn.Module):
                 f"got {tuple(x.shape)}"
             )
         if self.task == "segment":
-            return self.head(self.decoder(level_maps(self.features, x), x.shape[2:]))
+            return segment(self, x)
         return self.head(self.pool(self.features(x)))

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from streamvol.errors import BadInput, BadOption
-from streamvol.models._common import check_input, classifier_outputs, segmentation_outputs
-from streamvol.models._decoder import LightDecoder, check_task, level_maps
+from streamvol.models._common import check_input, classifier_outputs
+from streamvol.models._decoder import add_segmenter, check_task, segment
 from streamvol.models._registry import register
 
 
@@ -60,9 +60,7 @@ class SimpleCNN(nn.Module):
         )
         self.head: nn.Module
         if task == "segment":
-            self.num_outputs = segmentation_outputs(num_classes)
-            self.decoder = LightDecoder([4, 4], decoder_width)
-            self.head = nn.Conv3d(decoder_width, self.num_outputs, 1)
+            add_segmenter(self, in_channels, num_classes, decoder_width)
             return
         self.num_outputs = classifier_outputs(num_classes)
         self.classifier = nn.Sequential(
@@ -78,7 +76,7 @@ class SimpleCNN(nn.Module):
         if self.task == "segment":
             if min(x.shape[2:]) < 4:
                 raise BadInput(f"simple_cnn: expected every side >= 4, got {tuple(x.shape)}")
-            return self.head(self.decoder(level_maps(self.features, x), x.shape[2:]))
+            return segment(self, x)
         if tuple(s // 4 for s in x.shape[2:]) != self.pooled_shape:
             raise BadInput(
                 f"simple_cnn: built for inputs pooling to {self.pooled_shape} (D, H, W) // 4; "

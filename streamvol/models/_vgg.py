@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from streamvol.errors import BadInput, BadOption
-from streamvol.models._common import check_input, classifier_outputs, segmentation_outputs
-from streamvol.models._decoder import LightDecoder, check_task, level_channels, level_maps
+from streamvol.models._common import check_input, classifier_outputs
+from streamvol.models._decoder import add_segmenter, check_task, segment
 from streamvol.models._registry import register
 
 
@@ -78,9 +78,7 @@ class VGG3D(nn.Module):
         self.features = nn.Sequential(*levels)
         self.head: nn.Module
         if task == "segment":
-            self.num_outputs = segmentation_outputs(num_classes)
-            self.decoder = LightDecoder(level_channels(self.features, in_channels), decoder_width)
-            self.head = nn.Conv3d(decoder_width, self.num_outputs, 1)
+            add_segmenter(self, in_channels, num_classes, decoder_width)
             return
         self.num_outputs = classifier_outputs(num_classes)
         if classifier == "full":
@@ -114,7 +112,7 @@ class VGG3D(nn.Module):
                 raise BadInput(
                     f"vgg3d: expected every spatial side >= {2**n}, got {tuple(x.shape)}"
                 )
-            return self.head(self.decoder(level_maps(self.features, x), x.shape[2:]))
+            return segment(self, x)
         if self.classifier_kind == "full" and pooled != self.pooled_shape:
             raise BadInput(
                 f"vgg3d: full classifier built for inputs pooling to {self.pooled_shape} "
