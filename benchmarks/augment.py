@@ -75,10 +75,12 @@ def streamvol_step(blocks: list[np.ndarray], size: int, threads: int, dtype=np.f
     return step
 
 
-def monai_step(crops: list[np.ndarray], size: int, threads: int):
+def monai_transform():
+    """MONAI's rotate (any angle about each axis) + three flips + noise, seeded (also used by
+    benchmarks/device.py on the GPU)."""
     from monai.transforms import Compose, RandFlip, RandGaussianNoise, RandRotate
 
-    transform = Compose(
+    return Compose(
         [
             RandRotate(math.pi, math.pi, math.pi, prob=1.0, keep_size=True, padding_mode="zeros"),
             RandFlip(prob=0.5, spatial_axis=0),
@@ -87,6 +89,10 @@ def monai_step(crops: list[np.ndarray], size: int, threads: int):
             RandGaussianNoise(prob=1.0, std=0.1),
         ]
     ).set_random_state(0)
+
+
+def monai_step(crops: list[np.ndarray], size: int, threads: int):
+    transform = monai_transform()
     tensors = [torch.from_numpy(c)[None] for c in crops]
     state = {"i": 0}
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import shutil
 import signal
@@ -293,19 +292,11 @@ def kornia_step(blocks: torch.Tensor, crops: torch.Tensor) -> tuple[Callable, di
 def monai_step(blocks: torch.Tensor, crops: torch.Tensor) -> tuple[Callable, dict[str, Any]]:
     """MONAI's transforms on GPU tensors, one crop at a time (they take one image): RandRotate
     (any angle on each axis), three RandFlips, RandGaussianNoise."""
+    from augment import monai_transform  # benchmarks/augment.py, beside this script
     from monai.data import set_track_meta
-    from monai.transforms import Compose, RandFlip, RandGaussianNoise, RandRotate
 
     set_track_meta(False)
-    transform = Compose(
-        [
-            RandRotate(math.pi, math.pi, math.pi, prob=1.0, keep_size=True, padding_mode="zeros"),
-            RandFlip(prob=0.5, spatial_axis=0),
-            RandFlip(prob=0.5, spatial_axis=1),
-            RandFlip(prob=0.5, spatial_axis=2),
-            RandGaussianNoise(prob=1.0, std=0.1),
-        ]
-    ).set_random_state(0)
+    transform = monai_transform()
 
     def step() -> list:
         with torch.no_grad():
