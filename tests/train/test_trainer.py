@@ -336,3 +336,17 @@ def test_cpu_training_leaves_a_core_to_each_loader_worker(monkeypatch):
             assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
+
+
+def test_fit_trains_with_a_core_left_to_each_worker(blob_shards, tmp_path, monkeypatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(4)), raising=False)
+    config = TrainConfig(shards=str(blob_shards), model="simple_cnn", epochs=1, **FAST)
+    before = torch.get_num_threads()
+    seen = []
+    try:
+        torch.set_num_threads(3)
+        trainer = Trainer(replace(config, workers=2), tmp_path / "r")
+        trainer.fit(on_epoch=lambda values: seen.append(torch.get_num_threads()))
+        assert seen == [2] and torch.get_num_threads() == 3  # 4 cores - 2 workers, then back
+    finally:
+        torch.set_num_threads(before)
