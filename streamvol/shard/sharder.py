@@ -1,7 +1,8 @@
 """``streamvol shard``: discover sources, plan crops, split, and let dask write one tar per task.
 
 Order of work: everything that can fail on bad input (discovery, shapes, picks, NaN, crop sizes,
-labels) runs before the first byte is written. Shards are written atomically, each finished
+labels) runs before the first byte is written; region sets check values region by region as
+they write them instead (``sources.folds_stats``). Shards are written atomically, each finished
 shard leaves a small record, and the manifest is written last; a rerun of the same command skips
 shards whose sha256 matches their record and rewrites the rest.
 
@@ -22,17 +23,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import dask
+
 from streamvol.errors import ShardError
 from streamvol.shard.assemble import build_manifest
 from streamvol.shard.config import ShardConfig, parse_config, parse_size, parse_voxel_size
 from streamvol.shard.folder import STATE, claim_folder
 from streamvol.shard.jobs import assign_shards, check_room, split_items
 from streamvol.shard.lock import folder_lock
-from streamvol.shard.manifest import MANIFEST, is_url, join, shard_records, write_json_atomic
+from streamvol.shard.manifest import (
+    MANIFEST,
+    Summary,
+    combine_stats,
+    is_url,
+    join,
+    shard_records,
+    write_json_atomic,
+)
 from streamvol.shard.plan import Crop
 from streamvol.shard.run import dask_context, run_tasks
 from streamvol.shard.sources import Prepared, plan_items, prepare
-from streamvol.shard.write import Encoding, ShardRecord
+from streamvol.shard.write import Encoding, ShardRecord, core_summary
 
 # parse_config, parse_size and parse_voxel_size live in ``config``; importable from here too
 __all__ = ["ShardConfig", "ShardResult", "parse_config", "parse_size", "parse_voxel_size", "shard"]
@@ -96,6 +107,10 @@ def shard(
         with folder_lock(out):
             check_room(config, prepared, jobs, out, max_bytes)
             records, skipped = _write_all(config, prepared, jobs, out, overwrite, client, progress)
+            if prepared.stats is None:
+                prepared = dataclasses.replace(
+                    prepared, stats=_region_stats(config, prepared, records)
+                )
             manifest = build_manifest(
                 config, prepared, splits, jobs, records, command, split_warnings
             )
@@ -157,8 +172,9 @@ def _write_all(
         margin=config.margin,
         pad="reflect" if config.pad == "none" else config.pad,
         dtype=config.dtype,
-        low=prepared.stats["p0_5"],
-        high=prepared.stats["p99_5"],
+        low=prepared.stats["p0_5"] if prepared.stats else 0.0,
+        high=prepared.stats["p99_5"] if prepared.stats else 1.0,
+        summarise=prepared.stats is None,
     )
     finished = claim_folder(out, config, overwrite, {name for name, _ in jobs})
     records = dict(finished)
@@ -173,3 +189,26 @@ def _write_all(
 
     run_tasks(todo, out, prepared.sources, encoding, client, done)
     return records, set(finished)
+
+
+def _region_stats(
+    config: ShardConfig, prepared: Prepared, records: dict[str, ShardRecord]
+) -> dict[str, float]:
+    """The set's intensity statistics from each region's core, as its shard task summarised it
+    or, for shards a resumed run kept, read afresh (the same numbers either way)."""
+    summaries: dict[str, Summary] = {}
+    for record in records.values():
+        if record.intensity:  # empty for a shard a resumed run kept
+            summaries.update(zip(record.keys, record.intensity, strict=True))
+    tiles = plan_items(prepared.plan)
+    missing = [t for t in tiles if t.key not in summaries]
+    if missing:
+        # traverse=False: the task reads its region; dask must not compute the whole volume
+        source = {k: dask.delayed(v, traverse=False) for k, v in prepared.sources.items()}
+        found = dask.compute(
+            *[dask.delayed(core_summary)(source[t.source], t, config.dtype) for t in missing]
+        )
+        summaries.update(zip((t.key for t in missing), found, strict=True))
+    per_source = [[summaries[t.key] for t in tiles if t.source == sid] for sid in prepared.sources]
+    images = [s.image for s in prepared.sources.values()]
+    return combine_stats(images, per_source, dtype=config.dtype)

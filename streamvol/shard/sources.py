@@ -20,7 +20,7 @@ from streamvol.shard.plan import Crop, Plan, PlanSource, plan_grid, plan_points,
 from streamvol.shard.regions import RegionPlan, Tile, plan_regions
 from streamvol.shard.write import ShardSource
 
-__all__ = ["Prepared", "plan_items", "prepare"]
+__all__ = ["Prepared", "folds_stats", "plan_items", "prepare"]
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class Prepared:
     source_meta: list[dict[str, Any]]
     plan: Plan | RegionPlan
     task: str
-    stats: dict[str, float]
+    stats: dict[str, float] | None  # None: gathered as regions are written (``folds_stats``)
     itemsize: int  # bytes of a stored voxel
     radii: dict[str, float] = field(default_factory=dict)  # particle radii, Angstrom (copick)
 
@@ -43,9 +43,21 @@ def plan_items(plan: Plan | RegionPlan) -> tuple[Crop, ...] | tuple[Tile, ...]:
     return plan.tiles if isinstance(plan, RegionPlan) else plan.crops
 
 
+def folds_stats(config: ShardConfig) -> bool:
+    """Whether the write pass gathers the intensity statistics instead of a pass before it.
+
+    A region set stores every voxel once, so reading the sources twice would halve the
+    sharder's speed; each region is then checked (NaN, Inf, float16 range) just before its tar
+    is written, so a bad volume is refused after other shards may be finished (kept for a
+    rerun), never inside a shard. uint8 storage needs the percentiles before the first byte.
+    """
+    return config.plan == "regions" and config.dtype != "uint8"
+
+
 def prepare(config: ShardConfig) -> Prepared:
     """Discover and open every source, check labels, picks and sizes, compute the intensity
-    statistics and make the plan; raises before anything is written."""
+    statistics (unless ``folds_stats``) and make the plan; raises before anything is
+    written."""
     datasets: list[Dataset] = []
     for src in config.sources:
         classes = Path(config.classes) if config.classes else None
@@ -99,7 +111,11 @@ def prepare(config: ShardConfig) -> Prepared:
                     "class": spec.class_name,
                 }
             )
-    stats = intensity_stats([s.image for s in sources.values()], dtype=config.dtype)
+    stats = (
+        None
+        if folds_stats(config)
+        else intensity_stats([s.image for s in sources.values()], dtype=config.dtype)
+    )
     plan = _plan(config, plan_sources, class_names, sources)
     for m in meta:
         if config.plan != "regions" and any(

@@ -15,7 +15,7 @@ import json
 import math
 import tarfile
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from streamvol.core.files import atomic_file
 from streamvol.core.geometry import inside
 from streamvol.errors import BadInput
 from streamvol.io import Volume
-from streamvol.shard.manifest import member_checksum
+from streamvol.shard.manifest import Summary, checked_summary, member_checksum
 from streamvol.shard.plan import Crop, crop_box
 from streamvol.shard.regions import Tile
 
@@ -52,6 +52,7 @@ class Encoding:
     dtype: str = "keep"  # "keep" | "float16" | "uint8"
     low: float = 0.0  # uint8 scaling: low -> 0, high -> 255
     high: float = 1.0
+    summarise: bool = False  # regions: check and summarise each region as it is written
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,9 @@ class ShardRecord:
     offsets: tuple[int, ...]  # byte offset of each sample's first member header
     checksums: tuple[tuple[str, ...], ...]  # per sample, ``member_checksum`` of each member
     units: tuple[int, ...] | None = None  # region sets: crops an epoch draws from each region
+    # region sets, ``Encoding.summarise``: each region's core, ``manifest.checked_summary``;
+    # handed to the run for the set's statistics, never saved
+    intensity: tuple[Summary, ...] = field(default=(), compare=False, repr=False)
 
     @classmethod
     def from_json(cls, rec: dict[str, Any]) -> ShardRecord:
@@ -304,11 +308,32 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def build_region_sample(source: ShardSource, tile: Tile, encoding: Encoding) -> dict[str, Any]:
-    """Read one region (a whole volume or a tile of it, never padded) with its picks, mask and
-    class: the members of one WebDataset sample of a region shard set."""
+def read_region_image(source: ShardSource, tile: Tile) -> np.ndarray:
+    """The stored box of a region (a whole volume or a tile of it, never padded)."""
+    box = tuple(slice(a, b) for a, b in zip(tile.start, tile.stop, strict=True))
+    return np.asarray(source.image.data[box].compute(scheduler="sync"))
+
+
+def core_summary(source: ShardSource, tile: Tile, dtype: str) -> Summary:
+    """``manifest.checked_summary`` of a region's core, read afresh: for the regions of shards
+    a resumed run kept."""
+    return _core_summary(source, tile, read_region_image(source, tile), dtype)
+
+
+def _core_summary(source: ShardSource, tile: Tile, image: np.ndarray, dtype: str) -> Summary:
+    core = tuple(
+        slice(a - o, b - o)
+        for a, b, o in zip(tile.core_start, tile.core_stop, tile.start, strict=True)
+    )
+    return checked_summary(source.image, image, core, tile.core_start, dtype)
+
+
+def build_region_sample(
+    source: ShardSource, tile: Tile, image: np.ndarray, encoding: Encoding
+) -> dict[str, Any]:
+    """One region (``image``: its stored box) with its picks, mask and class: the members of
+    one WebDataset sample of a region shard set."""
     box = list(zip(tile.start, tile.stop, strict=True))
-    image, _ = read_block(source.image, box, encoding.pad)
     sample: dict[str, Any] = {"__key__": tile.key, "image.npy": encode_image(image, encoding)}
     if source.mask is not None:
         mask, _ = read_block(source.mask, box, encoding.pad)
@@ -348,9 +373,19 @@ def write_shard(
     """The dask task: read this shard's crops (or regions) and write its tar."""
     if crops and isinstance(crops[0], Tile):
         tiles: Sequence[Tile] = crops  # type: ignore[assignment]
-        regions = (build_region_sample(sources[t.source], t, encoding) for t in tiles)
-        record = write_tar(Path(path), regions)
-        return dataclasses.replace(record, units=tuple(t.n_units for t in tiles))
+        summaries: list[Summary] = []
+
+        def regions() -> Iterator[dict[str, Any]]:
+            for tile in tiles:
+                source = sources[tile.source]
+                image = read_region_image(source, tile)
+                if encoding.summarise:  # raises on bad values before this tar is complete
+                    summaries.append(_core_summary(source, tile, image, encoding.dtype))
+                yield build_region_sample(source, tile, image, encoding)
+
+        record = write_tar(Path(path), regions())
+        units = tuple(t.n_units for t in tiles)
+        return dataclasses.replace(record, units=units, intensity=tuple(summaries))
 
     def samples() -> Iterator[dict[str, Any]]:
         for group in group_crops(crops, encoding):

@@ -395,14 +395,24 @@ def test_distributed_cluster(tmp_path):
 
     src = _many_sources(tmp_path, n=4)
     config = parse_config([src], crop=8, context=1, split="1", shard_size=4)
+    # a region set's statistics are gathered by its tasks and travel back with their records
+    regions = parse_config(
+        [src], plan="regions", crop=8, crops_per_region=2, split="1", shard_size=1
+    )
     local = shard(config, tmp_path / "local").manifest
+    local_regions = shard(regions, tmp_path / "local-regions").manifest
     with LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
     ) as cluster:
         remote = shard(config, tmp_path / "remote", scheduler=cluster.scheduler_address).manifest
+        address = cluster.scheduler_address
+        remote_regions = shard(regions, tmp_path / "remote-regions", scheduler=address).manifest
     assert remote["splits"] == local["splits"]
     assert verify(tmp_path / "remote") == []
     assert not os.path.exists(tmp_path / "remote" / ".streamvol")
+    assert remote_regions["splits"] == local_regions["splits"]
+    assert remote_regions["stats"] == local_regions["stats"]
+    assert remote_regions["stats"] == pytest.approx(local["stats"], rel=1e-9)
 
 
 def test_context_auto_follows_the_augmentation(tmp_path, volume):

@@ -317,3 +317,84 @@ def test_each_region_is_read_once_per_reader_per_epoch(regions, monkeypatch):
     ds = open_shards(f"file://{regions}")
     keys = [s["__key__"] for s in ds]
     assert len(keys) == 48 and len(reads) == 4 and set(reads.values()) == {1}
+
+
+@pytest.mark.parametrize("sample", [None, 500])  # every voxel, or every 3rd along each axis
+def test_statistics_gathered_while_writing_tiles_equal_numpys(tmp_path, monkeypatch, sample):
+    """A region set gathers its intensity statistics from each region's core as it writes it
+    (no pass before): over overlapping tiles they equal numpy's over the volumes, and the
+    percentiles those of the volumes' grid of every step-th voxel, as the points plan's."""
+    from streamvol.io import open_volume
+    from streamvol.shard.manifest import intensity_stats, sample_step
+
+    if sample:
+        monkeypatch.setattr("streamvol.shard.manifest._PERCENTILE_SAMPLE", sample)
+    tiled = _regions(tmp_path, name="tiled", context=3, region_max=36000)
+    manifest = read_manifest(tiled)
+    assert manifest["plan"]["regions"] > 4
+    stats = manifest["stats"]
+    volumes = [np.load(m["path"]) for m in manifest["sources"]]
+    every = np.concatenate([v.ravel() for v in volumes]).astype(np.float64)
+    assert stats["mean"] == pytest.approx(every.mean(), rel=1e-9)
+    assert stats["std"] == pytest.approx(every.std(), rel=1e-6)
+    assert (stats["min"], stats["max"]) == (every.min(), every.max())
+    step = sample_step(SHAPE)
+    assert step == (3 if sample else 1)
+    grid = np.concatenate([v[::step, ::step, ::step].ravel() for v in volumes])
+    expected = np.percentile(grid.astype(np.float64), [0.5, 99.5])
+    assert [stats["p0_5"], stats["p99_5"]] == pytest.approx(expected, rel=1e-12)
+    before = intensity_stats([open_volume(m["path"]) for m in manifest["sources"]])
+    assert (before["p0_5"], before["p99_5"]) == (stats["p0_5"], stats["p99_5"])
+
+
+def test_a_resumed_region_set_has_the_same_statistics(tmp_path):
+    """Shards a rerun keeps are not rewritten, so their regions' statistics are read afresh:
+    the manifest's statistics equal those of the run that wrote every shard."""
+    tiled = _regions(tmp_path, name="tiled", context=3, region_max=36000, shard_size=2)
+    first = read_manifest(tiled)
+    tars = sorted(tiled.glob("*.tar"))
+    assert len(tars) > 2
+    tars[1].unlink()
+    config = parse_config(
+        [tmp_path / "tiled-src"],
+        plan="regions",
+        crop=8,
+        split="1",
+        task="detection",
+        context=3,
+        region_max=36000,
+        shard_size=2,
+    )
+    result = shard(config, tiled)
+    assert result.written == [tars[1].name]
+    assert read_manifest(tiled)["stats"] == first["stats"]
+
+
+@pytest.mark.parametrize(
+    ("value", "dtype", "message"),
+    [(np.nan, "keep", r"v2\.npy: NaN or Inf"), (1e6, "float16", r"v2\.npy.*float16's range")],
+)
+def test_a_bad_region_is_refused_before_its_tar_and_the_rest_is_kept(
+    tmp_path, value, dtype, message
+):
+    """A region set checks each region just before writing it: a NaN (or a value float16
+    cannot hold) is refused naming the file, no tar holds that region, no manifest is written,
+    and once the file is fixed a rerun keeps the shards already finished."""
+    from streamvol.errors import BadVolumeValues
+
+    src = _volumes(tmp_path / "src")
+    good = np.load(src / "v2.npy")
+    bad = good.copy()
+    bad[3, 4, 5] = value
+    np.save(src / "v2.npy", bad)
+    out = tmp_path / "set"
+    options = {"plan": "regions", "crop": 8, "split": "1", "dtype": dtype, "shard_size": 1}
+    with pytest.raises(BadVolumeValues, match=message):
+        shard(parse_config([src], **options), out, workers=1)
+    assert not (out / "manifest.json").exists()
+    finished = sorted(p.name for p in out.glob("*.tar"))
+    assert all(r["json"]["source"] != "v2" for r in _stored_regions(out))
+    np.save(src / "v2.npy", good)
+    result = shard(parse_config([src], **options), out, workers=1)
+    assert result.skipped == finished
+    assert len(result.written) + len(finished) == 4
