@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -21,9 +23,12 @@ from streamvol.shard.lock import LOCK
 from streamvol.shard.manifest import MANIFEST, read_manifest, shard_records, write_json_atomic
 from streamvol.shard.write import ShardRecord, file_sha256
 
-__all__ = ["STATE", "claim_folder"]
+__all__ = ["STATE", "claim_folder", "publish"]
 
-STATE = ".streamvol"  # records of finished shards while a run is in progress
+# while a run is in progress: its configuration, and each finished shard with its record; the
+# shards move into the folder (``publish``) once all are written, so a run that stops on bad
+# input leaves nothing beside what the folder held, and its rerun keeps what it finished
+STATE = ".streamvol"
 
 
 def claim_folder(
@@ -46,13 +51,20 @@ def claim_folder(
     records = _known_records(out)
     finished = {}
     for name, rec in records.items():
-        path = out / name
+        path = state / name if (state / name).is_file() else out / name
         intact = path.is_file() and path.stat().st_size == rec["bytes"] and "checksums" in rec
         if name in planned and intact and file_sha256(path) == rec["sha256"]:
             finished[name] = ShardRecord.from_json(rec)
-    for stale in out.glob("*.tar.partial"):
+    for stale in [*out.glob("*.tar.partial"), *state.glob("*.tar.partial")]:
         stale.unlink()
     return finished
+
+
+def publish(out: Path, names: Iterable[str]) -> None:
+    """Move the shards written under ``STATE`` into ``out``, once every one is written."""
+    for name in names:
+        if (out / STATE / name).is_file():
+            os.replace(out / STATE / name, out / name)
 
 
 def _previous_digest(out: Path) -> str | None:

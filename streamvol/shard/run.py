@@ -34,8 +34,9 @@ def dask_context(workers: int | None, processes: bool, scheduler: str | None) ->
 def _task_write(
     out: Path, name: str, crops: list[Crop], sources: dict[str, ShardSource], encoding: Encoding
 ) -> ShardRecord:
-    """One dask task: write a shard, then leave its record so a crashed run can resume."""
-    record = write_shard(out / name, crops, sources, encoding)
+    """One dask task: write a shard under ``STATE``, then leave its record so a crashed run can
+    resume."""
+    record = write_shard(out / STATE / name, crops, sources, encoding)
     write_json_atomic(out / STATE / f"{name}.json", record.to_json())
     return record
 
@@ -72,6 +73,9 @@ def run_tasks(
     # traverse=False: the sources hold lazy dask arrays that each task slices itself; dask must
     # not compute them (whole volumes) as task inputs.
     shared = dask.delayed(sources, traverse=False)
-    tasks = [dask.delayed(_task_write)(out, name, crops, shared, encoding) for name, crops in todo]
+    tasks = [  # named by their shard: dask runs them in the shards' order
+        dask.delayed(_task_write)(out, name, crops, shared, encoding, dask_key_name=f"shard-{name}")
+        for name, crops in todo
+    ]
     with _Done():
         dask.compute(*tasks)

@@ -2,9 +2,11 @@
 
 Order of work: everything that can fail on bad input (discovery, shapes, picks, NaN, crop sizes,
 labels) runs before the first byte is written; region sets check values region by region as
-they write them instead (``sources.folds_stats``). Shards are written atomically, each finished
-shard leaves a small record, and the manifest is written last; a rerun of the same command skips
-shards whose sha256 matches their record and rewrites the rest.
+they write them instead (``sources.folds_stats``). Shards are written atomically under the
+folder's state (``folder.STATE``), each with a small record, and move into the folder only when
+all are written, the manifest last: a run refused on bad input leaves the folder as it was. A
+rerun of the same command keeps the shards whose sha256 matches their record and rewrites the
+rest.
 
 ``shard`` below is that order, top to bottom; each step is a module of its own: ``config``
 (what decides a set), ``sources`` (open, check, plan), ``jobs`` (splits, shards, room),
@@ -28,7 +30,7 @@ import dask
 from streamvol.errors import ShardError
 from streamvol.shard.assemble import build_manifest
 from streamvol.shard.config import ShardConfig, parse_config, parse_size, parse_voxel_size
-from streamvol.shard.folder import STATE, claim_folder
+from streamvol.shard.folder import STATE, claim_folder, publish
 from streamvol.shard.jobs import assign_shards, check_room, split_items
 from streamvol.shard.lock import folder_lock
 from streamvol.shard.manifest import (
@@ -188,6 +190,7 @@ def _write_all(
             progress(len(records), len(jobs))
 
     run_tasks(todo, out, prepared.sources, encoding, client, done)
+    publish(out, records)
     return records, set(finished)
 
 

@@ -378,8 +378,9 @@ def test_a_bad_region_is_refused_before_its_tar_and_the_rest_is_kept(
     tmp_path, value, dtype, message
 ):
     """A region set checks each region just before writing it: a NaN (or a value float16
-    cannot hold) is refused naming the file, no tar holds that region, no manifest is written,
-    and once the file is fixed a rerun keeps the shards already finished."""
+    cannot hold) is refused naming the file, and the folder holds no tar and no manifest; the
+    shards finished before wait under its state (none holds that region), and once the file is
+    fixed a rerun keeps them."""
     from streamvol.errors import BadVolumeValues
 
     src = _volumes(tmp_path / "src")
@@ -391,10 +392,13 @@ def test_a_bad_region_is_refused_before_its_tar_and_the_rest_is_kept(
     options = {"plan": "regions", "crop": 8, "split": "1", "dtype": dtype, "shard_size": 1}
     with pytest.raises(BadVolumeValues, match=message):
         shard(parse_config([src], **options), out, workers=1)
-    assert not (out / "manifest.json").exists()
-    finished = sorted(p.name for p in out.glob("*.tar"))
-    assert all(r["json"]["source"] != "v2" for r in _stored_regions(out))
+    assert sorted(p.name for p in out.iterdir()) == [".streamvol"]
+    state = out / ".streamvol"
+    finished = sorted(p.name for p in state.glob("*.tar"))
+    assert finished  # one worker writes the shards in order: v2's comes after others
+    assert all(r["json"]["source"] != "v2" for r in _stored_regions(state))
     np.save(src / "v2.npy", good)
     result = shard(parse_config([src], **options), out, workers=1)
     assert result.skipped == finished
     assert len(result.written) + len(finished) == 4
+    assert len(_stored_regions(out)) == 4 and not state.exists()
