@@ -310,8 +310,7 @@ def file_sha256(path: Path) -> str:
 
 def read_region_image(source: ShardSource, tile: Tile) -> np.ndarray:
     """The stored box of a region (a whole volume or a tile of it, never padded)."""
-    box = tuple(slice(a, b) for a, b in zip(tile.start, tile.stop, strict=True))
-    return np.asarray(source.image.data[box].compute(scheduler="sync"))
+    return read_block(source.image, list(zip(tile.start, tile.stop, strict=True)), "zero")[0]
 
 
 def core_summary(source: ShardSource, tile: Tile, dtype: str) -> Summary:
