@@ -432,6 +432,11 @@ def make_shards(root: Path, samples: int, size: int) -> Path:
     return root / "shards"
 
 
+# the trainers timed on the nuclei shards: the U-Net segments their masks, the SE-ResNet
+# classifies their crops (the set's own task)
+TASK = {"unet3d": "segmentation", "se_resnet3d": "auto"}
+
+
 def fed_rate(config: Any, workers: int, mode: str, device: torch.device, steps: int) -> float:
     """Samples per second of the trainer's step (bf16 autocast on CUDA) fed by the loader and
     ``DevicePrefetcher``: what ``trainer_rate`` measures on a resident batch, with the data."""
@@ -443,7 +448,7 @@ def fed_rate(config: Any, workers: int, mode: str, device: torch.device, steps: 
     from streamvol.train.setup import build_model, resolve_task
 
     manifest = read_manifest(config.shards)
-    train_config = TrainConfig(shards=config.shards, model=config.model)
+    train_config = TrainConfig(shards=config.shards, model=config.model, task=config.task)
     task = resolve_task(train_config, manifest)
     model = build_model(train_config, task).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -498,6 +503,7 @@ def section_feed(out: Path, deadline: float, save: Callable, dry: bool, scratch:
         augment="default",
         device=str(device),
         model="unet3d",
+        task=TASK["unet3d"],
     )
     # the loaders first, one (workers, mode) at a time, each saved as it comes
     for mode in config.modes:
@@ -512,10 +518,12 @@ def section_feed(out: Path, deadline: float, save: Callable, dry: bool, scratch:
                     row["error"] = _error(err)
             result["loader"].append(row)
             save(result)
-    for model in ("unet3d", "se_resnet3d"):
+    for model, task in TASK.items():
         steps, warmup = (2, 1) if dry else (10, 3)
         try:
-            trainer = trainer_rate(replace(config, model=model), device, steps=steps, warmup=warmup)
+            trainer = trainer_rate(
+                replace(config, model=model, task=task), device, steps=steps, warmup=warmup
+            )
         except Exception as err:
             result["trainers"][model] = {"error": _error(err)}
             continue

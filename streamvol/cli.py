@@ -949,6 +949,13 @@ def bench(
         str | None,
         typer.Option(help="Also time this model's training step: does the loader keep up?"),
     ] = None,
+    task: Annotated[
+        str,
+        typer.Option(
+            help="The task --model is timed for (train --task): auto (the shard set's) | "
+            "classification | segmentation | detection | reconstruction."
+        ),
+    ] = "auto",
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write the results as JSON.")
     ] = None,
@@ -986,6 +993,7 @@ def bench(
         split=split,
         device=device,
         model=model,
+        task=task,
         train_workers=train_workers,
         augment_device=augment_device,
         timeout=timeout,

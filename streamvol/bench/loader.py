@@ -25,6 +25,7 @@ from streamvol.augment import load_spec
 from streamvol.core.manifest import read_manifest
 from streamvol.errors import BadInput, BadOption
 from streamvol.stream import DevicePrefetcher, loader, open_shards
+from streamvol.train.config import TASKS
 
 MODES = ("none", "cpu", "gpu")
 STAGES = ("read", "augment", "collate", "h2d")
@@ -46,6 +47,7 @@ class BenchConfig:
     split: str = "train"
     device: str = "auto"
     model: str | None = None
+    task: str = "auto"  # the task the model's step is timed for (streamvol train --task)
     train_workers: int = 2  # the loader workers training uses (streamvol train --workers)
     augment_device: str = "cpu"  # where training augments (streamvol train --augment-device)
     timeout: float = 600.0
@@ -62,6 +64,8 @@ class BenchConfig:
         bad = [m for m in self.modes if m not in MODES]
         if bad:
             raise BadOption("modes", ",".join(bad), f"expected some of {', '.join(MODES)}")
+        if self.task not in TASKS:
+            raise BadOption("task", self.task, f"expected one of {', '.join(TASKS)}")
         if self.augment_device not in ("cpu", "gpu"):
             raise BadOption("augment_device", self.augment_device, "expected cpu or gpu")
         if any(w < 0 for w in self.workers):
@@ -265,7 +269,10 @@ def trainer_rate(
 
     manifest = read_manifest(config.shards, config.storage_options)
     train_config = TrainConfig(
-        shards=config.shards, model=config.model or "auto", storage_options=config.storage_options
+        shards=config.shards,
+        model=config.model or "auto",
+        task=config.task,
+        storage_options=config.storage_options,
     )
     task = resolve_task(train_config, manifest)
     with RunRng(0, device).active():  # the same weights and input every time

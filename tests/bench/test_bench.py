@@ -142,6 +142,21 @@ def test_bad_bench_options_name_the_value(tiny):
         BenchConfig(shards=str(tiny), batches=0)
 
 
+def test_model_step_is_timed_for_the_task_asked(tiny):
+    """A U-Net on a classification set is refused as train refuses it, and timed for
+    segmentation when asked (bench --task, as train --task); a bad task names its value."""
+    from streamvol.bench.loader import trainer_rate
+
+    config = BenchConfig(shards=str(tiny), batch_size=2, model="unet3d")
+    with pytest.raises(BadOption, match=r"model='unet3d'.*or --task segmentation"):
+        trainer_rate(config, torch.device("cpu"), steps=1, warmup=0)
+    seg = BenchConfig(shards=str(tiny), batch_size=2, model="unet3d", task="segmentation")
+    timed = trainer_rate(seg, torch.device("cpu"), steps=1, warmup=0)
+    assert timed["model"] == "unet3d" and timed["samples_per_s"] > 0
+    with pytest.raises(BadOption, match=r"task='segment'.*classification, segmentation"):
+        BenchConfig(shards=str(tiny), task="segment")
+
+
 def test_preset_must_fit_the_stored_margin(tiny, tmp_path):
 
     flat = tmp_path / "flat"

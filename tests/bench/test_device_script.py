@@ -33,3 +33,48 @@ def test_device_script_without_cuda_skips_every_section_and_exits_0(tmp_path):
     text = (out / "device.md").read_text()
     assert "nothing was measured" in text and "- feed:" in text
     assert not list(out.glob("*.log"))  # no section started
+
+
+def _errors(x: object, path: str = "") -> list[str]:
+    """Every ``error`` recorded anywhere in a report, with where it was."""
+    if isinstance(x, dict):
+        found = [f"{path}: {x['error']}"] if "error" in x else []
+        return found + [e for k, v in x.items() for e in _errors(v, f"{path}/{k}")]
+    if isinstance(x, list):
+        return [e for i, v in enumerate(x) for e in _errors(v, f"{path}[{i}]")]
+    return []
+
+
+def test_dry_run_runs_every_section_on_the_cpu_without_an_error(tmp_path):
+    """The rehearsal of the one GPU call: every section on the CPU at toy sizes. A row that
+    records an error (a trainer refused, a library call that no longer works) would be a
+    wasted device run, so none may."""
+    out = tmp_path / "dry"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "device.py"), "--out", str(out), "--dry-run"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((out / "device.json").read_text())
+    assert {k: v["status"] for k, v in report["sections"].items()} == dict.fromkeys(
+        ["tests", "routes", "augment", "feed"], "ok"
+    )
+    assert _errors(report) == []
+    tests = report["sections"]["tests"]["results"]["counts"]
+    assert tests["failures"] == tests["errors"] == 0 and tests["tests"] > tests["skipped"]
+    augment = report["sections"]["augment"]["results"]["rows"]
+    assert {r["library"] for r in augment if r.get("crops_per_s")} >= {
+        "streamvol (kornia geometry + torch)",
+        "kornia AugmentationSequential",
+        "MONAI (per crop)",
+    }
+    feed = report["sections"]["feed"]["results"]
+    assert set(feed["trainers"]) == {"unet3d", "se_resnet3d"}
+    assert all(t["samples_per_s"] > 0 for t in feed["trainers"].values())
+    assert [(r["mode"], "busy" in r) for r in feed["fed"]] == [("gpu", True), ("cpu", True)]
+    assert "## feed: ok" in (out / "device.md").read_text()
