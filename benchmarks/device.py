@@ -116,6 +116,8 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [f"- {s}" for s in report.get("skipped", [])]
     for name, section in report.get("sections", {}).items():
         lines += ["", f"## {name}: {section.get('status')} ({section.get('seconds', 0):.0f} s)", ""]
+        if section.get("log_tail"):  # a section that failed or ran out of time: why
+            lines += ["```", section["log_tail"][-1500:].strip(), "```", ""]
         data = section.get("results") or {}
         render = RENDER.get(name)
         if render and data:

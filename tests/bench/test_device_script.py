@@ -78,3 +78,16 @@ def test_dry_run_runs_every_section_on_the_cpu_without_an_error(tmp_path):
     assert all(t["samples_per_s"] > 0 for t in feed["trainers"].values())
     assert [(r["mode"], "busy" in r) for r in feed["fed"]] == [("gpu", True), ("cpu", True)]
     assert "## feed: ok" in (out / "device.md").read_text()
+
+
+def test_a_failed_sections_log_tail_is_in_the_markdown():
+    """What RESULTS.md takes says why a section failed, not just its exit status."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import device
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    section = {"status": "exit 1", "seconds": 2.0, "log_tail": "ModuleNotFoundError: No 'dask'"}
+    text = device.markdown({"cuda": True, "sections": {"feed": section, "tests": {"status": "ok"}}})
+    assert "## feed: exit 1 (2 s)" in text and "ModuleNotFoundError: No 'dask'" in text
+    assert text.count("```") == 2  # the ok section shows no log
