@@ -539,6 +539,7 @@ def _fit(trainer, label: str = "") -> dict:
     out = _out()
     epochs = trainer.config.epochs
     per = trainer.config.batch_size
+    out.print(f"{label}{_start_line(trainer)}", highlight=False, soft_wrap=True)
     with _progress_display(console) as show:
         job = show.job(
             f"{label}epoch {trainer.epoch + 1}/{epochs}",
@@ -571,6 +572,24 @@ def _fit(trainer, label: str = "") -> dict:
         return trainer.fit(
             on_epoch=on_epoch, progress=follow("training"), val_progress=follow("validation")
         )
+
+
+def _start_line(trainer) -> str:
+    """``unet3d for detection (5.61 M parameters) on cpu, float32: 36 batches of 4 an epoch,
+    2 epochs, 2 loader workers -> runs/unet3d``: what is about to run, before a first batch
+    that can take minutes (workers starting, kernels compiling, a large model on a CPU)."""
+    from streamvol.train.setup import model_name
+
+    config = trainer.config
+    params = sum(p.numel() for p in trainer.model.parameters()) / 1e6
+    amp = str(trainer.amp).removeprefix("torch.") if trainer.amp is not None else "float32"
+    start = f", from epoch {trainer.epoch + 1}" if trainer.epoch else ""
+    return (
+        f"{model_name(config, trainer.task)} for {trainer.task.kind} ({params:.3g} M parameters) "
+        f"on {trainer.device.type}, {amp}: {trainer.steps_per_epoch} batches of "
+        f"{config.batch_size} an epoch, {config.epochs} epochs{start}, {config.workers} loader "
+        f"workers -> {trainer.run_dir}"
+    )
 
 
 def _epoch_line(values: dict, epochs: int) -> str:

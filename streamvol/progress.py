@@ -29,12 +29,12 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     ProgressColumn,
-    TimeRemainingColumn,
 )
+from rich.table import Column
 from rich.text import Text
 
 EVERY = 5.0  # seconds between plain lines
-__all__ = ["EVERY", "Display", "Job", "format_seconds", "plain_line", "progress"]
+__all__ = ["EVERY", "Display", "Job", "format_seconds", "plain_line", "progress", "rate_and_time"]
 
 
 def format_seconds(seconds: float) -> str:
@@ -68,9 +68,26 @@ def plain_line(
     once something is done; the elapsed time while nothing is, or when the total is unknown).
     ``rate``: units a second (default ``done / elapsed``)."""
     count = f"{done:g}/{total:g}" if total else f"{done:g}" if done else ""
-    parts = [f"{description}: {count}{' ' + unit if unit and count else ''}".rstrip(": ")]
+    head = f"{description}: {count}{' ' + unit if unit and count else ''}".rstrip(": ")
+    tail = rate_and_time(done, total, elapsed, unit=unit, per=per, rate_unit=rate_unit, rate=rate)
+    return ", ".join([head, *tail])
+
+
+def rate_and_time(
+    done: float,
+    total: float | None,
+    elapsed: float,
+    *,
+    unit: str = "",
+    per: float = 1.0,
+    rate_unit: str | None = None,
+    rate: float | None = None,
+) -> list[str]:
+    """``["41 samples/s", "ETA 4 s"]``: the rate once something is done, then the ETA, the time
+    it took, or the elapsed time (nothing done yet, or no total)."""
     if rate is None:
         rate = done / elapsed if elapsed > 0 else 0.0
+    parts = []
     if done and rate > 0:
         parts.append(f"{_rate(rate * per)} {rate_unit or unit or 'steps'}/s")
     if total and done >= total:
@@ -79,7 +96,7 @@ def plain_line(
         parts.append(f"ETA {format_seconds((total - done) / rate)}")
     else:
         parts.append(f"{format_seconds(elapsed)} elapsed")
-    return ", ".join(parts)
+    return parts
 
 
 class Job:
@@ -130,19 +147,25 @@ class Job:
         self._start(description, total)
         self.display._reset(self)
 
-    def line(self) -> str:
+    def _since_first(self) -> dict[str, Any]:
+        """Elapsed time, and the rate since the first update (the start is often slower: workers
+        starting, kernels compiling), as ``plain_line`` and ``rate_and_time`` take them."""
         now = time.monotonic()
         base, since = self.first or (0.0, self.started)
-        return plain_line(
-            self.description,
-            self.done,
-            self.total,
-            now - self.started,
-            unit=self.unit,
-            per=self.per,
-            rate_unit=self.rate_unit,
-            rate=(self.done - base) / (now - since) if now > since else None,
-        )
+        return {
+            "elapsed": now - self.started,
+            "unit": self.unit,
+            "per": self.per,
+            "rate_unit": self.rate_unit,
+            "rate": (self.done - base) / (now - since) if now > since else None,
+        }
+
+    def line(self) -> str:
+        return plain_line(self.description, self.done, self.total, **self._since_first())
+
+    def stats(self) -> str:
+        """``41 samples/s, ETA 4 s``: the bar's end, as the plain line ends."""
+        return ", ".join(rate_and_time(self.done, self.total, **self._since_first()))
 
     def _finish(self) -> None:
         self.display._finish(self)
@@ -161,14 +184,13 @@ class Display:
         if self.live:
             self.bar = Progress(
                 "[progress.description]{task.description}",
-                BarColumn(),
+                BarColumn(bar_width=None, table_column=Column(ratio=1)),
                 MofNCompleteColumn(),
                 _UnitColumn(),
-                _RateColumn(),
-                "[progress.elapsed]ETA",
-                TimeRemainingColumn(),
+                _StatsColumn(table_column=Column(no_wrap=True)),
                 console=console,
                 transient=True,
+                expand=True,  # the bar takes what the text leaves: the ETA is never cut
             )
 
     def job(
@@ -198,8 +220,7 @@ class Display:
             job.description,
             total=job.total,
             unit=job.unit,
-            per=job.per,
-            rate_unit=job.rate_unit or job.unit,
+            job=job,
         )
 
     def _update(self, job: Job) -> None:
@@ -275,13 +296,9 @@ class _UnitColumn(ProgressColumn):
         return Text(task.fields.get("unit", ""), style="progress.download")
 
 
-class _RateColumn(ProgressColumn):
-    """``41 samples/s`` from rich's speed estimate, scaled by ``per``."""
+class _StatsColumn(ProgressColumn):
+    """Rate and ETA (or elapsed time) as the plain lines have them: from the job's first update,
+    so steps slower than rich's 30-second speed window still get both after the first one."""
 
     def render(self, task: Any) -> Text:
-        speed = task.finished_speed or task.speed
-        if not speed:
-            return Text("")
-        unit = task.fields.get("rate_unit") or "steps"
-        rate = _rate(speed * task.fields.get("per", 1.0))
-        return Text(f"{rate} {unit}/s", style="progress.data.speed")
+        return Text(task.fields["job"].stats(), style="progress.data.speed")

@@ -77,6 +77,28 @@ def test_on_a_terminal_a_bar_with_rate_and_eta():
     assert "epoch 1/3" in text and "10/10" in text and "samples/s" in text and "ETA" in text
 
 
+def test_on_a_terminal_slow_steps_get_rate_and_eta_after_the_first(monkeypatch):
+    """A batch a minute and a half (the default U-Net at 64^3 on 2 cores): rich's own speed
+    estimate needs two updates within 30 s and never shows one; the bar's rate and ETA come from
+    the first update, as the plain lines' do, and the elapsed time shows before any batch."""
+    from streamvol import progress as module
+
+    clock = [1000.0]
+    monkeypatch.setattr(module.time, "monotonic", lambda: clock[0])
+    console = Console(file=io.StringIO(), force_terminal=True, width=120)
+    with progress(console) as show:
+        job = show.job("epoch 1/2", 36, unit="batches", per=4, rate_unit="samples")
+        job(0, 36)
+        clock[0] += 40
+        column = module._StatsColumn()
+        task = show.bar.tasks[0]
+        assert column.render(task).plain == "40 s elapsed"
+        clock[0] += 55
+        job(1, 36)
+        assert column.render(task).plain == "0.0421 samples/s, ETA 55 min 25 s"
+        assert job.stats() == job.line().split("batches, ")[1]  # the same as the plain line
+
+
 @pytest.fixture(scope="module")
 def labelled(tmp_path_factory):
     """Sixteen labelled volumes (classes a and b), one crop each."""
@@ -105,11 +127,14 @@ def test_shard_train_evaluate_predict_print_progress_lines(labelled, tmp_path):
     train += ["--workers", "0", "--augment", "flips", "--runs", str(tmp_path), "--name", "r"]
     done = runner.invoke(app, train, env=EVERY)
     assert done.exit_code == 0, done.output
-    out = done.output
+    out, r = done.output, tmp_path / "r"
     for text in ("epoch 1/2: 1/", "epoch 2/2: 1/", "epoch 1/2 validation: 1/"):
         assert text in out, out
     assert "samples/s, ETA" in out and "validation of the best weights: " in out
     assert "epoch 2/2: train_loss " in out  # the epoch's summary line
+    start = out.splitlines()[0]  # what runs, before the first batch
+    assert start.startswith("simple_cnn for classification (") and "M parameters) on cpu" in start
+    assert start.endswith(f"float32: 2 batches of 4 an epoch, 2 epochs, 0 loader workers -> {r}")
 
     done = runner.invoke(app, ["evaluate", str(tmp_path / "r"), "--split", "test"], env=EVERY)
     assert done.exit_code == 0, done.output
