@@ -34,7 +34,7 @@ from rich.table import Column
 from rich.text import Text
 
 EVERY = 5.0  # seconds between plain lines
-__all__ = ["EVERY", "Display", "Job", "format_seconds", "plain_line", "progress", "rate_and_time"]
+__all__ = ["EVERY", "Display", "Job", "format_seconds", "plain_line", "progress"]
 
 
 def format_seconds(seconds: float) -> str:

@@ -116,7 +116,7 @@ def build_model(config: TrainConfig, task: Task) -> torch.nn.Module:
             "model",
             name,
             f"{name} gives a map per voxel, not a class per crop; classifiers: "
-            f"{', '.join(classifiers)}; or --task segmentation, on the set's masks",
+            f"{', '.join(classifiers)}; or --task segmentation where the set has masks",
         )
     if task.kind == "reconstruction":
         outputs = 1
