@@ -3,6 +3,7 @@ its markdown, which sections it skipped (the CUDA run itself needs a GPU machine
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -64,15 +65,17 @@ def test_dry_run_runs_every_section_on_the_cpu_without_an_error(tmp_path):
     assert {k: v["status"] for k, v in report["sections"].items()} == dict.fromkeys(
         ["tests", "routes", "augment", "feed"], "ok"
     )
-    assert _errors(report) == []
+    # MONAI is the bench extra, not a test dependency: without it, its rows say so, no more
+    monai = importlib.util.find_spec("monai") is not None
+    missing = "No module named 'monai'"
+    assert [e for e in _errors(report) if monai or missing not in e] == []
     tests = report["sections"]["tests"]["results"]["counts"]
     assert tests["failures"] == tests["errors"] == 0 and tests["tests"] > tests["skipped"]
     augment = report["sections"]["augment"]["results"]["rows"]
-    assert {r["library"] for r in augment if r.get("crops_per_s")} >= {
-        "streamvol (kornia geometry + torch)",
-        "kornia AugmentationSequential",
-        "MONAI (per crop)",
-    }
+    measured = {"streamvol (kornia geometry + torch)", "kornia AugmentationSequential"}
+    assert {r["library"] for r in augment if r.get("crops_per_s")} == (
+        measured | {"MONAI (per crop)"} if monai else measured
+    ) | {"noise field, torch int64 ops"}
     feed = report["sections"]["feed"]["results"]
     assert set(feed["trainers"]) == {"unet3d", "se_resnet3d"}
     assert all(t["samples_per_s"] > 0 for t in feed["trainers"].values())
