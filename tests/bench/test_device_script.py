@@ -1,5 +1,6 @@
 """``benchmarks/device.py`` on a machine without CUDA: it exits 0 at once and says, in its JSON and
-its markdown, which sections it skipped (the CUDA run itself needs a GPU machine)."""
+its markdown, which sections it skipped (the CUDA run itself needs a GPU machine); its dry run
+rehearses every section on the CPU without an error."""
 
 from __future__ import annotations
 
@@ -13,17 +14,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_device_script_without_cuda_skips_every_section_and_exits_0(tmp_path):
-    out = tmp_path / "device"
+def _device(out: Path, *args: str, timeout: float) -> subprocess.CompletedProcess:
+    """``python benchmarks/device.py --out OUT ARGS`` with CUDA hidden."""
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "device.py"), "--out", str(out)],
-        cwd=tmp_path,
+    return subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "device.py"), "--out", str(out), *args],
+        cwd=out.parent,
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
     )
+
+
+def test_device_script_without_cuda_skips_every_section_and_exits_0(tmp_path):
+    out = tmp_path / "device"
+    done = _device(out, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "no CUDA device" in done.stdout
     report = json.loads((out / "device.json").read_text())
@@ -51,15 +57,7 @@ def test_dry_run_runs_every_section_on_the_cpu_without_an_error(tmp_path):
     records an error (a trainer refused, a library call that no longer works) would be a
     wasted device run, so none may."""
     out = tmp_path / "dry"
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "device.py"), "--out", str(out), "--dry-run"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
+    done = _device(out, "--dry-run", timeout=400)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads((out / "device.json").read_text())
     assert {k: v["status"] for k, v in report["sections"].items()} == dict.fromkeys(
