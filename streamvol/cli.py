@@ -587,8 +587,8 @@ def _start_line(trainer) -> str:
     return (
         f"{model_name(config, trainer.task)} for {trainer.task.kind} ({params:.3g} M parameters) "
         f"on {trainer.device.type}, {amp}: {trainer.steps_per_epoch} batches of "
-        f"{config.batch_size} an epoch, {config.epochs} epochs{start}, {config.workers} loader "
-        f"workers -> {trainer.run_dir}"
+        f"{config.batch_size} an epoch, {config.epochs} epoch{'s' * (config.epochs != 1)}{start}, "
+        f"{config.workers} loader worker{'s' * (config.workers != 1)} -> {trainer.run_dir}"
     )
 
 
@@ -632,7 +632,8 @@ def _print_report(report: dict, run_dir: Path) -> None:
     if report.get("task") == "detection" and "per_type" in report:
         from streamvol.predict import format_score
 
-        out.print(f"{report['split']} ({len(report['experiments'])} tomograms, whole):")
+        n = len(report["experiments"])
+        out.print(f"{report['split']} ({n} tomogram{'s' * (n != 1)}, whole):")
         out.print(format_score(report), highlight=False)
     else:
         split = report.get("split", "val")

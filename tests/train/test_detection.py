@@ -36,7 +36,7 @@ TINY = {
 
 def test_run_chooses_thresholds_on_whole_validation_tomograms(pick_run):
     run, output = pick_run
-    assert "val (1 tomograms, whole)" in output and "score (weighted F-beta" in output
+    assert "val (1 tomogram, whole)" in output and "score (weighted F-beta" in output
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert all(0.0 <= line["val_czii"] <= 1.0 and line["val_loss"] > 0 for line in lines)
     choices = json.loads((run / "thresholds.json").read_text())
@@ -64,7 +64,7 @@ def test_evaluate_predicts_the_test_tomograms_whole(pick_run):
     header = (run / "test_picks.csv").read_text().splitlines()[0]
     assert header == "experiment,particle_type,x,y,z"
     result = CliRunner().invoke(app, ["evaluate", str(run), "--split", "test"])
-    assert result.exit_code == 0 and "test (1 tomograms, whole)" in result.output
+    assert result.exit_code == 0 and "test (1 tomogram, whole)" in result.output
 
 
 def test_resume_gives_the_same_weights(pick_project, tmp_path):
