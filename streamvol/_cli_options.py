@@ -123,7 +123,8 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("early_stopping", "Stop after N epochs without gain.", TRAINING),
     Opt(
         "metric",
-        "Validation metric that picks best.pt: auto (balanced_accuracy, dice, czii, r2 by task).",
+        "Validation metric that picks best.pt (a tie: the lower val_loss): auto "
+        "(balanced_accuracy, dice, czii, r2 by task).",
         TRAINING,
     ),
     Opt("max_steps_per_epoch", "At most N batches per epoch (quick trials).", TRAINING),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -64,6 +65,12 @@ def _mix(
 def _mean_over_ranks(ranks: distributed.Ranks, total: float, weight: float) -> float:
     total, weight = distributed.sum_all(ranks, total, weight)
     return total / max(weight, 1.0)
+
+
+def _lower_loss(values: dict[str, Any], earlier: list[dict[str, Any]]) -> bool:
+    """Whether ``values`` has a lower validation loss than the latest epoch marked best."""
+    best = next((h for h in reversed(earlier) if h.get("best")), {})
+    return values.get("val_loss", math.inf) < best.get("val_loss", math.inf)
 
 
 class Trainer:
@@ -479,6 +486,9 @@ class Trainer:
         return self.finish(val_progress)
 
     def _track(self, values: dict[str, Any]) -> bool:
+        """Whether this epoch's weights become best.pt: a higher validation metric, or the same
+        one with a lower validation loss (a saturated Dice or a discrete accuracy ties often).
+        Early stopping's patience counts epochs without a higher metric."""
         value = values.get(f"val_{self.metric}")
         if value is None:
             value = -values["train_loss"]  # no validation split: keep the lowest training loss
@@ -486,10 +496,12 @@ class Trainer:
             self.plateau.step(value)
         if self.best is None or value > self.best:
             self.best, self.stale = float(value), 0
-            values["best"] = True
-            return True
-        self.stale += 1
-        return False
+        else:
+            self.stale += 1
+            if not (value == self.best and _lower_loss(values, self.history[:-1])):
+                return False
+        values["best"] = True
+        return True
 
     def _append_metrics(self, values: dict[str, Any]) -> None:
         with open(self.run_dir / "metrics.jsonl", "a") as f:

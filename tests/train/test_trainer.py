@@ -94,6 +94,31 @@ def test_early_stopping_stops(blob_shards, tmp_path):
     assert len(report["history"]) < 8
 
 
+def test_best_pt_breaks_a_tied_metric_by_the_lower_validation_loss(
+    blob_shards, tmp_path, monkeypatch
+):
+    """A saturated Dice or a discrete accuracy ties often: the tied epoch with the lower
+    validation loss becomes best.pt, while early stopping still waits for a higher metric."""
+    scripted = iter(
+        [(0.5, 1.0), (0.5, 0.9), (0.5, 0.95), (0.5, 0.9), (0.75, 1.2), (0.75, 1.1), (0.5, 0.1)]
+    )
+    config = TrainConfig(shards=str(blob_shards), model="simple_cnn", epochs=7, **FAST)
+    trainer = Trainer(config, tmp_path / "tie")
+
+    def validate(progress=None):  # scripted epochs; finish() still scores best.pt for real
+        accuracy, loss = next(scripted)
+        return {"val_loss": loss, "val_balanced_accuracy": accuracy}
+
+    monkeypatch.setattr(trainer, "validate", validate)
+    trainer.fit()
+    lines = [
+        json.loads(line) for line in (tmp_path / "tie" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [e["epoch"] for e in lines if e.get("best")] == [1, 2, 5, 6]
+    assert torch.load(tmp_path / "tie" / "best.pt", weights_only=True)["epoch"] == 6
+    assert trainer.stale == 2  # epochs 6 and 7 gained no metric
+
+
 def test_evaluate_uses_the_validation_threshold_and_writes_plots(blob_shards, tmp_path):
     config = TrainConfig(shards=str(blob_shards), model="simple_cnn", epochs=4, **FAST)
     Trainer(config, tmp_path / "ev").fit()
