@@ -66,10 +66,10 @@ def gather_predictions(ranks: Ranks, out: dict[str, Any]) -> dict[str, Any]:
     dist.all_gather_object(parts, out)
     total = sum(p["loss"] * p["weights"].sum() for p in parts)
     weight = sum(p["weights"].sum() for p in parts)
-    return {
-        "scores": np.concatenate([p["scores"] for p in parts]),
-        "targets": np.concatenate([p["targets"] for p in parts]),
-        "weights": np.concatenate([p["weights"] for p in parts]),
-        "keys": [k for p in parts for k in p["keys"]],
-        "loss": float(total / max(weight, 1.0)),
+    joined: dict[str, Any] = {
+        name: np.concatenate([p[name] for p in parts])
+        for name, value in out.items()
+        if isinstance(value, np.ndarray)  # scores, targets, weights; segmentation's probs
     }
+    keys = [k for p in parts for k in p["keys"]]
+    return {**joined, "keys": keys, "loss": float(total / max(weight, 1.0))}

@@ -18,7 +18,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rank(rank: int, world: int, port: int, shards: str, run: str, out: str) -> None:
+def _rank(rank: int, world: int, port: int, options: dict, run: str, out: str) -> None:
     os.environ.update(
         RANK=str(rank),
         WORLD_SIZE=str(world),
@@ -31,7 +31,6 @@ def _rank(rank: int, world: int, port: int, shards: str, run: str, out: str) -> 
     from streamvol.train import TrainConfig, Trainer
 
     config = TrainConfig(
-        shards=shards,
         model="simple_cnn",
         epochs=2,
         batch_size=4,
@@ -40,6 +39,7 @@ def _rank(rank: int, world: int, port: int, shards: str, run: str, out: str) -> 
         warmup=0,
         lr=3e-3,
         device="cpu",
+        **options,
     )
     try:
         trainer = Trainer(config, run)
@@ -51,8 +51,8 @@ def _rank(rank: int, world: int, port: int, shards: str, run: str, out: str) -> 
             json.dump(
                 {
                     "digest": digest.hexdigest(),
-                    "ba": report["balanced_accuracy"],
                     "world": trainer.ranks.world_size,
+                    **{k: report.get(k) for k in ("balanced_accuracy", "roc_auc", "dice")},
                     "n": report["n_samples"],
                 },
                 f,
@@ -61,17 +61,31 @@ def _rank(rank: int, world: int, port: int, shards: str, run: str, out: str) -> 
         dist.destroy_process_group()
 
 
+def _spawn(options: dict, run, out) -> list[dict]:
+    mp.spawn(_rank, args=(2, _free_port(), options, str(run), str(out)), nprocs=2, join=True)
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+
+
 def test_two_ranks_train_in_step(blob_shards, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     run = tmp_path / "run"
-    mp.spawn(
-        _rank, args=(2, _free_port(), str(blob_shards), str(run), str(out)), nprocs=2, join=True
-    )
-    r0, r1 = (json.loads((out / f"rank{r}.json").read_text()) for r in range(2))
+    r0, r1 = _spawn({"shards": str(blob_shards)}, run, out)
     assert r0["world"] == r1["world"] == 2
     assert r0["digest"] == r1["digest"]  # DDP kept the replicas identical
-    assert r0["ba"] == r1["ba"] and r0["n"] == 12  # validation gathered from both ranks
+    assert r0["balanced_accuracy"] == r1["balanced_accuracy"]
+    assert r0["n"] == 12  # validation gathered from both ranks
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2  # written once per epoch
     state = torch.load(run / "best.pt", weights_only=True)
     assert "model" in state
+
+
+def test_two_ranks_score_segmentation_with_every_rank_s_probabilities(seg_folds, tmp_path):
+    """The gathered validation keeps the per-voxel probabilities: ROC AUC is defined."""
+    out = tmp_path / "out"
+    out.mkdir()
+    options = {"shards": str(seg_folds), "train_folds": (0, 1), "val_folds": (2,)}
+    r0, r1 = _spawn(options, tmp_path / "run", out)
+    assert r0["n"] == 2  # the fold's 2 crops, one from each rank
+    assert r0["roc_auc"] is not None and 0 <= r0["roc_auc"] <= 1
+    assert (r0["roc_auc"], r0["dice"]) == (r1["roc_auc"], r1["dice"])
