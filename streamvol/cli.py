@@ -666,7 +666,8 @@ def evaluate(
     ] = 600.0,
     storage_options: StorageOption = None,
 ) -> None:
-    """Score a trained run on a split: metrics, ROC and PR curves, confusion matrices.
+    """Score a trained run on a split: metrics, ROC and PR curves, confusion matrices, or
+    segmentation's crops from the worst to the best Dice.
 
     Detection runs predict the split's tomograms whole and report the CZII F-beta per type.
     """

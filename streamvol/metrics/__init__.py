@@ -23,6 +23,7 @@ from streamvol.metrics.plots import (
     plot_pr,
     plot_reconstructions,
     plot_roc,
+    plot_segmentations,
     plot_thresholds,
 )
 from streamvol.metrics.segmentation import segmentation_report
@@ -46,6 +47,7 @@ __all__ = [
     "plot_pr",
     "plot_reconstructions",
     "plot_roc",
+    "plot_segmentations",
     "plot_thresholds",
     "points_by_type",
     "segmentation_report",

@@ -1,4 +1,5 @@
-"""PNG plots of a run: training curves, ROC and PR curves, confusion matrices, CV ROC.
+"""PNG plots of a run: training curves, ROC and PR curves, confusion matrices, CV ROC,
+segmentations, picks and reconstructions.
 
 Figures are made with ``matplotlib.figure.Figure`` and the Agg canvas, never through
 ``pyplot``: no global figure registry to leak into, nothing to close, safe beside a GUI
@@ -337,6 +338,73 @@ def plot_reconstructions(
             ax.set_yticks([])
             if i == 0:
                 ax.set_title(label, fontsize="medium")
+    fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def plot_segmentations(
+    images: Any,
+    targets: Any,
+    predictions: Any,
+    path: str | os.PathLike[str],
+    *,
+    dice: Sequence[float],
+    class_names: Sequence[str],
+    title: str = "segmentations",
+) -> Path:
+    """One row per crop: the image, the true mask and the predicted one over it, each a 2D
+    slice ((N, H, W) arrays; masks are class ids, 0 the background); ``dice`` labels each
+    row. One grey scale for all images; one colour per foreground class, the same in every
+    panel, named in the legend."""
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    img = as_numpy(images, "images").astype(np.float64)
+    masks = [as_numpy(targets, "targets"), as_numpy(predictions, "predictions")]
+    if img.ndim != 3 or len(img) == 0:
+        raise BadInput(f"images: expected (N, H, W) slices, N > 0, got shape {img.shape}")
+    for m, name in zip(masks, ("targets", "predictions"), strict=True):
+        if m.shape != img.shape:
+            raise ShapeMismatch(f"{name}: expected the images' shape {img.shape}, got {m.shape}")
+    if len(dice) != len(img):
+        raise ShapeMismatch(f"dice: expected {len(img)} values (one per crop), got {len(dice)}")
+    n, n_classes = len(img), len(class_names)
+    colours = [c["color"] for c in _color_cycle()]
+    cmap = ListedColormap([colours[(k - 1) % len(colours)] for k in range(1, max(n_classes, 2))])
+    lo, hi = np.percentile(img, [1, 99])  # one grey scale: a crop of background looks dark
+    fig = _figure(figsize=(7.2, 2.4 * n + 0.9))
+    for i in range(n):
+        for j, (mask, label) in enumerate(
+            ((None, "image"), (masks[0][i], "truth"), (masks[1][i], "prediction"))
+        ):
+            ax = fig.add_subplot(n, 3, 3 * i + j + 1)
+            ax.imshow(img[i], cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1)
+            if mask is not None:
+                shown = np.ma.masked_where(mask <= 0, mask)
+                ax.imshow(
+                    shown,
+                    cmap=cmap,
+                    vmin=1,
+                    vmax=max(n_classes - 1, 1),
+                    alpha=0.45,
+                    interpolation="nearest",
+                )
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(label, fontsize="medium")
+            if j == 0:
+                ax.set_ylabel(f"Dice {dice[i]:.3f}", fontsize="small")
+    handles = [
+        Patch(color=cmap(k - 1), alpha=0.6, label=class_names[k]) for k in range(1, n_classes)
+    ]
+    if handles:
+        fig.legend(
+            handles=handles,
+            loc="outside lower center",
+            ncols=min(len(handles), 4),
+            fontsize="small",
+        )
     fig.suptitle(title)
     return save_figure(fig, path)
 

@@ -35,10 +35,11 @@ def predict_batches(
     """Run ``model`` over batches; return scores, targets, weights, keys and the mean loss.
 
     Classification scores are probabilities ((N,) positive class when binary, else (N, C));
-    segmentation keeps the predicted labels (N, D, H, W) as ``scores`` and the probabilities
-    as ``probs`` (float16: (N, D, H, W) of the foreground for two classes, else (N, C, D, H,
-    W)). ``tta`` (``flips``, ``rot90z``, ``all``; True: ``flips``) averages the probabilities
-    of the transformed crops, each segmentation map turned back first (``streamvol.train.tta``).
+    segmentation keeps the predicted labels (N, D, H, W) as ``scores``, the probabilities as
+    ``probs`` (float16: (N, D, H, W) of the foreground for two classes, else (N, C, D, H, W))
+    and the images' middle z slices as ``slices`` (N, H, W), for the plot. ``tta``
+    (``flips``, ``rot90z``, ``all``; True: ``flips``) averages the probabilities of the
+    transformed crops, each segmentation map turned back first (``streamvol.train.tta``).
     Targets are -1 where the shards hold none (unlabelled crops; no loss then).
     """
     from streamvol.train import tta as tta_mod
@@ -47,7 +48,7 @@ def predict_batches(
     model.eval()
     binary = task.binary
     segmentation = task.kind == "segmentation"
-    scores, targets, weights, keys, probs_all = [], [], [], [], []
+    scores, targets, weights, keys, probs_all, slices = [], [], [], [], [], []
     loss_sum, weight_sum = 0.0, 0.0
     for batch in batches:
         x = batch["image"]
@@ -73,6 +74,7 @@ def predict_batches(
             scores.append(labels.cpu().numpy())
             kept = probs[:, -1] if probs.shape[1] <= 2 else probs
             probs_all.append(kept.to(torch.float16).cpu().numpy())
+            slices.append(x[:, 0, x.shape[2] // 2].float().cpu().numpy())
         else:
             scores.append(probs.cpu().numpy())
         if target is None:
@@ -93,6 +95,7 @@ def predict_batches(
     }
     if probs_all:
         out["probs"] = np.concatenate(probs_all)
+        out["slices"] = np.concatenate(slices)
     return out
 
 
@@ -190,11 +193,14 @@ def write_report(
     plots = {}
     if trainer.history and split is None:  # after training; evaluation keeps the run's curves
         plots["curves"] = str(plot_curves(trainer.history, run))
+    keep = out["weights"] > 0
+    names = list(task.class_names)
+    what = f"{run.name}, {report['split']} split{f' with {_TTA_WORDS[kind]}' if kind else ''}"
+    what += f" ({int(keep.sum())} samples)"
+    if task.kind == "segmentation":
+        path = run / f"{prefix}_segmentations.png"
+        plots["segmentations"] = str(_plot_segmentations(out, report, path, what))
     if task.kind == "classification":
-        keep = out["weights"] > 0
-        names = list(task.class_names)
-        what = f"{run.name}, {report['split']} split{f' with {_TTA_WORDS[kind]}' if kind else ''}"
-        what += f" ({int(keep.sum())} samples)"
         if len(np.unique(out["targets"][keep])) > 1:
             curves = (("roc", plot_roc, "ROC"), ("pr", plot_pr, "precision-recall"))
             for name, plot, label in curves:
@@ -220,6 +226,36 @@ def write_report(
     report["plots"] = plots
     write_json_atomic(run / f"{prefix}_report.json", report)
     return report
+
+
+def _plot_segmentations(out: dict[str, Any], report: dict[str, Any], path: Path, what: str) -> Path:
+    """Up to 6 crops, from the worst foreground Dice to the best, their middle z slices."""
+    from streamvol.metrics import plot_segmentations
+
+    kept = np.flatnonzero(out["weights"] > 0)
+    per = np.asarray(report["per_sample_dice"], dtype=np.float64)  # (kept, C); class 0: background
+    dice = per[:, 1:].mean(axis=1) if per.shape[1] > 1 else per[:, 0]
+    rows = spread_by_rank(dice, 6)
+    mid = out["targets"].shape[1] // 2
+    at = kept[rows]
+    return plot_segmentations(
+        out["slices"][at],
+        out["targets"][at, mid],
+        out["scores"][at, mid],
+        path,
+        dice=dice[rows].tolist(),
+        class_names=report["class_names"],
+        title=f"{what}: middle z slices, worst to best Dice",
+    )
+
+
+def spread_by_rank(values: Any, n: int) -> np.ndarray:
+    """Indices of ``n`` of ``values`` (all when fewer) evenly spread over their ranks, from the
+    lowest value to the highest: the worst, typical and best cases to look at."""
+    order = np.argsort(np.asarray(values), kind="stable")
+    if len(order) <= n:
+        return order
+    return order[np.linspace(0, len(order) - 1, n).round().astype(int)]
 
 
 _TTA_WORDS = {

@@ -164,3 +164,23 @@ def test_compare_and_reconstruction_plots_are_pngs(tmp_path):
     x = rng.normal(size=(3, 1, 5, 8, 8))
     path = plot_reconstructions(x, x * 0.5, x, tmp_path / "r.png")
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_segmentation_plot_is_a_png_and_refuses_mismatched_slices(tmp_path):
+    from streamvol.metrics import plot_segmentations
+
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(3, 12, 10))
+    truth = rng.integers(0, 3, (3, 12, 10))
+    names = ["background", "cell", "nucleus"]
+    path = plot_segmentations(images, truth, truth, tmp_path / "s.png", dice=[1, 1, 1],
+                              class_names=names)  # fmt: skip
+    assert_png(path)
+    with pytest.raises(
+        ShapeMismatch, match=r"predictions: expected the images' shape \(3, 12, 10\)"
+    ):
+        plot_segmentations(images, truth, truth[:, :6], tmp_path / "x.png", dice=[1, 1, 1],
+                           class_names=names)  # fmt: skip
+    with pytest.raises(ShapeMismatch, match="dice: expected 3 values"):
+        plot_segmentations(images, truth, truth, tmp_path / "x.png", dice=[1], class_names=names)
+    assert not (tmp_path / "x.png").exists()
