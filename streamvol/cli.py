@@ -281,9 +281,10 @@ def shard(
     """Plan crops and write WebDataset tar shards with a manifest (dask, lazy crops).
 
     Crops are read from the volumes only when their shard is written; a rerun skips finished
-    shards; a different command into a non-empty folder is refused unless --overwrite. One
-    writer per folder (a lock file names it); output that would not fit the disk (or
-    --max-bytes) is refused before anything is written.
+    shards whose inputs (crops, classes, source files) are unchanged; a different command into
+    a non-empty folder is refused unless --overwrite. One writer per folder (a lock file names
+    it); output that would not fit the disk (or --max-bytes) is refused before anything is
+    written.
     """
     import shlex
     import sys

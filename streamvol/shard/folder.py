@@ -1,21 +1,27 @@
 """The output folder of a local run: refuse it, resume in it, or start afresh (``claim_folder``).
 
 A folder is ours when it is empty or holds a set made by the same configuration (its digest,
-recorded under ``STATE`` while a run is in progress and in the manifest after); finished shards
-whose sha256 still matches their record are kept, everything else is rewritten. The caller holds
-the folder's writer lock (``streamvol.shard.lock``) around all of it.
+recorded under ``STATE`` while a run is in progress and in the manifest after). A finished
+shard is kept when its sha256 still matches its record and it was made from the same inputs
+(``shard_inputs``: its planned crops, the class names, and the size and modification time of
+every file of its sources); everything else is rewritten, so a rerun after a mask, a pick file
+or a volume changed rewrites the shards that read them, and only those. The caller holds the
+folder's writer lock (``streamvol.shard.lock``) around all of it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterable
-from dataclasses import asdict
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from streamvol.errors import ShardError
 from streamvol.shard.config import ShardConfig
@@ -23,7 +29,12 @@ from streamvol.shard.lock import LOCK
 from streamvol.shard.manifest import MANIFEST, read_manifest, shard_records, write_json_atomic
 from streamvol.shard.write import ShardRecord, file_sha256
 
-__all__ = ["STATE", "claim_folder", "publish"]
+if TYPE_CHECKING:
+    from streamvol.shard.plan import Crop
+    from streamvol.shard.regions import Tile
+    from streamvol.shard.sources import Prepared
+
+__all__ = ["STATE", "claim_folder", "publish", "shard_inputs"]
 
 # while a run is in progress: its configuration, and each finished shard with its record; the
 # shards move into the folder (``publish``) once all are written, so a run that stops on bad
@@ -32,9 +43,10 @@ STATE = ".streamvol"
 
 
 def claim_folder(
-    out: Path, config: ShardConfig, overwrite: bool, planned: set[str]
+    out: Path, config: ShardConfig, overwrite: bool, planned: dict[str, str]
 ) -> dict[str, ShardRecord]:
-    """Make ``out`` ours; return the records of shards already finished and intact."""
+    """Make ``out`` ours; return the records of shards already finished, intact and made from
+    the inputs ``planned`` (shard name -> ``shard_inputs``) gives them."""
     digest = config.digest()
     previous = _previous_digest(out)
     if any(p.name != LOCK for p in out.iterdir()) and previous != digest:
@@ -47,17 +59,59 @@ def claim_folder(
         _clear(out)
     state = out / STATE
     state.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(state / "config.json", {"digest": digest, "config": asdict(config)})
+    write_json_atomic(
+        state / "config.json", {"digest": digest, "config": dataclasses.asdict(config)}
+    )
     records = _known_records(out)
     finished = {}
     for name, rec in records.items():
         path = state / name if (state / name).is_file() else out / name
         intact = path.is_file() and path.stat().st_size == rec["bytes"] and "checksums" in rec
-        if name in planned and intact and file_sha256(path) == rec["sha256"]:
+        same = rec.get("inputs") == planned.get(name)
+        if name in planned and same and intact and file_sha256(path) == rec["sha256"]:
             finished[name] = ShardRecord.from_json(rec)
     for stale in [*out.glob("*.tar.partial"), *state.glob("*.tar.partial")]:
         stale.unlink()
     return finished
+
+
+def shard_inputs(
+    prepared: Prepared, jobs: Sequence[tuple[str, Sequence[Crop | Tile]]], dtype: str
+) -> dict[str, str]:
+    """Each shard's inputs as one sha256: its crops or regions (keys, classes, picks), the
+    class names, the files of each source it reads (path, size, modification time of every
+    file of the volume, mask and picks) and, for uint8 storage, the set's percentiles."""
+    files = {
+        m["id"]: _files_digest([m["path"], m["mask"], *m["points"]]) for m in prepared.source_meta
+    }
+    common = [list(prepared.plan.class_names), prepared.stats if dtype == "uint8" else None]
+    inputs = {}
+    for name, items in jobs:
+        h = hashlib.sha256(json.dumps(common, default=float).encode())
+        for item in items:
+            points = getattr(item, "points", None)
+            fields = {f.name: getattr(item, f.name) for f in dataclasses.fields(item)}
+            fields.pop("points", None)
+            h.update(json.dumps(fields, sort_keys=True, default=int).encode())
+            if points is not None:
+                h.update(np.ascontiguousarray(points).tobytes())
+        for source in sorted({item.source for item in items}):
+            h.update(f"{source}:{files[source]}".encode())
+        inputs[name] = h.hexdigest()
+    return inputs
+
+
+def _files_digest(paths: Iterable[str | None]) -> str:
+    """sha256 of the path, size and modification time of every file under ``paths``."""
+    entries = []
+    for path in filter(None, paths):
+        root = Path(path)
+        walk = [(str(root.parent), [], [root.name])] if root.is_file() else os.walk(root)
+        for folder, _, names in walk:
+            for name in names:
+                st = os.stat(os.path.join(folder, name))
+                entries.append((os.path.join(folder, name), st.st_size, st.st_mtime_ns))
+    return hashlib.sha256(json.dumps(sorted(entries)).encode()).hexdigest()
 
 
 def publish(out: Path, names: Iterable[str]) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,11 +33,17 @@ def dask_context(workers: int | None, processes: bool, scheduler: str | None) ->
 
 
 def _task_write(
-    out: Path, name: str, crops: list[Crop], sources: dict[str, ShardSource], encoding: Encoding
+    out: Path,
+    name: str,
+    crops: list[Crop],
+    sources: dict[str, ShardSource],
+    encoding: Encoding,
+    inputs: str,
 ) -> ShardRecord:
-    """One dask task: write a shard under ``STATE``, then leave its record so a crashed run can
-    resume."""
+    """One dask task: write a shard under ``STATE``, then leave its record (with ``inputs``,
+    what it was made from) so a crashed run can resume."""
     record = write_shard(out / STATE / name, crops, sources, encoding)
+    record = dataclasses.replace(record, inputs=inputs)
     write_json_atomic(out / STATE / f"{name}.json", record.to_json())
     return record
 
@@ -48,8 +55,10 @@ def run_tasks(
     encoding: Encoding,
     client: Any,
     done: Callable[[ShardRecord], None],
+    inputs: dict[str, str],
 ) -> None:
-    """Run one dask task per shard; ``done(record)`` is called as each shard finishes."""
+    """Run one dask task per shard; ``done(record)`` is called as each shard finishes;
+    ``inputs``: each shard's ``folder.shard_inputs``, kept in its record."""
     used = {c.source for _, crops in todo for c in crops}
     sources = {k: v for k, v in sources.items() if k in used}
     if client is not None:
@@ -57,7 +66,9 @@ def run_tasks(
 
         shared = client.scatter(sources, broadcast=True)
         futures = [
-            client.submit(_task_write, out, name, crops, shared, encoding, key=f"shard-{name}")
+            client.submit(
+                _task_write, out, name, crops, shared, encoding, inputs[name], key=f"shard-{name}"
+            )
             for name, crops in todo
         ]
         for future in as_completed(futures):
@@ -74,7 +85,9 @@ def run_tasks(
     # not compute them (whole volumes) as task inputs.
     shared = dask.delayed(sources, traverse=False)
     tasks = [  # named by their shard: dask runs them in the shards' order
-        dask.delayed(_task_write)(out, name, crops, shared, encoding, dask_key_name=f"shard-{name}")
+        dask.delayed(_task_write)(
+            out, name, crops, shared, encoding, inputs[name], dask_key_name=f"shard-{name}"
+        )
         for name, crops in todo
     ]
     with _Done():

@@ -30,7 +30,7 @@ import dask
 from streamvol.errors import ShardError
 from streamvol.shard.assemble import build_manifest
 from streamvol.shard.config import ShardConfig, parse_config, parse_size, parse_voxel_size
-from streamvol.shard.folder import STATE, claim_folder, publish
+from streamvol.shard.folder import STATE, claim_folder, publish, shard_inputs
 from streamvol.shard.jobs import assign_shards, check_room, split_items
 from streamvol.shard.lock import folder_lock
 from streamvol.shard.manifest import (
@@ -178,7 +178,8 @@ def _write_all(
         high=prepared.stats["p99_5"] if prepared.stats else 1.0,
         summarise=prepared.stats is None,
     )
-    finished = claim_folder(out, config, overwrite, {name for name, _ in jobs})
+    inputs = shard_inputs(prepared, jobs, config.dtype)
+    finished = claim_folder(out, config, overwrite, inputs)
     records = dict(finished)
     todo = [(name, crops) for name, crops in jobs if name not in finished]
     if progress:
@@ -189,7 +190,7 @@ def _write_all(
         if progress:
             progress(len(records), len(jobs))
 
-    run_tasks(todo, out, prepared.sources, encoding, client, done)
+    run_tasks(todo, out, prepared.sources, encoding, client, done, inputs)
     publish(out, records)
     return records, set(finished)
 

@@ -67,6 +67,7 @@ class ShardRecord:
     offsets: tuple[int, ...]  # byte offset of each sample's first member header
     checksums: tuple[tuple[str, ...], ...]  # per sample, ``member_checksum`` of each member
     units: tuple[int, ...] | None = None  # region sets: crops an epoch draws from each region
+    inputs: str = ""  # ``folder.shard_inputs``: what the shard was made from, for a rerun
     # region sets, ``Encoding.summarise``: each region's core, ``manifest.checked_summary``;
     # handed to the run for the set's statistics, never saved
     intensity: tuple[Summary, ...] = field(default=(), compare=False, repr=False)
@@ -82,6 +83,7 @@ class ShardRecord:
             tuple(rec["offsets"]),
             tuple(tuple(c) for c in rec["checksums"]),
             tuple(rec["units"]) if rec.get("units") is not None else None,
+            rec.get("inputs", ""),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -96,6 +98,8 @@ class ShardRecord:
         }
         if self.units is not None:
             record["units"] = list(self.units)
+        if self.inputs:
+            record["inputs"] = self.inputs
         return record
 
 

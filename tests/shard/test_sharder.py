@@ -255,6 +255,47 @@ def test_different_command_is_refused_without_overwrite(tmp_path):
     assert verify(out) == []
 
 
+def test_a_rerun_rewrites_the_shards_whose_sources_changed_and_only_those(tmp_path):
+    """The same command after a mask was corrected must not keep shards of the old mask."""
+    rng = np.random.default_rng(5)
+    src = tmp_path / "stacks"
+    src.mkdir()
+    masks = {}
+    for name in ("a", "b"):
+        tifffile.imwrite(src / f"{name}.tif", rng.normal(size=(8, 16, 16)).astype(np.float32))
+        masks[name] = (rng.uniform(size=(8, 16, 16)) > 0.5).astype(np.uint8)
+        tifffile.imwrite(src / f"{name}_mask.tif", masks[name])
+    config = parse_config([src], crop="8,16,16", context=0, split="1", shard_size=1)
+    out = tmp_path / "out"
+    first = shard(config, out)
+    tars = {next(iter_tar(out / t))["__key__"][0]: out / t for t in first.written}
+    assert sorted(tars) == ["a", "b"]
+    assert shard(config, out).skipped == sorted(first.written)  # unchanged: a rerun resumes
+    kept = tars["a"].read_bytes()
+    tifffile.imwrite(src / "b_mask.tif", 1 - masks["b"])  # same size, new voxels
+    result = shard(config, out)
+    assert result.written == [tars["b"].name] and result.skipped == [tars["a"].name]
+    assert np.array_equal(next(iter_tar(tars["b"]))["mask.npy"], 1 - masks["b"])
+    assert tars["a"].read_bytes() == kept
+    assert verify(out) == []
+    assert shard(config, out).skipped == sorted(first.written)
+
+
+def test_a_rerun_after_a_class_table_edit_rewrites_the_relabelled_shard(tmp_path):
+    src = _many_sources(tmp_path, n=3)
+    table = src / "classes.csv"
+    table.write_text("sample,class\nv0,round\nv1,flat\nv2,round\n")
+    config = parse_config([src], crop="8,16,16", context=0, split="1", shard_size=1)
+    out = tmp_path / "out"
+    first = shard(config, out)
+    table.write_text("sample,class\nv0,flat\nv1,flat\nv2,round\n")  # v0 relabelled
+    result = shard(config, out)
+    assert len(result.written) == 1 and len(result.skipped) == 2
+    sample = next(iter_tar(out / result.written[0]))
+    assert sample["__key__"].startswith("v0_") and sample["cls"] == 0  # flat, sorted first
+    assert sorted(result.written + result.skipped) == sorted(first.written)
+
+
 def test_foreign_folder_is_refused(tmp_path):
     src = _many_sources(tmp_path)
     out = tmp_path / "out"
