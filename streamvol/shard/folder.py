@@ -12,12 +12,12 @@ folder's writer lock (``streamvol.shard.lock``) around all of it.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,9 +59,7 @@ def claim_folder(
         _clear(out)
     state = out / STATE
     state.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(
-        state / "config.json", {"digest": digest, "config": dataclasses.asdict(config)}
-    )
+    write_json_atomic(state / "config.json", {"digest": digest, "config": asdict(config)})
     records = _known_records(out)
     finished = {}
     for name, rec in records.items():
@@ -90,9 +88,8 @@ def shard_inputs(
         h = hashlib.sha256(json.dumps(common, default=float).encode())
         for item in items:
             points = getattr(item, "points", None)
-            fields = {f.name: getattr(item, f.name) for f in dataclasses.fields(item)}
-            fields.pop("points", None)
-            h.update(json.dumps(fields, sort_keys=True, default=int).encode())
+            described = {f.name: getattr(item, f.name) for f in fields(item) if f.name != "points"}
+            h.update(json.dumps(described, sort_keys=True, default=int).encode())
             if points is not None:
                 h.update(np.ascontiguousarray(points).tobytes())
         for source in sorted({item.source for item in items}):
@@ -104,14 +101,18 @@ def shard_inputs(
 def _files_digest(paths: Iterable[str | None]) -> str:
     """sha256 of the path, size and modification time of every file under ``paths``."""
     entries = []
-    for path in filter(None, paths):
-        root = Path(path)
-        walk = [(str(root.parent), [], [root.name])] if root.is_file() else os.walk(root)
-        for folder, _, names in walk:
-            for name in names:
-                st = os.stat(os.path.join(folder, name))
-                entries.append((os.path.join(folder, name), st.st_size, st.st_mtime_ns))
+    for path in _files(filter(None, paths)):
+        st = os.stat(path)
+        entries.append((path, st.st_size, st.st_mtime_ns))
     return hashlib.sha256(json.dumps(sorted(entries)).encode()).hexdigest()
+
+
+def _files(roots: Iterable[str]) -> Iterator[str]:
+    for root in roots:
+        if os.path.isfile(root):
+            yield root
+        for folder, _, names in os.walk(root):  # nothing for a file
+            yield from (os.path.join(folder, name) for name in names)
 
 
 def publish(out: Path, names: Iterable[str]) -> None:
