@@ -855,8 +855,20 @@ def compare(
 
 @app.command()
 def score(
-    pred: Annotated[Path, typer.Argument(help="Predicted picks: a copick project or picks.csv.")],
-    ref: Annotated[Path, typer.Argument(help="Reference picks: a copick project or picks.csv.")],
+    pred: Annotated[
+        Path,
+        typer.Argument(
+            help="Predicted picks (a copick project or picks.csv), or the folder `streamvol "
+            "predict` wrote for a segmentation run."
+        ),
+    ],
+    ref: Annotated[
+        Path,
+        typer.Argument(
+            help="Reference picks (a copick project or picks.csv), or, for label volumes, the "
+            "masks (sample folders, <stem>_mask volumes: any layout shard reads)."
+        ),
+    ],
     out: Annotated[Path, typer.Option(help="JSON report to write.")] = Path("score.json"),
     user: Annotated[
         str | None, typer.Option(help="Only PRED's copick pick files of this user_id.")
@@ -864,12 +876,27 @@ def score(
     beta: Annotated[float, typer.Option(help="F-beta's beta (CZII: 4).")] = 4.0,
 ) -> None:
     """CZII F-beta of picks against reference picks: per type TP, FP, FN, precision, recall,
-    F-beta, and the weighted score (a reference is found within half its radius)."""
-    from streamvol.predict import format_score, score_picks
+    F-beta, and the weighted score (a reference is found within half its radius). Label
+    volumes against masks: Dice and IoU per class, per volume and over all voxels."""
+    from streamvol.predict import format_label_score, format_score, is_label_prediction
 
-    report = score_picks(pred, ref, out=out, user=user, beta=beta)
-    _out().print(format_score(report), highlight=False)
-    _out().print(f"report: {out}")
+    out_console = _out()
+    if is_label_prediction(pred):
+        from streamvol.predict import score_labels
+
+        report = score_labels(pred, ref, out=out)
+        out_console.print(format_label_score(report), highlight=False)
+        if report["unscored"]:
+            console.print(
+                f"[yellow]no mask in {ref} for: {', '.join(report['unscored'])}[/]",
+                highlight=False,
+            )
+    else:
+        from streamvol.predict import score_picks
+
+        report = score_picks(pred, ref, out=out, user=user, beta=beta)
+        out_console.print(format_score(report), highlight=False)
+    out_console.print(f"report: {out}")
 
 
 @app.command()

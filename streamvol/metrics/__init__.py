@@ -26,7 +26,7 @@ from streamvol.metrics.plots import (
     plot_segmentations,
     plot_thresholds,
 )
-from streamvol.metrics.segmentation import segmentation_report
+from streamvol.metrics.segmentation import confusion_counts, dice_iou, segmentation_report
 from streamvol.metrics.threshold import sweep_threshold
 
 __all__ = [
@@ -34,6 +34,8 @@ __all__ = [
     "ParticleType",
     "best_threshold",
     "classification_report",
+    "confusion_counts",
+    "dice_iou",
     "fbeta_from_counts",
     "format_table",
     "match_points",

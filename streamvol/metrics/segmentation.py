@@ -85,16 +85,16 @@ def segmentation_report(
     p, t = p[keep], t[keep]
 
     counts = np.stack(
-        [_confusion(pi, ti, num_classes, ignore_index) for pi, ti in zip(p, t, strict=True)]
+        [confusion_counts(pi, ti, num_classes, ignore_index) for pi, ti in zip(p, t, strict=True)]
     )
-    per_dice, per_iou = _scores(counts)  # (N, C) each
+    per_dice, per_iou = dice_iou(counts)  # (N, C) each
     if reduction == "sample":
         dice = np.average(per_dice, axis=0, weights=w)
         iou = np.average(per_iou, axis=0, weights=w)
     else:
         sample_w = np.ones(len(counts)) if w is None else w
         total = np.tensordot(sample_w, counts, axes=1)[None]
-        dice, iou = (a[0] for a in _scores(total))
+        dice, iou = (a[0] for a in dice_iou(total))
     fg = [k for k in range(num_classes) if k != background]
     sample_w = np.ones(len(counts)) if w is None else w
     sens, spec = _voxel_rates(np.tensordot(sample_w, counts, axes=1))
@@ -206,8 +206,11 @@ def _batched(x: np.ndarray, name: str) -> np.ndarray:
     return x
 
 
-def _confusion(p: np.ndarray, t: np.ndarray, c: int, ignore_index: int | None) -> np.ndarray:
-    """(C, C) voxel counts, rows target class, columns predicted class."""
+def confusion_counts(
+    p: np.ndarray, t: np.ndarray, c: int, ignore_index: int | None = None
+) -> np.ndarray:
+    """(C, C) voxel counts of labels ``p`` against ``t``, rows target class, columns predicted
+    class; summed over blocks of a volume, they score it whole (``dice_iou``)."""
     p, t = p.reshape(-1), t.reshape(-1)
     if ignore_index is not None:
         valid = t != ignore_index
@@ -217,7 +220,7 @@ def _confusion(p: np.ndarray, t: np.ndarray, c: int, ignore_index: int | None) -
     return np.bincount(t * c + p, minlength=c * c).reshape(c, c).astype(np.float64)
 
 
-def _scores(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def dice_iou(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Dice and IoU of (..., C, C) confusion counts; 1.0 where a class is in neither."""
     inter = np.diagonal(counts, axis1=-2, axis2=-1)
     size_sum = counts.sum(axis=-2) + counts.sum(axis=-1)  # |pred| + |target|

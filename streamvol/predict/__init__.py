@@ -1,6 +1,6 @@
 """Predict: sliding windows over whole volumes with blending and TTA; peaks per particle type ->
 picks in Angstrom (copick JSON, CSV); label and probability volumes as OME-Zarr; and the CZII
-score of picks against reference picks."""
+score of picks against reference picks, or of label volumes against masks (Dice, IoU)."""
 
 from streamvol.predict._peaks import METHODS, find_peaks
 from streamvol.predict._run import (
@@ -12,6 +12,12 @@ from streamvol.predict._run import (
     split_sources,
 )
 from streamvol.predict._score import format_score, load_picks, particle_table, score_picks
+from streamvol.predict._score_labels import (
+    format_label_score,
+    is_label_prediction,
+    score_labels,
+    volume_counts,
+)
 from streamvol.predict._window import (
     TTA_KINDS,
     Window,
@@ -38,8 +44,10 @@ __all__ = [
     "Window",
     "count_windows",
     "find_peaks",
+    "format_label_score",
     "format_score",
     "importance_map",
+    "is_label_prediction",
     "load_choices",
     "load_picks",
     "parse_tta",
@@ -47,10 +55,12 @@ __all__ = [
     "picks_path",
     "predict_volumes",
     "resolve_sources",
+    "score_labels",
     "score_picks",
     "sliding_window",
     "split_sources",
     "tta_transforms",
+    "volume_counts",
     "window_starts",
     "write_copick_config",
     "write_copick_picks",

@@ -382,6 +382,7 @@ def predict_volumes(
         {
             "run": str(run),
             "task": predictor.task.kind,
+            "class_names": list(predictor.class_names),
             "window": asdict(window),
             "device": str(predictor.device),
             "seconds": time.perf_counter() - started,

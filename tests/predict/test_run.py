@@ -7,6 +7,7 @@ import csv
 import json
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from streamvol.cli import app
@@ -116,6 +117,33 @@ def test_segmentation_run_writes_ome_zarr_volumes(tmp_path):
     np.testing.assert_allclose(p.sum(0), 1.0, atol=2e-3)  # softmax, stored as float16
     clear = np.abs(p[1] - p[0]) > 0.01  # float16 ties aside, labels are the argmax
     np.testing.assert_array_equal(np.asarray(labels.data)[clear], p.argmax(0)[clear])
+    assert summary["class_names"] == ["background", "foreground"]
+
+    # streamvol score: each volume's Dice per class is scikit-learn's F1 over its voxels
+    from sklearn.metrics import f1_score, jaccard_score
+
+    result = CliRunner().invoke(
+        app, ["score", str(tmp_path / "out"), str(data), "--out", str(tmp_path / "s.json")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Dice per class" in result.output and "mean over the foreground" in result.output
+    report = json.loads((tmp_path / "s.json").read_text())
+    assert (
+        sorted(report["experiments"]) == sorted(summary["experiments"]) and not report["unscored"]
+    )
+    every_p, every_t = [], []
+    for name, row in report["experiments"].items():
+        p = np.asarray(open_volume(tmp_path / "out" / name / "labels.ome.zarr").data).ravel()
+        t = np.asarray(open_volume(data / name / "mask").data).ravel()
+        every_p.append(p)
+        every_t.append(t)
+        f1 = f1_score(t, p, labels=[0, 1], average=None, zero_division=1.0)
+        assert list(row["dice"].values()) == pytest.approx(f1.tolist())
+        assert row["voxels"] == t.size
+    p, t = np.concatenate(every_p), np.concatenate(every_t)
+    overall = report["overall"]
+    assert overall["mean_dice"] == pytest.approx(f1_score(t, p, zero_division=1.0))
+    assert overall["mean_iou"] == pytest.approx(jaccard_score(t, p, zero_division=1.0))
 
 
 def test_memory_does_not_grow_with_the_number_of_tomograms(pick_project, pick_run, tmp_path):
