@@ -101,7 +101,7 @@ def volume_counts(labels: str | Path, mask: str | Path, names: Sequence[str]) ->
                 f"{mask}: value {t[bad][0]} in slice z={z + int(np.argwhere(bad)[0][0])}; "
                 f"expected class ids 0 to {c - 1} ({', '.join(names)}), as the run learned"
             )
-        counts += confusion_counts(p, t.astype(np.int64), c)
+        counts += confusion_counts(p, t, c)
     return counts
 
 
