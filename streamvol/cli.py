@@ -347,9 +347,10 @@ def _print_shard_result(result) -> None:
     out.print(summary_table(result.manifest))
     mb = result.bytes_written / 1e6
     rate = mb / result.seconds if result.seconds else 0.0
+    wrote, kept = len(result.written), len(result.skipped)
     out.print(
-        f"wrote {len(result.written)} shards ({mb:.1f} MB), skipped {len(result.skipped)} "
-        f"finished ones, in {result.seconds:.1f} s ({rate:.1f} MB/s) -> {result.out}"
+        f"wrote {wrote} shard{'s' * (wrote != 1)} ({mb:.1f} MB), skipped {kept} finished "
+        f"one{'s' * (kept != 1)}, in {result.seconds:.1f} s ({rate:.1f} MB/s) -> {result.out}"
     )
 
 

@@ -37,6 +37,7 @@ def test_a_tiff_without_one_gets_the_given_voxel_size(tmp_path):
     args = ["shard", str(src / "stack.tif"), "--out", str(out), "--crop", "8", "--context", "0"]
     result = runner.invoke(app, [*args, "--split", "1", "--voxel-size", "300,100,100"])
     assert result.exit_code == 0, result.output
+    assert "wrote 1 shard (" in result.output and "skipped 0 finished ones" in result.output
     manifest = read_manifest(out)
     assert manifest["voxel_size"] == [300.0, 100.0, 100.0]
     assert manifest["sources"][0]["voxel_size"] == [300.0, 100.0, 100.0]
