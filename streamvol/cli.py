@@ -879,12 +879,16 @@ def score(
     """CZII F-beta of picks against reference picks: per type TP, FP, FN, precision, recall,
     F-beta, and the weighted score (a reference is found within half its radius). Label
     volumes against masks: Dice and IoU per class, per volume and over all voxels."""
-    from streamvol.predict import format_label_score, format_score, is_label_prediction
+    from streamvol.predict import (
+        format_label_score,
+        format_score,
+        is_label_prediction,
+        score_labels,
+        score_picks,
+    )
 
     out_console = _out()
     if is_label_prediction(pred):
-        from streamvol.predict import score_labels
-
         report = score_labels(pred, ref, out=out)
         out_console.print(format_label_score(report), highlight=False)
         if report["unscored"]:
@@ -893,8 +897,6 @@ def score(
                 highlight=False,
             )
     else:
-        from streamvol.predict import score_picks
-
         report = score_picks(pred, ref, out=out, user=user, beta=beta)
         out_console.print(format_score(report), highlight=False)
     out_console.print(f"report: {out}")

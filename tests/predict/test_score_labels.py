@@ -73,6 +73,9 @@ def test_two_volumes_scored_each_and_together(tmp_path):
     assert report["overall"]["dice"]["cell"] == pytest.approx(2 * cells / (2 * cells + 128))
     assert report["overall"]["voxels"] == 4 * 64 + 2 * 64
     assert json.loads((tmp_path / "s.json").read_text()) == report
+    only_a = score_labels(tmp_path / "pred", _masks(tmp_path / "ref-a", {"a": truth["a"]}))
+    assert list(only_a["experiments"]) == ["a"] and only_a["unscored"] == ["b"]
+    assert only_a["overall"]["dice"] == {n: 1.0 for n in NAMES}
 
 
 def test_masks_that_do_not_fit_are_refused_naming_them(tmp_path):
