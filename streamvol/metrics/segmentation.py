@@ -82,7 +82,8 @@ def segmentation_report(
     if p.shape != t.shape:
         raise ShapeMismatch(f"pred: expected the target's shape {t.shape}, got {p.shape}")
     keep, w = sample_mask(weights, p.shape[0])
-    p, t = p[keep], t[keep]
+    if not keep.all():
+        p, t = p[keep], t[keep]
 
     counts = np.stack(
         [confusion_counts(pi, ti, num_classes, ignore_index) for pi, ti in zip(p, t, strict=True)]
@@ -148,37 +149,34 @@ def _voxel_aucs(
     ignore_index: int | None,
 ) -> list[float | None]:
     """Per-voxel one-vs-rest ROC AUC of each class (scikit-learn), each voxel weighted by its
-    sample's weight; at most ``MAX_AUC_VOXELS`` voxels, an even stride through them."""
+    sample's weight; at most ``MAX_AUC_VOXELS`` voxels, an even stride through them. Only the
+    chosen voxels are gathered: the set's probabilities are not copied whole."""
     from sklearn.metrics import roc_auc_score
 
     s = as_numpy(scores, "scores")
-    if s.ndim == 4 or (s.ndim == 5 and s.shape[1] == 1 and num_classes == 2):
-        if num_classes != 2:
-            raise BadInput(
-                f"scores: (N, D, H, W) probabilities suit 2 classes; got {num_classes} classes"
-            )
-        s = s.reshape(s.shape[0], *s.shape[-3:])
-        s = s.astype(np.float32, copy=False)
-        s = np.stack([1.0 - s, s], axis=1)
-    if s.ndim != 5 or s.shape[1] != num_classes or s.shape[0] != len(keep):
-        raise ShapeMismatch(
-            f"scores: expected ({len(keep)}, {num_classes}, D, H, W) probabilities, got {s.shape}"
+    given = s.shape
+    if s.ndim == 4 and num_classes != 2:
+        raise BadInput(
+            f"scores: (N, D, H, W) probabilities suit 2 classes; got {num_classes} classes"
         )
-    s = s[keep]
+    binary = num_classes == 2 and (s.ndim == 4 or (s.ndim == 5 and s.shape[1] == 1))
+    if binary:
+        s = s.reshape(s.shape[0], 1, *s.shape[-3:])
+    if s.ndim != 5 or s.shape[1] != (1 if binary else num_classes) or s.shape[0] != len(keep):
+        raise ShapeMismatch(
+            f"scores: expected ({len(keep)}, {num_classes}, D, H, W) probabilities, got {given}"
+        )
     if s.shape[2:] != target.shape[1:]:
         raise ShapeMismatch(f"scores: expected voxels {target.shape[1:]}, got {s.shape[2:]}")
-    per_voxel = np.prod(target.shape[1:])
-    flat_t = target.reshape(-1)
-    flat_s = np.moveaxis(s, 1, -1).reshape(-1, num_classes)
-    flat_w = None if w is None else np.repeat(w, per_voxel)
-    valid = np.ones(flat_t.shape, dtype=bool)
-    if ignore_index is not None:
-        valid = flat_t != ignore_index
-    index = np.flatnonzero(valid)
-    if len(index) > MAX_AUC_VOXELS:
-        index = index[:: -(-len(index) // MAX_AUC_VOXELS)]
-    flat_t, flat_s = flat_t[index], flat_s[index]
-    flat_w = None if flat_w is None else flat_w[index]
+    per_voxel = int(np.prod(target.shape[1:]))
+    index = _strided_voxels(target, ignore_index, MAX_AUC_VOXELS)
+    sample, voxel = np.divmod(index, per_voxel)
+    flat_t = target.reshape(-1)[index]
+    flat_s = s.reshape(s.shape[0], s.shape[1], per_voxel)[np.flatnonzero(keep)[sample], :, voxel]
+    if binary:
+        p1 = flat_s[:, 0].astype(np.float32)
+        flat_s = np.stack([1.0 - p1, p1], axis=1)
+    flat_w = None if w is None else w[sample]
     out: list[float | None] = []
     for k in range(num_classes):
         positive = flat_t == k
@@ -187,6 +185,22 @@ def _voxel_aucs(
             continue
         out.append(float(roc_auc_score(positive, flat_s[:, k], sample_weight=flat_w)))
     return out
+
+
+def _strided_voxels(target: np.ndarray, ignore_index: int | None, limit: int) -> np.ndarray:
+    """Flat indices into ``target`` (N, ...) of every step-th voxel not ``ignore_index``, the
+    step the smallest that keeps at most ``limit``; one sample's mask at a time."""
+    if ignore_index is None:
+        return np.arange(0, target.size, max(1, -(-target.size // limit)))
+    counts = [int(np.count_nonzero(t != ignore_index)) for t in target]
+    step = max(1, -(-sum(counts) // limit))
+    out, seen = [np.zeros(0, dtype=np.int64)], 0
+    for i, (t, n) in enumerate(zip(target, counts, strict=True)):
+        first = (-seen) % step
+        if first < n:
+            out.append(np.flatnonzero(t.reshape(-1) != ignore_index)[first::step] + i * t.size)
+        seen += n
+    return np.concatenate(out)
 
 
 def _mean_defined(values: list[float | None]) -> float | None:

@@ -35,9 +35,10 @@ def predict_batches(
     """Run ``model`` over batches; return scores, targets, weights, keys and the mean loss.
 
     Classification scores are probabilities ((N,) positive class when binary, else (N, C));
-    segmentation keeps the predicted labels (N, D, H, W) as ``scores``, the probabilities as
-    ``probs`` (float16: (N, D, H, W) of the foreground for two classes, else (N, C, D, H, W))
-    and the images' middle z slices as ``slices`` (N, H, W), for the plot. ``tta``
+    segmentation keeps the predicted labels (N, D, H, W) as ``scores`` (labels and targets in
+    the smallest integer dtype that holds them), the probabilities as ``probs`` (float16:
+    (N, D, H, W) of the foreground for two classes, else (N, C, D, H, W)) and the images'
+    middle z slices as ``slices`` (N, H, W), for the plot. ``tta``
     (``flips``, ``rot90z``, ``all``; True: ``flips``) averages the probabilities of the
     transformed crops, each segmentation map turned back first (``streamvol.train.tta``).
     Targets are -1 where the shards hold none (unlabelled crops; no loss then).
@@ -71,7 +72,7 @@ def predict_batches(
         n = len(x)
         if segmentation:
             labels = probs.argmax(1) if probs.shape[1] > 1 else (probs[:, 0] > 0.5).long()
-            scores.append(labels.cpu().numpy())
+            scores.append(_compact([labels.cpu().numpy()]))
             kept = probs[:, -1] if probs.shape[1] <= 2 else probs
             probs_all.append(kept.to(torch.float16).cpu().numpy())
             slices.append(x[:, 0, x.shape[2] // 2].float().cpu().numpy())
@@ -79,16 +80,18 @@ def predict_batches(
             scores.append(probs.cpu().numpy())
         if target is None:
             shape = (n, *x.shape[2:]) if segmentation else (n,)
-            targets.append(np.full(shape, -1, dtype=np.int64))
+            targets.append(np.full(shape, -1, dtype=np.int8 if segmentation else np.int64))
         else:
-            targets.append(target.cpu().numpy())
+            t = target.cpu().numpy()
+            targets.append(_compact([t]) if segmentation else t)
         weights.append(batch["weight"].cpu().numpy())
         keys += batch["__key__"]
     if not keys:
         raise BadInput("the evaluation split yielded no samples")
+    join = _compact if segmentation else np.concatenate
     out = {
-        "scores": np.concatenate(scores),
-        "targets": np.concatenate(targets),
+        "scores": join(scores),
+        "targets": join(targets),
         "weights": np.concatenate(weights),
         "keys": keys,
         "loss": loss_sum / max(weight_sum, 1.0),
@@ -97,6 +100,20 @@ def predict_batches(
         out["probs"] = np.concatenate(probs_all)
         out["slices"] = np.concatenate(slices)
     return out
+
+
+def _compact(parts: list[np.ndarray]) -> np.ndarray:
+    """Voxel labels joined in the smallest integer dtype holding them (uint8 for a few classes,
+    int8 with -1): an evaluation holds every crop's labels and targets at once."""
+    filled = [p for p in parts if p.size]
+    lo = min((int(p.min()) for p in filled), default=0)
+    hi = max((int(p.max()) for p in filled), default=0)
+    dtype = next(
+        d
+        for d in (np.uint8, np.int8, np.int16, np.int32, np.int64)
+        if np.iinfo(d).min <= lo and hi <= np.iinfo(d).max
+    )
+    return np.concatenate(parts, dtype=dtype, casting="unsafe")
 
 
 def score(out: dict[str, Any], task: Any, *, threshold: float | None = 0.5) -> dict[str, Any]:

@@ -182,3 +182,76 @@ def test_multiclass_voxel_metrics_are_the_foreground_mean_and_undefined_is_none(
                                 num_classes=2)  # fmt: skip
     assert empty["sensitivity"] is None and empty["roc_auc"] is None
     assert empty["specificity"] == 1.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(1, 5),
+    classes=st.sampled_from([2, 3]),
+    limit=st.integers(1, 400),
+    ignore=st.booleans(),
+)
+def test_voxel_auc_on_a_strided_subset_equals_scikit_learn_on_the_same_voxels(
+    seed, n, classes, limit, ignore
+):
+    """Above ``MAX_AUC_VOXELS`` the AUC takes every step-th scored voxel (ignored ones left out,
+    padding samples too), each weighted by its sample: scikit-learn on exactly those voxels."""
+    from sklearn.metrics import roc_auc_score
+
+    from streamvol.metrics import segmentation as seg
+
+    rng = np.random.default_rng(seed)
+    t = rng.integers(0, classes, (n, 3, 4, 5))
+    if ignore:
+        t[rng.random(t.shape) < 0.3] = 255
+    probs = rng.dirichlet(np.ones(classes), size=t.shape).transpose(0, 4, 1, 2, 3)
+    probs = probs.astype(np.float16)
+    w = rng.choice([0.0, 0.5, 1.0, 2.0], n)
+    w[0] = 1.0  # one sample at least is scored
+    scores = probs[:, 1] if classes == 2 else probs
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(seg, "MAX_AUC_VOXELS", limit)
+        report = segmentation_report(
+            probs.argmax(1), t, num_classes=classes, weights=w, scores=scores,
+            ignore_index=255 if ignore else None,
+        )  # fmt: skip
+    keep = w > 0
+    flat_t = t[keep].reshape(-1)
+    flat_p = np.moveaxis(probs[keep], 1, -1).reshape(-1, classes).astype(np.float32)
+    flat_w = np.repeat(w[keep], 3 * 4 * 5)
+    index = np.flatnonzero(flat_t != 255)
+    index = index[:: max(1, -(-len(index) // limit))]
+    expected = []
+    for k in range(1, classes):
+        positive = flat_t[index] == k
+        if positive.all() or not positive.any():
+            continue
+        expected.append(roc_auc_score(positive, flat_p[index, k], sample_weight=flat_w[index]))
+    if expected:
+        assert report["roc_auc"] == pytest.approx(np.mean(expected), rel=1e-3)
+    else:
+        assert report["roc_auc"] is None
+
+
+def test_voxel_auc_does_not_copy_the_probabilities_of_the_whole_set(monkeypatch):
+    """The per-voxel AUC gathers only the voxels it scores: a set of 2 M voxels scored on
+    20,000 of them allocates under a byte per voxel beyond its inputs (a copy of the
+    probabilities alone would take 8)."""
+    import tracemalloc
+
+    from streamvol.metrics import segmentation as seg
+
+    monkeypatch.setattr(seg, "MAX_AUC_VOXELS", 20_000)
+    rng = np.random.default_rng(0)
+    t = rng.integers(0, 2, (80, 24, 32, 32), dtype=np.uint8)
+    prob = (0.4 * t + 0.6 * rng.random(t.shape, dtype=np.float32)).astype(np.float16)
+    p = (prob > 0.5).astype(np.uint8)
+    tracemalloc.start()
+    try:
+        report = segmentation_report(p, t, num_classes=2, scores=prob)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert report["roc_auc"] > 0.9
+    assert peak < t.size
