@@ -207,7 +207,10 @@ def shard(
     crop: Annotated[str, typer.Option(help="Crop size: one number or z,y,x.")] = "64",
     context: Annotated[
         str,
-        typer.Option(help="Margin kept around each crop: auto (free rotation + max shift) or N."),
+        typer.Option(
+            help="Margin kept around each crop: auto (what --augment needs on the set's voxels, "
+            "rotations turning physical space; plus max shift) or N."
+        ),
     ] = "auto",
     augment: Annotated[
         str,

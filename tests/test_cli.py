@@ -156,3 +156,27 @@ def test_output_that_is_not_a_terminal_is_100_columns_wide(monkeypatch):
 def test_command_help_reads_as_paragraphs_not_as_the_docstrings_lines():
     text = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).stdout
     assert "targets drawn from the augmented picks; after training" in text
+
+
+def test_the_shard_table_counts_unlabelled_crops_of_classification_sets_only(tmp_path):
+    """A segmentation set's crops are labelled by their masks: no 'unlabelled' row for them;
+    a classification set's crops without a class are counted."""
+    import numpy as np
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(tmp_path / "stack.tif", rng.integers(0, 9, (8, 16, 16), dtype=np.uint16))
+    tifffile.imwrite(tmp_path / "stack_mask.tif", rng.integers(0, 2, (8, 16, 16), dtype=np.uint8))
+    args = ["--crop", "8", "--context", "0", "--split", "1"]
+    seg = runner.invoke(app, ["shard", str(tmp_path / "stack.tif"), "--out", str(tmp_path / "s"),
+                              *args])  # fmt: skip
+    assert seg.exit_code == 0, seg.output
+    assert "segmentation: crop 8x8x8" in seg.output and "unlabelled" not in seg.output
+    (tmp_path / "stack_mask.tif").unlink()
+    cls = runner.invoke(app, ["shard", str(tmp_path / "stack.tif"), "--out", str(tmp_path / "c"),
+                              *args])  # fmt: skip
+    assert cls.exit_code == 0, cls.output
+    assert "classification: crop 8x8x8" in cls.output
+    assert [
+        line.split("│")[2].strip() for line in cls.output.splitlines() if "unlabelled" in line
+    ] == ["4"]

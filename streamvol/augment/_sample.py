@@ -10,8 +10,10 @@ Geometry is one matrix (output voxel -> stored voxel)::
 
 with ``c_in = (stored - 1) / 2`` and ``c_out = (out - 1) / 2`` the centres: the output cube sits
 in the middle of the stored block, and rotation ``R``, flips ``F`` and zoom turn it about that
-centre. With only flips and 90-degree turns every entry is a multiple of 1/2 and sampling is
-exact (an output voxel lands on a stored voxel).
+centre. On anisotropic voxels (``Augment.on_voxels``) the rotation turns physical space:
+``R`` becomes ``A^-1 R A``, ``A`` the diagonal of voxel size ratios, and 90-degree turns only
+swap axes of equal voxel size. With only flips and 90-degree turns every entry is a multiple of
+1/2 and sampling is exact (an output voxel lands on a stored voxel).
 """
 
 from __future__ import annotations
@@ -87,9 +89,14 @@ def _rotation(spec: Augment, rng: np.random.Generator, out_shape: Sequence[int])
         azimuth = rng.uniform(0.0, math.pi)
         tilt = math.radians(rng.uniform(-rot.max_tilt, rot.max_tilt))
         return rotation_about((0.0, math.cos(azimuth), math.sin(azimuth)), tilt) @ turn
-    # "90": only turns that map the output box onto itself (swap equal axes)
+    # "90": only turns that map the output box onto itself (swap equal axes of equal voxels)
     shape = np.asarray(out_shape)
-    allowed = [r for r in cube_rotations() if np.array_equal(np.abs(r) @ shape, shape)]
+    aspect = np.asarray(spec.aspect or (1.0, 1.0, 1.0))
+    allowed = [
+        r
+        for r in cube_rotations()
+        if np.array_equal(np.abs(r) @ shape, shape) and np.array_equal(np.abs(r) @ aspect, aspect)
+    ]
     return allowed[int(rng.integers(len(allowed)))].copy()
 
 
@@ -139,6 +146,9 @@ def sample_params(
     blur_sigma = draw(spec.blur.sigma, spec.blur.p, 0.0)
     noise_seed = int(rng.integers(0, 2**64, dtype=np.uint64))
 
+    if spec.aspect is not None:  # turn physical space: A^-1 R A
+        a = np.asarray(spec.aspect)
+        r = r * a[None, :] / a[:, None]
     linear = r @ np.diag(flips) / zoom
     c_in = (np.asarray(stored, float) - 1.0) / 2.0
     c_out = (np.asarray(out, float) - 1.0) / 2.0

@@ -5,7 +5,10 @@ neutral magnitude does nothing whatever ``p`` is. The spec knows the context mar
 (``Augment.margin``), builds from presets, TOML/YAML files and CLI-like options, and hands
 sampling to ``sample_params`` (the spec never touches data).
 
-Conventions: axes are (z, y, x) voxels; intensities are in normalised units (after
+Conventions: axes are (z, y, x) voxels; rotation and zoom turn physical space when the spec
+knows the voxel size (``Augment.on_voxels``: a shard set's, so anisotropic voxels are not
+sheared), else the voxel grid; shifts and elastic magnitudes are in voxels; intensities are in
+normalised units (after
 ``(v - offset) * scale``); ``scale`` > 1 magnifies the content (reads a smaller region, like
 TorchIO's and MONAI's zoom), < 1 shrinks it (reads a region 1/scale larger, so it needs margin).
 """
@@ -300,11 +303,30 @@ class Augment:
     blur: Blur = field(default_factory=Blur)
     mixup: Mixup = field(default_factory=Mixup)
     cutmix: Cutmix = field(default_factory=Cutmix)
+    # (z, y, x) voxel size over its smallest axis; None: cubic voxels. Set by ``on_voxels``.
+    aspect: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
         for name, kind in _STEPS.items():
             if not isinstance(getattr(self, name), kind):
                 raise _bad(name, f"a {kind.__name__}", getattr(self, name))
+        if self.aspect is not None and (
+            len(self.aspect) != 3 or not all(math.isfinite(a) and a >= 1 for a in self.aspect)
+        ):
+            raise _bad("aspect", "3 voxel size ratios >= 1 (see on_voxels)", self.aspect)
+
+    def on_voxels(self, voxel_size: Sequence[float] | None) -> Augment:
+        """This spec on voxels of ``voxel_size`` (z, y, x, any unit; a shard set's): rotation
+        and zoom then turn physical space, as TorchIO's do, so a 3:1 z voxel is not sheared
+        into the plane, and ``margin`` counts that grid's voxels. Cubic voxels, or None (an
+        unknown size), give the spec on the voxel grid."""
+        if voxel_size is None:
+            return replace(self, aspect=None)
+        size = [float(v) for v in voxel_size]
+        if len(size) != 3 or not all(math.isfinite(v) and v > 0 for v in size):
+            raise _bad("voxel_size", "3 positive sizes (z, y, x)", voxel_size)
+        aspect = tuple(v / min(size) for v in size)
+        return replace(self, aspect=None if max(aspect) == 1.0 else aspect)  # type: ignore[arg-type]
 
     # --- constructors ----------------------------------------------------------------------
 
@@ -432,12 +454,13 @@ class Augment:
         lo = self.scale.range[0] if self.scale.p > 0 else 1.0
         grow = max(1.0, 1.0 / lo)
         rotate = self.rotate if self.rotate.p > 0 else Rotate()
-        if rotate.mode == "free" and grow == 1.0:
+        if rotate.mode == "free" and grow == 1.0 and self.aspect is None:
             return rotation_margin(size, extra)  # DESIGN.md's sphere margin, exactly
-        reach = _reach(rotate, [s / 2 for s in size])
+        aspect = self.aspect or (1.0, 1.0, 1.0)
+        reach = _reach(rotate, [s / 2 * a for s, a in zip(size, aspect, strict=True)])  # physical
         return tuple(  # type: ignore[return-value]
-            max(0, math.ceil(r * grow - s / 2 - 1e-9)) + e
-            for r, s, e in zip(reach, size, extra, strict=True)
+            max(0, math.ceil(r * grow / a - s / 2 - 1e-9)) + e
+            for r, a, s, e in zip(reach, aspect, size, extra, strict=True)
         )
 
     def margin_shortfall(

@@ -199,6 +199,7 @@ def measure(
     manifest = read_manifest(config.shards, config.storage_options)
     augment = load_spec(config.augment) if mode != "none" else None
     if augment is not None:
+        augment = augment.on_voxels(manifest.get("voxel_size"))
         need = augment.margin_shortfall(manifest["crop"], manifest["margin"])
         if need:
             raise BadOption(

@@ -34,8 +34,7 @@ def build_manifest(
     """The manifest of a finished run (``jobs`` all in ``records``), as ``manifest.json``
     holds it; ``split_warnings``: what ``jobs.split_items`` had to fall back on."""
     names = prepared.plan.class_names
-    voxel_sizes = {tuple(m["voxel_size"]) for m in prepared.source_meta if m["voxel_size"]}
-    voxel_size = voxel_sizes.pop() if len(voxel_sizes) == 1 else None
+    voxel_size = prepared.voxel_size
     by_split: dict[str, list[dict[str, Any]]] = {split: [] for split in splits}
     for name, _ in jobs:
         by_split[name.rsplit("-", 1)[0]].append(records[name].to_json())
@@ -46,7 +45,7 @@ def build_manifest(
         }
         for split, items in splits.items()
     }
-    stored = tuple(c + 2 * m for c, m in zip(config.crop, config.margin, strict=True))
+    stored = tuple(c + 2 * m for c, m in zip(config.crop, prepared.margin, strict=True))
     out_dtype = (
         str(next(iter(prepared.sources.values())).image.dtype)
         if config.dtype == "keep"
@@ -59,7 +58,7 @@ def build_manifest(
         "streamvol_version": __version__,
         "task": prepared.task,
         "crop": list(config.crop),
-        "margin": list(config.margin),
+        "margin": list(prepared.margin),
         "stored_shape": list(stored),
         "max_shift": config.max_shift,
         "pad": config.pad,

@@ -82,16 +82,18 @@ class ShardConfig:
                 "voxel_size", self.voxel_size, "expected 3 positive sizes (z, y, x, Angstrom)"
             )
 
-    @property
-    def margin(self) -> tuple[int, int, int]:
-        """``auto``: what the augmentation the shards are meant for needs (free rotation for the
-        ``default`` preset: ceil(c (sqrt(3) - 1) / 2) a side), plus ``max_shift``; else N."""
+    def margin_for(self, voxel_size: Sequence[float] | None = None) -> tuple[int, int, int]:
+        """The stored margin, in voxels a side, on voxels of ``voxel_size`` (the set's; None:
+        cubic). ``auto``: what the augmentation the shards are meant for needs (free rotation for
+        the ``default`` preset on cubic voxels: ceil(c (sqrt(3) - 1) / 2) a side; rotations turn
+        physical space, so anisotropic voxels need less along their long axis), plus
+        ``max_shift``; else N."""
         if self.context != "auto":
             return (int(self.context),) * 3
         from streamvol.augment import load_spec
 
         spec = load_spec(self.augment)
-        need = spec.margin(self.crop) if spec is not None else (0, 0, 0)
+        need = spec.on_voxels(voxel_size).margin(self.crop) if spec is not None else (0, 0, 0)
         return tuple(m + self.max_shift for m in need)  # type: ignore[return-value]
 
     def digest(self) -> str:

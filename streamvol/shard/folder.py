@@ -77,12 +77,17 @@ def shard_inputs(
     prepared: Prepared, jobs: Sequence[tuple[str, Sequence[Crop | Tile]]], dtype: str
 ) -> dict[str, str]:
     """Each shard's inputs as one sha256: its crops or regions (keys, classes, picks), the
-    class names, the files of each source it reads (path, size, modification time of every
-    file of the volume, mask and picks) and, for uint8 storage, the set's percentiles."""
+    class names, the stored margin, the files of each source it reads (path, size,
+    modification time of every file of the volume, mask and picks) and, for uint8 storage, the
+    set's percentiles."""
     files = {
         m["id"]: _files_digest([m["path"], m["mask"], *m["points"]]) for m in prepared.source_meta
     }
-    common = [list(prepared.plan.class_names), prepared.stats if dtype == "uint8" else None]
+    common = [
+        list(prepared.plan.class_names),
+        list(prepared.margin),
+        prepared.stats if dtype == "uint8" else None,
+    ]
     inputs = {}
     for name, items in jobs:
         h = hashlib.sha256(json.dumps(common, default=float).encode())

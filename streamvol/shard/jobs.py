@@ -74,7 +74,7 @@ def check_room(
     blocks' bytes (crops x block voxels x stored item size, masks at a byte a voxel, plus tar
     headers) against ``max_bytes`` and against the target's free space (tars already there
     count as free: they are kept or replaced)."""
-    voxels = math.prod(c + 2 * m for c, m in zip(config.crop, config.margin, strict=True))
+    voxels = math.prod(c + 2 * m for c, m in zip(config.crop, prepared.margin, strict=True))
     fixed = {"float16": 2, "uint8": 1}.get(config.dtype)
     need = 0
     for _, crops in jobs:

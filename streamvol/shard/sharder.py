@@ -171,7 +171,7 @@ def _write_all(
     """Write what is not finished yet; return every shard's record, and the names skipped."""
     encoding = Encoding(
         crop=config.crop,
-        margin=config.margin,
+        margin=prepared.margin,
         pad="reflect" if config.pad == "none" else config.pad,
         dtype=config.dtype,
         low=prepared.stats["p0_5"] if prepared.stats else 0.0,

@@ -35,6 +35,8 @@ class Prepared:
     task: str
     stats: dict[str, float] | None  # None: gathered as regions are written (``folds_stats``)
     itemsize: int  # bytes of a stored voxel
+    margin: tuple[int, int, int]  # stored context a side, voxels (``ShardConfig.margin_for``)
+    voxel_size: tuple[float, ...] | None  # the sources' one voxel size, None when unknown or mixed
     radii: dict[str, float] = field(default_factory=dict)  # particle radii, Angstrom (copick)
 
 
@@ -116,7 +118,10 @@ def prepare(config: ShardConfig) -> Prepared:
         if folds_stats(config)
         else intensity_stats([s.image for s in sources.values()], dtype=config.dtype)
     )
-    plan = _plan(config, plan_sources, class_names, sources)
+    voxel_sizes = {tuple(m["voxel_size"]) for m in meta if m["voxel_size"]}
+    voxel_size = voxel_sizes.pop() if len(voxel_sizes) == 1 else None
+    margin = config.margin_for(voxel_size)
+    plan = _plan(config, plan_sources, class_names, sources, margin)
     for m in meta:
         if config.plan != "regions" and any(
             c > n for c, n in zip(config.crop, m["shape"], strict=True)
@@ -152,6 +157,8 @@ def prepare(config: ShardConfig) -> Prepared:
         task=_task(config, sources),
         stats=stats,
         itemsize=_itemsize(config, sources),
+        margin=margin,
+        voxel_size=voxel_size,
         radii={n: r for ds in datasets for n, r in ds.radii.items()},
     )
 
@@ -199,11 +206,12 @@ def _plan(
     sources: list[PlanSource],
     class_names: tuple[str, ...],
     shard_sources: dict[str, ShardSource],
+    margin: tuple[int, int, int],
 ) -> Plan | RegionPlan:
     pad = config.pad != "none"
     if config.plan == "regions":
         itemsize = _itemsize(config, shard_sources)
-        reach = [c // 2 + m for c, m in zip(config.crop, config.margin, strict=True)]
+        reach = [c // 2 + m for c, m in zip(config.crop, margin, strict=True)]
         return plan_regions(
             sources,
             itemsize=itemsize,

@@ -390,6 +390,8 @@ def open_shards(
     crop = tuple(manifest["crop"]) if "crop" in manifest else None
     if augment is not None and crop is None:
         raise ShardError("augmentation needs the crop size from the shard set's manifest.json")
+    if augment is not None:  # rotations turn the set's physical space
+        augment = augment.on_voxels(manifest.get("voxel_size"))
     need = augment.margin_shortfall(crop, manifest["margin"]) if augment is not None else None
     draw = _region_draw(manifest, augment, seed)
     if draw is not None and not manifest["plan"]["tiled"]:

@@ -36,7 +36,9 @@ def summary_table(manifest: dict[str, Any]) -> Table:
         table.add_row("samples", *(str(sum(s["count"] for s in sh)) for sh in splits.values()))
     table.add_row("MB", *(f"{sum(s['bytes'] for s in sh) / 1e6:.1f}" for sh in splits.values()))
     counts = manifest["class_counts"]
-    labels = [*manifest["class_names"], "unlabelled"]
+    labels = list(manifest["class_names"])
+    if manifest.get("task") == "classification":  # masks and points label the other tasks
+        labels.append("unlabelled")
     for name in labels:
         row = [str(counts.get(split, {}).get(name, 0)) for split in splits]
         if name != "unlabelled" or any(v != "0" for v in row):
@@ -213,6 +215,7 @@ def preview_augmented(
     spec = load_spec(augment)
     if spec is None:
         raise BadOption("augment", augment, "draws nothing to preview")
+    spec = spec.on_voxels(manifest.get("voxel_size"))
     need = spec.margin_shortfall(manifest["crop"], manifest["margin"])
     if need and not _is_regions(manifest):
         raise BadOption(

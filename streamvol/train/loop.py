@@ -78,7 +78,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, run_dir: str | Path, *, resume: bool = False) -> None:
         self._base(config, run_dir)
-        self.augment = setup.make_augment(config)
+        self.augment = setup.make_augment(config, self.manifest)
         self._check_margin()
         self._transfer()  # before the run folder is claimed: a bad checkpoint writes nothing
         self.train_set = setup.make_dataset(config, train=True, augment=self.augment)

@@ -250,21 +250,21 @@ def make_dataset(
     )
 
 
-def make_augment(config: TrainConfig) -> Any:
-    """The run's spec, with ``--mixup`` / ``--cutmix`` alphas (when given) over the spec's own."""
+def make_augment(config: TrainConfig, manifest: Mapping[str, Any] | None = None) -> Any:
+    """The run's spec, with ``--mixup`` / ``--cutmix`` alphas (when given) over the spec's own,
+    on the voxels of the shard set ``manifest`` describes."""
     import dataclasses
 
     from streamvol.augment import Augment, Cutmix, Mixup, load_spec
 
     spec = load_spec(config.augment)
-    if not (config.mixup or config.cutmix):
-        return spec
-    spec = spec or Augment()
+    if config.mixup or config.cutmix:
+        spec = spec or Augment()
     if config.mixup:
         spec = dataclasses.replace(spec, mixup=Mixup(alpha=config.mixup))
     if config.cutmix:
         spec = dataclasses.replace(spec, cutmix=Cutmix(alpha=config.cutmix))
-    return spec
+    return spec.on_voxels((manifest or {}).get("voxel_size")) if spec is not None else None
 
 
 def particle_radii(shards: str, manifest: Mapping[str, Any]) -> dict[str, float]:

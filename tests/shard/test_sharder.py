@@ -461,10 +461,13 @@ def test_context_auto_follows_the_augmentation(tmp_path, volume):
 
     path = _write("npy", tmp_path, volume)
     flips = parse_config([path], crop=8, augment="flips", split="1")
-    assert flips.margin == (0, 0, 0)
+    assert flips.margin_for() == (0, 0, 0)
     default = parse_config([path], crop=8, augment="default", max_shift=1, split="1")
-    assert default.margin == tuple(m + 1 for m in Augment.preset("default").margin(8))
-    assert parse_config([path], crop=8, context=3, split="1").margin == (3, 3, 3)
+    assert default.margin_for() == tuple(m + 1 for m in Augment.preset("default").margin(8))
+    anisotropic = Augment.preset("default").on_voxels((300, 100, 100)).margin(8)
+    assert default.margin_for((300, 100, 100)) == tuple(m + 1 for m in anisotropic)
+    context = parse_config([path], crop=8, context=3, split="1")
+    assert context.margin_for() == context.margin_for((300, 100, 100)) == (3, 3, 3)
 
 
 def test_intensity_stats_equal_numpy_over_every_chunk(tmp_path):

@@ -71,3 +71,36 @@ def test_sets_made_before_the_option_keep_their_identity(tmp_path):
     del fields["voxel_size"]
     old = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
     assert config.digest() == old
+
+
+def test_anisotropic_voxels_get_the_margin_of_physical_rotations_everywhere(tmp_path):
+    """3:1 voxels and the default augmentation: the sharder stores the margin that turning
+    physical space needs (less along z than the voxel grid's, more in-plane), and the loader, the
+    trainer's margin check and the preview draw on those voxels (on the grid they would refuse
+    the set: its z margin is too small for a grid rotation)."""
+    from streamvol.augment import Augment
+    from streamvol.stream import open_shards
+    from streamvol.stream.inspect import preview_augmented
+    from streamvol.train import TrainConfig, Trainer
+
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(tmp_path / "stack.tif", rng.integers(0, 900, (12, 40, 40), dtype=np.uint16))
+    tifffile.imwrite(tmp_path / "stack_mask.tif", rng.integers(0, 2, (12, 40, 40), dtype=np.uint8))
+    out = tmp_path / "set"
+    args = ["shard", str(tmp_path / "stack.tif"), "--out", str(out), "--plan", "grid"]
+    args += ["--crop", "4,16,16", "--split", "1", "--voxel-size", "300,100,100"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    manifest = read_manifest(out)
+    default = Augment.preset("default")
+    physical = default.on_voxels((300, 100, 100)).margin((4, 16, 16))
+    grid = default.margin((4, 16, 16))
+    assert tuple(manifest["margin"]) == physical
+    assert physical[0] < grid[0] and physical[1] > grid[1]
+
+    samples = list(open_shards(out, split="train", augment=default, seed=0))
+    assert len(samples) == manifest["counts"]["train"] == 3 * 3 * 3
+    assert {tuple(s["image"].shape) for s in samples} == {(1, 4, 16, 16)}
+    config = TrainConfig(shards=str(out), model="simple_cnn", epochs=1, workers=0, val_split="")
+    Trainer(config, tmp_path / "run")  # refuses a set whose margin the augmentation outgrows
+    assert preview_augmented(out, tmp_path / "preview.png", "default").is_file()
