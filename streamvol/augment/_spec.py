@@ -8,9 +8,9 @@ sampling to ``sample_params`` (the spec never touches data).
 Conventions: axes are (z, y, x) voxels; rotation and zoom turn physical space when the spec
 knows the voxel size (``Augment.on_voxels``: a shard set's, so anisotropic voxels are not
 sheared), else the voxel grid; shifts and elastic magnitudes are in voxels; intensities are in
-normalised units (after
-``(v - offset) * scale``); ``scale`` > 1 magnifies the content (reads a smaller region, like
-TorchIO's and MONAI's zoom), < 1 shrinks it (reads a region 1/scale larger, so it needs margin).
+normalised units (after ``(v - offset) * scale``); ``scale`` > 1 magnifies the content (reads a
+smaller region, like TorchIO's and MONAI's zoom), < 1 shrinks it (reads a region 1/scale
+larger, so it needs margin).
 """
 
 from __future__ import annotations
