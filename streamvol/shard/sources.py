@@ -118,8 +118,7 @@ def prepare(config: ShardConfig) -> Prepared:
         if folds_stats(config)
         else intensity_stats([s.image for s in sources.values()], dtype=config.dtype)
     )
-    voxel_sizes = {tuple(m["voxel_size"]) for m in meta if m["voxel_size"]}
-    voxel_size = voxel_sizes.pop() if len(voxel_sizes) == 1 else None
+    voxel_size = _set_voxel_size(meta)
     margin = config.margin_for(voxel_size)
     plan = _plan(config, plan_sources, class_names, sources, margin)
     for m in meta:
@@ -161,6 +160,38 @@ def prepare(config: ShardConfig) -> Prepared:
         voxel_size=voxel_size,
         radii={n: r for ds in datasets for n, r in ds.radii.items()},
     )
+
+
+def _set_voxel_size(meta: list[dict[str, Any]]) -> tuple[float, ...] | None:
+    """The one voxel size of the sources, which the manifest records and augmentation turns
+    physical space with; None when none records one or they differ (each case with a warning
+    where some sources would be treated otherwise than their files say)."""
+    known = {m["path"]: tuple(m["voxel_size"]) for m in meta if m["voxel_size"]}
+    sizes = set(known.values())
+    if len(sizes) > 1:
+        listed = ", ".join(f"{path}: {list(size)}" for path, size in known.items())
+        warnings.warn(
+            f"the sources record different voxel sizes ({listed} Angstrom): the manifest "
+            "records none, so augmentation turns the voxel grid; shard them apart, or give "
+            "--voxel-size",
+            UserWarning,
+            stacklevel=3,
+        )
+        return None
+    if not sizes:
+        return None
+    size = sizes.pop()
+    unknown = [m["path"] for m in meta if not m["voxel_size"]]
+    if unknown:
+        one = len(unknown) == 1
+        warnings.warn(
+            f"{', '.join(unknown)} record{'s' if one else ''} no voxel size; the set's "
+            f"{list(size)} Angstrom is taken for {'it' if one else 'them'} (augmentation turns "
+            "physical space with it); give --voxel-size to say so",
+            UserWarning,
+            stacklevel=3,
+        )
+    return size
 
 
 def _given_voxel_size(image: Volume, size: tuple[float, float, float]) -> Volume:

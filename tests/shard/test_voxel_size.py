@@ -104,3 +104,31 @@ def test_anisotropic_voxels_get_the_margin_of_physical_rotations_everywhere(tmp_
     config = TrainConfig(shards=str(out), model="simple_cnn", epochs=1, workers=0, val_split="")
     Trainer(config, tmp_path / "run")  # refuses a set whose margin the augmentation outgrows
     assert preview_augmented(out, tmp_path / "preview.png", "default").is_file()
+
+
+def _imagej(path, z_um, xy_um):
+    image = np.zeros((8, 16, 16), np.uint16)
+    if z_um is None:
+        tifffile.imwrite(path, image)
+    else:
+        meta = {"spacing": z_um, "unit": "um", "axes": "ZYX"}
+        tifffile.imwrite(path, image, imagej=True, resolution=(1 / xy_um, 1 / xy_um), metadata=meta)
+
+
+def test_sources_of_unknown_or_different_voxel_sizes_are_named_in_a_warning(tmp_path):
+    """The set's voxel size decides how augmentation turns its crops: a source without one is
+    named when the others' is taken for it, and different ones leave the set without any."""
+    src = tmp_path / "src"
+    src.mkdir()
+    _imagej(src / "a.tif", 0.3, 0.1)
+    _imagej(src / "b.tif", None, None)
+    config = dict(crop=8, context=0, split="1")
+    taken = r"b\.tif records no voxel size; the set's \[3000.0, 1000.0, 1000.0\] Angstrom is taken"
+    with pytest.warns(UserWarning, match=taken + " for it"):
+        shard(parse_config([src], **config), tmp_path / "one")
+    assert read_manifest(tmp_path / "one")["voxel_size"] == pytest.approx([3000, 1000, 1000])
+    _imagej(src / "b.tif", 0.2, 0.1)
+    with pytest.warns(UserWarning, match="the sources record different voxel sizes") as caught:
+        shard(parse_config([src], **config), tmp_path / "two")
+    assert "a.tif" in str(caught[0].message) and "b.tif" in str(caught[0].message)
+    assert read_manifest(tmp_path / "two")["voxel_size"] is None
