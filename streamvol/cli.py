@@ -881,7 +881,8 @@ def score(
 ) -> None:
     """CZII F-beta of picks against reference picks: per type TP, FP, FN, precision, recall,
     F-beta, and the weighted score (a reference is found within half its radius). Label
-    volumes against masks: Dice and IoU per class, per volume and over all voxels."""
+    volumes against masks: Dice and IoU per class, per volume and over all voxels. The
+    report is JSON (--out), its bars a PNG beside it."""
     from streamvol.predict import (
         format_label_score,
         format_score,
@@ -902,7 +903,7 @@ def score(
     else:
         report = score_picks(pred, ref, out=out, user=user, beta=beta)
         out_console.print(format_score(report), highlight=False)
-    out_console.print(f"report: {out}")
+    out_console.print(f"report: {out}, plot: {report['plot']}")
 
 
 @app.command()

@@ -23,6 +23,7 @@ from streamvol.metrics.plots import (
     plot_pr,
     plot_reconstructions,
     plot_roc,
+    plot_scores,
     plot_segmentations,
     plot_thresholds,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "plot_pr",
     "plot_reconstructions",
     "plot_roc",
+    "plot_scores",
     "plot_segmentations",
     "plot_thresholds",
     "points_by_type",

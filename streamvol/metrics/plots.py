@@ -448,6 +448,54 @@ def plot_compare(
     return save_figure(fig, path)
 
 
+def plot_scores(
+    scores: Mapping[str, Mapping[str, float | None]],
+    path: str | os.PathLike[str],
+    *,
+    ylabel: str,
+    title: str,
+    notes: Mapping[str, str] | None = None,
+) -> Path:
+    """Grouped bars in [0, 1]: one group per row of ``scores`` (particle types, volumes), one
+    bar per column (precision, recall, F-beta; classes) with its value above it, ``n/a`` for
+    None or NaN; ``notes`` adds a line under a group's name (TP, FP and FN; voxels)."""
+    if not scores:
+        raise BadInput("scores: expected at least one group to draw, got none")
+    series = list(dict.fromkeys(k for row in scores.values() for k in row))
+    groups = list(scores)
+    width = 0.8 / max(len(series), 1)
+    fig = _figure(figsize=(max(5.0, 1.1 + len(groups) * (0.35 + 0.45 * len(series))), 4.6))
+    ax = fig.add_subplot(1, 1, 1)
+    x = np.arange(len(groups))
+    for j, name in enumerate(series):
+        raw = [scores[g].get(name) for g in groups]
+        values = [v if v is not None and math.isfinite(v) else None for v in raw]
+        at = x - 0.4 + width * (j + 0.5)
+        bars = ax.bar(at, [v or 0.0 for v in values], width, label=name)
+        for bar, v in zip(bars, values, strict=True):
+            text = "n/a" if v is None else f"{v:.3f}"
+            top = bar.get_height()
+            ax.text(
+                bar.get_x() + width / 2,
+                top + 0.01,
+                text,
+                ha="center",
+                va="bottom",
+                fontsize="x-small",
+                rotation=90 if len(series) > 3 else 0,
+            )
+    ax.set_xticks(x)
+    ax.set_xticklabels(
+        [f"{g}\n{notes[g]}" if notes and g in notes else g for g in groups], fontsize="small"
+    )
+    ax.set_ylim(0, 1.15)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize="medium")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize="small", ncols=min(len(series), 4), loc="upper right")
+    return save_figure(fig, path)
+
+
 def _middle_slices(a: Any, name: str) -> np.ndarray:
     x = as_numpy(a, name).astype(np.float64)
     if x.ndim == 5:

@@ -84,7 +84,8 @@ def score_picks(
     distance_multiplier: float = 0.5,
     user: str | None = None,
 ) -> dict[str, Any]:
-    """Score PRED against REF (see the module docstring); write the report as JSON to ``out``.
+    """Score PRED against REF (see the module docstring); write the report as JSON to ``out``
+    and its bars, precision, recall and F-beta per type, beside it (``out`` as ``.png``).
 
     ``user`` keeps only PRED's copick pick files of that ``user_id`` (e.g. ``streamvol``).
     """
@@ -104,8 +105,29 @@ def score_picks(
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
+        report["plot"] = str(_plot(report, out.with_suffix(".png")))
         write_json_atomic(out, _finite(report))
     return report
+
+
+def _plot(report: Mapping[str, Any], path: Path) -> Path:
+    from streamvol.metrics import plot_scores
+
+    rows = report["per_type"]
+    beta = f"F-beta (beta={report['beta']:g})"
+    return plot_scores(
+        {
+            n: {"precision": r["precision"], "recall": r["recall"], beta: r["fbeta"]}
+            for n, r in rows.items()
+        },
+        path,
+        ylabel="score",
+        title=f"{report['pred']} against {report['ref']}: weighted F-beta {report['score']:.3f}",
+        notes={
+            n: f"TP {r['tp']} FP {r['fp']} FN {r['fn']}\nweight {r['weight']:g}"
+            for n, r in rows.items()
+        },
+    )
 
 
 def _finite(value: Any) -> Any:

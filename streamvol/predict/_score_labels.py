@@ -38,7 +38,7 @@ def score_labels(
     pred: str | Path, ref: str | Path, *, out: str | Path | None = None
 ) -> dict[str, Any]:
     """Score PRED's label volumes against REF's masks (see the module docstring); write the
-    report as JSON to ``out``."""
+    report as JSON to ``out`` and its bars, Dice per class and volume, beside it (``.png``)."""
     pred = Path(pred)
     summary = json.loads((pred / PREDICT_JSON).read_text())
     names = summary.get("class_names")
@@ -73,8 +73,25 @@ def score_labels(
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
+        report["plot"] = str(_plot(report, out.with_suffix(".png")))
         write_json_atomic(out, report)
     return report
+
+
+def _plot(report: Mapping[str, Any], path: Path) -> Path:
+    from streamvol.metrics import plot_scores
+
+    names = report["class_names"]
+    shown = names[1:] if len(names) > 1 else names  # class 0 is the background
+    rows = {**report["experiments"], "all": report["overall"]}
+    return plot_scores(
+        {e: {n: row["dice"][n] for n in shown} for e, row in rows.items()},
+        path,
+        ylabel="Dice",
+        title=f"{report['pred']} against {report['ref']}: mean foreground Dice "
+        f"{report['overall']['mean_dice']:.3f}",
+        notes={e: f"{row['voxels']:,} voxels" for e, row in rows.items()},
+    )
 
 
 def volume_counts(labels: str | Path, mask: str | Path, names: Sequence[str]) -> np.ndarray:

@@ -16,6 +16,7 @@ from streamvol.metrics import (
     plot_history,
     plot_pr,
     plot_roc,
+    plot_scores,
 )
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -184,3 +185,23 @@ def test_segmentation_plot_is_a_png_and_refuses_mismatched_slices(tmp_path):
     with pytest.raises(ShapeMismatch, match="dice: expected 3 values"):
         plot_segmentations(images, truth, truth, tmp_path / "x.png", dice=[1], class_names=names)
     assert not (tmp_path / "x.png").exists()
+
+
+def test_score_bars_are_the_values_and_say_na_where_undefined(tmp_path: Path, figures):
+    from streamvol.errors import BadInput
+
+    scores = {
+        "ribosome": {"precision": 0.5, "recall": 0.25, "F-beta": 0.26},
+        "virus": {"precision": None, "recall": 0.0, "F-beta": float("nan")},
+    }
+    out = plot_scores(scores, tmp_path / "s.png", ylabel="score", title="picks",
+                      notes={"ribosome": "TP 1 FP 1 FN 3"})  # fmt: skip
+    assert_png(out)
+    ax = figures[-1].axes[0]
+    # bars series by series: precision of both types, then recall, then F-beta
+    assert [p.get_height() for p in ax.patches] == [0.5, 0.0, 0.25, 0.0, 0.26, 0.0]
+    assert [t.get_text() for t in ax.texts] == ["0.500", "n/a", "0.250", "0.000", "0.260", "n/a"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["ribosome\nTP 1 FP 1 FN 3", "virus"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["precision", "recall", "F-beta"]
+    with pytest.raises(BadInput, match="at least one group"):
+        plot_scores({}, tmp_path / "none.png", ylabel="score", title="none")

@@ -113,5 +113,7 @@ def test_cli_prints_and_writes(tmp_path):
     assert result.exit_code == 0, result.output
     assert "ribosome" in result.output and f"{EXPECTED:.4f}" in result.output
     assert json.loads((tmp_path / "o.json").read_text())["per_type"]["ribosome"]["fn"] == 1
+    assert f"plot: {tmp_path / 'o.png'}" in result.output.replace("\n", "")
+    assert (tmp_path / "o.png").read_bytes()[:4] == b"\x89PNG"
     bad = CliRunner().invoke(app, ["score", str(tmp_path / "nothing.txt"), str(ref)])
     assert bad.exit_code == 1 and "expected a picks CSV" in bad.output

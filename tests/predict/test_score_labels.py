@@ -73,6 +73,8 @@ def test_two_volumes_scored_each_and_together(tmp_path):
     assert report["overall"]["dice"]["cell"] == pytest.approx(2 * cells / (2 * cells + 128))
     assert report["overall"]["voxels"] == 4 * 64 + 2 * 64
     assert json.loads((tmp_path / "s.json").read_text()) == report
+    assert report["plot"] == str(tmp_path / "s.png")  # Dice bars beside the JSON
+    assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
     only_a = score_labels(tmp_path / "pred", _masks(tmp_path / "ref-a", {"a": truth["a"]}))
     assert list(only_a["experiments"]) == ["a"] and only_a["unscored"] == ["b"]
     assert only_a["overall"]["dice"] == {n: 1.0 for n in NAMES}
