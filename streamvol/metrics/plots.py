@@ -351,11 +351,12 @@ def plot_segmentations(
     dice: Sequence[float],
     class_names: Sequence[str],
     title: str = "segmentations",
+    z: Sequence[int] | None = None,
 ) -> Path:
     """One row per crop: the image, the true mask and the predicted one over it, each a 2D
     slice ((N, H, W) arrays; masks are class ids, 0 the background); ``dice`` labels each
-    row. One grey scale for all images; one colour per foreground class, the same in every
-    panel, named in the legend."""
+    row, and ``z`` the slice's index in its crop when given. One grey scale for all images;
+    one colour per foreground class, the same in every panel, named in the legend."""
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
@@ -368,6 +369,8 @@ def plot_segmentations(
             raise ShapeMismatch(f"{name}: expected the images' shape {img.shape}, got {m.shape}")
     if len(dice) != len(img):
         raise ShapeMismatch(f"dice: expected {len(img)} values (one per crop), got {len(dice)}")
+    if z is not None and len(z) != len(img):
+        raise ShapeMismatch(f"z: expected {len(img)} slice indices (one per crop), got {len(z)}")
     n, n_classes = len(img), len(class_names)
     colours = [c["color"] for c in _color_cycle()]
     cmap = ListedColormap([colours[(k - 1) % len(colours)] for k in range(1, max(n_classes, 2))])
@@ -394,7 +397,8 @@ def plot_segmentations(
             if i == 0:
                 ax.set_title(label, fontsize="medium")
             if j == 0:
-                ax.set_ylabel(f"Dice {dice[i]:.3f}", fontsize="small")
+                where = "" if z is None else f", z {z[i]}"
+                ax.set_ylabel(f"Dice {dice[i]:.3f}{where}", fontsize="small")
     handles = [
         Patch(color=cmap(k - 1), alpha=0.6, label=class_names[k]) for k in range(1, n_classes)
     ]

@@ -37,8 +37,9 @@ def predict_batches(
     Classification scores are probabilities ((N,) positive class when binary, else (N, C));
     segmentation keeps the predicted labels (N, D, H, W) as ``scores`` (labels and targets in
     the smallest integer dtype that holds them), the probabilities as ``probs`` (float16:
-    (N, D, H, W) of the foreground for two classes, else (N, C, D, H, W)) and the images'
-    middle z slices as ``slices`` (N, H, W), for the plot. ``tta``
+    (N, D, H, W) of the foreground for two classes, else (N, C, D, H, W)) and, for the plot,
+    each image's z slice with the most foreground (true or predicted; the middle one when
+    there is none) as ``slices`` (N, H, W), its index as ``slice_z`` (N,). ``tta``
     (``flips``, ``rot90z``, ``all``; True: ``flips``) averages the probabilities of the
     transformed crops, each segmentation map turned back first (``streamvol.train.tta``).
     Targets are -1 where the shards hold none (unlabelled crops; no loss then).
@@ -49,7 +50,7 @@ def predict_batches(
     model.eval()
     binary = task.binary
     segmentation = task.kind == "segmentation"
-    scores, targets, weights, keys, probs_all, slices = [], [], [], [], [], []
+    scores, targets, weights, keys, probs_all, slices, slice_z = [], [], [], [], [], [], []
     loss_sum, weight_sum = 0.0, 0.0
     for batch in batches:
         x = batch["image"]
@@ -75,7 +76,9 @@ def predict_batches(
             scores.append(_compact([labels.cpu().numpy()]))
             kept = probs[:, -1] if probs.shape[1] <= 2 else probs
             probs_all.append(kept.to(torch.float16).cpu().numpy())
-            slices.append(x[:, 0, x.shape[2] // 2].float().cpu().numpy())
+            z = _most_foreground(labels, target, task.num_classes)
+            slices.append(x[torch.arange(n), 0, z].float().cpu().numpy())
+            slice_z.append(z.cpu().numpy())
         else:
             scores.append(probs.cpu().numpy())
         if target is None:
@@ -99,7 +102,21 @@ def predict_batches(
     if probs_all:
         out["probs"] = np.concatenate(probs_all)
         out["slices"] = np.concatenate(slices)
+        out["slice_z"] = np.concatenate(slice_z)
     return out
+
+
+def _most_foreground(
+    labels: torch.Tensor, target: torch.Tensor | None, num_classes: int
+) -> torch.Tensor:
+    """(N,) the z index of each crop's slice with the most foreground voxels, true or predicted
+    (the middle slice of a crop with none)."""
+    fg = labels > 0
+    if target is not None:
+        fg = fg | ((target > 0) & (target < num_classes)).to(fg.device)
+    per_z = fg.flatten(2).sum(-1)  # (N, D)
+    middle = torch.full_like(per_z[:, 0], labels.shape[1] // 2)
+    return torch.where(per_z.amax(1) > 0, per_z.argmax(1), middle)
 
 
 def _compact(parts: list[np.ndarray]) -> np.ndarray:
@@ -246,23 +263,25 @@ def write_report(
 
 
 def _plot_segmentations(out: dict[str, Any], report: dict[str, Any], path: Path, what: str) -> Path:
-    """Up to 6 crops, from the worst foreground Dice to the best, their middle z slices."""
+    """Up to 6 crops, from the worst foreground Dice to the best, each the z slice with the
+    most foreground."""
     from streamvol.metrics import plot_segmentations
 
     kept = np.flatnonzero(out["weights"] > 0)
     per = np.asarray(report["per_sample_dice"], dtype=np.float64)  # (kept, C); class 0: background
     dice = per[:, 1:].mean(axis=1) if per.shape[1] > 1 else per[:, 0]
     rows = spread_by_rank(dice, 6)
-    mid = out["targets"].shape[1] // 2
     at = kept[rows]
+    z = out["slice_z"][at]
     return plot_segmentations(
         out["slices"][at],
-        out["targets"][at, mid],
-        out["scores"][at, mid],
+        out["targets"][at, z],
+        out["scores"][at, z],
         path,
         dice=dice[rows].tolist(),
+        z=z.tolist(),
         class_names=report["class_names"],
-        title=f"{what}: middle z slices, worst to best Dice",
+        title=f"{what}\nworst to best Dice, each the z slice with the most foreground",
     )
 
 

@@ -68,3 +68,20 @@ def test_an_unlabelled_split_is_refused_after_compact_targets():
     assert out["targets"].dtype == np.int8 and (out["targets"] == -1).all()
     with pytest.raises(ValueError, match="unlabelled crops"):
         score(out, TASK)
+
+
+def test_the_plot_slice_is_the_one_with_the_most_true_or_predicted_foreground():
+    """Crop 0: predicted foreground on z=1 (9 voxels) beats true foreground on z=3 (4 voxels);
+    crop 1: 9 true voxels on z=3 beat a predicted one on z=0; a crop with none (an ignored
+    voxel is none) keeps the middle slice."""
+    image = torch.zeros(3, 1, 4, 5, 6)
+    image[0, 0, 1, :3, :3] = 1.0  # Fixed predicts class 1 where the image is > 0
+    image[1, 0, 0, 0, 0] = -0.5  # a lone class-2 voxel, fewer than the truth on z=3
+    mask = torch.zeros(3, 4, 5, 6, dtype=torch.int64)
+    mask[0, 3, :2, :2] = 1
+    mask[1, 3, 1:4, 1:4] = 2
+    mask[2, 0, 0, 0] = 255
+    batch = {"image": image, "mask": mask, "weight": torch.ones(3), "__key__": ["a", "b", "c"]}
+    out = predict_batches(Fixed(), [batch], TASK, forward=lambda m, x: m(x))
+    np.testing.assert_array_equal(out["slice_z"], [1, 3, 2])
+    np.testing.assert_array_equal(out["slices"], image[[0, 1, 2], 0, [1, 3, 2]].numpy())

@@ -61,10 +61,13 @@ def test_segmentation_reports_draw_the_worst_to_the_best_crops(tmp_path, figures
     report = Trainer(config, tmp_path / "seg").fit()
     assert report["plots"]["segmentations"] == str(tmp_path / "seg" / "val_segmentations.png")
     fig = figures["val_segmentations.png"]
-    assert "seg, val split (12 samples): middle z slices, worst to best Dice" in _texts(fig)
+    title = "seg, val split (12 samples)\nworst to best Dice, each the z slice with the most"
+    assert title in _texts(fig)
     assert len(fig.axes) == 6 * 3  # 6 of the 12 crops: image, truth, prediction
     assert [ax.get_title() for ax in fig.axes[:3]] == ["image", "truth", "prediction"]
-    shown = [float(ax.get_ylabel().removeprefix("Dice ")) for ax in fig.axes[::3]]
+    labels = [ax.get_ylabel().removeprefix("Dice ").split(", z ") for ax in fig.axes[::3]]
+    shown = [float(dice) for dice, _ in labels]
+    assert all(0 <= int(z) < 8 for _, z in labels)
     dice = [row[1] for row in report["per_sample_dice"]]  # the foreground's
     assert max(dice) - min(dice) > 0.1  # crops that differ, so the order shows
     assert shown == sorted(shown)
