@@ -477,12 +477,10 @@ def plot_scores(
         at = x - 0.4 + width * (j + 0.5)
         bars = ax.bar(at, [v or 0.0 for v in values], width, label=name)
         for bar, v in zip(bars, values, strict=True):
-            text = "n/a" if v is None else f"{v:.3f}"
-            top = bar.get_height()
             ax.text(
                 bar.get_x() + width / 2,
-                top + 0.01,
-                text,
+                bar.get_height() + 0.01,
+                "n/a" if v is None else f"{v:.3f}",
                 ha="center",
                 va="bottom",
                 fontsize="x-small",

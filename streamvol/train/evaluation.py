@@ -77,7 +77,9 @@ def predict_batches(
             kept = probs[:, -1] if probs.shape[1] <= 2 else probs
             probs_all.append(kept.to(torch.float16).cpu().numpy())
             z = _most_foreground(labels, target, task.num_classes)
-            slices.append(x[torch.arange(n), 0, z].float().cpu().numpy())
+            slices.append(
+                x[torch.arange(n, device=x.device), 0, z.to(x.device)].float().cpu().numpy()
+            )
             slice_z.append(z.cpu().numpy())
         else:
             scores.append(probs.cpu().numpy())
