@@ -893,7 +893,14 @@ def score(
 
     out_console = _out()
     if is_label_prediction(pred):
-        report = score_labels(pred, ref, out=out)
+        with _progress_display(console) as show:
+            job = show.job("score", unit="slices")
+            report = score_labels(
+                pred,
+                ref,
+                out=out,
+                progress=lambda what, done, total: job.update(done, total, description=what),
+            )
         out_console.print(format_label_score(report), highlight=False)
         if report["unscored"]:
             console.print(

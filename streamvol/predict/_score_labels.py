@@ -7,8 +7,9 @@ whole) and scored on its own; ``overall`` scores the voxels of all of them toget
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +36,15 @@ def is_label_prediction(path: str | Path) -> bool:
 
 
 def score_labels(
-    pred: str | Path, ref: str | Path, *, out: str | Path | None = None
+    pred: str | Path,
+    ref: str | Path,
+    *,
+    out: str | Path | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Score PRED's label volumes against REF's masks (see the module docstring); write the
-    report as JSON to ``out`` and its bars, Dice per class and volume, beside it (``.png``)."""
+    report as JSON to ``out`` and its bars, Dice per class and volume, beside it (``.png``).
+    ``progress(experiment, slices done, slices)`` after each block read."""
     pred = Path(pred)
     summary = json.loads((pred / PREDICT_JSON).read_text())
     names = summary.get("class_names")
@@ -58,7 +64,12 @@ def score_labels(
     total = np.zeros((len(names), len(names)))
     per: dict[str, Any] = {}
     for experiment in scored:
-        counts = volume_counts(pred / experiment / "labels.ome.zarr", masks[experiment], names)
+        counts = volume_counts(
+            pred / experiment / "labels.ome.zarr",
+            masks[experiment],
+            names,
+            progress=None if progress is None else functools.partial(progress, experiment),
+        )
         total += counts
         per[experiment] = {"mask": str(masks[experiment]), **_scores(counts, names)}
     report = {
@@ -94,9 +105,16 @@ def _plot(report: Mapping[str, Any], path: Path) -> Path:
     )
 
 
-def volume_counts(labels: str | Path, mask: str | Path, names: Sequence[str]) -> np.ndarray:
+def volume_counts(
+    labels: str | Path,
+    mask: str | Path,
+    names: Sequence[str],
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
     """(C, C) voxel counts of a predicted label volume (OME-Zarr) against a mask volume (any
-    format), rows the mask's class; a mask value outside the classes is refused, naming it."""
+    format), rows the mask's class; a mask value outside the classes is refused, naming it.
+    ``progress(slices done, slices)`` after each block."""
     import zarr
 
     predicted = zarr.open_group(str(labels), mode="r")["0"]
@@ -119,6 +137,8 @@ def volume_counts(labels: str | Path, mask: str | Path, names: Sequence[str]) ->
                 f"expected class ids 0 to {c - 1} ({', '.join(names)}), as the run learned"
             )
         counts += confusion_counts(p, t, c)
+        if progress is not None:
+            progress(min(z + depth, truth.shape[0]), truth.shape[0])
     return counts
 
 

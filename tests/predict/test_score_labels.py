@@ -51,9 +51,16 @@ def test_block_wise_counts_are_scikit_learn_s_confusion_matrix(
     _masks(root / "ref", {"v": truth})
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(module, "_BLOCK_VOXELS", block)  # blocks of one slice or more
+        calls = []
         counts = volume_counts(
-            root / "pred" / "v" / "labels.ome.zarr", root / "ref" / "v_mask.npy", NAMES
+            root / "pred" / "v" / "labels.ome.zarr",
+            root / "ref" / "v_mask.npy",
+            NAMES,
+            progress=lambda done, total: calls.append((done, total)),
         )
+    done = [d for d, _ in calls]
+    assert done == sorted(set(done)) and done[-1] == shape[0]  # each block once, to the end
+    assert {t for _, t in calls} == {shape[0]}
     expected = confusion_matrix(truth.ravel(), pred.ravel(), labels=[0, 1, 2])
     np.testing.assert_array_equal(counts, expected)
 
@@ -62,11 +69,14 @@ def test_two_volumes_scored_each_and_together(tmp_path):
     rng = np.random.default_rng(0)
     pred = {"a": rng.integers(0, 3, (4, 8, 8)), "b": np.zeros((2, 8, 8), int)}
     truth = {"a": pred["a"].astype(np.uint8), "b": np.ones((2, 8, 8), np.uint8)}
+    seen = {}
     report = score_labels(
         _prediction(tmp_path / "pred", pred),
         _masks(tmp_path / "ref", truth),
         out=tmp_path / "s.json",
+        progress=lambda name, done, total: seen.__setitem__(name, (done, total)),
     )
+    assert seen == {"a": (4, 4), "b": (2, 2)}
     assert report["experiments"]["a"]["dice"] == {n: 1.0 for n in NAMES}
     assert report["experiments"]["b"]["dice"] == {"background": 0.0, "cell": 0.0, "nucleus": 1.0}
     cells = (truth["a"] == 1).sum()  # all found in a; b's 128 cell voxels all missed
