@@ -76,8 +76,8 @@ def test_sets_made_before_the_option_keep_their_identity(tmp_path):
 def test_anisotropic_voxels_get_the_margin_of_physical_rotations_everywhere(tmp_path):
     """3:1 voxels and the default augmentation: the sharder stores the margin that turning
     physical space needs (less along z than the voxel grid's, more in-plane), and the loader, the
-    trainer's margin check and the preview draw on those voxels (on the grid they would refuse
-    the set: its z margin is too small for a grid rotation)."""
+    trainer's margin check, the preview and the benchmark draw on those voxels (on the grid they
+    would refuse the set: its z margin is too small for a grid rotation)."""
     from streamvol.augment import Augment
     from streamvol.stream import open_shards
     from streamvol.stream.inspect import preview_augmented
@@ -104,6 +104,10 @@ def test_anisotropic_voxels_get_the_margin_of_physical_rotations_everywhere(tmp_
     config = TrainConfig(shards=str(out), model="simple_cnn", epochs=1, workers=0, val_split="")
     Trainer(config, tmp_path / "run")  # refuses a set whose margin the augmentation outgrows
     assert preview_augmented(out, tmp_path / "preview.png", "default").is_file()
+    bench = ["bench", str(out), "--workers", "0", "--modes", "cpu", "--batches", "1"]
+    result = runner.invoke(app, [*bench, "--repeats", "1", "--batch-size", "2"])
+    assert result.exit_code == 0, result.output
+    assert "augment cpu" in result.output
 
 
 def _imagej(path, z_um, xy_um):
