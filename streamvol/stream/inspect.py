@@ -228,11 +228,15 @@ def preview_augmented(
     stored = read_shard(folder, first_split[0], storage)
     samples = list(itertools.islice(_samples(manifest, stored, spec.margin(manifest["crop"])), 64))
 
-    def interest(sample: dict[str, Any]) -> tuple[bool, bool]:
-        labelled = sample.get("cls", 0) > 0 or bool(sample.get("mask.npy", np.zeros(1)).any())
-        return labelled, len(sample.get("points.npy", ())) > 0
+    def interest(sample: dict[str, Any]) -> tuple[bool, bool, float]:
+        mask = sample.get("mask.npy")
+        labelled = sample.get("cls", 0) > 0 or (mask is not None and bool(mask.any()))
+        edges = -abs(float(np.mean(mask > 0)) - 0.5) if mask is not None else 0.0
+        return labelled, len(sample.get("points.npy", ())) > 0, edges
 
-    chosen = max(samples, key=interest)  # the first labelled crop with points, if any
+    # a labelled crop with points, if any; of masks, the one nearest half foreground, whose
+    # outline the draws then turn
+    chosen = max(samples, key=interest)
     low, high = manifest["stats"]["p0_5"], manifest["stats"]["p99_5"]  # shown in [0, 1]
     return preview_augment(chosen, spec, png, offset=low, scale=1 / max(high - low, 1e-12))
 

@@ -49,3 +49,23 @@ def test_spot_preview_shows_points_in_the_legend(tmp_path, figures):
     assert "points within 3 slices" in _legend(fig)
     heads = {ax.get_title().split("\n")[0] for ax in fig.axes if ax.get_title()}
     assert heads <= {"train: true", "train: false"} and len(heads) == 2
+
+
+def test_the_augmentation_preview_shows_the_mask_crop_nearest_half_foreground(tmp_path, figures):
+    """Three crops: one voxel of foreground, half, all; the preview draws the half one, whose
+    outline the draws turn (the first labelled crop would show next to none)."""
+    import numpy as np
+
+    from streamvol.stream.inspect import preview_augmented
+
+    image = np.random.default_rng(0).normal(size=(8, 8, 24)).astype(np.float32)
+    mask = np.zeros((8, 8, 24), np.uint8)
+    mask[0, 0, 0] = 1
+    mask[:, :4, 8:16] = 1
+    mask[:, :, 16:] = 1
+    np.save(tmp_path / "v.npy", image)
+    np.save(tmp_path / "v_mask.npy", mask)
+    config = parse_config([tmp_path / "v.npy"], plan="grid", crop=8, context=0, split="1")
+    shard(config, tmp_path / "set")
+    preview_augmented(tmp_path / "set", tmp_path / "p.png", "flips")
+    assert figures[-1]._suptitle.get_text().startswith("v_z4_y4_x12 under 8 draws")
