@@ -1131,7 +1131,10 @@ def _demo_tomograms(out: Path, seed: int, workers: int | None) -> None:
     shown.print(f"random picks at the true count per type: {result.baseline:.4f}")
     times = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
     shown.print(f"time: {times}", highlight=False)
-    shown.print(f"picks: {result.predictions} (copick, picks.csv); figure: {result.figure}")
+    shown.print(
+        f"picks: {result.predictions} (copick, picks.csv); figures: {result.figure}, "
+        f"{result.score['plot']}"
+    )
     shown.print(f"run: {result.run}")
 
 
