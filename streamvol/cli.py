@@ -263,6 +263,24 @@ def shard(
             "none (TIFF without ImageJ metadata, .npy); replaces a file's own, with a warning."
         ),
     ] = None,
+    tomogram: Annotated[
+        str, typer.Option(help="Copick: the tomogram of each run (<name>.zarr).")
+    ] = "denoised",
+    voxel_spacing: Annotated[
+        float | None,
+        typer.Option(help="Copick: the VoxelSpacing<s> folder to read where runs have several."),
+    ] = None,
+    user_id: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Copick: only the pick files of this user_id (repeat to join several), where "
+            "runs hold picks of several users (curation, a model's predictions, annotators)."
+        ),
+    ] = None,
+    session_id: Annotated[
+        list[str] | None,
+        typer.Option(help="Copick: only the pick files of this session_id (repeat to join)."),
+    ] = None,
     shard_size: Annotated[int, typer.Option(help="Samples per tar.")] = 256,
     seed: Annotated[int, typer.Option(help="Seed for splits and negative crops.")] = 0,
     workers: Annotated[int | None, typer.Option(help="Local dask workers.")] = None,
@@ -319,6 +337,10 @@ def shard(
         shard_size=shard_size,
         seed=seed,
         voxel_size=voxel_size,
+        tomogram=tomogram,
+        voxel_spacing=voxel_spacing,
+        user_id=user_id,
+        session_id=session_id,
     )
     with _warnings_shown(), _progress_display(console) as show:
         job = show.job("shard: reading sources, planning crops", unit="shards")
@@ -738,7 +760,14 @@ def predict(
     voxel_size: Annotated[
         float | None, typer.Option(help="Angstrom per voxel where the volumes do not say.")
     ] = None,
-    tomogram: Annotated[str, typer.Option(help="Copick tomogram name.")] = "denoised",
+    tomogram: Annotated[
+        str | None,
+        typer.Option(help="Copick tomogram name (default: the run's shards', else denoised)."),
+    ] = None,
+    voxel_spacing: Annotated[
+        float | None,
+        typer.Option(help="Copick VoxelSpacing<s> folder (default: the run's shards')."),
+    ] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda.")] = None,
     timeout: Annotated[
         float, typer.Option(help="Seconds without a batch before the loader gives up (0: never).")
@@ -776,6 +805,7 @@ def predict(
                 voxel_size=voxel_size,
                 device=device,
                 tomogram=tomogram,
+                voxel_spacing=voxel_spacing,
                 progress=lambda what, done, total: job.update(done, total, description=what),
             )
         _print_predictions(summary, out or Path("predictions"))
@@ -877,6 +907,9 @@ def score(
     user: Annotated[
         str | None, typer.Option(help="Only PRED's copick pick files of this user_id.")
     ] = None,
+    ref_user: Annotated[
+        str | None, typer.Option(help="Only REF's copick pick files of this user_id.")
+    ] = None,
     beta: Annotated[float, typer.Option(help="F-beta's beta (CZII: 4).")] = 4.0,
 ) -> None:
     """CZII F-beta of picks against reference picks: per type TP, FP, FN, precision, recall,
@@ -908,7 +941,7 @@ def score(
                 highlight=False,
             )
     else:
-        report = score_picks(pred, ref, out=out, user=user, beta=beta)
+        report = score_picks(pred, ref, out=out, user=user, ref_user=ref_user, beta=beta)
         out_console.print(format_score(report), highlight=False)
     out_console.print(f"report: {out}, plot: {report['plot']}")
 

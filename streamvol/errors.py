@@ -103,6 +103,10 @@ class SplitWarning(UserWarning):
     """A split had to fall back to something weaker than grouping by source."""
 
 
+class PicksLeftOut(UserWarning):
+    """Copick runs whose pick files are all of other users or sessions than those chosen."""
+
+
 class BadOption(StreamvolError, ValueError):
     """A setting outside what it may be, named as the library's parameter (``lr=0.0``); the CLI
     shows it as its flag (``--lr 0.0``). ``name``, ``value`` and ``expected`` say which, what

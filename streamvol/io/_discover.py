@@ -23,10 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from streamvol.errors import BadLabels, NoVolumeFound
+from streamvol.errors import BadLabels, NoVolumeFound, PicksLeftOut
 from streamvol.io._labels import (
     ClassTable,
     Points,
+    _load_json,
     read_class_csv,
     read_copick_config,
     read_copick_picks,
@@ -80,6 +81,7 @@ class Dataset:
     sources: tuple[SourceSpec, ...]
     class_names: tuple[str, ...] = ()
     radii: dict[str, float] = field(default_factory=dict)
+    owners_chosen: bool = False  # copick: pick files chosen by user_id / session_id
 
 
 def discover(
@@ -88,11 +90,15 @@ def discover(
     classes: str | Path | None = None,
     tomogram: str = "denoised",
     voxel_spacing: float | None = None,
+    user_id: Sequence[str] = (),
+    session_id: Sequence[str] = (),
 ) -> Dataset:
     """Find every source under ``path`` and its labels; raise ``NoVolumeFound`` if there is none.
 
     ``classes`` is a class CSV (default: ``classes.csv`` in ``path`` when present);
-    ``tomogram`` and ``voxel_spacing`` choose among a copick run's tomograms.
+    ``tomogram`` and ``voxel_spacing`` choose among a copick run's tomograms (other layouts
+    ignore them), ``user_id`` and ``session_id`` (any of those given) among its pick files, as
+    copick's own tools do.
     """
     root = Path(path).expanduser()
     if not root.exists():
@@ -100,13 +106,20 @@ def discover(
     if root.is_file() and root.name == COPICK_CONFIG:
         root = root.parent
     class_csv = Path(classes) if classes is not None else None
-    if root.is_dir() and _is_copick(root):
+    copick = root.is_dir() and _is_copick(root)
+    given = [name for name, value in (("user_id", user_id), ("session_id", session_id)) if value]
+    if given and not copick:
+        raise BadLabels(
+            f"{root}: {' and '.join(given)} choose among a copick project's pick files, and "
+            f"this is not a copick project"
+        )
+    if copick:
         if class_csv is not None:
             raise BadLabels(
                 f"{class_csv}: a class CSV does not apply to the copick project {root}; "
                 f"its classes come from {COPICK_CONFIG} or the pick files"
             )
-        dataset = _discover_copick(root, tomogram, voxel_spacing)
+        dataset = _discover_copick(root, tomogram, voxel_spacing, (user_id, session_id))
     elif _is_volume(root):
         stem = _stem(root.name)
         masks = [
@@ -141,6 +154,8 @@ def load_points(spec: SourceSpec, volume: Volume, dataset: Dataset) -> Points | 
         parts = [read_copick_picks(p, volume.voxel_size, names) for p in spec.picks]
         for part in parts:  # one by one, so an error names the file and its own point index
             part.check_inside(volume.shape, volume.path)
+        if not dataset.owners_chosen:
+            _check_one_owner(spec.id, spec.picks, [len(part.zyx) for part in parts])
         points = Points.concat(parts, names)
     elif spec.spots is not None:
         points = read_spot_table(spec.spots)
@@ -304,7 +319,7 @@ def _choose_spacing(run: str, run_dirs: list[Path], wanted: float | None) -> lis
     if len(by_spacing) > 1:
         raise NoVolumeFound(
             f"copick run {run!r} has several voxel spacings ({available}) in {where}; "
-            f"choose one with voxel_spacing"
+            f"choose one with voxel_spacing (shard and predict --voxel-spacing)"
         )
     return next(iter(by_spacing.values()))
 
@@ -321,11 +336,17 @@ def _choose_tomogram(run: str, spacing_dirs: list[Path], wanted: str) -> Path:
     found = ", ".join(p.name for p in tomograms) or "none"
     raise NoVolumeFound(
         f"copick run {run!r}: no tomogram {want!r} in {where}; found {found}; "
-        f"choose one with tomogram=<name>"
+        f"choose one with tomogram (shard and predict --tomogram)"
     )
 
 
-def _discover_copick(root: Path, tomogram: str, voxel_spacing: float | None) -> Dataset:
+def _discover_copick(
+    root: Path,
+    tomogram: str,
+    voxel_spacing: float | None,
+    owners: tuple[Sequence[str], Sequence[str]] = ((), ()),
+) -> Dataset:
+    chosen = bool(owners[0] or owners[1])
     runs: dict[str, list[Path]] = {}
     for base in _copick_run_bases(root):
         for run_dir in _children(base):
@@ -337,17 +358,17 @@ def _discover_copick(root: Path, tomogram: str, voxel_spacing: float | None) -> 
             f"{', '.join(str(b) for b in _copick_run_bases(root))}; {_files_seen(root)}"
         )
     sources = []
+    left_out: dict[str, Counter[str]] = {}  # run -> owners of its pick files not chosen
     for run in sorted(runs, key=natural_key):
         run_dirs = runs[run]
         spacing_dirs = _choose_spacing(run, run_dirs, voxel_spacing)
         image = _choose_tomogram(run, spacing_dirs, tomogram)
-        picks = [
-            p
-            for d in run_dirs
-            for p in _children(d / "Picks")
-            if p.is_file() and p.suffix.lower() == ".json"
-        ]
+        picks = [p for d in run_dirs for p in _children(d / "Picks") if _is_pick_file(p)]
+        if chosen:
+            picks, left_out[run] = _choose_picks(picks, *owners)
         sources.append(SourceSpec(id=source_id(run), image=image, picks=tuple(picks)))
+    if chosen:
+        _report_choice(root, owners, sources, left_out)
     config = root / COPICK_CONFIG
     if config.is_file():
         radii = read_copick_config(config)
@@ -356,7 +377,7 @@ def _discover_copick(root: Path, tomogram: str, voxel_spacing: float | None) -> 
         # Without a config the pick files name the classes; radii stay unknown.
         names = {read_copick_picks(p, 1.0).class_names[0] for s in sources for p in s.picks}
         class_names, radii = tuple(sorted(names)), {}
-    return Dataset(root, "copick", tuple(sources), class_names, radii)
+    return Dataset(root, "copick", tuple(sources), class_names, radii, owners_chosen=chosen)
 
 
 def copick_picks(
@@ -366,7 +387,8 @@ def copick_picks(
 
     Reads ``[overlay/|static/]ExperimentRuns/<run>/Picks/*.json`` (no tomogram needed), each
     file's type from its ``pickable_object_name``; ``user`` and ``session`` keep only the files
-    of that ``user_id`` / ``session_id``. Files of one run and type are joined.
+    of that ``user_id`` / ``session_id``. Files of one run and type are joined; without
+    ``user`` or ``session``, files of one type from several owners are refused (``BadLabels``).
     """
     root = Path(root).expanduser()
     if root.is_file() and root.name == COPICK_CONFIG:
@@ -376,17 +398,18 @@ def copick_picks(
             f"{root}: not a copick project; expected {COPICK_CONFIG} or "
             f"[overlay/]ExperimentRuns/<run>/Picks/*.json"
         )
+    users = () if user is None else (user,)
+    sessions = () if session is None else (session,)
     found: dict[str, dict[str, list[np.ndarray]]] = {}
     for base in _copick_run_bases(root):
         for run_dir in _children(base):
-            for path in _children(run_dir / "Picks"):
-                if not (path.is_file() and path.suffix.lower() == ".json"):
-                    continue
-                if (user is not None or session is not None) and not _pick_owner(
-                    path, user, session
-                ):
-                    continue
-                points = read_copick_picks(path, 1.0)  # voxel size 1: Angstrom stay Angstrom
+            files = [p for p in _children(run_dir / "Picks") if _is_pick_file(p)]
+            if users or sessions:
+                files = _choose_picks(files, users, sessions)[0]
+            parts = [read_copick_picks(p, 1.0) for p in files]  # voxel size 1: Angstrom stay
+            if not (users or sessions):
+                _check_one_owner(run_dir.name, files, [len(p.zyx) for p in parts])
+            for points in parts:
                 kind = points.class_names[0]
                 found.setdefault(run_dir.name, {}).setdefault(kind, []).append(points.zyx)
     return {
@@ -395,18 +418,89 @@ def copick_picks(
     }
 
 
-def _pick_owner(path: Path, user: str | None, session: str | None) -> bool:
-    import json
+def _is_pick_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() == ".json"
 
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise BadLabels(f"{path}: not a readable JSON file: {exc}") from exc
+
+def _pick_header(path: Path) -> tuple[str, str, str]:
+    """A copick pick file's object name, ``user_id`` and ``session_id`` ("?" where missing)."""
+    doc = _load_json(path)
     if not isinstance(doc, dict):
-        return False
-    return (user is None or str(doc.get("user_id")) == user) and (
-        session is None or str(doc.get("session_id")) == session
+        raise BadLabels(f"{path}: expected a copick pick object, got {type(doc).__name__}")
+    name, user, session = (
+        "?" if doc.get(k) is None else str(doc[k])
+        for k in ("pickable_object_name", "user_id", "session_id")
     )
+    return name, user, session
+
+
+def _choose_picks(
+    files: Sequence[Path], users: Sequence[str], sessions: Sequence[str]
+) -> tuple[list[Path], Counter[str]]:
+    """The pick files of any of ``users`` and ``sessions`` (all where none is given), and the
+    owners of those left out."""
+    kept: list[Path] = []
+    left_out: Counter[str] = Counter()
+    for path in files:
+        _, user, session = _pick_header(path)
+        if (not users or user in users) and (not sessions or session in sessions):
+            kept.append(path)
+        else:
+            left_out[f"{user}/{session}"] += 1
+    return kept, left_out
+
+
+def _report_choice(
+    root: Path,
+    owners: tuple[Sequence[str], Sequence[str]],
+    sources: Sequence[SourceSpec],
+    left_out: dict[str, Counter[str]],
+) -> None:
+    """Refuse a choice of pick owners that keeps no file; warn of runs it leaves without picks."""
+    import warnings
+
+    named = zip(("user_id", "session_id"), owners, strict=True)
+    chosen = " and ".join(f"{key} {', '.join(values)}" for key, values in named if values)
+    if not any(s.picks for s in sources):
+        found = sum(left_out.values(), Counter())
+        listed = ", ".join(f"{o} ({n} file{'s' * (n != 1)})" for o, n in sorted(found.items()))
+        raise BadLabels(
+            f"{root}: no pick file of {chosen}; its pick files (user_id/session_id): "
+            f"{listed or 'none'}"
+        )
+    bare = [s.id for s in sources if not s.picks and left_out.get(s.id)]
+    if bare:
+        others = sorted({o for run in bare for o in left_out[run]})
+        warnings.warn(
+            f"{root}: copick run{'s' * (len(bare) > 1)} {', '.join(bare)} "
+            f"{'have' if len(bare) > 1 else 'has'} no pick file of {chosen} (only "
+            f"{', '.join(others)}): no crops on picks there, and detection takes it all as "
+            f"background",
+            PicksLeftOut,
+            stacklevel=4,
+        )
+
+
+def _check_one_owner(run: str, files: Sequence[Path], counts: Sequence[int]) -> None:
+    """Refuse to join the picks of one type that several users or sessions made (curation and
+    a model's predictions, two annotators) unless the caller chose them by owner."""
+    held: dict[str, dict[tuple[str, str], tuple[int, Path]]] = {}
+    for path, count in zip(files, counts, strict=True):
+        name, user, session = _pick_header(path)
+        of_type = held.setdefault(name, {})
+        of_type[user, session] = (of_type.get((user, session), (0, path))[0] + count, path)
+    for name, by_owner in held.items():
+        if len(by_owner) > 1:
+            listed = "; ".join(
+                f"{user}/{session}: {n} pick{'s' * (n != 1)} ({path})"
+                for (user, session), (n, path) in by_owner.items()
+            )
+            first = next(iter(by_owner))[0]
+            raise BadLabels(
+                f"copick run {run!r}: picks of {name!r} from {len(by_owner)} owners (user_id/"
+                f"session_id): {listed}; choose whose by user_id, e.g. {first!r} (shard --user-id, "
+                f"score --user and --ref-user), or by session_id"
+            )
 
 
 # --- sample folders -----------------------------------------------------------------------------

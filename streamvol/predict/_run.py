@@ -226,13 +226,17 @@ def settings_from(choices: Mapping[str, Any]) -> tuple[Window | None, Peaks]:
 
 
 def resolve_sources(
-    sources: Sequence[str | Path], *, tomogram: str = "denoised"
+    sources: Sequence[str | Path],
+    *,
+    tomogram: str = "denoised",
+    voxel_spacing: float | None = None,
 ) -> list[tuple[str, Path]]:
     """(experiment id, volume path) of every volume under ``sources``: a copick project's runs
-    (the run names), volume files or folders (their ids), any layout ``discover`` reads."""
+    (the run names; ``tomogram`` and ``voxel_spacing`` choose among their tomograms), volume
+    files or folders (their ids), any layout ``discover`` reads."""
     found: dict[str, Path] = {}
     for source in sources:
-        dataset = discover(source, tomogram=tomogram)
+        dataset = discover(source, tomogram=tomogram, voxel_spacing=voxel_spacing)
         for spec in dataset.sources:
             if spec.id in found and found[spec.id] != spec.image:
                 raise NoVolumeFound(
@@ -277,14 +281,16 @@ def predict_volumes(
     min_size: int | None = None,
     threshold: float | None = None,
     voxel_size: float | None = None,
-    tomogram: str = "denoised",
+    tomogram: str | None = None,
+    voxel_spacing: float | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Predict every volume of ``sources`` (None: the tomograms of the run's ``split``) into
     ``out`` with ``predictor`` (the model of ``run``: ``streamvol.train.predict_volumes`` loads
     it); see the module docstring. Settings not given come from the run's ``thresholds.json``
-    (those its thresholds were chosen with), else the defaults. Returns the summary also written
-    to ``out/predict.json``.
+    (those its thresholds were chosen with), else the defaults; a copick project's ``tomogram``
+    and ``voxel_spacing``, those the run's shards read. Returns the summary also written to
+    ``out/predict.json``.
     """
     from streamvol.predict._write import (
         write_copick_config,
@@ -315,7 +321,11 @@ def predict_volumes(
     if threshold is not None:
         thresholds = {name: float(threshold) for name in predictor.class_names}
     if sources:
-        volumes = resolve_sources(sources, tomogram=tomogram)
+        shard_config = predictor.manifest.get("config", {})  # copick: as the run's shards
+        if voxel_spacing is None:
+            voxel_spacing = shard_config.get("voxel_spacing")
+        tomogram = tomogram or shard_config.get("tomogram") or "denoised"
+        volumes = resolve_sources(sources, tomogram=tomogram, voxel_spacing=voxel_spacing)
     else:
         volumes = [(s["id"], Path(s["path"])) for s in split_sources(predictor.manifest, split)]
         if not volumes:

@@ -83,15 +83,18 @@ def score_picks(
     beta: float = 4.0,
     distance_multiplier: float = 0.5,
     user: str | None = None,
+    ref_user: str | None = None,
 ) -> dict[str, Any]:
     """Score PRED against REF (see the module docstring); write the report as JSON to ``out``
     and its bars, precision, recall and F-beta per type, beside it (``out`` as ``.png``).
 
-    ``user`` keeps only PRED's copick pick files of that ``user_id`` (e.g. ``streamvol``).
+    ``user`` keeps only PRED's copick pick files of that ``user_id`` (e.g. ``streamvol``),
+    ``ref_user`` only REF's (e.g. ``curation``); without, a project whose runs hold picks of one
+    type from several owners is refused.
     """
     particles = particle_table(ref, pred)
     report = picking_score(
-        load_picks(ref),
+        load_picks(ref, user=ref_user),
         load_picks(pred, user=user),
         particles=particles,
         beta=beta,

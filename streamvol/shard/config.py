@@ -51,6 +51,11 @@ class ShardConfig:
     per_point: bool = True
     crops_per_region: int = 0
     voxel_size: tuple[float, float, float] | None = None  # Angstrom; replaces the files' own
+    # Copick projects: which tomogram of each run, and whose picks (any of these owners)
+    tomogram: str = "denoised"
+    voxel_spacing: float | None = None
+    user_id: tuple[str, ...] = ()
+    session_id: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
@@ -75,6 +80,12 @@ class ShardConfig:
             raise BadOption("crops_per_region", self.crops_per_region, "expected a count >= 0")
         if not (self.context == "auto" or (isinstance(self.context, int) and self.context >= 0)):
             raise BadOption("context", self.context, "expected 'auto' or a number >= 0")
+        if self.voxel_spacing is not None and not (
+            math.isfinite(self.voxel_spacing) and self.voxel_spacing > 0
+        ):
+            raise BadOption(
+                "voxel_spacing", self.voxel_spacing, "expected a positive spacing in Angstrom"
+            )
         if self.voxel_size is not None and (
             len(self.voxel_size) != 3 or not all(v > 0 for v in self.voxel_size)
         ):
@@ -98,10 +109,22 @@ class ShardConfig:
 
     def digest(self) -> str:
         fields = asdict(self)
-        if fields["voxel_size"] is None:  # as sets made before the option existed
-            del fields["voxel_size"]
+        for name, default in _LATER_FIELDS.items():  # at their defaults, as sets made before
+            if fields[name] == default:
+                del fields[name]
         payload = json.dumps(fields, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()
+
+
+# Fields added after sets were first written: left out of the digest at their defaults, so
+# those sets keep their identity.
+_LATER_FIELDS = {
+    "voxel_size": None,
+    "tomogram": "denoised",
+    "voxel_spacing": None,
+    "user_id": (),
+    "session_id": (),
+}
 
 
 def parse_config(
@@ -123,6 +146,9 @@ def parse_config(
     classes = options.pop("classes", None)
     if options.get("voxel_size") is not None:
         options["voxel_size"] = parse_voxel_size(options["voxel_size"])
+    for name in ("user_id", "session_id"):
+        if name in options:
+            options[name] = tuple(str(v) for v in options[name] or ())
     return ShardConfig(
         sources=tuple(str(Path(s).resolve()) for s in sources),
         crop=as_zyx(crop),

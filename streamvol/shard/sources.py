@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from streamvol.errors import BadLabels, LargeCropWarning, NoVolumeFound, ShardError
+from streamvol.errors import BadLabels, BadOption, LargeCropWarning, NoVolumeFound, ShardError
 from streamvol.io import Dataset, Volume, discover, load_points, open_mask, open_volume
 from streamvol.shard.config import ShardConfig
 from streamvol.shard.manifest import intensity_stats
@@ -63,7 +63,23 @@ def prepare(config: ShardConfig) -> Prepared:
     datasets: list[Dataset] = []
     for src in config.sources:
         classes = Path(config.classes) if config.classes else None
-        datasets.append(discover(src, classes=classes))
+        datasets.append(
+            discover(
+                src,
+                classes=classes,
+                tomogram=config.tomogram,
+                voxel_spacing=config.voxel_spacing,
+                user_id=config.user_id,
+                session_id=config.session_id,
+            )
+        )
+    if config.voxel_spacing is not None and not any(d.layout == "copick" for d in datasets):
+        raise BadOption(
+            "voxel_spacing",
+            config.voxel_spacing,
+            "chooses a copick run's VoxelSpacing folder, and no source is a copick project "
+            "(the voxel size of other volumes: --voxel-size)",
+        )
     class_names = _merge_class_names(datasets)
     sources: dict[str, ShardSource] = {}
     plan_sources: list[PlanSource] = []

@@ -12,8 +12,8 @@ import pytest
 import tifffile
 import zarr
 
-from streamvol.errors import BadLabels, NoVolumeFound, PointsOutsideVolume
-from streamvol.io import Dataset, SourceSpec, discover, open_volume
+from streamvol.errors import BadLabels, NoVolumeFound, PicksLeftOut, PointsOutsideVolume
+from streamvol.io import Dataset, SourceSpec, copick_picks, discover, open_volume
 from streamvol.io._discover import load_points
 
 SHAPE = (4, 8, 8)
@@ -36,15 +36,18 @@ def write_ome_zarr(path: Path, shape: tuple[int, ...] = SHAPE, scale: float = 10
     return path
 
 
-def write_picks(path: Path, name: str, xyz: list[tuple[float, float, float]]) -> Path:
+def write_picks(
+    path: Path,
+    name: str,
+    xyz: list[tuple[float, float, float]],
+    user: str = "curation",
+    session: str | None = None,
+) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     points = [{"location": {"x": x, "y": y, "z": z}, "instance_id": 0} for x, y, z in xyz]
-    doc = {
-        "pickable_object_name": name,
-        "user_id": "curation",
-        "unit": "angstrom",
-        "points": points,
-    }
+    doc = {"pickable_object_name": name, "user_id": user, "unit": "angstrom", "points": points}
+    if session is not None:
+        doc["session_id"] = session
     path.write_text(json.dumps(doc))
     return path
 
@@ -150,6 +153,75 @@ class TestCopick:
         )
         with pytest.raises(NoVolumeFound, match=r"no voxel spacing 7.5.*available: 10, 20"):
             discover(tmp_path, voxel_spacing=7.5)
+
+    def test_picks_of_one_type_from_two_owners_are_refused_until_chosen(
+        self, tmp_path: Path
+    ) -> None:
+        """A model's predictions written into the project beside the curated picks: joining
+        them would train on the predictions, so reading the picks is refused, naming both
+        owners, their counts and files, until the owners are chosen; choosing several joins."""
+        root = copick_nested(tmp_path)
+        picks = root / "overlay/ExperimentRuns/TS_2/Picks"
+        predicted = write_picks(
+            picks / "streamvol_0_ribosome.json",
+            "ribosome",
+            [(40.0, 40.0, 20.0), (50.0, 10.0, 30.0)],
+            user="streamvol",
+            session="0",
+        )
+        ds = discover(root)  # finding the volumes reads no picks (predict needs only those)
+        spec = ds.sources[0]
+        volume = open_volume(spec.image)
+        with pytest.raises(BadLabels) as err:
+            load_points(spec, volume, ds)
+        message = str(err.value)
+        assert "copick run 'TS_2': picks of 'ribosome' from 2 owners" in message
+        assert f"curation/?: 1 pick ({picks / 'ribosome.json'})" in message
+        assert f"streamvol/0: 2 picks ({predicted})" in message
+        assert "shard --user-id" in message
+        load_points(ds.sources[1], volume, ds)  # TS_10 holds one owner's picks only
+
+        def ribosomes(dataset: Dataset) -> np.ndarray:
+            pts = load_points(dataset.sources[0], volume, dataset)
+            return pts.zyx[pts.labels == dataset.class_names.index("ribosome")]
+
+        curated = discover(root, user_id=["curation"])
+        assert curated.sources[0].picks == (picks / "apo-ferritin.json", picks / "ribosome.json")
+        np.testing.assert_array_equal(ribosomes(curated), [[3.0, 2.0, 1.0]])
+        both = discover(root, user_id=["curation", "streamvol"])
+        np.testing.assert_array_equal(
+            ribosomes(both), [[3.0, 2.0, 1.0], [2.0, 4.0, 4.0], [3.0, 1.0, 5.0]]
+        )
+        with pytest.warns(PicksLeftOut, match=r"run TS_10 has no pick file of session_id 0 "):
+            by_session = discover(root, session_id=["0"])
+        assert by_session.sources[0].picks == (predicted,)
+        assert by_session.sources[1].picks == ()
+
+    def test_owners_that_match_no_pick_file_are_refused(self, tmp_path: Path) -> None:
+        root = copick_nested(tmp_path)
+        with pytest.raises(
+            BadLabels, match=r"no pick file of user_id bob and session_id 1; its pick files "
+            r"\(user_id/session_id\): curation/\? \(4 files\)"
+        ):  # fmt: skip
+            discover(root, user_id=["bob"], session_id=["1"])
+        write_stack(tmp_path / "stack.tif")
+        with pytest.raises(BadLabels, match=r"stack.tif: user_id choose among a copick project"):
+            discover(tmp_path / "stack.tif", user_id=["curation"])
+
+    def test_copick_picks_refuses_two_owners_unless_one_is_chosen(self, tmp_path: Path) -> None:
+        root = copick_nested(tmp_path)
+        picks = root / "overlay/ExperimentRuns/TS_10/Picks"
+        write_picks(picks / "a.json", "ribosome", [(1.0, 2.0, 3.0)], user="annotator2")
+        write_picks(picks / "b.json", "thyroglobulin", [(1.0, 2.0, 3.0)], user="annotator2")
+        with pytest.raises(BadLabels, match=r"'TS_10': picks of 'ribosome' from 2 owners"):
+            copick_picks(root)
+        curated = copick_picks(root, user="curation")
+        np.testing.assert_array_equal(curated["TS_10"]["ribosome"], [[30.0, 20.0, 10.0]])
+        assert set(curated["TS_10"]) == {"ribosome", "apo-ferritin"}
+        other = copick_picks(root, user="annotator2")
+        assert set(other) == {"TS_10"} and set(other["TS_10"]) == {"ribosome", "thyroglobulin"}
+        (picks / "a.json").unlink()  # types that one owner each made are joined as before
+        assert set(copick_picks(root)["TS_10"]) == {"ribosome", "apo-ferritin", "thyroglobulin"}
 
     def test_run_without_tomogram(self, tmp_path: Path) -> None:
         write_picks(tmp_path / "overlay/ExperimentRuns/TS_9/Picks/a.json", "a", [])

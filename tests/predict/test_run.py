@@ -165,3 +165,36 @@ def test_memory_does_not_grow_with_the_number_of_tomograms(pick_project, pick_ru
     # the probabilities of one tomogram alone (6 types, float32) are a good part of the peak
     assert peaks[0] > 6 * 32 * 64 * 64 * 4
     assert peaks[1] < 1.25 * peaks[0], peaks
+
+
+def test_predict_reads_the_tomograms_its_runs_shards_read(pick_project, pick_run, tmp_path):
+    """A run of a project with two tomograms at two voxel spacings: without --tomogram and
+    --voxel-spacing, ``predict`` reads those the run's shards chose; given, those asked for."""
+    import shutil
+
+    from streamvol.predict import predict_volumes as predict_with
+    from streamvol.train import load_predictor
+
+    project, _ = pick_project
+    run, _ = pick_run
+    root = tmp_path / "project"
+    shutil.copytree(project / "static/ExperimentRuns/TS_3", root / "static/ExperimentRuns/TS_3")
+    shutil.copy(project / "copick_config.json", root / "copick_config.json")
+    spacing = root / "static/ExperimentRuns/TS_3/VoxelSpacing10.000"
+    shutil.copytree(spacing / "denoised.zarr", spacing / "wbp.zarr")
+    shutil.copytree(spacing, spacing.with_name("VoxelSpacing20.000"))
+    predictor = load_predictor(run, device="cpu")
+    with pytest.raises(FileNotFoundError, match=r"several voxel spacings.*--voxel-spacing"):
+        predict_with(predictor, run, [root], tmp_path / "p0")  # the run's shards chose neither
+    # the manifest of shards written with `--tomogram wbp --voxel-spacing 10`
+    config = {**predictor.manifest["config"], "tomogram": "wbp", "voxel_spacing": 10.0}
+    predictor.manifest = {**predictor.manifest, "config": config}
+    with one_thread():
+        chosen = predict_with(predictor, run, [root], tmp_path / "p1")
+        asked = predict_with(
+            predictor, run, [root], tmp_path / "p2", tomogram="denoised", voxel_spacing=20
+        )
+    assert chosen["experiments"]["TS_3"]["path"] == str(spacing / "wbp.zarr")
+    assert asked["experiments"]["TS_3"]["path"] == str(
+        spacing.with_name("VoxelSpacing20.000") / "denoised.zarr"
+    )

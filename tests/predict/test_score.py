@@ -117,3 +117,30 @@ def test_cli_prints_and_writes(tmp_path):
     assert (tmp_path / "o.png").read_bytes()[:4] == b"\x89PNG"
     bad = CliRunner().invoke(app, ["score", str(tmp_path / "nothing.txt"), str(ref)])
     assert bad.exit_code == 1 and "expected a picks CSV" in bad.output
+
+
+def test_predictions_written_into_the_reference_project(tmp_path):
+    """``predict --out PROJECT`` puts the model's picks beside the curated ones: scored as one
+    set, the predictions would count as references, so it is refused until --user and
+    --ref-user say whose picks are which."""
+    proj = _copick(tmp_path / "proj", PREDICTED)
+    for (e, t), rows in _by_type(REFERENCE).items():
+        doc = {"pickable_object_name": t, "user_id": "curation", "session_id": "0"}
+        doc["points"] = [{"location": {"x": x, "y": y, "z": z}} for x, y, z in rows]
+        path = proj / "overlay" / "ExperimentRuns" / e / "Picks" / f"curation_0_{t}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(doc))
+    out = str(tmp_path / "o.json")
+    refused = CliRunner().invoke(app, ["score", str(proj), str(proj), "--out", out])
+    assert refused.exit_code == 1 and "from 2 owners" in refused.output
+    chosen = ["--user", "streamvol", "--ref-user", "curation"]
+    result = CliRunner().invoke(app, ["score", str(proj), str(proj), "--out", out, *chosen])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "o.json").read_text())["score"] == pytest.approx(EXPECTED)
+
+
+def _by_type(rows):
+    by = {}
+    for e, t, x, y, z in rows:
+        by.setdefault((e, t), []).append((x, y, z))
+    return by
