@@ -4,6 +4,7 @@ Three layouts are recognised, in this order:
 
 - **copick** projects: ``copick_config.json`` and/or ``[static/]ExperimentRuns/<run>/
   VoxelSpacing<s>/<tomogram>.zarr``, picks in ``[overlay/]ExperimentRuns/<run>/Picks/*.json``;
+  or a copick config of any name whose ``static_root`` / ``overlay_root`` hold those;
 - **samples**: one folder per sample holding ``raw/`` (TIFF slices or one stack file) and
   optionally ``mask/``, with a ``classes.csv`` beside them;
 - **volumes**: a volume itself, or a folder of volumes, where ``<stem>_mask.<suffix>`` is the
@@ -103,23 +104,21 @@ def discover(
     root = Path(path).expanduser()
     if not root.exists():
         raise NoVolumeFound(f"{root}: no such file or folder")
-    if root.is_file() and root.name == COPICK_CONFIG:
-        root = root.parent
     class_csv = Path(classes) if classes is not None else None
-    copick = root.is_dir() and _is_copick(root)
+    project = _copick_project(root)
     given = [name for name, value in (("user_id", user_id), ("session_id", session_id)) if value]
-    if given and not copick:
+    if given and project is None:
         raise BadLabels(
             f"{root}: {' and '.join(given)} choose among a copick project's pick files, and "
             f"this is not a copick project"
         )
-    if copick:
+    if project is not None:
         if class_csv is not None:
             raise BadLabels(
                 f"{class_csv}: a class CSV does not apply to the copick project {root}; "
-                f"its classes come from {COPICK_CONFIG} or the pick files"
+                f"its classes come from its config ({COPICK_CONFIG}) or the pick files"
             )
-        dataset = _discover_copick(root, tomogram, voxel_spacing, (user_id, session_id))
+        dataset = _discover_copick(project, tomogram, voxel_spacing, (user_id, session_id))
     elif _is_volume(root):
         stem = _stem(root.name)
         masks = [
@@ -271,16 +270,80 @@ def _read_classes(
 # --- copick -----------------------------------------------------------------------------------
 
 
-def _copick_run_bases(root: Path) -> list[Path]:
-    return [
-        root / "static" / "ExperimentRuns",
-        root / "ExperimentRuns",
-        root / "overlay" / "ExperimentRuns",
-    ]
+@dataclass(frozen=True)
+class _Copick:
+    """Where a copick project's runs are: ``bases`` are its ``ExperimentRuns`` folders."""
+
+    root: Path  # the project's folder (its config's)
+    config: Path | None
+    bases: tuple[Path, ...]
 
 
-def _is_copick(root: Path) -> bool:
-    return (root / COPICK_CONFIG).is_file() or any(b.is_dir() for b in _copick_run_bases(root))
+def _copick_project(path: Path) -> _Copick | None:
+    """The copick project at ``path``: a folder (``copick_config.json`` and/or ``[static/,
+    overlay/]ExperimentRuns``) or a copick config file of any name, whose ``static_root`` and
+    ``overlay_root`` (``local://`` URLs or paths, relative to the config's folder) say where the
+    runs are; None if ``path`` is neither."""
+    if path.is_file():
+        if path.suffix.lower() != ".json" or not _is_copick_config(path):
+            return None
+        root, config = path.parent, path
+    elif path.is_dir():
+        root, config = path, _optional(path / COPICK_CONFIG)
+    else:
+        return None
+    bases = _config_bases(config) if config is not None else None
+    if bases is None:
+        bases = (root / "static", root, root / "overlay")
+        if config is None and not any((b / "ExperimentRuns").is_dir() for b in bases):
+            return None
+    return _Copick(root, config, tuple(b / "ExperimentRuns" for b in bases))
+
+
+def copick_config(path: str | Path) -> Path | None:
+    """The config file of the copick project at ``path`` (a folder, or a config of any name);
+    None where there is none."""
+    project = _copick_project(Path(path).expanduser())
+    return None if project is None else project.config
+
+
+def _is_copick_config(path: Path) -> bool:
+    try:
+        doc = _load_json(path)
+    except (BadLabels, OSError):
+        return False
+    return isinstance(doc, dict) and "pickable_objects" in doc
+
+
+def _config_bases(config: Path) -> tuple[Path, ...] | None:
+    """The folders a config's ``static_root`` and ``overlay_root`` name (None: it names none)."""
+    doc = _load_json(config)
+    roots = {k: doc[k] for k in ("static_root", "overlay_root") if isinstance(doc.get(k), str)}
+    if "static_root" not in roots and doc.get("config_type") == "cryoet_data_portal":
+        raise NoVolumeFound(
+            f"{config}: config_type 'cryoet_data_portal' reads its tomograms from the CZ cryoET "
+            f"Data Portal; streamvol reads local files: download the runs into a local copick "
+            f"project (static_root) and name that project's config"
+        )
+    if not roots:
+        return None
+    found: list[Path] = []
+    for key, value in roots.items():
+        scheme, sep, rest = value.partition("://")
+        if sep and scheme not in ("local", "file"):
+            raise NoVolumeFound(
+                f"{config}: {key} {value!r}: streamvol reads local copick projects (a path or "
+                f"local://); copy the project to this machine"
+            )
+        folder = Path(rest if sep else value).expanduser()
+        folder = folder if folder.is_absolute() else config.parent / folder
+        if not folder.is_dir():
+            if key == "overlay_root" and "static_root" in roots:
+                continue  # no picks written yet (copick makes the overlay on first write)
+            raise NoVolumeFound(f"{config}: {key} {value!r} is not a folder ({folder})")
+        if folder not in found:
+            found.append(folder)
+    return tuple(found)
 
 
 def _spacing(name: str) -> float | None:
@@ -341,21 +404,22 @@ def _choose_tomogram(run: str, spacing_dirs: list[Path], wanted: str) -> Path:
 
 
 def _discover_copick(
-    root: Path,
+    project: _Copick,
     tomogram: str,
     voxel_spacing: float | None,
     owners: tuple[Sequence[str], Sequence[str]] = ((), ()),
 ) -> Dataset:
+    root = project.root
     chosen = bool(owners[0] or owners[1])
     runs: dict[str, list[Path]] = {}
-    for base in _copick_run_bases(root):
+    for base in project.bases:
         for run_dir in _children(base):
             if run_dir.is_dir():
                 runs.setdefault(run_dir.name, []).append(run_dir)
     if not runs:
         raise NoVolumeFound(
-            f"{root}: a copick project without runs; looked for run folders in "
-            f"{', '.join(str(b) for b in _copick_run_bases(root))}; {_files_seen(root)}"
+            f"{project.config or root}: a copick project without runs; looked for run folders "
+            f"in {', '.join(str(b) for b in project.bases)}; {_files_seen(root)}"
         )
     sources = []
     left_out: dict[str, Counter[str]] = {}  # run -> owners of its pick files not chosen
@@ -369,9 +433,8 @@ def _discover_copick(
         sources.append(SourceSpec(id=source_id(run), image=image, picks=tuple(picks)))
     if chosen:
         _report_choice(root, owners, sources, left_out)
-    config = root / COPICK_CONFIG
-    if config.is_file():
-        radii = read_copick_config(config)
+    if project.config is not None:
+        radii = read_copick_config(project.config)
         class_names = tuple(radii)
     else:
         # Without a config the pick files name the classes; radii stay unknown.
@@ -391,17 +454,16 @@ def copick_picks(
     ``user`` or ``session``, files of one type from several owners are refused (``BadLabels``).
     """
     root = Path(root).expanduser()
-    if root.is_file() and root.name == COPICK_CONFIG:
-        root = root.parent
-    if not root.is_dir() or not _is_copick(root):
+    project = _copick_project(root)
+    if project is None:
         raise NoVolumeFound(
-            f"{root}: not a copick project; expected {COPICK_CONFIG} or "
-            f"[overlay/]ExperimentRuns/<run>/Picks/*.json"
+            f"{root}: not a copick project; expected a copick config (any name; "
+            f"{COPICK_CONFIG} in a folder) or [overlay/]ExperimentRuns/<run>/Picks/*.json"
         )
     users = () if user is None else (user,)
     sessions = () if session is None else (session,)
     found: dict[str, dict[str, list[np.ndarray]]] = {}
-    for base in _copick_run_bases(root):
+    for base in project.bases:
         for run_dir in _children(base):
             files = [p for p in _children(run_dir / "Picks") if _is_pick_file(p)]
             if users or sessions:

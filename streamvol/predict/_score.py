@@ -25,7 +25,7 @@ import numpy as np
 from streamvol.core.files import write_json_atomic
 from streamvol.errors import BadLabels
 from streamvol.io import (
-    COPICK_CONFIG,
+    copick_config,
     copick_picks,
     read_copick_config,
     read_copick_weights,
@@ -41,24 +41,18 @@ def load_picks(path: str | Path, *, user: str | None = None) -> Picks:
     path = Path(path)
     if path.is_file() and path.suffix.lower() == ".csv":
         return read_picks_table(path)
-    if path.is_dir() or path.name == COPICK_CONFIG:
+    if path.is_dir() or path.suffix.lower() == ".json":
         return copick_picks(path, user=user)
     raise BadLabels(
         f"{path}: expected a picks CSV (columns experiment, particle_type, x, y, z in Angstrom) "
-        f"or a copick project folder"
+        f"or a copick project (its folder or config)"
     )
-
-
-def _config(path: Path) -> Path | None:
-    folder = path.parent if path.name == COPICK_CONFIG else path
-    config = folder / COPICK_CONFIG
-    return config if config.is_file() else None
 
 
 def particle_table(*sources: str | Path) -> dict[str, ParticleType]:
     """Radii and weights: from the first source holding a copick config, else the CZII table."""
     for source in sources:
-        config = _config(Path(source))
+        config = copick_config(source)
         if config is None:
             continue
         radii = read_copick_config(config)

@@ -13,7 +13,14 @@ import tifffile
 import zarr
 
 from streamvol.errors import BadLabels, NoVolumeFound, PicksLeftOut, PointsOutsideVolume
-from streamvol.io import Dataset, SourceSpec, copick_picks, discover, open_volume
+from streamvol.io import (
+    Dataset,
+    SourceSpec,
+    copick_config,
+    copick_picks,
+    discover,
+    open_volume,
+)
 from streamvol.io._discover import load_points
 
 SHAPE = (4, 8, 8)
@@ -222,6 +229,47 @@ class TestCopick:
         assert set(other) == {"TS_10"} and set(other["TS_10"]) == {"ribosome", "thyroglobulin"}
         (picks / "a.json").unlink()  # types that one owner each made are joined as before
         assert set(copick_picks(root)["TS_10"]) == {"ribosome", "apo-ferritin", "thyroglobulin"}
+
+    def test_config_of_any_name_names_where_the_runs_are(self, tmp_path: Path) -> None:
+        """As copick's own configs: tomograms on a shared disk (``static_root``), picks in the
+        user's folder (``overlay_root``), both ``local://`` URLs or paths relative to the
+        config; the config may have any name."""
+        share, home = tmp_path / "share", tmp_path / "home"
+        write_ome_zarr(share / "ExperimentRuns/TS_1/VoxelSpacing10.000/denoised.zarr")
+        picks = home / "overlay/ExperimentRuns/TS_1/Picks"
+        write_picks(picks / "curation_0_ribosome.json", "ribosome", [(10.0, 20.0, 30.0)])
+        config = home / "bob.json"
+        write_config(home, {"ribosome": 150.0})
+        doc = json.loads((home / "copick_config.json").read_text())
+        (home / "copick_config.json").unlink()
+        doc.update(static_root=f"local://{share}", overlay_root="overlay", config_type="filesystem")
+        config.write_text(json.dumps(doc))
+        ds = discover(config)
+        assert ds.layout == "copick" and ds.root == home
+        assert ds.sources[0].image == share / "ExperimentRuns/TS_1/VoxelSpacing10.000/denoised.zarr"
+        assert ds.sources[0].picks == (picks / "curation_0_ribosome.json",)
+        assert ds.radii == {"ribosome": 150.0}
+        assert copick_picks(config)["TS_1"]["ribosome"].tolist() == [[30.0, 20.0, 10.0]]
+        assert copick_config(config) == config and copick_config(share) is None
+        assert copick_config(picks / "curation_0_ribosome.json") is None  # not a config
+        doc["overlay_root"] = "not-yet"  # copick makes the overlay on its first write
+        config.write_text(json.dumps(doc))
+        assert discover(config).sources[0].picks == ()
+
+    def test_config_roots_that_cannot_be_read_are_refused(self, tmp_path: Path) -> None:
+        config = tmp_path / "c.json"
+        doc = {"name": "p", "pickable_objects": [], "overlay_root": "s3://bucket/overlay"}
+        for update, message in (
+            ({}, r"overlay_root 's3://bucket/overlay': streamvol reads local copick projects"),
+            ({"overlay_root": "local:///nowhere"}, r"overlay_root 'local:///nowhere' is not a"),
+            (
+                {"overlay_root": "local:///tmp", "config_type": "cryoet_data_portal"},
+                r"config_type 'cryoet_data_portal' reads its tomograms from the CZ cryoET",
+            ),
+        ):
+            config.write_text(json.dumps({**doc, **update}))
+            with pytest.raises(NoVolumeFound, match=message):
+                discover(config)
 
     def test_run_without_tomogram(self, tmp_path: Path) -> None:
         write_picks(tmp_path / "overlay/ExperimentRuns/TS_9/Picks/a.json", "a", [])

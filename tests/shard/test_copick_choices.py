@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from streamvol import synth
 from streamvol.cli import app
 from streamvol.io import copick_picks, discover
-from streamvol.predict import write_copick_picks
+from streamvol.predict import score_picks, write_copick_picks
 from streamvol.shard import read_manifest
 
 runner = CliRunner()
@@ -99,3 +99,29 @@ def test_voxel_spacing_of_a_plain_volume_is_refused(tmp_path):
     code, output = _shard(str(tmp_path / "stack.tif"), "--out", str(tmp_path / "o"),
                           "--user-id", "curation")  # fmt: skip
     assert code == 1 and "user_id choose among a copick project's pick files" in output
+
+
+def test_a_copick_config_of_any_name_with_its_roots_elsewhere(project, tmp_path):
+    """A project as copick's docs lay it out: tomograms on a share (``static_root``, a
+    ``local://`` URL), picks in the user's folder (``overlay_root``, relative to the config),
+    named by its config file; ``shard`` and ``score`` take the config's path."""
+    import json
+
+    root, curated = project
+    shutil.copytree(root / "static", tmp_path / "share")
+    shutil.copytree(root / "overlay", tmp_path / "bob" / "picks")
+    doc = json.loads((root / "copick_config.json").read_text())
+    doc.update(static_root=f"local://{tmp_path / 'share'}", overlay_root="picks")
+    config = tmp_path / "bob" / "my-project.json"
+    config.write_text(json.dumps(doc))
+    code, output = _shard(str(config), "--out", str(tmp_path / "s"), "--user-id", "curation")
+    assert code == 0, output
+    manifest = read_manifest(tmp_path / "s")
+    assert sum(len(r["keys"]) for recs in manifest["splits"].values() for r in recs) == curated
+    assert all(s["path"].startswith(str(tmp_path / "share")) for s in manifest["sources"])
+    chosen = ["--user", "streamvol", "--ref-user", "curation", "--out", str(tmp_path / "o.json")]
+    result = runner.invoke(app, ["score", str(config), str(config), *chosen])
+    assert result.exit_code == 0, result.output
+    same = score_picks(root, root, user="streamvol", ref_user="curation")  # the folder's way
+    assert json.loads((tmp_path / "o.json").read_text())["per_type"] == same["per_type"]
+    assert 0 < same["score"] < 1  # apo-ferritin moved 40 A is out of reach (30 A), ribosome not
