@@ -787,7 +787,7 @@ def predict(
 
     kinds = parse_tta(tta)
     if sources or run_task(run, _storage(storage_options)) == "detection":
-        with _progress_display(console) as show:
+        with _warnings_shown(), _progress_display(console) as show:
             job = show.job("predict", unit="windows")
             summary = predict_volumes(
                 run,

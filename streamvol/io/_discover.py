@@ -283,7 +283,7 @@ def _copick_project(path: Path) -> _Copick | None:
     """The copick project at ``path``: a folder (``copick_config.json`` and/or ``[static/,
     overlay/]ExperimentRuns``) or a copick config file of any name, whose ``static_root`` and
     ``overlay_root`` (``local://`` URLs or paths, relative to the config's folder) say where the
-    runs are; None if ``path`` is neither."""
+    runs are, besides that layout beside it; None if ``path`` is neither."""
     if path.is_file():
         if path.suffix.lower() != ".json" or not _is_copick_config(path):
             return None
@@ -292,11 +292,12 @@ def _copick_project(path: Path) -> _Copick | None:
         root, config = path, _optional(path / COPICK_CONFIG)
     else:
         return None
-    bases = _config_bases(config) if config is not None else None
-    if bases is None:
-        bases = (root / "static", root, root / "overlay")
-        if config is None and not any((b / "ExperimentRuns").is_dir() for b in bases):
-            return None
+    beside = [root / "static", root, root / "overlay"]
+    if config is None and not any((b / "ExperimentRuns").is_dir() for b in beside):
+        return None
+    named = _config_bases(config) if config is not None else ()
+    # The config's roots, then the layout beside it (what configs without roots mean)
+    bases = [*named, *(b for b in beside if b not in named)]
     return _Copick(root, config, tuple(b / "ExperimentRuns" for b in bases))
 
 
@@ -315,8 +316,8 @@ def _is_copick_config(path: Path) -> bool:
     return isinstance(doc, dict) and "pickable_objects" in doc
 
 
-def _config_bases(config: Path) -> tuple[Path, ...] | None:
-    """The folders a config's ``static_root`` and ``overlay_root`` name (None: it names none)."""
+def _config_bases(config: Path) -> tuple[Path, ...]:
+    """The folders a config's ``static_root`` and ``overlay_root`` name."""
     doc = _load_json(config)
     roots = {k: doc[k] for k in ("static_root", "overlay_root") if isinstance(doc.get(k), str)}
     if "static_root" not in roots and doc.get("config_type") == "cryoet_data_portal":
@@ -325,8 +326,6 @@ def _config_bases(config: Path) -> tuple[Path, ...] | None:
             f"Data Portal; streamvol reads local files: download the runs into a local copick "
             f"project (static_root) and name that project's config"
         )
-    if not roots:
-        return None
     found: list[Path] = []
     for key, value in roots.items():
         scheme, sep, rest = value.partition("://")

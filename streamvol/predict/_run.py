@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -293,7 +294,6 @@ def predict_volumes(
     ``out/predict.json``.
     """
     from streamvol.predict._write import (
-        write_copick_config,
         write_copick_picks,
         write_ome_zarr,
         write_picks_csv,
@@ -379,7 +379,7 @@ def predict_volumes(
         summary["experiments"][experiment] = entry
     if predictor.detection:
         radii = dict(zip(predictor.class_names, predictor.task.radii_angstrom, strict=True))
-        write_copick_config(out, radii)
+        _keep_or_write_config(out, radii)
         summary["picks_csv"] = str(write_picks_csv(out / "picks.csv", rows))
         summary["thresholds"] = {
             n: thresholds.get(n, DEFAULT_THRESHOLD) for n in predictor.class_names
@@ -400,6 +400,26 @@ def predict_volumes(
     )
     write_json_atomic(out / "predict.json", summary)
     return summary
+
+
+def _keep_or_write_config(out: Path, radii: Mapping[str, float]) -> None:
+    """A copick config naming the particle types in ``out``; one already there (``predict
+    --out`` into the project itself) is the user's and stays as it is, with a warning if it
+    lacks a predicted type."""
+    from streamvol.io import COPICK_CONFIG, read_copick_config
+    from streamvol.predict._write import write_copick_config
+
+    existing = out / COPICK_CONFIG
+    if not existing.is_file():
+        write_copick_config(out, radii)
+        return
+    missing = sorted(set(radii) - set(read_copick_config(existing)))
+    if missing:
+        warnings.warn(
+            f"{existing}: kept as it is; it does not name {', '.join(missing)}, so copick "
+            f"tools will not know those picks",
+            stacklevel=3,
+        )
 
 
 def _channel_names(predictor: Predictor) -> list[str]:

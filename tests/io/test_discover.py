@@ -236,13 +236,14 @@ class TestCopick:
         config; the config may have any name."""
         share, home = tmp_path / "share", tmp_path / "home"
         write_ome_zarr(share / "ExperimentRuns/TS_1/VoxelSpacing10.000/denoised.zarr")
-        picks = home / "overlay/ExperimentRuns/TS_1/Picks"
+        picks = home / "annotations/ExperimentRuns/TS_1/Picks"
         write_picks(picks / "curation_0_ribosome.json", "ribosome", [(10.0, 20.0, 30.0)])
         config = home / "bob.json"
         write_config(home, {"ribosome": 150.0})
         doc = json.loads((home / "copick_config.json").read_text())
         (home / "copick_config.json").unlink()
-        doc.update(static_root=f"local://{share}", overlay_root="overlay", config_type="filesystem")
+        doc.update(static_root=f"local://{share}", overlay_root="annotations")
+        doc["config_type"] = "filesystem"
         config.write_text(json.dumps(doc))
         ds = discover(config)
         assert ds.layout == "copick" and ds.root == home
@@ -255,6 +256,19 @@ class TestCopick:
         doc["overlay_root"] = "not-yet"  # copick makes the overlay on its first write
         config.write_text(json.dumps(doc))
         assert discover(config).sources[0].picks == ()
+
+    def test_the_layout_beside_a_config_counts_too(self, tmp_path: Path) -> None:
+        """A config naming only its overlay (as ``predict`` wrote them into a project before
+        it kept the project's own): the tomograms in ``static/`` beside it are still found."""
+        root = copick_nested(tmp_path)
+        doc = json.loads((root / "copick_config.json").read_text())
+        (root / "copick_config.json").write_text(json.dumps({**doc, "overlay_root": "overlay"}))
+        ds = discover(root)
+        assert [s.image for s in ds.sources] == [
+            root / f"static/ExperimentRuns/{run}/VoxelSpacing10.000/denoised.zarr"
+            for run in ("TS_2", "TS_10")
+        ]
+        assert all(len(s.picks) == 2 for s in ds.sources)
 
     def test_config_roots_that_cannot_be_read_are_refused(self, tmp_path: Path) -> None:
         config = tmp_path / "c.json"

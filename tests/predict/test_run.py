@@ -198,3 +198,27 @@ def test_predict_reads_the_tomograms_its_runs_shards_read(pick_project, pick_run
     assert asked["experiments"]["TS_3"]["path"] == str(
         spacing.with_name("VoxelSpacing20.000") / "denoised.zarr"
     )
+
+
+def test_predict_into_the_project_keeps_its_config(pick_project, pick_run, tmp_path):
+    """``predict --out PROJECT``: the picks go beside the curated ones, and the project's own
+    config (its roots, weights, colours) stays as it is, with a warning for a type it lacks."""
+    import shutil
+
+    from streamvol.predict import predict_volumes as predict_with
+    from streamvol.train import load_predictor
+
+    project, _ = pick_project
+    run, _ = pick_run
+    root = tmp_path / "project"
+    shutil.copytree(project / "static/ExperimentRuns/TS_3", root / "static/ExperimentRuns/TS_3")
+    doc = json.loads((project / "copick_config.json").read_text())
+    doc["pickable_objects"] = [o for o in doc["pickable_objects"] if o["name"] != "ribosome"]
+    doc["description"] = "the lab's own"
+    (root / "copick_config.json").write_text(json.dumps(doc))
+    before = (root / "copick_config.json").read_bytes()
+    predictor = load_predictor(run, device="cpu")
+    with one_thread(), pytest.warns(UserWarning, match=r"kept as it is; it does not name ribosome"):
+        predict_with(predictor, run, [root], root)
+    assert (root / "copick_config.json").read_bytes() == before
+    assert picks_path(root, "TS_3", "ribosome").is_file()
