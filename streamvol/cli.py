@@ -943,6 +943,23 @@ def score(
     else:
         report = score_picks(pred, ref, out=out, user=user, ref_user=ref_user, beta=beta)
         out_console.print(format_score(report), highlight=False)
+        found = report["experiments"]
+        out_console.print(
+            f"experiments scored: {len(found['scored'])} ({', '.join(found['scored'])})",
+            highlight=False,
+        )
+        if found["dropped"]:
+            console.print(
+                f"[yellow]not scored: PRED's experiments {', '.join(found['dropped'])} are not "
+                f"in REF (experiment names must match REF's)[/]",
+                highlight=False,
+            )
+        if found["unpredicted"]:
+            console.print(
+                f"[yellow]PRED has no picks for REF's experiments "
+                f"{', '.join(found['unpredicted'])}: every particle there counts as missed[/]",
+                highlight=False,
+            )
     out_console.print(f"report: {out}, plot: {report['plot']}")
 
 

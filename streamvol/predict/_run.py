@@ -239,13 +239,29 @@ def resolve_sources(
     for source in sources:
         dataset = discover(source, tomogram=tomogram, voxel_spacing=voxel_spacing)
         for spec in dataset.sources:
-            if spec.id in found and found[spec.id] != spec.image:
+            name = experiment_name(spec.id, spec.image)
+            if name in found and found[name] != spec.image:
                 raise NoVolumeFound(
-                    f"two volumes get the experiment id {spec.id!r}: {found[spec.id]} and "
+                    f"two volumes get the experiment id {name!r}: {found[name]} and "
                     f"{spec.image}; rename one"
                 )
-            found[spec.id] = spec.image
+            found[name] = spec.image
     return list(found.items())
+
+
+def experiment_name(source_id: str, image: str | Path) -> str:
+    """What predictions name a volume: its copick run's name, as the run's folder spells it
+    (``ExperimentRuns/<run>/VoxelSpacing<s>/<tomogram>.zarr``; source ids replace its dots),
+    else its source id."""
+    path = Path(image)
+    parents = path.parents
+    if (
+        len(parents) > 2
+        and path.parent.name.startswith("VoxelSpacing")
+        and parents[2].name == "ExperimentRuns"
+    ):
+        return parents[1].name
+    return source_id
 
 
 def split_sources(manifest: dict[str, Any], split: str) -> list[dict[str, Any]]:
@@ -327,7 +343,10 @@ def predict_volumes(
         tomogram = tomogram or shard_config.get("tomogram") or "denoised"
         volumes = resolve_sources(sources, tomogram=tomogram, voxel_spacing=voxel_spacing)
     else:
-        volumes = [(s["id"], Path(s["path"])) for s in split_sources(predictor.manifest, split)]
+        volumes = [
+            (experiment_name(s["id"], s["path"]), Path(s["path"]))
+            for s in split_sources(predictor.manifest, split)
+        ]
         if not volumes:
             raise NoVolumeFound(f"{run}: split {split!r} of the run's shard set has no sources")
     out = Path(out)

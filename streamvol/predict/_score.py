@@ -27,6 +27,7 @@ from streamvol.errors import BadLabels
 from streamvol.io import (
     copick_config,
     copick_picks,
+    natural_key,
     read_copick_config,
     read_copick_weights,
     read_picks_table,
@@ -87,13 +88,23 @@ def score_picks(
     type from several owners is refused.
     """
     particles = particle_table(ref, pred)
+    references, candidates = load_picks(ref, user=ref_user), load_picks(pred, user=user)
     report = picking_score(
-        load_picks(ref, user=ref_user),
-        load_picks(pred, user=user),
+        references,
+        candidates,
         particles=particles,
         beta=beta,
         distance_multiplier=distance_multiplier,
     )
+    scored = sorted(
+        (e for e, types in references.items() if any(len(p) for p in types.values())),
+        key=natural_key,
+    )
+    report["experiments"] = {
+        "scored": scored,
+        "dropped": sorted(set(candidates) - set(references), key=natural_key),  # not in REF
+        "unpredicted": [e for e in scored if e not in candidates],  # every particle missed
+    }
     report["pred"] = str(pred)
     report["ref"] = str(ref)
     report["particles"] = {

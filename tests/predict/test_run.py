@@ -222,3 +222,23 @@ def test_predict_into_the_project_keeps_its_config(pick_project, pick_run, tmp_p
         predict_with(predictor, run, [root], root)
     assert (root / "copick_config.json").read_bytes() == before
     assert picks_path(root, "TS_3", "ribosome").is_file()
+
+
+def test_copick_runs_keep_their_names_in_predictions(pick_project, pick_run, tmp_path):
+    """A run named ``TS.3`` (its shard key is ``TS-3``): predictions go to that run's folder
+    and picks.csv under that name, so ``score`` against the project finds the experiment."""
+    import shutil
+
+    project, _ = pick_project
+    run, _ = pick_run
+    root = tmp_path / "project"
+    for part in ("static", "overlay"):
+        shutil.copytree(project / part / "ExperimentRuns/TS_3", root / part / "ExperimentRuns/TS.3")
+    shutil.copy(project / "copick_config.json", root / "copick_config.json")
+    with one_thread():
+        predict_volumes(run, [root], tmp_path / "pred")
+    assert picks_path(tmp_path / "pred", "TS.3", "ribosome").is_file()
+    rows = (tmp_path / "pred" / "picks.csv").read_text().splitlines()[1:]
+    assert rows and all(row.startswith("TS.3,") for row in rows)
+    report = score_picks(tmp_path / "pred", root)
+    assert report["experiments"] == {"scored": ["TS.3"], "dropped": [], "unpredicted": []}

@@ -85,6 +85,11 @@ def test_hand_counted_case_from_csv_and_copick(tmp_path):
         got = {n: (r["tp"], r["fp"], r["fn"]) for n, r in report["per_type"].items()}
         assert got == COUNTS
         assert report["score"] == pytest.approx(EXPECTED)
+        assert report["experiments"] == {
+            "scored": ["E1", "E2"],
+            "dropped": ["E3"],
+            "unpredicted": [],
+        }
         assert json.loads((tmp_path / "s.json").read_text())["score"] == pytest.approx(EXPECTED)
     flipped = score_picks(ref, _copick(tmp_path / "refproj", REFERENCE))
     # the reference against itself: F 1 for every type it has; the weights of the types it
@@ -112,9 +117,18 @@ def test_cli_prints_and_writes(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "ribosome" in result.output and f"{EXPECTED:.4f}" in result.output
+    assert "experiments scored: 2 (E1, E2)" in result.output
+    assert "not scored: PRED's experiments E3 are not in REF" in result.output
     assert json.loads((tmp_path / "o.json").read_text())["per_type"]["ribosome"]["fn"] == 1
     assert f"plot: {tmp_path / 'o.png'}" in result.output.replace("\n", "")
     assert (tmp_path / "o.png").read_bytes()[:4] == b"\x89PNG"
+    partial = _csv(tmp_path / "e1.csv", [r for r in PREDICTED if r[0] == "E1"])
+    missing = CliRunner().invoke(
+        app, ["score", str(partial), str(ref), "--out", str(tmp_path / "p.json")]
+    )
+    assert "PRED has no picks for REF's experiments E2: every particle there counts as missed" in (
+        " ".join(missing.output.split())
+    )
     bad = CliRunner().invoke(app, ["score", str(tmp_path / "nothing.txt"), str(ref)])
     assert bad.exit_code == 1 and "expected a picks CSV" in bad.output
 
