@@ -910,6 +910,12 @@ def score(
     ref_user: Annotated[
         str | None, typer.Option(help="Only REF's copick pick files of this user_id.")
     ] = None,
+    session: Annotated[
+        str | None, typer.Option(help="Only PRED's copick pick files of this session_id.")
+    ] = None,
+    ref_session: Annotated[
+        str | None, typer.Option(help="Only REF's copick pick files of this session_id.")
+    ] = None,
     beta: Annotated[float, typer.Option(help="F-beta's beta (CZII: 4).")] = 4.0,
 ) -> None:
     """CZII F-beta of picks against reference picks: per type TP, FP, FN, precision, recall,
@@ -941,7 +947,16 @@ def score(
                 highlight=False,
             )
     else:
-        report = score_picks(pred, ref, out=out, user=user, ref_user=ref_user, beta=beta)
+        report = score_picks(
+            pred,
+            ref,
+            out=out,
+            user=user,
+            ref_user=ref_user,
+            session=session,
+            ref_session=ref_session,
+            beta=beta,
+        )
         out_console.print(format_score(report), highlight=False)
         found = report["experiments"]
         out_console.print(

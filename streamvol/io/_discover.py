@@ -556,11 +556,17 @@ def _check_one_owner(run: str, files: Sequence[Path], counts: Sequence[int]) -> 
                 f"{user}/{session}: {n} pick{'s' * (n != 1)} ({path})"
                 for (user, session), (n, path) in by_owner.items()
             )
-            first = next(iter(by_owner))[0]
+            first_user, first_session = next(iter(by_owner))
+            if len({user for user, _ in by_owner}) > 1:
+                how = f"user_id, e.g. {first_user!r} (shard --user-id, score --user, --ref-user)"
+            else:  # one user's sessions (the data portal's annotations, a tool's runs)
+                how = (
+                    f"session_id, e.g. {first_session!r} (shard --session-id, score --session, "
+                    f"--ref-session)"
+                )
             raise BadLabels(
                 f"copick run {run!r}: picks of {name!r} from {len(by_owner)} owners (user_id/"
-                f"session_id): {listed}; choose whose by user_id, e.g. {first!r} (shard --user-id, "
-                f"score --user and --ref-user), or by session_id"
+                f"session_id): {listed}; choose whose by {how}, or name several to join them"
             )
 
 

@@ -37,13 +37,14 @@ from streamvol.metrics.picking import CZII_PARTICLES, ParticleType, picking_scor
 Picks = dict[str, dict[str, np.ndarray]]
 
 
-def load_picks(path: str | Path, *, user: str | None = None) -> Picks:
-    """Experiment -> particle type -> (N, 3) z, y, x Angstrom, from a CSV or a copick project."""
+def load_picks(path: str | Path, *, user: str | None = None, session: str | None = None) -> Picks:
+    """Experiment -> particle type -> (N, 3) z, y, x Angstrom, from a CSV or a copick project
+    (``user`` and ``session``: only its pick files of that ``user_id`` / ``session_id``)."""
     path = Path(path)
     if path.is_file() and path.suffix.lower() == ".csv":
         return read_picks_table(path)
     if path.is_dir() or path.suffix.lower() == ".json":
-        return copick_picks(path, user=user)
+        return copick_picks(path, user=user, session=session)
     raise BadLabels(
         f"{path}: expected a picks CSV (columns experiment, particle_type, x, y, z in Angstrom) "
         f"or a copick project (its folder or config)"
@@ -79,16 +80,20 @@ def score_picks(
     distance_multiplier: float = 0.5,
     user: str | None = None,
     ref_user: str | None = None,
+    session: str | None = None,
+    ref_session: str | None = None,
 ) -> dict[str, Any]:
     """Score PRED against REF (see the module docstring); write the report as JSON to ``out``
     and its bars, precision, recall and F-beta per type, beside it (``out`` as ``.png``).
 
     ``user`` keeps only PRED's copick pick files of that ``user_id`` (e.g. ``streamvol``),
-    ``ref_user`` only REF's (e.g. ``curation``); without, a project whose runs hold picks of one
-    type from several owners is refused.
+    ``ref_user`` only REF's (e.g. ``curation``), ``session`` and ``ref_session`` those of that
+    ``session_id``; without, a project whose runs hold picks of one type from several owners is
+    refused.
     """
     particles = particle_table(ref, pred)
-    references, candidates = load_picks(ref, user=ref_user), load_picks(pred, user=user)
+    references = load_picks(ref, user=ref_user, session=ref_session)
+    candidates = load_picks(pred, user=user, session=session)
     report = picking_score(
         references,
         candidates,

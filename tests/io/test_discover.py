@@ -204,6 +204,32 @@ class TestCopick:
         assert by_session.sources[0].picks == (predicted,)
         assert by_session.sources[1].picks == ()
 
+    def test_one_users_sessions_are_chosen_by_session(self, tmp_path: Path) -> None:
+        """The data portal's layout: one user, an annotation per session; the refusal says to
+        choose by session_id (a user_id would not tell them apart)."""
+        root = copick_nested(tmp_path)
+        picks = root / "overlay/ExperimentRuns/TS_2/Picks"
+        for f in picks.iterdir():
+            f.unlink()
+        for session, xyz in (("101", (10.0, 20.0, 30.0)), ("102", (20.0, 20.0, 30.0))):
+            name = f"data-portal_{session}_ribosome.json"
+            write_picks(picks / name, "ribosome", [xyz], user="data-portal", session=session)
+        ds = discover(root)
+        volume = open_volume(ds.sources[0].image)
+        with pytest.raises(
+            BadLabels, match=r"data-portal/101: 1 pick .* choose whose by session_id, e.g. '101' "
+            r"\(shard --session-id, score --session, --ref-session\)"
+        ):  # fmt: skip
+            load_points(ds.sources[0], volume, ds)
+        with pytest.raises(BadLabels, match=r"choose whose by session_id"):
+            copick_picks(root)
+        with pytest.warns(PicksLeftOut, match=r"run TS_10 has no pick file of session_id 102"):
+            chosen = discover(root, session_id=["102"])
+        np.testing.assert_array_equal(
+            load_points(chosen.sources[0], volume, chosen).zyx, [[3, 2, 2]]
+        )
+        assert copick_picks(root, session="101")["TS_2"]["ribosome"].tolist() == [[30, 20, 10]]
+
     def test_owners_that_match_no_pick_file_are_refused(self, tmp_path: Path) -> None:
         root = copick_nested(tmp_path)
         with pytest.raises(

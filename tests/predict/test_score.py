@@ -139,9 +139,9 @@ def test_predictions_written_into_the_reference_project(tmp_path):
     --ref-user say whose picks are which."""
     proj = _copick(tmp_path / "proj", PREDICTED)
     for (e, t), rows in _by_type(REFERENCE).items():
-        doc = {"pickable_object_name": t, "user_id": "curation", "session_id": "0"}
+        doc = {"pickable_object_name": t, "user_id": "curation", "session_id": "1"}
         doc["points"] = [{"location": {"x": x, "y": y, "z": z}} for x, y, z in rows]
-        path = proj / "overlay" / "ExperimentRuns" / e / "Picks" / f"curation_0_{t}.json"
+        path = proj / "overlay" / "ExperimentRuns" / e / "Picks" / f"curation_1_{t}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(doc))
     out = str(tmp_path / "o.json")
@@ -151,6 +151,8 @@ def test_predictions_written_into_the_reference_project(tmp_path):
     result = CliRunner().invoke(app, ["score", str(proj), str(proj), "--out", out, *chosen])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "o.json").read_text())["score"] == pytest.approx(EXPECTED)
+    by_session = score_picks(proj, proj, session="0", ref_session="1")
+    assert by_session["score"] == pytest.approx(EXPECTED)
 
 
 def _by_type(rows):
