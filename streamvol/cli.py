@@ -958,24 +958,28 @@ def score(
             beta=beta,
         )
         out_console.print(format_score(report), highlight=False)
-        found = report["experiments"]
-        out_console.print(
-            f"experiments scored: {len(found['scored'])} ({', '.join(found['scored'])})",
-            highlight=False,
-        )
+        found = {k: _listed(v) for k, v in report["experiments"].items()}
+        n = len(report["experiments"]["scored"])
+        out_console.print(f"experiments scored: {n} ({found['scored']})", highlight=False)
         if found["dropped"]:
             console.print(
-                f"[yellow]not scored: PRED's experiments {', '.join(found['dropped'])} are not "
-                f"in REF (experiment names must match REF's)[/]",
+                f"[yellow]not scored: PRED's experiments {found['dropped']} are not in REF "
+                f"(experiment names must match REF's)[/]",
                 highlight=False,
             )
         if found["unpredicted"]:
             console.print(
-                f"[yellow]PRED has no picks for REF's experiments "
-                f"{', '.join(found['unpredicted'])}: every particle there counts as missed[/]",
+                f"[yellow]PRED has no picks for REF's experiments {found['unpredicted']}: every "
+                f"particle there counts as missed[/]",
                 highlight=False,
             )
     out_console.print(f"report: {out}, plot: {report['plot']}")
+
+
+def _listed(names: list[str], most: int = 8) -> str:
+    """Names for one line: the first ``most``, then how many more (the JSON has them all)."""
+    more = len(names) - most
+    return ", ".join(names[:most]) + (f" and {more} more" if more > 0 else "")
 
 
 @app.command()

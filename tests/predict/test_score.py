@@ -129,6 +129,14 @@ def test_cli_prints_and_writes(tmp_path):
     assert "PRED has no picks for REF's experiments E2: every particle there counts as missed" in (
         " ".join(missing.output.split())
     )
+    many = _csv(tmp_path / "many.csv", [(f"E{k}", "ribosome", 10, 10, 10) for k in range(1, 11)])
+    one = CliRunner().invoke(
+        app, ["score", str(partial), str(many), "--out", str(tmp_path / "m.json")]
+    )
+    assert "experiments E2, E3, E4, E5, E6, E7, E8, E9 and 1 more: every" in " ".join(
+        one.output.split()
+    )  # the JSON lists them all
+    assert json.loads((tmp_path / "m.json").read_text())["experiments"]["unpredicted"][-1] == "E10"
     bad = CliRunner().invoke(app, ["score", str(tmp_path / "nothing.txt"), str(ref)])
     assert bad.exit_code == 1 and "expected a picks CSV" in bad.output
 
