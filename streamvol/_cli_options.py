@@ -104,6 +104,13 @@ OPTIONS: tuple[Opt, ...] = (
         MODEL,
         commands=("train", "cv"),
     ),
+    Opt(
+        "mask_labels",
+        "Segmentation: auto (masks of 0 and 1) | binary (every label > 0 is foreground: "
+        "instance masks) | classes (each label 0..N a class of its own).",
+        MODEL,
+        commands=("train", "cv"),
+    ),
     # --- optimisation and schedule
     Opt("epochs", "Epochs to train (each fold's, for cv).", TRAINING),
     Opt("batch_size", "Samples per batch.", TRAINING),

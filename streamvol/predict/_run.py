@@ -412,6 +412,7 @@ def predict_volumes(
             "run": str(run),
             "task": predictor.task.kind,
             "class_names": list(predictor.class_names),
+            **({"binary_mask": True} if predictor.task.binary_mask else {}),
             "window": asdict(window),
             "device": str(predictor.device),
             "seconds": time.perf_counter() - started,

@@ -68,6 +68,7 @@ def score_labels(
             pred / experiment / "labels.ome.zarr",
             masks[experiment],
             names,
+            binary=bool(summary.get("binary_mask")),
             progress=None if progress is None else functools.partial(progress, experiment),
         )
         total += counts
@@ -110,10 +111,12 @@ def volume_counts(
     mask: str | Path,
     names: Sequence[str],
     *,
+    binary: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """(C, C) voxel counts of a predicted label volume (OME-Zarr) against a mask volume (any
     format), rows the mask's class; a mask value outside the classes is refused, naming it.
+    ``binary``: every mask label > 0 is class 1, as a ``--mask-labels binary`` run learned.
     ``progress(slices done, slices)`` after each block."""
     import zarr
 
@@ -130,6 +133,8 @@ def volume_counts(
     for z in range(0, truth.shape[0], depth):
         p = np.asarray(predicted[z : z + depth])
         t = np.asarray(truth.data[z : z + depth])
+        if binary:
+            t = np.where(t > 0, 1, t)  # negative labels stay, to be refused
         bad = (t < 0) | (t >= c)
         if bad.any():
             raise BadLabels(

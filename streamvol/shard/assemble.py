@@ -85,6 +85,7 @@ def build_manifest(
             for split, shards in by_split.items()
         },
         "class_counts": counts,
+        **_mask_range(prepared, [records[name] for name, _ in jobs]),
         "stats": prepared.stats,
         "sources": prepared.source_meta,
         "command": command or f"streamvol.shard.shard({config!r})",
@@ -122,6 +123,17 @@ def _radii(radii: dict[str, float], voxel_size: Sequence[float] | None) -> dict[
         "radii_angstrom": dict(radii),
         "radii_voxels": {n: r / mean for n, r in radii.items()} if mean else None,
     }
+
+
+def _mask_range(prepared: Prepared, records: Sequence[ShardRecord]) -> dict[str, Any]:
+    """The lowest and highest label of the set's masks, which tell the trainer whether they
+    are binary (None where a shard's record does not say: one resumed from an older run)."""
+    if not any(s.mask is not None for s in prepared.sources.values()):
+        return {}
+    ranges = [r.mask_range for r in records if r.count]
+    if not ranges or None in ranges:
+        return {"mask_range": None}
+    return {"mask_range": [min(lo for lo, _ in ranges), max(hi for _, hi in ranges)]}  # type: ignore[misc]
 
 
 def _members(prepared: Prepared) -> list[str]:

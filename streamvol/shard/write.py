@@ -68,6 +68,8 @@ class ShardRecord:
     checksums: tuple[tuple[str, ...], ...]  # per sample, ``member_checksum`` of each member
     units: tuple[int, ...] | None = None  # region sets: crops an epoch draws from each region
     inputs: str = ""  # ``folder.shard_inputs``: what the shard was made from, for a rerun
+    # lowest and highest label of its stored masks (None: no masks, or an older record)
+    mask_range: tuple[int, int] | None = None
     # region sets, ``Encoding.summarise``: each region's core, ``manifest.checked_summary``;
     # handed to the run for the set's statistics, never saved
     intensity: tuple[Summary, ...] = field(default=(), compare=False, repr=False)
@@ -84,6 +86,7 @@ class ShardRecord:
             tuple(tuple(c) for c in rec["checksums"]),
             tuple(rec["units"]) if rec.get("units") is not None else None,
             rec.get("inputs", ""),
+            tuple(rec["mask_range"]) if rec.get("mask_range") is not None else None,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -100,6 +103,8 @@ class ShardRecord:
             record["units"] = list(self.units)
         if self.inputs:
             record["inputs"] = self.inputs
+        if self.mask_range is not None:
+            record["mask_range"] = list(self.mask_range)
         return record
 
 
@@ -267,10 +272,11 @@ class _HashingFile:
 
 def write_tar(path: Path, samples: Iterable[dict[str, Any]]) -> ShardRecord:
     """Write samples to ``path`` atomically; return the shard's record (count, size, sha256,
-    each member's checksum)."""
+    each member's checksum, the range of its mask labels)."""
     keys: list[str] = []
     offsets: list[int] = []
     checksums: list[tuple[str, ...]] = []
+    labels: list[int] = []  # each mask's lowest and highest label
     with atomic_file(path) as raw:
         out = _HashingFile(raw)
         with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:  # type: ignore[call-overload]
@@ -281,6 +287,9 @@ def write_tar(path: Path, samples: Iterable[dict[str, Any]]) -> ShardRecord:
                     raise BadInput(f"sample key {key!r} holds a dot; WebDataset would cut it there")
                 keys.append(key)
                 offsets.append(tar.offset)
+                mask = sample.get("mask.npy")
+                if mask is not None and mask.size:
+                    labels += (int(mask.min()), int(mask.max()))
                 sums = []
                 for suffix, value in sample.items():
                     if suffix == "__key__":
@@ -300,6 +309,7 @@ def write_tar(path: Path, samples: Iterable[dict[str, Any]]) -> ShardRecord:
         tuple(keys),
         tuple(offsets),
         tuple(checksums),
+        mask_range=(min(labels), max(labels)) if labels else None,
     )
 
 

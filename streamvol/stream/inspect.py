@@ -18,11 +18,18 @@ from streamvol.stream.decode import Expected, MappedFile, iter_samples
 
 
 def summary_table(manifest: dict[str, Any]) -> Table:
-    """Per split (columns): shards, samples, MB, and the samples of each class (rows)."""
+    """Per split (columns): shards, samples, MB, and the samples of each class (rows); the
+    range of the mask labels, with what a run must say of them when they are not 0 / 1."""
     splits = manifest["splits"]
     crop, margin = _zyx(manifest["crop"]), _zyx(manifest["margin"])
     title = f"{manifest['task']}: crop {crop} + margin {margin}"
-    table = Table(title=title, min_width=len(title) + 2)
+    caption = None
+    if manifest.get("mask_range"):
+        low, high = manifest["mask_range"]
+        title += f", mask labels {low} to {high}"
+        if high > 1:
+            caption = "train with --mask-labels binary (instance ids) or classes"
+    table = Table(title=title, caption=caption, min_width=len(title) + 2)
     table.add_column("")
     for split in splits:
         table.add_column(split, justify="right")

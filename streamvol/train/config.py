@@ -13,6 +13,8 @@ AMP = ("auto", "off", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 # reconstruction: autoencoder pretraining (``streamvol pretrain``), the crop is its own target
 TASKS = ("auto", "classification", "segmentation", "detection", "reconstruction")
+# segmentation: how mask labels become classes (auto: 0 / 1 masks as they are, others refused)
+MASK_LABELS = ("auto", "binary", "classes")
 # may change when a run resumes; storage options (credentials) are never saved in config.json
 OPERATIONAL = ("checkpoint_every", "loader_timeout", "storage_options")
 
@@ -25,6 +27,7 @@ class TrainConfig:
     model: str = "auto"
     model_options: dict[str, Any] | None = None
     task: str = "auto"
+    mask_labels: str = "auto"
     epochs: int = 20
     batch_size: int = 16
     lr: float = 1e-3
@@ -87,6 +90,7 @@ class TrainConfig:
             ("amp", AMP),
             ("device", DEVICES),
             ("task", TASKS),
+            ("mask_labels", MASK_LABELS),
             ("augment_device", ("cpu", "gpu")),
             ("target", ("sphere", "heatmap")),
             ("peak_method", ("nms", "cc")),

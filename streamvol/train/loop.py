@@ -304,8 +304,12 @@ class Trainer:
             return model(x)
 
     def _batches(self, batches: Any) -> Iterator[dict[str, Any]]:
-        """Batches on the device, GPU-augmented there when they carry parameters."""
-        return iter(DevicePrefetcher(batches, self.device))
+        """Batches on the device, GPU-augmented there when they carry parameters, their masks
+        made foreground / background for a ``binary_mask`` task."""
+        on_device = iter(DevicePrefetcher(batches, self.device))
+        if not self.task.binary_mask:
+            return on_device
+        return ({**b, "mask": (b["mask"] > 0).to(b["mask"].dtype)} for b in on_device)
 
     def train_epoch(self, progress: Callable[[int, int], None] | None = None) -> dict[str, float]:
         """One pass over the training split (or the rest of it, when resumed mid-epoch);

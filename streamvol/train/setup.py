@@ -39,6 +39,7 @@ class Task:
     counts: tuple[int, ...]  # training samples per class (classification)
     target: TargetSpec | None = None
     radii_angstrom: tuple[float, ...] = ()
+    binary_mask: bool = False  # segmentation: every mask label > 0 is class 1 (foreground)
 
     @property
     def num_classes(self) -> int:
@@ -57,8 +58,7 @@ def resolve_task(config: TrainConfig, manifest: dict[str, Any]) -> Task:
     if kind == "reconstruction":  # autoencoder pretraining: the crop is its own target
         return Task("reconstruction", ("intensity",), tuple(manifest["crop"]), ())
     if kind == "segmentation":
-        names = tuple((config.model_options or {}).get("class_names", ("background", "foreground")))
-        return Task("segmentation", names, tuple(manifest["crop"]), ())
+        return segmentation_task(config, manifest)
     names = tuple(manifest["class_names"])
     if len(names) < 2:
         raise BadInput(f"{config.shards}: {len(names)} class(es) {names}; classification needs 2+")
@@ -69,6 +69,35 @@ def resolve_task(config: TrainConfig, manifest: dict[str, Any]) -> Task:
             if name in names:
                 counts[names.index(name)] += n
     return Task("classification", names, tuple(manifest["crop"]), tuple(counts))
+
+
+def segmentation_task(config: TrainConfig, manifest: dict[str, Any]) -> Task:
+    """The classes a segmentation run learns from the set's mask labels (``mask_range``): 0 / 1
+    masks as they are; other labels only as ``mask_labels`` says (binary: > 0 is foreground;
+    classes: each label its class), so instance ids never pass for classes unasked."""
+    crop = tuple(manifest["crop"])
+    given = (config.model_options or {}).get("class_names")
+    labels = manifest.get("mask_range")  # None: a set made before it was recorded
+    low, high = labels if labels else (0, None)
+    where = f"{config.shards}: its masks hold labels {low} to {high}"
+    if low < 0:
+        raise BadInput(f"{where}; expected labels >= 0 (0: background)")
+    if config.mask_labels == "binary":
+        return Task("segmentation", ("background", "foreground"), crop, (), binary_mask=True)
+    if given is not None:
+        names = tuple(given)
+    elif config.mask_labels == "classes" and high is not None:
+        names = ("background", *(f"label {k}" for k in range(1, max(high, 1) + 1)))
+    else:
+        names = ("background", "foreground")
+    if high is not None and high >= len(names):
+        raise BadInput(
+            f"{where}, more than the classes {', '.join(names)}: instance ids, or classes? "
+            "Train with --mask-labels binary to learn every label > 0 as foreground, or "
+            "--mask-labels classes to learn each label as a class of its own"
+            + ("" if given is None else f", or give {high + 1} class_names")
+        )
+    return Task("segmentation", names, crop, ())
 
 
 def _train_splits(config: TrainConfig) -> list[str]:
