@@ -273,13 +273,24 @@ def shard(
     user_id: Annotated[
         list[str] | None,
         typer.Option(
-            help="Copick: only the pick files of this user_id (repeat to join several), where "
-            "runs hold picks of several users (curation, a model's predictions, annotators)."
+            help="Copick: only the pick files and segmentations of this user_id (repeat to "
+            "join several), where runs hold picks of several users (curation, a model's "
+            "predictions, annotators)."
         ),
     ] = None,
     session_id: Annotated[
         list[str] | None,
-        typer.Option(help="Copick: only the pick files of this session_id (repeat to join)."),
+        typer.Option(
+            help="Copick: only the pick files and segmentations of this session_id (repeat "
+            "to join)."
+        ),
+    ] = None,
+    segmentation: Annotated[
+        str | None,
+        typer.Option(
+            help="Copick: the segmentation (its name: an object's, or a multilabel one's) that "
+            "is each run's mask, at the tomograms' voxel spacing; runs without it are left out."
+        ),
     ] = None,
     shard_size: Annotated[int, typer.Option(help="Samples per tar.")] = 256,
     seed: Annotated[int, typer.Option(help="Seed for splits and negative crops.")] = 0,
@@ -341,6 +352,7 @@ def shard(
         voxel_spacing=voxel_spacing,
         user_id=user_id,
         session_id=session_id,
+        segmentation=segmentation,
     )
     with _warnings_shown(), _progress_display(console) as show:
         job = show.job("shard: reading sources, planning crops", unit="shards")

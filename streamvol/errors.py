@@ -107,6 +107,10 @@ class PicksLeftOut(UserWarning):
     """Copick runs whose pick files are all of other users or sessions than those chosen."""
 
 
+class MasksLeftOut(UserWarning):
+    """Copick runs without the segmentation chosen as masks: not in the shard set."""
+
+
 class BadOption(StreamvolError, ValueError):
     """A setting outside what it may be, named as the library's parameter (``lr=0.0``); the CLI
     shows it as its flag (``--lr 0.0``). ``name``, ``value`` and ``expected`` say which, what

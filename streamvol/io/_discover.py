@@ -24,13 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-from streamvol.errors import BadLabels, NoVolumeFound, PicksLeftOut
+from streamvol.errors import BadLabels, MasksLeftOut, NoVolumeFound, PicksLeftOut
 from streamvol.io._labels import (
     ClassTable,
     Points,
     _load_json,
     read_class_csv,
     read_copick_config,
+    read_copick_labels,
     read_copick_picks,
     read_spot_table,
 )
@@ -83,6 +84,7 @@ class Dataset:
     class_names: tuple[str, ...] = ()
     radii: dict[str, float] = field(default_factory=dict)
     owners_chosen: bool = False  # copick: pick files chosen by user_id / session_id
+    mask_names: tuple[str, ...] = ()  # the class of each mask label, where the layout names them
 
 
 def discover(
@@ -93,24 +95,34 @@ def discover(
     voxel_spacing: float | None = None,
     user_id: Sequence[str] = (),
     session_id: Sequence[str] = (),
+    segmentation: str | None = None,
 ) -> Dataset:
     """Find every source under ``path`` and its labels; raise ``NoVolumeFound`` if there is none.
 
     ``classes`` is a class CSV (default: ``classes.csv`` in ``path`` when present);
     ``tomogram`` and ``voxel_spacing`` choose among a copick run's tomograms (other layouts
-    ignore them), ``user_id`` and ``session_id`` (any of those given) among its pick files, as
-    copick's own tools do.
+    ignore them), ``user_id`` and ``session_id`` (any of those given) among its pick files and
+    segmentations, as copick's own tools do; ``segmentation`` names the copick segmentation
+    that is each run's mask (runs without it are left out, with a ``MasksLeftOut`` warning).
     """
     root = Path(path).expanduser()
     if not root.exists():
         raise NoVolumeFound(f"{root}: no such file or folder")
     class_csv = Path(classes) if classes is not None else None
     project = _copick_project(root)
-    given = [name for name, value in (("user_id", user_id), ("session_id", session_id)) if value]
+    given = [
+        name
+        for name, value in (
+            ("user_id", user_id),
+            ("session_id", session_id),
+            ("segmentation", segmentation),
+        )
+        if value
+    ]
     if given and project is None:
         raise BadLabels(
-            f"{root}: {' and '.join(given)} choose among a copick project's pick files, and "
-            f"this is not a copick project"
+            f"{root}: {' and '.join(given)} choose among a copick project's pick files and "
+            f"segmentations, and this is not a copick project"
         )
     if project is not None:
         if class_csv is not None:
@@ -118,7 +130,9 @@ def discover(
                 f"{class_csv}: a class CSV does not apply to the copick project {root}; "
                 f"its classes come from its config ({COPICK_CONFIG}) or the pick files"
             )
-        dataset = _discover_copick(project, tomogram, voxel_spacing, (user_id, session_id))
+        dataset = _discover_copick(
+            project, tomogram, voxel_spacing, (user_id, session_id), segmentation
+        )
     elif _is_volume(root):
         stem = _stem(root.name)
         masks = [
@@ -301,6 +315,11 @@ def _copick_project(path: Path) -> _Copick | None:
     return _Copick(root, config, tuple(b / "ExperimentRuns" for b in bases))
 
 
+def copick_project(path: str | Path) -> bool:
+    """Whether ``path`` is a copick project (a folder, or a config of any name)."""
+    return _copick_project(Path(path).expanduser()) is not None
+
+
 def copick_config(path: str | Path) -> Path | None:
     """The config file of the copick project at ``path`` (a folder, or a config of any name);
     None where there is none."""
@@ -346,10 +365,12 @@ def _config_bases(config: Path) -> tuple[Path, ...]:
 
 
 def _spacing(name: str) -> float | None:
-    if not name.startswith(_SPACING_PREFIX):
-        return None
+    return _float(name[len(_SPACING_PREFIX) :]) if name.startswith(_SPACING_PREFIX) else None
+
+
+def _float(text: str) -> float | None:
     try:
-        value = float(name[len(_SPACING_PREFIX) :])
+        value = float(text)
     except ValueError:
         return None
     return value if math.isfinite(value) else None
@@ -407,6 +428,7 @@ def _discover_copick(
     tomogram: str,
     voxel_spacing: float | None,
     owners: tuple[Sequence[str], Sequence[str]] = ((), ()),
+    segmentation: str | None = None,
 ) -> Dataset:
     root = project.root
     chosen = bool(owners[0] or owners[1])
@@ -429,7 +451,13 @@ def _discover_copick(
         picks = [p for d in run_dirs for p in _children(d / "Picks") if _is_pick_file(p)]
         if chosen:
             picks, left_out[run] = _choose_picks(picks, *owners)
-        sources.append(SourceSpec(id=source_id(run), image=image, picks=tuple(picks)))
+        mask = None
+        if segmentation is not None:
+            spacing = _spacing(image.parent.name)
+            mask = _choose_segmentation(run, run_dirs, segmentation, spacing, owners)
+        sources.append(SourceSpec(id=source_id(run), image=image, mask=mask, picks=tuple(picks)))
+    if segmentation is not None:
+        sources = _runs_with_masks(root, segmentation, owners, sources, runs)
     if chosen:
         _report_choice(root, owners, sources, left_out)
     if project.config is not None:
@@ -439,7 +467,119 @@ def _discover_copick(
         # Without a config the pick files name the classes; radii stay unknown.
         names = {read_copick_picks(p, 1.0).class_names[0] for s in sources for p in s.picks}
         class_names, radii = tuple(sorted(names)), {}
-    return Dataset(root, "copick", tuple(sources), class_names, radii, owners_chosen=chosen)
+    mask_names = _mask_names(project, segmentation, sources) if segmentation else ()
+    return Dataset(
+        root, "copick", tuple(sources), class_names, radii, chosen, mask_names=mask_names
+    )
+
+
+def _segmentation_header(path: Path) -> tuple[float, str, str, str, bool] | None:
+    """Voxel spacing, user_id, session_id, name and whether multilabel, from a copick
+    segmentation's name, ``<spacing>_<user>_<session>_<name>[-multilabel].zarr``; None when
+    the name is not of that form."""
+    if not path.name.lower().endswith(".zarr") or not path.is_dir():
+        return None
+    stem = path.name[: -len(".zarr")]
+    multilabel = stem.endswith("-multilabel")
+    parts = stem.removesuffix("-multilabel").split("_", 3)
+    if len(parts) < 4:
+        return None
+    spacing = _float(parts[0])
+    return None if spacing is None else (spacing, parts[1], parts[2], parts[3], multilabel)
+
+
+def _segmentations(
+    run_dirs: Sequence[Path],
+) -> list[tuple[Path, tuple[float, str, str, str, bool]]]:
+    found = []
+    for d in run_dirs:
+        for path in _children(d / "Segmentations"):
+            header = _segmentation_header(path)
+            if header is not None:
+                found.append((path, header))
+    return found
+
+
+def _choose_segmentation(
+    run: str,
+    run_dirs: Sequence[Path],
+    name: str,
+    spacing: float | None,
+    owners: tuple[Sequence[str], Sequence[str]],
+) -> Path | None:
+    """The segmentation ``name`` of ``run`` at the tomogram's voxel spacing, of the chosen
+    owners; None where there is none; several are refused, naming them."""
+    users, sessions = owners
+    found = [
+        (path, (user, session))
+        for path, (at, user, session, seg_name, _) in _segmentations(run_dirs)
+        if seg_name == name
+        and (spacing is None or math.isclose(at, spacing, abs_tol=1e-3))
+        and (not users or user in users)
+        and (not sessions or session in sessions)
+    ]
+    if len(found) > 1:
+        listed = "; ".join(f"{user}/{session} ({path})" for path, (user, session) in found)
+        raise BadLabels(
+            f"copick run {run!r}: {len(found)} segmentations {name!r} (user_id/session_id): "
+            f"{listed}; choose whose by user_id or session_id (shard --user-id, --session-id)"
+        )
+    return found[0][0] if found else None
+
+
+def _runs_with_masks(
+    root: Path,
+    name: str,
+    owners: tuple[Sequence[str], Sequence[str]],
+    sources: list[SourceSpec],
+    runs: dict[str, list[Path]],
+) -> list[SourceSpec]:
+    """The runs that hold segmentation ``name``; none is refused, listing what the project
+    holds; the others are left out with a ``MasksLeftOut`` warning."""
+    import warnings
+
+    kept = [s for s in sources if s.mask is not None]
+    if not kept:
+        held = sorted(
+            {
+                f"{seg}{' (multilabel)' * multi} at {at:g} by {user}/{session}"
+                for dirs in runs.values()
+                for _, (at, user, session, seg, multi) in _segmentations(dirs)
+            }
+        )
+        whose = " of the chosen user_id / session_id" if owners[0] or owners[1] else ""
+        raise BadLabels(
+            f"{root}: no run holds a segmentation {name!r}{whose} at the tomograms' voxel "
+            f"spacing; its segmentations: {'; '.join(held) or 'none'} (in ExperimentRuns/<run>/"
+            f"Segmentations/<spacing>_<user>_<session>_<name>[-multilabel].zarr)"
+        )
+    bare = [s.id for s in sources if s.mask is None]
+    if bare:
+        warnings.warn(
+            f"{root}: copick run{'s' * (len(bare) > 1)} {', '.join(bare)} "
+            f"{'have' if len(bare) > 1 else 'has'} no segmentation {name!r}: left out",
+            MasksLeftOut,
+            stacklevel=4,
+        )
+    return kept
+
+
+def _mask_names(project: _Copick, name: str, sources: Sequence[SourceSpec]) -> tuple[str, ...]:
+    """The class of each label of the segmentations: background and ``name`` for binary ones;
+    for multilabel ones, the config's objects by their ``label`` (none without a config)."""
+    multi = {s.mask.name.lower().endswith("-multilabel.zarr") for s in sources if s.mask}
+    if multi == {False}:
+        return ("background", name)
+    if len(multi) > 1:
+        raise BadLabels(
+            f"{project.root}: segmentation {name!r} is multilabel in some runs and binary in "
+            f"others; expected one kind"
+        )
+    if project.config is None:
+        return ()
+    labels = read_copick_labels(project.config)
+    top = max(labels, default=0)
+    return ("background", *(labels.get(k, f"label {k}") for k in range(1, top + 1)))
 
 
 def copick_picks(

@@ -371,6 +371,31 @@ def read_copick_config(path: str | Path) -> dict[str, float]:
     return dict(sorted(radii.items()))
 
 
+def read_copick_labels(path: str | Path) -> dict[int, str]:
+    """Label -> object name from a ``copick_config.json``: the values of its multilabel
+    segmentations, particles and other objects (membranes) alike; objects without a ``label``
+    are left out, a label given twice is refused."""
+    path = Path(path)
+    read_copick_config(path)  # refuses a config without objects or names
+    labels: dict[int, str] = {}
+    for obj in _load_json(path)["pickable_objects"]:
+        label = obj.get("label")
+        if label is None:
+            continue
+        if not isinstance(label, int) or isinstance(label, bool) or label < 1:
+            raise BadLabels(
+                f"{path}: object {obj['name']!r} has label {label!r}; expected an integer >= 1 "
+                f"(0 is the background of multilabel segmentations)"
+            )
+        if label in labels:
+            raise BadLabels(
+                f"{path}: objects {labels[label]!r} and {obj['name']!r} share label {label}; "
+                f"expected one object a label"
+            )
+        labels[label] = obj["name"]
+    return dict(sorted(labels.items()))
+
+
 def read_copick_weights(path: str | Path) -> dict[str, float]:
     """Particle name -> score weight, for the objects of a ``copick_config.json`` that carry a
     numeric ``weight`` (not part of the copick schema; the CZII metric's weights live there

@@ -413,6 +413,7 @@ def predict_volumes(
             "task": predictor.task.kind,
             "class_names": list(predictor.class_names),
             **({"binary_mask": True} if predictor.task.binary_mask else {}),
+            **_copick_masks(predictor.manifest),
             "window": asdict(window),
             "device": str(predictor.device),
             "seconds": time.perf_counter() - started,
@@ -420,6 +421,16 @@ def predict_volumes(
     )
     write_json_atomic(out / "predict.json", summary)
     return summary
+
+
+def _copick_masks(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """Where a copick project holds the masks of a run trained on its segmentation, so that
+    ``score`` finds them: the shards' segmentation, tomogram, voxel spacing and owners."""
+    config = manifest.get("config", {})
+    if not config.get("segmentation"):
+        return {}
+    keys = ("segmentation", "tomogram", "voxel_spacing", "user_id", "session_id")
+    return {"copick_masks": {k: config[k] for k in keys if config.get(k)}}
 
 
 def _keep_or_write_config(out: Path, radii: Mapping[str, float]) -> None:

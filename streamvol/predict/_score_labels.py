@@ -53,7 +53,7 @@ def score_labels(
             f"{pred / PREDICT_JSON}: no class_names (an older streamvol wrote it); run "
             "streamvol predict again"
         )
-    masks = {s.id: s.mask for s in discover(ref).sources if s.mask is not None}
+    masks = _reference_masks(ref, summary.get("copick_masks") or {})
     experiments = list(summary["experiments"])
     scored = [e for e in experiments if e in masks]
     if not scored:
@@ -88,6 +88,17 @@ def score_labels(
         report["plot"] = str(_plot(report, out.with_suffix(".png")))
         write_json_atomic(out, report)
     return report
+
+
+def _reference_masks(ref: str | Path, copick: Mapping[str, Any]) -> dict[str, Path]:
+    """Experiment -> mask under REF; a copick project's are the segmentation the run's shards
+    read (``copick_masks`` of predict.json), found as the shards found them."""
+    from streamvol.io import copick_project
+    from streamvol.predict._run import experiment_name
+
+    options = copick if copick and copick_project(ref) else {}
+    dataset = discover(ref, **options)
+    return {experiment_name(s.id, s.image): s.mask for s in dataset.sources if s.mask is not None}
 
 
 def _plot(report: Mapping[str, Any], path: Path) -> Path:

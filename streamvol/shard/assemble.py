@@ -85,7 +85,7 @@ def build_manifest(
             for split, shards in by_split.items()
         },
         "class_counts": counts,
-        **_mask_range(prepared, [records[name] for name, _ in jobs]),
+        **_mask_labels(prepared, [records[name] for name, _ in jobs]),
         "stats": prepared.stats,
         "sources": prepared.source_meta,
         "command": command or f"streamvol.shard.shard({config!r})",
@@ -125,15 +125,18 @@ def _radii(radii: dict[str, float], voxel_size: Sequence[float] | None) -> dict[
     }
 
 
-def _mask_range(prepared: Prepared, records: Sequence[ShardRecord]) -> dict[str, Any]:
+def _mask_labels(prepared: Prepared, records: Sequence[ShardRecord]) -> dict[str, Any]:
     """The lowest and highest label of the set's masks, which tell the trainer whether they
-    are binary (None where a shard's record does not say: one resumed from an older run)."""
+    are binary (None where a shard's record does not say: one resumed from an older run), and
+    the class of each label where the sources name them (copick segmentations)."""
     if not any(s.mask is not None for s in prepared.sources.values()):
         return {}
+    names = {"mask_names": list(prepared.mask_names)} if prepared.mask_names else {}
     ranges = [r.mask_range for r in records if r.count]
     if not ranges or None in ranges:
-        return {"mask_range": None}
-    return {"mask_range": [min(lo for lo, _ in ranges), max(hi for _, hi in ranges)]}  # type: ignore[misc]
+        return {"mask_range": None, **names}
+    low, high = min(lo for lo, _ in ranges), max(hi for _, hi in ranges)  # type: ignore[misc]
+    return {"mask_range": [low, high], **names}
 
 
 def _members(prepared: Prepared) -> list[str]:

@@ -51,11 +51,13 @@ class ShardConfig:
     per_point: bool = True
     crops_per_region: int = 0
     voxel_size: tuple[float, float, float] | None = None  # Angstrom; replaces the files' own
-    # Copick projects: which tomogram of each run, and whose picks (any of these owners)
+    # Copick projects: which tomogram of each run, whose picks and segmentations (any of these
+    # owners), and the segmentation that is each run's mask
     tomogram: str = "denoised"
     voxel_spacing: float | None = None
     user_id: tuple[str, ...] = ()
     session_id: tuple[str, ...] = ()
+    segmentation: str | None = None
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
@@ -124,6 +126,7 @@ _LATER_FIELDS = {
     "voxel_spacing": None,
     "user_id": (),
     "session_id": (),
+    "segmentation": None,
 }
 
 

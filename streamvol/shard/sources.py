@@ -38,6 +38,7 @@ class Prepared:
     margin: tuple[int, int, int]  # stored context a side, voxels (``ShardConfig.margin_for``)
     voxel_size: tuple[float, ...] | None  # the sources' one voxel size, None when unknown or mixed
     radii: dict[str, float] = field(default_factory=dict)  # particle radii, Angstrom (copick)
+    mask_names: tuple[str, ...] = ()  # the class of each mask label, where the sources name them
 
 
 def plan_items(plan: Plan | RegionPlan) -> tuple[Crop, ...] | tuple[Tile, ...]:
@@ -71,6 +72,7 @@ def prepare(config: ShardConfig) -> Prepared:
                 voxel_spacing=config.voxel_spacing,
                 user_id=config.user_id,
                 session_id=config.session_id,
+                segmentation=config.segmentation,
             )
         )
     if config.voxel_spacing is not None and not any(d.layout == "copick" for d in datasets):
@@ -175,6 +177,7 @@ def prepare(config: ShardConfig) -> Prepared:
         margin=margin,
         voxel_size=voxel_size,
         radii={n: r for ds in datasets for n, r in ds.radii.items()},
+        mask_names=_merge_mask_names(datasets),
     )
 
 
@@ -239,6 +242,12 @@ def _merge_class_names(datasets: Sequence[Dataset]) -> tuple[str, ...]:
             if name not in names:
                 names.append(name)
     return tuple(sorted(names)) if len(datasets) > 1 else tuple(names)
+
+
+def _merge_mask_names(datasets: Sequence[Dataset]) -> tuple[str, ...]:
+    """The mask label names all the datasets with masks agree on; none where they differ."""
+    named = {ds.mask_names for ds in datasets if any(s.mask for s in ds.sources)}
+    return named.pop() if len(named) == 1 else ()
 
 
 def _radii_voxels(ds: Dataset, pts: Any, voxel_size: Sequence[float] | None) -> np.ndarray | None:

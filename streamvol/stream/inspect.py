@@ -27,7 +27,7 @@ def summary_table(manifest: dict[str, Any]) -> Table:
     if manifest.get("mask_range"):
         low, high = manifest["mask_range"]
         title += f", mask labels {low} to {high}"
-        if high > 1:
+        if high >= max(len(manifest.get("mask_names") or ()), 2):  # more labels than classes
             caption = "train with --mask-labels binary (instance ids) or classes"
     table = Table(title=title, caption=caption, min_width=len(title) + 2)
     table.add_column("")
@@ -44,6 +44,8 @@ def summary_table(manifest: dict[str, Any]) -> Table:
     table.add_row("MB", *(f"{sum(s['bytes'] for s in sh) / 1e6:.1f}" for sh in splits.values()))
     counts = manifest["class_counts"]
     labels = list(manifest["class_names"])
+    if not any(counts.get(split, {}).get(name) for split in splits for name in labels):
+        labels = []  # crops of no class (a grid over masks or picks): no rows of zeros
     if manifest.get("task") == "classification":  # masks and points label the other tasks
         labels.append("unlabelled")
     for name in labels:

@@ -82,14 +82,20 @@ def segmentation_task(config: TrainConfig, manifest: dict[str, Any]) -> Task:
     where = f"{config.shards}: its masks hold labels {low} to {high}"
     if low < 0:
         raise BadInput(f"{where}; expected labels >= 0 (0: background)")
+    named = tuple(manifest.get("mask_names") or ())  # the sources' names (copick segmentations)
     if config.mask_labels == "binary":
-        return Task("segmentation", ("background", "foreground"), crop, (), binary_mask=True)
+        names = named if len(named) == 2 else ("background", "foreground")
+        return Task("segmentation", names, crop, (), binary_mask=True)
     if given is not None:
         names = tuple(given)
     elif config.mask_labels == "classes" and high is not None:
-        names = ("background", *(f"label {k}" for k in range(1, max(high, 1) + 1)))
+        count = max(high + 1, len(named), 2)
+        names = (
+            "background",
+            *(named[k] if k < len(named) else f"label {k}" for k in range(1, count)),
+        )
     else:
-        names = ("background", "foreground")
+        names = named or ("background", "foreground")
     if high is not None and high >= len(names):
         raise BadInput(
             f"{where}, more than the classes {', '.join(names)}: instance ids, or classes? "
