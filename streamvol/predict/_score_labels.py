@@ -174,11 +174,14 @@ def format_label_score(report: Mapping[str, Any]) -> str:
     """A plain-text table: Dice per class for each experiment and over all of them."""
     names = report["class_names"]
     width = max(10, *(len(e) for e in report["experiments"]))
-    head = f"{'experiment':<{width}} {'voxels':>11} " + " ".join(f"{n:>12}" for n in names)
+    sides = [max(12, len(n)) for n in names]
+    head = f"{'experiment':<{width}} {'voxels':>11} " + " ".join(
+        f"{n:>{w}}" for n, w in zip(names, sides, strict=True)
+    )
     lines = ["Dice per class", head]
     rows = [*report["experiments"].items(), ("all", report["overall"])]
     for name, row in rows:
-        cells = " ".join(f"{row['dice'][n]:>12.3f}" for n in names)
+        cells = " ".join(f"{row['dice'][n]:>{w}.3f}" for n, w in zip(names, sides, strict=True))
         lines.append(f"{name:<{width}} {row['voxels']:>11,} {cells}")
     overall = report["overall"]
     lines.append(

@@ -107,3 +107,19 @@ def test_masks_that_do_not_fit_are_refused_naming_them(tmp_path):
         BadLabels, match=r"no mask for any experiment of .*pred \(a\); masks found for: other"
     ):
         score_labels(pred, _masks(tmp_path / "r3", {"other": np.zeros((4, 8, 8), np.uint8)}))
+
+
+def test_the_score_table_keeps_long_class_names_over_their_columns():
+    from streamvol.predict._score_labels import format_label_score
+
+    names = ["background", "beta-galactosidase", "ribosome"]
+    row = {"dice": dict.fromkeys(names, 0.5), "voxels": 1000}
+    report = {"class_names": names, "experiments": {"TS_0": row}, "overall": row}
+    report["overall"] = {**row, "mean_dice": 0.5, "mean_iou": 0.3}
+    head, *rows = format_label_score(report).splitlines()[1:-1]
+    ends = [
+        i for i in range(1, len(head) + 1) if head[i - 1] != " " and head[i : i + 1] in ("", " ")
+    ]
+    for line in rows:
+        assert len(line) == len(head)
+        assert all(line[i - 1] != " " for i in ends[1:])  # right-aligned under their names
