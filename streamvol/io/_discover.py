@@ -468,9 +468,7 @@ def _discover_copick(
         names = {read_copick_picks(p, 1.0).class_names[0] for s in sources for p in s.picks}
         class_names, radii = tuple(sorted(names)), {}
     mask_names = _mask_names(project, segmentation, sources) if segmentation else ()
-    return Dataset(
-        root, "copick", tuple(sources), class_names, radii, chosen, mask_names=mask_names
-    )
+    return Dataset(root, "copick", tuple(sources), class_names, radii, chosen, mask_names)
 
 
 def _segmentation_header(path: Path) -> tuple[float, str, str, str, bool] | None:
