@@ -273,23 +273,20 @@ def shard(
     user_id: Annotated[
         list[str] | None,
         typer.Option(
-            help="Copick: only the pick files and segmentations of this user_id (repeat to "
-            "join several), where runs hold picks of several users (curation, a model's "
-            "predictions, annotators)."
+            help="Copick: only the pick files of this user_id (repeat to join several), where "
+            "runs hold picks of several users (curation, a model's predictions, annotators)."
         ),
     ] = None,
     session_id: Annotated[
         list[str] | None,
-        typer.Option(
-            help="Copick: only the pick files and segmentations of this session_id (repeat "
-            "to join)."
-        ),
+        typer.Option(help="Copick: only the pick files of this session_id (repeat to join)."),
     ] = None,
     segmentation: Annotated[
         str | None,
         typer.Option(
-            help="Copick: the segmentation (its name: an object's, or a multilabel one's) that "
-            "is each run's mask, at the tomograms' voxel spacing; runs without it are left out."
+            help="Copick: the segmentation that is each run's mask, at the tomograms' voxel "
+            "spacing, as copick's URI: NAME, NAME:USER_ID or NAME:USER_ID/SESSION_ID (NAME an "
+            "object's, or a multilabel one's); runs without it are left out."
         ),
     ] = None,
     shard_size: Annotated[int, typer.Option(help="Samples per tar.")] = 256,

@@ -101,9 +101,10 @@ def discover(
 
     ``classes`` is a class CSV (default: ``classes.csv`` in ``path`` when present);
     ``tomogram`` and ``voxel_spacing`` choose among a copick run's tomograms (other layouts
-    ignore them), ``user_id`` and ``session_id`` (any of those given) among its pick files and
-    segmentations, as copick's own tools do; ``segmentation`` names the copick segmentation
-    that is each run's mask (runs without it are left out, with a ``MasksLeftOut`` warning).
+    ignore them), ``user_id`` and ``session_id`` (any of those given) among its pick files, as
+    copick's own tools do; ``segmentation`` is the copick segmentation that is each run's mask,
+    as copick's URIs name it, ``NAME[:USER_ID[/SESSION_ID]]`` (runs without it are left out,
+    with a ``MasksLeftOut`` warning).
     """
     root = Path(path).expanduser()
     if not root.exists():
@@ -454,10 +455,10 @@ def _discover_copick(
         mask = None
         if segmentation is not None:
             spacing = _spacing(image.parent.name)
-            mask = _choose_segmentation(run, run_dirs, segmentation, spacing, owners)
+            mask = _choose_segmentation(run, run_dirs, segmentation, spacing)
         sources.append(SourceSpec(id=source_id(run), image=image, mask=mask, picks=tuple(picks)))
     if segmentation is not None:
-        sources = _runs_with_masks(root, segmentation, owners, sources, runs)
+        sources = _runs_with_masks(root, segmentation, sources, runs)
     if chosen:
         _report_choice(root, owners, sources, left_out)
     if project.config is not None:
@@ -467,7 +468,7 @@ def _discover_copick(
         # Without a config the pick files name the classes; radii stay unknown.
         names = {read_copick_picks(p, 1.0).class_names[0] for s in sources for p in s.picks}
         class_names, radii = tuple(sorted(names)), {}
-    mask_names = _mask_names(project, segmentation, sources) if segmentation else ()
+    mask_names = _mask_names(project, _seg_uri(segmentation)[0], sources) if segmentation else ()
     return Dataset(root, "copick", tuple(sources), class_names, radii, chosen, mask_names)
 
 
@@ -498,39 +499,46 @@ def _segmentations(
     return found
 
 
+def _seg_uri(uri: str) -> tuple[str, str | None, str | None]:
+    """Name, user_id and session_id (None: any) of a copick segmentation URI,
+    ``NAME[:USER_ID[/SESSION_ID]]``; its voxel spacing is the tomograms'."""
+    if "@" in uri:
+        raise BadLabels(
+            f"segmentation {uri!r}: its voxel spacing is the tomograms' (shard --voxel-spacing); "
+            f"expected NAME[:USER_ID[/SESSION_ID]]"
+        )
+    name, _, owner = uri.partition(":")
+    user, _, session = owner.partition("/")
+    return name, user or None, session or None
+
+
 def _choose_segmentation(
-    run: str,
-    run_dirs: Sequence[Path],
-    name: str,
-    spacing: float | None,
-    owners: tuple[Sequence[str], Sequence[str]],
+    run: str, run_dirs: Sequence[Path], uri: str, spacing: float | None
 ) -> Path | None:
-    """The segmentation ``name`` of ``run`` at the tomogram's voxel spacing, of the chosen
-    owners; None where there is none; several are refused, naming them."""
-    users, sessions = owners
+    """The segmentation ``uri`` of ``run`` at the tomogram's voxel spacing; None where there
+    is none; several (owners) are refused, naming them."""
+    name, user, session = _seg_uri(uri)
     found = [
-        (path, (user, session))
-        for path, (at, user, session, seg_name, _) in _segmentations(run_dirs)
+        (path, (by, sid))
+        for path, (at, by, sid, seg_name, _) in _segmentations(run_dirs)
         if seg_name == name
         and (spacing is None or math.isclose(at, spacing, abs_tol=1e-3))
-        and (not users or user in users)
-        and (not sessions or session in sessions)
+        and user in (None, by)
+        and session in (None, sid)
     ]
     if len(found) > 1:
-        listed = "; ".join(f"{user}/{session} ({path})" for path, (user, session) in found)
+        listed = "; ".join(f"{by}/{sid} ({path})" for path, (by, sid) in found)
+        by, sid = found[0][1]
         raise BadLabels(
-            f"copick run {run!r}: {len(found)} segmentations {name!r} (user_id/session_id): "
-            f"{listed}; choose whose by user_id or session_id (shard --user-id, --session-id)"
+            f"copick run {run!r}: {len(found)} segmentations {uri!r} (user_id/session_id): "
+            f"{listed}; choose whose as NAME:USER_ID[/SESSION_ID], e.g. --segmentation "
+            f"{name}:{by}/{sid}"
         )
     return found[0][0] if found else None
 
 
 def _runs_with_masks(
-    root: Path,
-    name: str,
-    owners: tuple[Sequence[str], Sequence[str]],
-    sources: list[SourceSpec],
-    runs: dict[str, list[Path]],
+    root: Path, uri: str, sources: list[SourceSpec], runs: dict[str, list[Path]]
 ) -> list[SourceSpec]:
     """The runs that hold segmentation ``name``; none is refused, listing what the project
     holds; the others are left out with a ``MasksLeftOut`` warning."""
@@ -545,17 +553,16 @@ def _runs_with_masks(
                 for _, (at, user, session, seg, multi) in _segmentations(dirs)
             }
         )
-        whose = " of the chosen user_id / session_id" if owners[0] or owners[1] else ""
         raise BadLabels(
-            f"{root}: no run holds a segmentation {name!r}{whose} at the tomograms' voxel "
-            f"spacing; its segmentations: {'; '.join(held) or 'none'} (in ExperimentRuns/<run>/"
-            f"Segmentations/<spacing>_<user>_<session>_<name>[-multilabel].zarr)"
+            f"{root}: no run holds a segmentation {uri!r} at the tomograms' voxel spacing; its "
+            f"segmentations: {'; '.join(held) or 'none'} (in ExperimentRuns/<run>/Segmentations/"
+            f"<spacing>_<user>_<session>_<name>[-multilabel].zarr)"
         )
     bare = [s.id for s in sources if s.mask is None]
     if bare:
         warnings.warn(
             f"{root}: copick run{'s' * (len(bare) > 1)} {', '.join(bare)} "
-            f"{'have' if len(bare) > 1 else 'has'} no segmentation {name!r}: left out",
+            f"{'have' if len(bare) > 1 else 'has'} no segmentation {uri!r}: left out",
             MasksLeftOut,
             stacklevel=4,
         )

@@ -32,6 +32,7 @@ from streamvol.predict._write import (
     picks_path,
     write_copick_config,
     write_copick_picks,
+    write_copick_segmentation,
     write_ome_zarr,
     write_picks_csv,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "window_starts",
     "write_copick_config",
     "write_copick_picks",
+    "write_copick_segmentation",
     "write_ome_zarr",
     "write_picks_csv",
 ]

@@ -353,6 +353,7 @@ def predict_volumes(
     out.mkdir(parents=True, exist_ok=True)
     rows: list[tuple[str, str, Sequence[float]]] = []
     summary: dict[str, Any] = {"experiments": {}}
+    copick_seg = _learned_segmentation(predictor.manifest)
     for i, (experiment, path) in enumerate(volumes):
         volume = open_volume(path, level=predictor.level)
         label = f"{experiment} ({i + 1}/{len(volumes)})"
@@ -386,6 +387,8 @@ def predict_volumes(
             folder = out / experiment
             folder.mkdir(parents=True, exist_ok=True)
             write_ome_zarr(folder / "labels.ome.zarr", labels.astype(np.uint8), size, name="labels")
+            if copick_seg is not None and predictor.level == 0:
+                entry.update(_write_copick_segmentation(out, experiment, path, labels, copick_seg))
             write_ome_zarr(
                 folder / "probabilities.ome.zarr",
                 probs.astype(np.float16),
@@ -423,13 +426,44 @@ def predict_volumes(
     return summary
 
 
+def _learned_segmentation(manifest: Mapping[str, Any]) -> tuple[str, bool] | None:
+    """The copick segmentation a run learned (its name, and whether multilabel), which its
+    predictions on copick runs are written as; None for other masks."""
+    uri = manifest.get("config", {}).get("segmentation")
+    if not uri:
+        return None
+    masks = [str(s.get("mask") or "") for s in manifest.get("sources", ())]
+    return uri.partition(":")[0], any(m.endswith("-multilabel.zarr") for m in masks)
+
+
+def _write_copick_segmentation(
+    out: Path, experiment: str, path: Path, labels: np.ndarray, learned: tuple[str, bool]
+) -> dict[str, str]:
+    """``labels`` of a copick run's tomogram (``.../<run>/VoxelSpacing<s>/<tomogram>.zarr``) as
+    the run's segmentation in ``out``, user ``streamvol``, beside the one it learned from when
+    ``out`` is the project; nothing for other volumes."""
+    from streamvol.predict._write import write_copick_segmentation
+
+    if experiment_name("", path) != experiment:  # not a copick run's tomogram
+        return {}
+    try:
+        spacing = float(path.parent.name.removeprefix("VoxelSpacing"))
+    except ValueError:
+        return {}
+    name, multilabel = learned
+    written = write_copick_segmentation(
+        out, experiment, name, labels.astype(np.uint8), spacing, multilabel=multilabel
+    )
+    return {"copick_segmentation": str(written)}
+
+
 def _copick_masks(manifest: Mapping[str, Any]) -> dict[str, Any]:
     """Where a copick project holds the masks of a run trained on its segmentation, so that
-    ``score`` finds them: the shards' segmentation, tomogram, voxel spacing and owners."""
+    ``score`` finds them: the shards' segmentation, tomogram and voxel spacing."""
     config = manifest.get("config", {})
     if not config.get("segmentation"):
         return {}
-    keys = ("segmentation", "tomogram", "voxel_spacing", "user_id", "session_id")
+    keys = ("segmentation", "tomogram", "voxel_spacing")
     return {"copick_masks": {k: config[k] for k in keys if config.get(k)}}
 
 

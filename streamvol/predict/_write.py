@@ -2,7 +2,8 @@
 
 Copick picks go to ``<root>/overlay/ExperimentRuns/<run>/Picks/<user>_<session>_<type>.json``
 (copick's name for a tool's picks, session "0" meaning a tool made them), locations in Angstrom
-with x the last axis of the volume; ``picks.csv`` has the columns of the CZII submission
+with x the last axis of the volume, and segmentations to ``.../<run>/Segmentations/<spacing>_
+<user>_<session>_<name>[-multilabel].zarr``; ``picks.csv`` has the columns of the CZII submission
 (``experiment, particle_type, x, y, z``, Angstrom). Volumes are single-level OME-NGFF 0.4 groups
 (zarr v2) with the voxel size in Angstrom, written beside their target and renamed into place.
 """
@@ -106,6 +107,24 @@ def write_picks_csv(path: str | Path, rows: Iterable[tuple[str, str, Sequence[fl
         os.fsync(f.fileno())
     os.replace(partial, path)
     return path
+
+
+def write_copick_segmentation(
+    root: str | Path,
+    run: str,
+    name: str,
+    labels: np.ndarray,
+    voxel_spacing: float,
+    *,
+    multilabel: bool,
+) -> Path:
+    """Write a (z, y, x) label volume of one run as a copick segmentation, ``<root>/overlay/
+    ExperimentRuns/<run>/Segmentations/<spacing>_<user>_<session>_<name>[-multilabel].zarr``."""
+    folder = Path(root) / "overlay" / "ExperimentRuns" / run / "Segmentations"
+    folder.mkdir(parents=True, exist_ok=True)
+    kind = "-multilabel" if multilabel else ""
+    path = folder / f"{voxel_spacing:.3f}_{USER}_{SESSION}_{name}{kind}.zarr"
+    return write_ome_zarr(path, labels, (voxel_spacing,) * 3, name=name)
 
 
 def write_ome_zarr(

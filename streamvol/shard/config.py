@@ -51,8 +51,8 @@ class ShardConfig:
     per_point: bool = True
     crops_per_region: int = 0
     voxel_size: tuple[float, float, float] | None = None  # Angstrom; replaces the files' own
-    # Copick projects: which tomogram of each run, whose picks and segmentations (any of these
-    # owners), and the segmentation that is each run's mask
+    # Copick projects: which tomogram of each run, whose picks (any of these owners), and the
+    # segmentation that is each run's mask (NAME[:USER_ID[/SESSION_ID]])
     tomogram: str = "denoised"
     voxel_spacing: float | None = None
     user_id: tuple[str, ...] = ()

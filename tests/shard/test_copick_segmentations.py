@@ -1,7 +1,8 @@
-"""Copick segmentations as masks: ``shard --segmentation NAME`` stores each run's segmentation
-(``Segmentations/<spacing>_<user>_<session>_<name>[-multilabel].zarr``) beside its crops,
-names the labels from the config, leaves out runs without it and refuses what is ambiguous;
-a run trained on them learns those names, and ``score`` finds the masks in the project."""
+"""Copick segmentations as masks: ``shard --segmentation NAME[:USER[/SESSION]]`` stores each
+run's segmentation (``Segmentations/<spacing>_<user>_<session>_<name>[-multilabel].zarr``)
+beside its crops, names the labels from the config, leaves out runs without it and refuses
+what is ambiguous; a run trained on them learns those names, writes its predictions as the
+project's segmentations, and ``score`` finds the masks in the project."""
 
 from __future__ import annotations
 
@@ -113,9 +114,9 @@ def test_owners_of_one_segmentation_are_refused_then_chosen(project, tmp_path):
     code, output = _shard(str(root), "--out", str(tmp_path / "a"), "--segmentation", "ribosome")
     assert code == 1
     assert "copick run 'TS_0': 2 segmentations 'ribosome'" in output
-    assert "painter/0" in output and "model/7" in output and "--user-id" in output
+    assert "painter/0" in output and "model/7" in output and "--segmentation ribosome:" in output
     assert not (tmp_path / "a").exists()
-    chosen = ["--segmentation", "ribosome", "--user-id", "painter", "--user-id", "curation"]
+    chosen = ["--segmentation", "ribosome:painter"]  # copick's URI: NAME:USER_ID[/SESSION_ID]
     code, output = _shard(str(root), "--out", str(tmp_path / "a"), *chosen)
     assert code == 0, output
     manifest = read_manifest(tmp_path / "a")
@@ -129,8 +130,10 @@ def test_owners_of_one_segmentation_are_refused_then_chosen(project, tmp_path):
 
 def test_runs_without_the_segmentation_are_left_out_with_a_warning(project):
     root, _ = project
-    with pytest.warns(MasksLeftOut, match="TS_2 has no segmentation 'membrane': left out"):
-        dataset = discover(root, segmentation="membrane", user_id=["curation", "membrain"])
+    with pytest.warns(
+        MasksLeftOut, match="TS_2 has no segmentation 'membrane:membrain/0': left out"
+    ):
+        dataset = discover(root, segmentation="membrane:membrain/0")
     assert [s.id for s in dataset.sources] == ["TS_0", "TS_1"]
     assert all(s.mask.name == "10.000_membrain_0_membrane.zarr" for s in dataset.sources)
 
@@ -138,8 +141,12 @@ def test_runs_without_the_segmentation_are_left_out_with_a_warning(project):
 def test_a_segmentation_no_run_holds_is_refused_listing_those_held(project):
     root, _ = project
     with pytest.raises(BadLabels, match="no run holds a segmentation 'ribosomes'") as err:
-        discover(root, segmentation="ribosomes", user_id=["curation"])
+        discover(root, segmentation="ribosomes")
     assert "particles (multilabel) at 10 by painter/0" in str(err.value)
+    with pytest.raises(BadLabels, match="no run holds a segmentation 'ribosome:model/8'"):
+        discover(root, segmentation="ribosome:model/8")
+    with pytest.raises(BadLabels, match="its voxel spacing is the tomograms'"):
+        discover(root, segmentation="particles:painter/0@10.000")
     with pytest.raises(BadLabels, match="segmentation choose among a copick project's"):
         discover(root / "static" / "ExperimentRuns" / "TS_0", segmentation="ribosome")
 
@@ -187,3 +194,44 @@ def test_config_labels_that_cannot_name_a_multilabel_segmentation_are_refused(
     config.write_text(json.dumps({"pickable_objects": objects}))
     with pytest.raises(BadLabels, match=match):
         read_copick_labels(config)
+
+
+def test_predictions_go_into_the_project_as_its_segmentations_of_another_owner(project, tmp_path):
+    import zarr
+
+    from streamvol.train import Trainer, predict_volumes
+
+    root = tmp_path / "project"
+    shutil.copytree(project[0], root)
+    out = tmp_path / "set"
+    code, output = _shard(str(root), "--out", str(out), "--segmentation", "particles:painter")
+    assert code == 0, output
+    options = {"model_options": {"depth": 1, "base_width": 2}, "workers": 0, "batch_size": 8}
+    config = TrainConfig(shards=str(out), model="unet3d", epochs=1, augment="flips", **options)
+    Trainer(config, tmp_path / "run").fit()
+
+    summary = predict_volumes(tmp_path / "run", [root], root)  # into the project: copick's habit
+    for run in ("TS_0", "TS_1", "TS_2"):
+        written = Path(summary["experiments"][run]["copick_segmentation"])
+        assert written == (
+            root
+            / "overlay/ExperimentRuns"
+            / run
+            / "Segmentations"
+            / "10.000_streamvol_0_particles-multilabel.zarr"
+        )
+        labels = zarr.open_group(str(root / run / "labels.ome.zarr"), mode="r")["0"][:]
+        np.testing.assert_array_equal(open_volume(written).data.compute(), labels)
+    code, output = _shard(
+        str(root), "--out", str(tmp_path / "again"), "--segmentation", "particles"
+    )
+    assert code == 1 and "painter/0" in output and "streamvol/0" in output
+    again = discover(root, segmentation="particles:streamvol/0")
+    assert [s.mask.name for s in again.sources] == [
+        "10.000_streamvol_0_particles-multilabel.zarr"
+    ] * 3
+    report = score_labels(root, root)  # the painter's segmentation is the truth
+    assert sorted(report["experiments"]) == ["TS_0", "TS_1", "TS_2"]
+    assert all(
+        Path(e["mask"]).name.startswith("10.000_painter_0") for e in report["experiments"].values()
+    )
