@@ -137,7 +137,12 @@ def _compact(parts: list[np.ndarray]) -> np.ndarray:
 
 def score(out: dict[str, Any], task: Any, *, threshold: float | None = 0.5) -> dict[str, Any]:
     """Metrics of a prediction set: scikit-learn classification, or segmentation's Dice and IoU
-    per sample and per-voxel sensitivity, specificity and ROC AUC."""
+    per class over all the split's voxels and per-voxel sensitivity, specificity and ROC AUC.
+
+    Segmentation sums the voxel counts of the crops before dividing (nnU-Net's pseudo-Dice):
+    averaged per crop, a class absent from a crop and from its prediction scores 1 there, so
+    on sparse classes (particles in a tomogram) a model that finds nothing scores high and
+    would be kept as best. Each crop's own Dice still ranks the crops in the plot."""
     from streamvol.metrics import classification_report, segmentation_report
 
     if (out["targets"] < 0).any():
@@ -152,6 +157,7 @@ def score(out: dict[str, Any], task: Any, *, threshold: float | None = 0.5) -> d
             class_names=task.class_names,
             weights=out["weights"],
             scores=out.get("probs"),
+            reduction="global",
         )
         report["dice_per_class"] = report.pop("dice")
         report["iou_per_class"] = report.pop("iou")

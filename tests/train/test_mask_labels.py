@@ -1,6 +1,7 @@
 """Mask labels: the sharder records their range, and a segmentation run learns instance ids or
 several classes only as ``mask_labels`` says (binary or classes), refusing them otherwise
-before it writes anything; predict and score follow the run's choice."""
+before it writes anything; predict and score follow the run's choice. Validation Dice counts
+the voxels of all crops together."""
 
 from __future__ import annotations
 
@@ -192,3 +193,23 @@ def test_the_shard_summary_shows_the_labels_and_what_a_run_must_say(instance_set
     assert binary.title.endswith("mask labels 0 to 1") and binary.caption is None
     plain = summary_table(json.loads((blob_shards / "manifest.json").read_text()))
     assert "mask labels" not in plain.title
+
+
+def test_validation_dice_counts_the_voxels_of_all_crops_together(instance_set, tmp_path):
+    """Dice per class over the split's voxels (scikit-learn's F1 per class on them), not a
+    mean over crops, where a class a crop and its prediction both lack would score 1."""
+    from sklearn.metrics import f1_score
+
+    from streamvol.train.evaluation import score
+
+    _, shards = instance_set
+    config = TrainConfig(shards=str(shards), epochs=1, mask_labels="classes", **UNET, **FAST)
+    trainer = Trainer(config, tmp_path / "run")
+    out = trainer.predict("val")
+    kept = out["weights"] > 0
+    truth, pred = out["targets"][kept].ravel(), out["scores"][kept].ravel()
+    names = trainer.task.class_names
+    f1 = f1_score(truth, pred, labels=range(len(names)), average=None, zero_division=1.0)
+    report = score(out, trainer.task)
+    assert list(report["dice_per_class"].values()) == pytest.approx(f1.tolist())
+    assert report["dice"] == pytest.approx(float(np.mean(f1[1:])))
