@@ -353,7 +353,7 @@ def predict_volumes(
     out.mkdir(parents=True, exist_ok=True)
     rows: list[tuple[str, str, Sequence[float]]] = []
     summary: dict[str, Any] = {"experiments": {}}
-    copick_seg = _learned_segmentation(predictor.manifest)
+    copick_seg = _learned_segmentation(predictor)
     for i, (experiment, path) in enumerate(volumes):
         volume = open_volume(path, level=predictor.level)
         label = f"{experiment} ({i + 1}/{len(volumes)})"
@@ -426,14 +426,16 @@ def predict_volumes(
     return summary
 
 
-def _learned_segmentation(manifest: Mapping[str, Any]) -> tuple[str, bool] | None:
-    """The copick segmentation a run learned (its name, and whether multilabel), which its
-    predictions on copick runs are written as; None for other masks."""
-    uri = manifest.get("config", {}).get("segmentation")
+def _learned_segmentation(predictor: Predictor) -> tuple[str, bool] | None:
+    """The copick segmentation a run learned (its name, and whether multilabel: not when the
+    run learned its labels as one foreground), which its predictions on copick runs are
+    written as; None for other masks."""
+    uri = predictor.manifest.get("config", {}).get("segmentation")
     if not uri:
         return None
-    masks = [str(s.get("mask") or "") for s in manifest.get("sources", ())]
-    return uri.partition(":")[0], any(m.endswith("-multilabel.zarr") for m in masks)
+    masks = [str(s.get("mask") or "") for s in predictor.manifest.get("sources", ())]
+    multilabel = any(m.endswith("-multilabel.zarr") for m in masks)
+    return uri.partition(":")[0], multilabel and not predictor.task.binary_mask
 
 
 def _write_copick_segmentation(

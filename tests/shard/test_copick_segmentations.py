@@ -235,3 +235,21 @@ def test_predictions_go_into_the_project_as_its_segmentations_of_another_owner(p
     assert all(
         Path(e["mask"]).name.startswith("10.000_painter_0") for e in report["experiments"].values()
     )
+
+
+def test_a_run_that_learned_one_foreground_writes_a_binary_segmentation(project, tmp_path):
+    from streamvol.train import Trainer, predict_volumes
+
+    root, _ = project
+    out = tmp_path / "set"
+    code, output = _shard(str(root), "--out", str(out), "--segmentation", "particles")
+    assert code == 0, output
+    options = {"model_options": {"depth": 1, "base_width": 2}, "workers": 0, "batch_size": 8}
+    config = TrainConfig(
+        shards=str(out), model="unet3d", epochs=1, augment="flips", mask_labels="binary", **options
+    )
+    Trainer(config, tmp_path / "run").fit()
+    summary = predict_volumes(tmp_path / "run", [root], tmp_path / "pred")
+    written = Path(summary["experiments"]["TS_1"]["copick_segmentation"])
+    assert written.name == "10.000_streamvol_0_particles.zarr"  # 1 is foreground, not label 1
+    assert set(np.unique(open_volume(written).data.compute())) <= {0, 1}
