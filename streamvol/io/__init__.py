@@ -11,6 +11,7 @@ from streamvol.io._discover import (
     copick_picks,
     copick_project,
     discover,
+    is_multilabel,
     load_points,
 )
 from streamvol.io._labels import (
@@ -39,6 +40,7 @@ __all__ = [
     "copick_picks",
     "copick_project",
     "discover",
+    "is_multilabel",
     "load_points",
     "natural_key",
     "open_mask",

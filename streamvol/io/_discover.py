@@ -48,6 +48,7 @@ COPICK_CONFIG = "copick_config.json"
 CLASSES_CSV = "classes.csv"
 _SPACING_PREFIX = "VoxelSpacing"
 _MASK_SUFFIX = "_mask"
+_MULTILABEL = "-multilabel"  # copick's suffix of a multilabel segmentation's name
 _COUNT_LIMIT = 100_000  # stop counting files for an error message after this many
 
 _TRIED = (
@@ -478,13 +479,18 @@ def _segmentation_header(path: Path) -> tuple[float, str, str, str, bool] | None
     the name is not of that form."""
     if not path.name.lower().endswith(".zarr") or not path.is_dir():
         return None
-    stem = path.name[: -len(".zarr")]
-    multilabel = stem.endswith("-multilabel")
-    parts = stem.removesuffix("-multilabel").split("_", 3)
+    multilabel = is_multilabel(path)
+    parts = path.name[: -len(".zarr")].removesuffix(_MULTILABEL).split("_", 3)
     if len(parts) < 4:
         return None
     spacing = _float(parts[0])
     return None if spacing is None else (spacing, parts[1], parts[2], parts[3], multilabel)
+
+
+def is_multilabel(path: str | Path) -> bool:
+    """Whether a copick segmentation is multilabel (its values the config's object labels),
+    as its name says: ``...-multilabel.zarr``."""
+    return Path(path).name.endswith(f"{_MULTILABEL}.zarr")
 
 
 def _segmentations(
@@ -572,7 +578,7 @@ def _runs_with_masks(
 def _mask_names(project: _Copick, name: str, sources: Sequence[SourceSpec]) -> tuple[str, ...]:
     """The class of each label of the segmentations: background and ``name`` for binary ones;
     for multilabel ones, the config's objects by their ``label`` (none without a config)."""
-    multi = {s.mask.name.lower().endswith("-multilabel.zarr") for s in sources if s.mask}
+    multi = {is_multilabel(s.mask) for s in sources if s.mask}
     if multi == {False}:
         return ("background", name)
     if len(multi) > 1:

@@ -23,7 +23,7 @@ import torch
 
 from streamvol.core.files import write_json_atomic
 from streamvol.errors import BadOption, NoVolumeFound, RunError, ShardError
-from streamvol.io import Volume, discover, open_volume
+from streamvol.io import Volume, discover, is_multilabel, open_volume
 from streamvol.predict._peaks import METHODS, find_peaks
 from streamvol.predict._window import Window, check_patch, count_windows, sliding_window
 
@@ -433,8 +433,8 @@ def _learned_segmentation(predictor: Predictor) -> tuple[str, bool] | None:
     uri = predictor.manifest.get("config", {}).get("segmentation")
     if not uri:
         return None
-    masks = [str(s.get("mask") or "") for s in predictor.manifest.get("sources", ())]
-    multilabel = any(m.endswith("-multilabel.zarr") for m in masks)
+    masks = [s["mask"] for s in predictor.manifest.get("sources", ()) if s.get("mask")]
+    multilabel = any(is_multilabel(m) for m in masks)
     return uri.partition(":")[0], multilabel and not predictor.task.binary_mask
 
 
