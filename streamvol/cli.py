@@ -34,6 +34,7 @@ from streamvol._cli_options import (
 from streamvol._cli_options import storage as _storage
 from streamvol.errors import StreamvolError
 from streamvol.progress import progress as _progress_display
+from streamvol.progress import rate_text
 
 WIDTH = 100  # columns of output that is not a terminal (a log, CI); rich would take 80
 
@@ -637,7 +638,7 @@ def _epoch_line(values: dict, epochs: int) -> str:
         shown.append(_levels_text(values["trainable_levels"], values["feature_levels"]))
     extra = f"{values.get('seconds', 0.0):.1f} s"
     if isinstance(values.get("train_samples_per_s"), float):
-        extra += f", {values['train_samples_per_s']:.0f} samples/s"
+        extra += f", {rate_text(values['train_samples_per_s'])} samples/s"
     best = " (best so far)" if values.get("best") else ""
     return f"epoch {values['epoch']}/{epochs}: {', '.join(shown)} ({extra}){best}"
 

@@ -49,7 +49,8 @@ def format_seconds(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def _rate(value: float) -> str:
+def rate_text(value: float) -> str:
+    """A rate to read at a glance: whole numbers from 100, three figures below (0.364)."""
     return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
 
 
@@ -89,7 +90,7 @@ def rate_and_time(
         rate = done / elapsed if elapsed > 0 else 0.0
     parts = []
     if done and rate > 0:
-        parts.append(f"{_rate(rate * per)} {rate_unit or unit or 'steps'}/s")
+        parts.append(f"{rate_text(rate * per)} {rate_unit or unit or 'steps'}/s")
     if total and done >= total:
         parts.append(f"done in {format_seconds(elapsed)}")
     elif total and done and rate > 0:

@@ -180,3 +180,11 @@ def test_the_shard_table_counts_unlabelled_crops_of_classification_sets_only(tmp
     assert [
         line.split("│")[2].strip() for line in cls.output.splitlines() if "unlabelled" in line
     ] == ["4"]
+
+
+@pytest.mark.parametrize(("rate", "shown"), [(0.364, "0.364"), (41.27, "41.3"), (321.4, "321")])
+def test_epoch_lines_keep_slow_rates_readable(rate, shown):
+    from streamvol.cli import _epoch_line
+
+    values = {"epoch": 1, "train_loss": 1.5, "seconds": 175.5, "train_samples_per_s": rate}
+    assert _epoch_line(values, 2) == f"epoch 1/2: train_loss 1.500 (175.5 s, {shown} samples/s)"
