@@ -253,3 +253,12 @@ def test_a_run_that_learned_one_foreground_writes_a_binary_segmentation(project,
     written = Path(summary["experiments"]["TS_1"]["copick_segmentation"])
     assert written.name == "10.000_streamvol_0_particles.zarr"  # 1 is foreground, not label 1
     assert set(np.unique(open_volume(written).data.compute())) <= {0, 1}
+
+
+def test_a_name_multilabel_in_some_runs_and_binary_in_others_is_refused(project, tmp_path):
+    root = tmp_path / "project"
+    shutil.copytree(project[0], root)
+    shutil.rmtree(root / "overlay/ExperimentRuns/TS_2/Segmentations/10.000_painter_0_ribosome.zarr")
+    _write(root, "TS_2", "10.000_painter_0_ribosome-multilabel.zarr", project[1]["TS_2"])
+    with pytest.raises(BadLabels, match="'ribosome' is multilabel in some runs and binary in"):
+        discover(root, segmentation="ribosome:painter")
