@@ -575,7 +575,7 @@ def _fit(trainer, label: str = "") -> dict:
     batches, and one line per epoch; ``label`` goes before each (``fold1 (2/5) ``)."""
     out = _out()
     epochs = trainer.config.epochs
-    per = trainer.config.batch_size
+    per = trainer.config.batch_size * trainer.ranks.world_size  # every rank takes a batch a step
     out.print(f"{label}{_start_line(trainer)}", highlight=False, soft_wrap=True)
     with _progress_display(console) as show:
         job = show.job(
@@ -614,18 +614,22 @@ def _fit(trainer, label: str = "") -> dict:
 def _start_line(trainer) -> str:
     """``unet3d for detection (5.61 M parameters) on cpu, float32: 36 batches of 4 an epoch,
     2 epochs, 2 loader workers -> runs/unet3d``: what is about to run, before a first batch
-    that can take minutes (workers starting, kernels compiling, a large model on a CPU)."""
+    that can take minutes (workers starting, kernels compiling, a large model on a CPU). Under
+    ``torchrun`` the batches and workers are each rank's; rates count every rank's samples."""
     from streamvol.train.setup import model_name
 
     config = trainer.config
     params = sum(p.numel() for p in trainer.model.parameters()) / 1e6
     amp = str(trainer.amp).removeprefix("torch.") if trainer.amp is not None else "float32"
     start = f", from epoch {trainer.epoch + 1}" if trainer.epoch else ""
+    ranks = trainer.ranks.world_size
+    each = f" on each of {ranks} ranks" if ranks > 1 else ""
     return (
         f"{model_name(config, trainer.task)} for {trainer.task.kind} ({params:.3g} M parameters) "
         f"on {trainer.device.type}, {amp}: {trainer.steps_per_epoch} batches of "
-        f"{config.batch_size} an epoch, {config.epochs} epoch{'s' * (config.epochs != 1)}{start}, "
-        f"{config.workers} loader worker{'s' * (config.workers != 1)} -> {trainer.run_dir}"
+        f"{config.batch_size} an epoch{each}, {config.epochs} epoch{'s' * (config.epochs != 1)}"
+        f"{start}, {config.workers} loader worker{'s' * (config.workers != 1)}"
+        f"{' a rank' if ranks > 1 else ''} -> {trainer.run_dir}"
     )
 
 

@@ -62,11 +62,6 @@ def _mix(
     return mixed["image"], soft
 
 
-def _mean_over_ranks(ranks: distributed.Ranks, total: float, weight: float) -> float:
-    total, weight = distributed.sum_all(ranks, total, weight)
-    return total / max(weight, 1.0)
-
-
 def _lower_loss(values: dict[str, Any], earlier: list[dict[str, Any]]) -> bool:
     """Whether ``values`` has a lower validation loss than the latest epoch marked best."""
     best = next((h for h in reversed(earlier) if h.get("best")), {})
@@ -359,10 +354,14 @@ class Trainer:
             if progress:
                 progress(step + 1, self.steps_per_epoch)
         seconds = time.perf_counter() - started
+        # over all ranks (rank 0 alone holds what a resumed epoch had done before)
+        total, weight_sum, seen = distributed.sum_all(
+            self.ranks, sums["total"], sums["weight_sum"], float(sums["seen"])
+        )
         return {
-            "train_loss": _mean_over_ranks(self.ranks, sums["total"], sums["weight_sum"]),
+            "train_loss": total / max(weight_sum, 1.0),
             "lr": self.optimizer.param_groups[0]["lr"],
-            "train_samples_per_s": sums["seen"] / max(seconds, 1e-9),
+            "train_samples_per_s": seen / max(seconds, 1e-9),
             **levels,
         }
 

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import socket
+from types import SimpleNamespace
 
 import torch
 import torch.multiprocessing as mp
@@ -18,7 +19,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rank(rank: int, world: int, port: int, options: dict, run: str, out: str) -> None:
+def _rank(
+    rank: int, world: int, port: int, options: dict, run: str, out: str, epoch_clock: bool
+) -> None:
     os.environ.update(
         RANK=str(rank),
         WORLD_SIZE=str(world),
@@ -43,6 +46,17 @@ def _rank(rank: int, world: int, port: int, options: dict, run: str, out: str) -
     )
     try:
         trainer = Trainer(config, run)
+        if epoch_clock:  # one training pass timed by a clock that reads 0 s, then 10 s
+            from streamvol.cli import _start_line
+            from streamvol.train import loop
+
+            start = _start_line(trainer)
+            ticks = iter((0.0, 10.0))
+            loop.time = SimpleNamespace(perf_counter=lambda: next(ticks))
+            values = trainer.train_epoch()
+            with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
+                json.dump({**values, "steps": trainer.steps_per_epoch, "start": start}, f)
+            return
         report = trainer.fit()
         digest = hashlib.sha256()
         for value in trainer.model.state_dict().values():
@@ -61,8 +75,9 @@ def _rank(rank: int, world: int, port: int, options: dict, run: str, out: str) -
         dist.destroy_process_group()
 
 
-def _spawn(options: dict, run, out) -> list[dict]:
-    mp.spawn(_rank, args=(2, _free_port(), options, str(run), str(out)), nprocs=2, join=True)
+def _spawn(options: dict, run, out, epoch_clock: bool = False) -> list[dict]:
+    args = (2, _free_port(), options, str(run), str(out), epoch_clock)
+    mp.spawn(_rank, args=args, nprocs=2, join=True)
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
 
 
@@ -78,6 +93,21 @@ def test_two_ranks_train_in_step(blob_shards, tmp_path):
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2  # written once per epoch
     state = torch.load(run / "best.pt", weights_only=True)
     assert "model" in state
+
+
+def test_two_ranks_report_the_loss_and_rate_of_both(blob_shards, tmp_path):
+    """An epoch's samples per second count every rank's samples (a 2-GPU run reports twice
+    one GPU's rate), its loss is the mean over both ranks' samples, the same on each, and the
+    start line says the batches and workers are each rank's."""
+    out = tmp_path / "out"
+    out.mkdir()
+    r0, r1 = _spawn({"shards": str(blob_shards)}, tmp_path / "run", out, epoch_clock=True)
+    steps = r0["steps"]  # each rank's batches of 4
+    assert r1["steps"] == steps
+    assert r0["train_samples_per_s"] == r1["train_samples_per_s"] == 2 * steps * 4 / 10.0
+    assert r0["train_loss"] == r1["train_loss"]
+    assert f": {steps} batches of 4 an epoch on each of 2 ranks, 2 epochs, " in r0["start"]
+    assert "0 loader workers a rank -> " in r0["start"]
 
 
 def test_two_ranks_score_segmentation_with_every_rank_s_probabilities(seg_folds, tmp_path):
