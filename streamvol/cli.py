@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import warnings
 from collections.abc import Iterator
 from inspect import cleandoc
@@ -316,7 +317,6 @@ def shard(
     it); output that would not fit the disk (or --max-bytes) is refused before anything is
     written.
     """
-    import shlex
     import sys
 
     from streamvol.shard import parse_config
@@ -360,6 +360,13 @@ def shard(
                 job.restart("shard: writing", total)
             job.update(done, total)
 
+        upload: list = []  # its bar, once an s3:// set starts uploading
+
+        def uploaded(sent: int, total: int) -> None:
+            if not upload:
+                upload.append(show.job("shard: uploading", total / 1e6, unit="MB"))
+            upload[0].update(sent / 1e6)
+
         result = run_shard(
             config,
             out,
@@ -367,12 +374,29 @@ def shard(
             processes=processes,
             scheduler=scheduler,
             overwrite=overwrite,
-            command=shlex.join(["streamvol", *sys.argv[1:]]),
+            command=_recorded_command(sys.argv[1:]),
             progress=written,
             max_bytes=limit,
             storage_options=_storage(storage_options),
+            upload_progress=uploaded,
         )
     _print_shard_result(result)
+
+
+def _recorded_command(args: list[str]) -> str:
+    """The command line the manifest records, its ``--storage-options`` (credentials) left out:
+    a manifest travels with its shards, into buckets others read."""
+    kept = []
+    hidden = False
+    for arg in args:
+        if hidden:
+            arg, hidden = "<not recorded>", False
+        elif arg == "--storage-options":
+            hidden = True
+        elif arg.startswith("--storage-options="):
+            arg = "--storage-options=<not recorded>"
+        kept.append(arg)
+    return shlex.join(["streamvol", *kept])
 
 
 def _print_shard_result(result) -> None:

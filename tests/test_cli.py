@@ -188,3 +188,13 @@ def test_epoch_lines_keep_slow_rates_readable(rate, shown):
 
     values = {"epoch": 1, "train_loss": 1.5, "seconds": 175.5, "train_samples_per_s": rate}
     assert _epoch_line(values, 2) == f"epoch 1/2: train_loss 1.500 (175.5 s, {shown} samples/s)"
+
+
+def test_the_recorded_shard_command_leaves_storage_options_out():
+    from streamvol.cli import _recorded_command
+
+    secret = '{"key": "k", "secret": "s"}'
+    for args in (["--storage-options", secret], [f"--storage-options={secret}"]):
+        made_by = _recorded_command(["shard", "src", "--out", "s3://b/set", *args, "--seed", "1"])
+        assert made_by.startswith("streamvol shard src --out s3://b/set ")
+        assert made_by.endswith("<not recorded>' --seed 1") and '"secret"' not in made_by

@@ -19,15 +19,17 @@ import contextlib
 import dataclasses
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import dask
 
-from streamvol.errors import ShardError
+from streamvol.errors import NotEnoughSpace, ShardError
 from streamvol.shard.assemble import build_manifest
 from streamvol.shard.config import ShardConfig, parse_config, parse_size, parse_voxel_size
 from streamvol.shard.folder import STATE, claim_folder, publish, shard_inputs
@@ -79,6 +81,7 @@ def shard(
     progress: Callable[[int, int], None] | None = None,
     max_bytes: int | None = None,
     storage_options: dict[str, Any] | None = None,
+    upload_progress: Callable[[int, int], None] | None = None,
 ) -> ShardResult:
     """Write the shard set that ``config`` describes into ``out``; see the module docstring.
 
@@ -86,7 +89,8 @@ def shard(
     of a ``dask.distributed`` scheduler (its workers must see ``out`` and the sources).
     ``progress(done, total)`` is called as shards finish. ``out`` may be an fsspec URL
     (``s3://bucket/set``, with ``storage_options``): the set is written to a local temporary
-    folder, then each tar is uploaded whole and the manifest last. The run refuses to start
+    folder, then each tar is uploaded whole (``upload_progress(bytes sent, bytes in all)``,
+    several at a time) and the manifest last. The run refuses to start
     when its output (estimated from the plan) exceeds the free space or ``max_bytes``, and
     holds the folder's writer lock (``streamvol.shard.lock``) while it writes.
     """
@@ -99,7 +103,8 @@ def shard(
         max_bytes=max_bytes,
     )
     if is_url(out):
-        return _shard_to_url(config, str(out), storage_options or {}, overwrite, options)
+        storage = storage_options or {}
+        return _shard_to_url(config, str(out), storage, overwrite, options, upload_progress)
     started = time.perf_counter()
     out = Path(out)
     with dask_context(workers, processes, scheduler) as client:
@@ -128,12 +133,18 @@ def shard(
 
 
 def _shard_to_url(
-    config: ShardConfig, url: str, storage: dict[str, Any], overwrite: bool, options: dict
+    config: ShardConfig,
+    url: str,
+    storage: dict[str, Any],
+    overwrite: bool,
+    options: dict,
+    progress: Callable[[int, int], None] | None,
 ) -> ShardResult:
     """Write the set locally, then upload each tar whole and the manifest last: a reader sees
     the whole set or none of it (never a manifest over missing or old tars)."""
     import fsspec
 
+    started = time.perf_counter()
     fs, root = fsspec.core.url_to_fs(url, **storage)
     present = fs.find(root) if fs.isdir(root) else []
     if present and not overwrite:
@@ -143,7 +154,13 @@ def _shard_to_url(
         )
     stage = Path(tempfile.mkdtemp(prefix="streamvol-shard-"))
     try:
-        result = shard(config, stage / "set", **options)
+        try:
+            result = shard(config, stage / "set", **options)
+        except NotEnoughSpace as error:
+            raise NotEnoughSpace(
+                f"{error} ({url} is written under {stage.parent} before it is uploaded; "
+                "TMPDIR chooses that folder)"
+            ) from None
         manifest = join(root, MANIFEST)
         if present:  # the manifest goes first, so no reader pairs it with the new tars
             if fs.exists(manifest):
@@ -151,12 +168,50 @@ def _shard_to_url(
             fs.rm([p for p in present if p != manifest])
         with contextlib.suppress(FileExistsError):  # s3fs: a bucket that exists
             fs.makedirs(root, exist_ok=True)
-        for name in sorted(shard_records(result.manifest)):
-            fs.put_file(str(result.out / name), join(root, name))
+        names = sorted(shard_records(result.manifest))
+        _upload(fs, [(result.out / name, join(root, name)) for name in names], progress)
         fs.put_file(str(result.out / MANIFEST), manifest)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    return dataclasses.replace(result, out=url)
+    return dataclasses.replace(result, out=url, seconds=time.perf_counter() - started)
+
+
+UPLOADS = 4  # tars sent at once: one stream rarely fills the link to object storage
+
+
+def _upload(
+    fs: Any, pairs: list[tuple[Path, str]], progress: Callable[[int, int], None] | None
+) -> None:
+    """Put each local file at its remote path, ``UPLOADS`` at a time, reporting bytes sent."""
+    from fsspec.callbacks import Callback
+
+    sizes = [local.stat().st_size for local, _ in pairs]
+    total, sent, lock = sum(sizes), 0, threading.Lock()
+
+    def report(n: int) -> None:
+        nonlocal sent
+        with lock:
+            sent += n
+            if progress:
+                progress(sent, total)
+
+    class Sent(Callback):
+        """A file's bytes as they are handed over, its last byte once the put returns (a
+        multipart upload is not there until it is completed)."""
+
+        def relative_update(self, inc: int = 1) -> None:
+            counted = min(inc, self.size - 1 - self.value)
+            if counted > 0:
+                self.value += counted
+                report(counted)
+
+    def put(pair: tuple[Path, str], size: int) -> None:
+        counted = Sent(size=size)
+        fs.put_file(str(pair[0]), pair[1], callback=counted)
+        report(size - counted.value)
+
+    with ThreadPoolExecutor(UPLOADS) as pool:
+        list(pool.map(put, pairs, sizes))
 
 
 def _write_all(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import tempfile
+
 import numpy as np
 import pytest
 
 import streamvol
+from streamvol.core.manifest import shard_records
 from streamvol.shard import parse_config, read_manifest, shard
 from streamvol.stream.inspect import verify
 
@@ -55,6 +58,48 @@ def test_stream_from_s3_equals_local(tmp_path, s3):
     assert len(remote) == -(-total // 2)
 
 
+def test_shard_to_s3_reports_the_bytes_it_uploads(tmp_path, s3):
+    """Every tar's bytes are counted once, and the total only when the last put has returned."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        np.save(src / f"v{i}.npy", np.random.default_rng(i).normal(size=(8, 8, 8)))
+    s3fs.S3FileSystem(**s3).mkdir("uploads")
+    calls = []
+    config = parse_config([src], crop=4, context=0, split="0.5,0.5", shard_size=3)
+    url = "s3://uploads/set"
+    result = shard(config, url, storage_options=s3, upload_progress=_record(calls))
+    records = shard_records(read_manifest(url, s3)).values()
+    total = sum(r["bytes"] for r in records)
+    assert len(records) > 1  # several tars, sent at once
+    assert calls[-1] == (total, total) and all(t == total for _, t in calls)
+    assert [sent for sent, _ in calls] == sorted(sent for sent, _ in calls)
+    assert all(sent < total for sent, _ in calls[:-1])
+    assert result.out == url and result.seconds > 0
+
+
+def test_shard_to_s3_that_would_not_fit_names_the_staging_folder(tmp_path, s3, monkeypatch):
+    from streamvol.errors import NotEnoughSpace
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "stage"))
+    (tmp_path / "stage").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR afresh
+    src = tmp_path / "src"
+    src.mkdir()
+    np.save(src / "v.npy", np.zeros((8, 8, 8)))
+    s3fs.S3FileSystem(**s3).mkdir("full")
+    config = parse_config([src], crop=4, context=0, split="1")
+    with pytest.raises(NotEnoughSpace, match="more than --max-bytes 100 bytes") as error:
+        shard(config, "s3://full/set", storage_options=s3, max_bytes=100)
+    assert f"s3://full/set is written under {tmp_path / 'stage'} before" in str(error.value)
+    assert "TMPDIR chooses" in str(error.value)
+    assert not list((tmp_path / "stage").iterdir())  # the staging folder is gone
+
+
+def _record(calls):
+    return lambda sent, total: calls.append((sent, total))
+
+
 def _unbatch(batch):
     for i, key in enumerate(batch["__key__"]):
         yield {"__key__": key, "image": batch["image"][i]}
@@ -70,6 +115,7 @@ def test_every_command_takes_urls_and_storage_options(tmp_path, s3, monkeypatch)
     """shard --out s3://, inspect --verify and --preview, train, evaluate and predict on
     s3:// with --storage-options alone (no AWS_ENDPOINT_URL), and no local folder named s3:."""
     import json
+    import sys
 
     from typer.testing import CliRunner
 
@@ -84,8 +130,16 @@ def test_every_command_takes_urls_and_storage_options(tmp_path, s3, monkeypatch)
     runner = CliRunner()
     url = "s3://cli/blobs"
     shard_args = [str(src), "--out", url, "--plan", "sample", "--crop", "9,11,11", "--context", "0"]
-    done = runner.invoke(app, ["shard", *shard_args, "--split", "0.5,0.25,0.25", *options])
+    command = ["shard", *shard_args, "--split", "0.5,0.25,0.25", *options]
+    monkeypatch.setattr(sys, "argv", ["streamvol", *command])  # as the shell passes it
+    done = runner.invoke(app, command, env={"STREAMVOL_PROGRESS_EVERY": "0"})
     assert done.exit_code == 0, done.output
+    manifest = read_manifest(url, s3)
+    mb = sum(r["bytes"] for r in shard_records(manifest).values()) / 1e6
+    assert f"shard: uploading: {mb:g}/{mb:g} MB, " in done.output  # every tar's bytes
+    made_by = manifest["command"]  # the manifest travels: no credentials in it
+    assert made_by.endswith("--split 0.5,0.25,0.25 --storage-options '<not recorded>'")
+    assert s3["client_kwargs"]["endpoint_url"] not in made_by
     assert not (tmp_path / "s3:").exists() and not list(tmp_path.glob("s3*"))
     names = {p.rsplit("/", 1)[-1] for p in fs.ls("cli/blobs")}
     assert names == {"manifest.json", "train-000000.tar", "val-000000.tar", "test-000000.tar"}
