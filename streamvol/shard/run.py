@@ -59,6 +59,8 @@ def run_tasks(
 ) -> None:
     """Run one dask task per shard; ``done(record)`` is called as each shard finishes;
     ``inputs``: each shard's ``folder.shard_inputs``, kept in its record."""
+    if not todo:  # a rerun of a finished set: nothing to write (nor to scatter)
+        return
     used = {c.source for _, crops in todo for c in crops}
     sources = {k: v for k, v in sources.items() if k in used}
     if client is not None:

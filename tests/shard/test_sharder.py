@@ -14,6 +14,7 @@ import webdataset as wds
 import xxhash
 import zarr
 
+from streamvol.core.manifest import shard_records
 from streamvol.errors import (
     BadLabels,
     BadOption,
@@ -448,6 +449,9 @@ def test_distributed_cluster(tmp_path):
         remote = shard(config, tmp_path / "remote", scheduler=cluster.scheduler_address).manifest
         address = cluster.scheduler_address
         remote_regions = shard(regions, tmp_path / "remote-regions", scheduler=address).manifest
+        again = shard(config, tmp_path / "remote", scheduler=address)  # finished: keeps all
+    assert again.written == [] and sorted(again.skipped) == sorted(shard_records(remote))
+    assert again.manifest["splits"] == remote["splits"]
     assert remote["splits"] == local["splits"]
     assert verify(tmp_path / "remote") == []
     assert not os.path.exists(tmp_path / "remote" / ".streamvol")
