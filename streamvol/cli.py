@@ -1211,12 +1211,13 @@ def demo(
     from streamvol.stream.inspect import summary_table
 
     out_console = _out()
-    if tomograms:
-        _demo_tomograms(out, seed, workers)
-        return
-    results = run_demo(
-        out, seed=seed, workers=workers, log=lambda m: console.print(m, highlight=False)
-    )
+    with _warnings_shown():
+        if tomograms:
+            _demo_tomograms(out, seed, workers)
+            return
+        results = run_demo(
+            out, seed=seed, workers=workers, log=lambda m: console.print(m, highlight=False)
+        )
     for result in results:
         out_console.print(summary_table(result.shards.manifest))
         out_console.print(f"{result.kind}: shards {result.shards.out}, preview {result.preview}")

@@ -198,3 +198,15 @@ def test_the_recorded_shard_command_leaves_storage_options_out():
         made_by = _recorded_command(["shard", "src", "--out", "s3://b/set", *args, "--seed", "1"])
         assert made_by.startswith("streamvol shard src --out s3://b/set ")
         assert made_by.endswith("<not recorded>' --seed 1") and '"secret"' not in made_by
+
+
+def test_shard_shows_what_the_split_cost(tmp_path):
+    """The split's warnings reach the terminal as lines, not only the manifest."""
+    import numpy as np
+
+    (tmp_path / "src").mkdir()
+    np.save(tmp_path / "src" / "v.npy", np.zeros((8, 8, 32), np.float32))
+    args = ["shard", str(tmp_path / "src"), "--out", str(tmp_path / "set"), "--crop", "4"]
+    done = runner.invoke(app, [*args, "--context", "0", "--split", "0.5,0.5"])
+    assert done.exit_code == 0, done.output
+    assert "warning: only one source ('v'): grouped its 32 crops into " in done.output

@@ -22,10 +22,11 @@ __all__ = ["assign_shards", "check_room", "split_items"]
 
 
 def split_items(
-    items: Sequence[Crop] | Sequence[Tile], config: ShardConfig
+    items: Sequence[Crop] | Sequence[Tile], config: ShardConfig, class_names: Sequence[str] = ()
 ) -> tuple[dict[str, list[Any]], list[str]]:
-    """The splits (or folds), and the warnings of a grouping that had to fall back. Regions
-    are dealt as stand-in crops (source, start, class)."""
+    """The splits (or folds), and what they cost, warned (``SplitWarning``) and returned for the
+    manifest: a grouping that had to fall back, a class that training never sees. Regions are
+    dealt as stand-in crops (source, start, class)."""
     tiles = {t.key: t for t in items if isinstance(t, Tile)}
     crops = [t.as_crop() for t in items] if tiles else list(items)
     with warnings.catch_warnings(record=True) as caught:
@@ -34,9 +35,45 @@ def split_items(
             splits = fold_crops(crops, config.folds, seed=config.seed)
         else:
             splits = split_crops(crops, config.split, seed=config.seed)
+    messages = [str(w.message) for w in caught if issubclass(w.category, SplitWarning)]
+    messages += _classes_not_trained(splits, class_names)
+    for message in messages:
+        warnings.warn(message, SplitWarning, stacklevel=3)
     if tiles:
         splits = {name: [tiles[c.key] for c in part] for name, part in splits.items()}
-    return splits, [str(w.message) for w in caught if issubclass(w.category, SplitWarning)]
+    return splits, messages
+
+
+def _classes_not_trained(splits: dict[str, list[Crop]], class_names: Sequence[str]) -> list[str]:
+    """Classes that a split holds but its training does not: the train split (or, for folds,
+    every other fold) has no crop of them, so a model trained there never sees them."""
+    held = {name: {c.label for c in part if c.label >= 0} for name, part in splits.items()}
+    every = set().union(*held.values())
+
+    def named(labels: set[int]) -> str:
+        return ", ".join(
+            repr(class_names[i]) if i < len(class_names) else str(i) for i in sorted(labels)
+        )
+
+    if "train" in held:
+        missing = every - held["train"]
+        where = [name for name in held if held[name] & missing]
+        if missing:
+            return [
+                f"class {named(missing)}: crops in {' and '.join(where)} but none in train, so "
+                "a model trained on this set never sees it; add sources that hold it, or give "
+                "train a larger --split fraction"
+            ]
+        return []
+    found = []
+    for name, labels in held.items():
+        alone = labels - set().union(*(held[o] for o in held if o != name))
+        if alone:
+            found.append(
+                f"class {named(alone)}: every crop in {name}, so the run that validates on "
+                f"{name} trains without it; add sources that hold it, or ask fewer --folds"
+            )
+    return found
 
 
 def assign_shards(

@@ -109,7 +109,8 @@ def shard(
     out = Path(out)
     with dask_context(workers, processes, scheduler) as client:
         prepared = prepare(config)
-        splits, split_warnings = split_items(plan_items(prepared.plan), config)
+        names = prepared.plan.class_names
+        splits, split_warnings = split_items(plan_items(prepared.plan), config, names)
         jobs = assign_shards(splits, config.shard_size, config.region_max // prepared.itemsize)
         with folder_lock(out):
             check_room(config, prepared, jobs, out, max_bytes)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tarfile
+import warnings
 
 import mrcfile
 import numpy as np
@@ -493,3 +494,50 @@ def test_intensity_stats_equal_numpy_over_every_chunk(tmp_path):
     assert stats["std"] == pytest.approx(every.std(), rel=1e-6)
     assert (stats["min"], stats["max"]) == (every.min(), every.max())
     assert [stats["p0_5"], stats["p99_5"]] == pytest.approx(np.percentile(every, [0.5, 99.5]))
+
+
+def _sample_folders(tmp_path, classes: dict[str, str]):
+    rng = np.random.default_rng(0)
+    for name in classes:
+        (tmp_path / "data" / name / "raw").mkdir(parents=True)
+        tifffile.imwrite(
+            tmp_path / "data" / name / "raw" / "stack.tif",
+            rng.random((4, 8, 8)).astype(np.float32),
+            photometric="minisblack",
+        )
+    rows = "".join(f"{name},{cls}\n" for name, cls in classes.items())
+    (tmp_path / "classes.csv").write_text(f"sample,class\n{rows}")
+    return tmp_path / "data"
+
+
+def test_a_class_training_never_sees_is_warned_and_recorded(tmp_path):
+    """Whole samples are dealt: with three samples in three splits, a class is missing from
+    train, and of folds, a class of one sample is in one fold only. The sharder says so, names
+    the class, and records it in the manifest."""
+    from streamvol.errors import SplitWarning
+
+    data = _sample_folders(tmp_path, {"a": "round", "b": "round", "c": "flat"})
+    options = dict(plan="sample", crop=4, classes=tmp_path / "classes.csv")
+    with pytest.warns(SplitWarning) as caught:
+        result = shard(parse_config([data], split="0.6,0.2,0.2", **options), tmp_path / "split")
+    counts = result.manifest["class_counts"]
+    (missing,) = [name for name in ("round", "flat") if not counts["train"].get(name)]
+    held = [split for split in ("val", "test") if counts[split].get(missing)]
+    message = f"class {missing!r}: crops in {' and '.join(held)} but none in train, so "
+    assert [str(w.message) for w in caught if message in str(w.message)]
+    assert [w for w in result.manifest["split"]["warnings"] if w.startswith(message)]
+    with pytest.warns(SplitWarning, match=r"class 'flat': every crop in fold\d, so the run"):
+        folds = shard(parse_config([data], folds=2, **options), tmp_path / "folds")
+    assert any(w.startswith("class 'flat'") for w in folds.manifest["split"]["warnings"])
+
+    data = _sample_folders(
+        tmp_path / "common", {k: "round" if k in "ace" else "flat" for k in "abcdef"}
+    )
+    config = parse_config(
+        [data], split="0.6,0.2,0.2", plan="sample", crop=4, classes=data.parent / "classes.csv"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SplitWarning)
+        result = shard(config, tmp_path / "common-set")
+    assert result.manifest["split"]["warnings"] == []
+    assert result.manifest["class_counts"]["train"] == {"round": 2, "flat": 2}
