@@ -201,7 +201,7 @@ def test_the_recorded_shard_command_leaves_storage_options_out():
 
 
 def test_shard_shows_what_the_split_cost(tmp_path):
-    """The split's warnings reach the terminal as lines, not only the manifest."""
+    """The split's warnings reach the terminal as lines, and inspect repeats them."""
     import numpy as np
 
     (tmp_path / "src").mkdir()
@@ -210,3 +210,5 @@ def test_shard_shows_what_the_split_cost(tmp_path):
     done = runner.invoke(app, [*args, "--context", "0", "--split", "0.5,0.5"])
     assert done.exit_code == 0, done.output
     assert "warning: only one source ('v'): grouped its 32 crops into " in done.output
+    done = runner.invoke(app, ["inspect", str(tmp_path / "set")])
+    assert done.exit_code == 0 and "\nsplit: only one source ('v'): grouped " in done.output

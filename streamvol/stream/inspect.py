@@ -99,6 +99,7 @@ def describe(manifest: dict[str, Any]) -> list[str]:
         f"intensity: mean {stats['mean']:.4g}, std {stats['std']:.4g}, "
         f"p0.5 {stats['p0_5']:.4g}, p99.5 {stats['p99_5']:.4g}",
         f"made by: {manifest['command']}",
+        *(f"split: {warning}" for warning in (manifest.get("split") or {}).get("warnings", [])),
     ]
 
 
