@@ -360,13 +360,6 @@ def shard(
                 job.restart("shard: writing", total)
             job.update(done, total)
 
-        upload: list = []  # its bar, once an s3:// set starts uploading
-
-        def uploaded(sent: int, total: int) -> None:
-            if not upload:
-                upload.append(show.job("shard: uploading", total / 1e6, unit="MB"))
-            upload[0].update(sent / 1e6)
-
         result = run_shard(
             config,
             out,
@@ -378,7 +371,6 @@ def shard(
             progress=written,
             max_bytes=limit,
             storage_options=_storage(storage_options),
-            upload_progress=uploaded,
         )
     _print_shard_result(result)
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from streamvol.errors import NotEnoughSpace
 from streamvol.shard.config import ShardConfig
+from streamvol.shard.manifest import is_url
 from streamvol.shard.plan import Crop
 from streamvol.shard.regions import Tile
 from streamvol.shard.sources import Prepared
@@ -104,13 +105,13 @@ def check_room(
     config: ShardConfig,
     prepared: Prepared,
     jobs: list[tuple[str, list[Any]]],
-    out: Path,
+    out: Path | str,
     max_bytes: int | None,
 ) -> None:
     """Refuse a run whose output will not fit, before its first byte: at least the stored
     blocks' bytes (crops x block voxels x stored item size, masks at a byte a voxel, plus tar
-    headers) against ``max_bytes`` and against the target's free space (tars already there
-    count as free: they are kept or replaced)."""
+    headers) against ``max_bytes`` and against the folder ``out``'s free space (tars already
+    there count as free: they are kept or replaced; a URL has no free space to ask)."""
     voxels = math.prod(c + 2 * m for c, m in zip(config.crop, prepared.margin, strict=True))
     fixed = {"float16": 2, "uint8": 1}.get(config.dtype)
     need = 0
@@ -126,6 +127,9 @@ def check_room(
             f"least {_size(need)}, more than --max-bytes {_size(max_bytes)}; "
             "use a smaller --crop, --context or --stride, or raise --max-bytes"
         )
+    if is_url(out):
+        return
+    out = Path(out)
     free = shutil.disk_usage(out).free + sum(p.stat().st_size for p in out.glob("*.tar"))
     if need > free:
         raise NotEnoughSpace(

@@ -1,22 +1,25 @@
 """Where a run's tasks go: one dask task per shard, on local threads or processes or on a
-``dask.distributed`` cluster; each task writes its shard, then the record a resumed run trusts."""
+``dask.distributed`` cluster; each task writes its shard, then the record a resumed run trusts
+(or, for a set at a URL, puts the tar there)."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import dask
 
 from streamvol.shard.folder import STATE
-from streamvol.shard.manifest import write_json_atomic
+from streamvol.shard.manifest import join, write_json_atomic
 from streamvol.shard.plan import Crop
 from streamvol.shard.write import Encoding, ShardRecord, ShardSource, write_shard
 
-__all__ = ["dask_context", "run_tasks"]
+__all__ = ["UrlTarget", "dask_context", "run_tasks"]
 
 
 @contextlib.contextmanager
@@ -48,19 +51,49 @@ def _task_write(
     return record
 
 
+@dataclass(frozen=True)
+class UrlTarget:
+    """Where the tasks of a set at an fsspec URL put their tars (with its storage options)."""
+
+    url: str
+    storage: dict[str, Any]
+
+
+def _task_upload(
+    target: UrlTarget,
+    name: str,
+    crops: list[Crop],
+    sources: dict[str, ShardSource],
+    encoding: Encoding,
+    inputs: str,
+) -> ShardRecord:
+    """One dask task of a set at a URL: write the shard to a temporary file where the task
+    runs (a cluster's worker too), put it at the URL whole, and remove the file."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(target.url, **target.storage)
+    with tempfile.TemporaryDirectory(prefix="streamvol-shard-") as folder:
+        path = Path(folder) / name
+        record = write_shard(path, crops, sources, encoding)
+        fs.put_file(str(path), join(root, name))
+    return dataclasses.replace(record, inputs=inputs)
+
+
 def run_tasks(
     todo: list[tuple[str, list[Crop]]],
-    out: Path,
+    out: Path | UrlTarget,
     sources: dict[str, ShardSource],
     encoding: Encoding,
     client: Any,
     done: Callable[[ShardRecord], None],
     inputs: dict[str, str],
 ) -> None:
-    """Run one dask task per shard; ``done(record)`` is called as each shard finishes;
-    ``inputs``: each shard's ``folder.shard_inputs``, kept in its record."""
+    """Run one dask task per shard, writing into the folder ``out`` (or putting each tar at a
+    URL); ``done(record)`` is called as each shard finishes; ``inputs``: each shard's
+    ``folder.shard_inputs``, kept in its record."""
     if not todo:  # a rerun of a finished set: nothing to write (nor to scatter)
         return
+    task = _task_upload if isinstance(out, UrlTarget) else _task_write
     used = {c.source for _, crops in todo for c in crops}
     sources = {k: v for k, v in sources.items() if k in used}
     if client is not None:
@@ -69,7 +102,7 @@ def run_tasks(
         shared = client.scatter(sources, broadcast=True)
         futures = [
             client.submit(
-                _task_write, out, name, crops, shared, encoding, inputs[name], key=f"shard-{name}"
+                task, out, name, crops, shared, encoding, inputs[name], key=f"shard-{name}"
             )
             for name, crops in todo
         ]
@@ -87,7 +120,7 @@ def run_tasks(
     # not compute them (whole volumes) as task inputs.
     shared = dask.delayed(sources, traverse=False)
     tasks = [  # named by their shard: dask runs them in the shards' order
-        dask.delayed(_task_write)(
+        dask.delayed(task)(
             out, name, crops, shared, encoding, inputs[name], dask_key_name=f"shard-{name}"
         )
         for name, crops in todo

@@ -17,19 +17,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import shutil
-import tempfile
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import dask
 
-from streamvol.errors import NotEnoughSpace, ShardError
+from streamvol.errors import ShardError
 from streamvol.shard.assemble import build_manifest
 from streamvol.shard.config import ShardConfig, parse_config, parse_size, parse_voxel_size
 from streamvol.shard.folder import STATE, claim_folder, publish, shard_inputs
@@ -45,7 +43,7 @@ from streamvol.shard.manifest import (
     write_json_atomic,
 )
 from streamvol.shard.plan import Crop
-from streamvol.shard.run import dask_context, run_tasks
+from streamvol.shard.run import UrlTarget, dask_context, run_tasks
 from streamvol.shard.sources import Prepared, plan_items, prepare
 from streamvol.shard.write import Encoding, ShardRecord, core_summary
 
@@ -81,49 +79,47 @@ def shard(
     progress: Callable[[int, int], None] | None = None,
     max_bytes: int | None = None,
     storage_options: dict[str, Any] | None = None,
-    upload_progress: Callable[[int, int], None] | None = None,
 ) -> ShardResult:
     """Write the shard set that ``config`` describes into ``out``; see the module docstring.
 
     ``workers``/``processes`` run local dask threads or processes; ``scheduler`` is the address
-    of a ``dask.distributed`` scheduler (its workers must see ``out`` and the sources).
-    ``progress(done, total)`` is called as shards finish. ``out`` may be an fsspec URL
-    (``s3://bucket/set``, with ``storage_options``): the set is written to a local temporary
-    folder, then each tar is uploaded whole (``upload_progress(bytes sent, bytes in all)``,
-    several at a time) and the manifest last. The run refuses to start
-    when its output (estimated from the plan) exceeds the free space or ``max_bytes``, and
-    holds the folder's writer lock (``streamvol.shard.lock``) while it writes.
+    of a ``dask.distributed`` scheduler (its workers must see the sources, and ``out`` when it
+    is a folder). ``progress(done, total)`` is called as shards finish. ``out`` may be an
+    fsspec URL (``s3://bucket/set``, with ``storage_options``): each task writes its tar to a
+    temporary file where it runs and puts it at the URL whole, and the manifest goes last. The
+    run refuses to start when its output (estimated from the plan) exceeds ``max_bytes`` or a
+    folder's free space, and holds the folder's writer lock (``streamvol.shard.lock``) while it
+    writes.
     """
-    options = dict(
-        workers=workers,
-        processes=processes,
-        scheduler=scheduler,
-        command=command,
-        progress=progress,
-        max_bytes=max_bytes,
-    )
-    if is_url(out):
-        storage = storage_options or {}
-        return _shard_to_url(config, str(out), storage, overwrite, options, upload_progress)
     started = time.perf_counter()
-    out = Path(out)
+    remote = _UrlSet.claim(str(out), storage_options or {}, overwrite) if is_url(out) else None
     with dask_context(workers, processes, scheduler) as client:
         prepared = prepare(config)
         names = prepared.plan.class_names
         splits, split_warnings = split_items(plan_items(prepared.plan), config, names)
         jobs = assign_shards(splits, config.shard_size, config.region_max // prepared.itemsize)
-        with folder_lock(out):
-            check_room(config, prepared, jobs, out, max_bytes)
-            records, skipped = _write_all(config, prepared, jobs, out, overwrite, client, progress)
-            if prepared.stats is None:
-                prepared = dataclasses.replace(
-                    prepared, stats=_region_stats(config, prepared, records)
+
+        def manifest_of(records: dict[str, ShardRecord]) -> dict[str, Any]:
+            stats = prepared.stats or _region_stats(config, prepared, records)
+            finished = dataclasses.replace(prepared, stats=stats)
+            return build_manifest(config, finished, splits, jobs, records, command, split_warnings)
+
+        if remote is not None:
+            check_room(config, prepared, jobs, remote.url, max_bytes)
+            records = remote.write(config, prepared, jobs, client, progress)
+            manifest = manifest_of(records)
+            remote.publish(manifest)
+            skipped: set[str] = set()
+        else:
+            out = Path(out)
+            with folder_lock(out):
+                check_room(config, prepared, jobs, out, max_bytes)
+                records, skipped = _write_all(
+                    config, prepared, jobs, out, overwrite, client, progress
                 )
-            manifest = build_manifest(
-                config, prepared, splits, jobs, records, command, split_warnings
-            )
-            write_json_atomic(out / MANIFEST, manifest)
-            shutil.rmtree(out / STATE, ignore_errors=True)
+                manifest = manifest_of(records)
+                write_json_atomic(out / MANIFEST, manifest)
+                shutil.rmtree(out / STATE, ignore_errors=True)
     return ShardResult(
         out=out,
         manifest=manifest,
@@ -133,86 +129,80 @@ def shard(
     )
 
 
-def _shard_to_url(
-    config: ShardConfig,
-    url: str,
-    storage: dict[str, Any],
-    overwrite: bool,
-    options: dict,
-    progress: Callable[[int, int], None] | None,
-) -> ShardResult:
-    """Write the set locally, then upload each tar whole and the manifest last: a reader sees
-    the whole set or none of it (never a manifest over missing or old tars)."""
-    import fsspec
+@dataclass(frozen=True)
+class _UrlSet:
+    """A set written to an fsspec URL: every tar put there whole by the task that wrote it, the
+    manifest last, so a reader sees the whole set or none of it (never a manifest over missing
+    or old tars). No lock and no resume."""
 
-    started = time.perf_counter()
-    fs, root = fsspec.core.url_to_fs(url, **storage)
-    present = fs.find(root) if fs.isdir(root) else []
-    if present and not overwrite:
-        raise ShardError(
-            f"{url}: not empty ({len(present)} objects); use --overwrite to replace them, "
-            "or another --out"
-        )
-    stage = Path(tempfile.mkdtemp(prefix="streamvol-shard-"))
-    try:
-        try:
-            result = shard(config, stage / "set", **options)
-        except NotEnoughSpace as error:
-            raise NotEnoughSpace(
-                f"{error} ({url} is written under {stage.parent} before it is uploaded; "
-                "TMPDIR chooses that folder)"
-            ) from None
-        manifest = join(root, MANIFEST)
+    url: str
+    storage: dict[str, Any]
+    fs: Any  # the fsspec file system, and the set's path in it
+    root: str
+
+    @classmethod
+    def claim(cls, url: str, storage: dict[str, Any], overwrite: bool) -> _UrlSet:
+        """Refuse a URL that holds objects unless ``overwrite``, before anything is read."""
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(url, **storage)
+        present = fs.find(root) if fs.isdir(root) else []
+        if present and not overwrite:
+            raise ShardError(
+                f"{url}: not empty ({len(present)} objects); use --overwrite to replace them, "
+                "or another --out"
+            )
+        return cls(url, storage, fs, root)
+
+    def write(
+        self,
+        config: ShardConfig,
+        prepared: Prepared,
+        jobs: list[tuple[str, list[Crop]]],
+        client: Any,
+        progress: Callable[[int, int], None] | None,
+    ) -> dict[str, ShardRecord]:
+        """Clear what the URL held (the manifest first), then run every shard's task."""
+        fs = self.fs
+        present = fs.find(self.root) if fs.isdir(self.root) else []
+        manifest = join(self.root, MANIFEST)
         if present:  # the manifest goes first, so no reader pairs it with the new tars
-            if fs.exists(manifest):
+            if manifest in present:
                 fs.rm_file(manifest)
             fs.rm([p for p in present if p != manifest])
         with contextlib.suppress(FileExistsError):  # s3fs: a bucket that exists
-            fs.makedirs(root, exist_ok=True)
-        names = sorted(shard_records(result.manifest))
-        _upload(fs, [(result.out / name, join(root, name)) for name in names], progress)
-        fs.put_file(str(result.out / MANIFEST), manifest)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-    return dataclasses.replace(result, out=url, seconds=time.perf_counter() - started)
+            fs.makedirs(self.root, exist_ok=True)
+        records: dict[str, ShardRecord] = {}
+        if progress:
+            progress(0, len(jobs))
 
-
-UPLOADS = 4  # tars sent at once: one stream rarely fills the link to object storage
-
-
-def _upload(
-    fs: Any, pairs: list[tuple[Path, str]], progress: Callable[[int, int], None] | None
-) -> None:
-    """Put each local file at its remote path, ``UPLOADS`` at a time, reporting bytes sent."""
-    from fsspec.callbacks import Callback
-
-    sizes = [local.stat().st_size for local, _ in pairs]
-    total, sent, lock = sum(sizes), 0, threading.Lock()
-
-    def report(n: int) -> None:
-        nonlocal sent
-        with lock:
-            sent += n
+        def done(record: ShardRecord) -> None:
+            records[record.name] = record
             if progress:
-                progress(sent, total)
+                progress(len(records), len(jobs))
 
-    class Sent(Callback):
-        """A file's bytes as they are handed over, its last byte once the put returns (a
-        multipart upload is not there until it is completed)."""
+        inputs = shard_inputs(prepared, jobs, config.dtype)
+        target = UrlTarget(self.url, self.storage)
+        run_tasks(jobs, target, prepared.sources, _encoding(config, prepared), client, done, inputs)
+        return records
 
-        def relative_update(self, inc: int = 1) -> None:
-            counted = min(inc, self.size - 1 - self.value)
-            if counted > 0:
-                self.value += counted
-                report(counted)
+    def publish(self, manifest: dict[str, Any]) -> None:
+        """The manifest, once every tar is there."""
+        payload = (json.dumps(manifest, indent=1) + "\n").encode()
+        self.fs.pipe_file(join(self.root, MANIFEST), payload)
 
-    def put(pair: tuple[Path, str], size: int) -> None:
-        counted = Sent(size=size)
-        fs.put_file(str(pair[0]), pair[1], callback=counted)
-        report(size - counted.value)
 
-    with ThreadPoolExecutor(UPLOADS) as pool:
-        list(pool.map(put, pairs, sizes))
+def _encoding(config: ShardConfig, prepared: Prepared) -> Encoding:
+    """How the tasks store crops: size, margin, padding, dtype and the uint8 range."""
+    return Encoding(
+        crop=config.crop,
+        margin=prepared.margin,
+        pad="reflect" if config.pad == "none" else config.pad,
+        dtype=config.dtype,
+        low=prepared.stats["p0_5"] if prepared.stats else 0.0,
+        high=prepared.stats["p99_5"] if prepared.stats else 1.0,
+        summarise=prepared.stats is None,
+    )
 
 
 def _write_all(
@@ -225,15 +215,7 @@ def _write_all(
     progress: Callable[[int, int], None] | None,
 ) -> tuple[dict[str, ShardRecord], set[str]]:
     """Write what is not finished yet; return every shard's record, and the names skipped."""
-    encoding = Encoding(
-        crop=config.crop,
-        margin=prepared.margin,
-        pad="reflect" if config.pad == "none" else config.pad,
-        dtype=config.dtype,
-        low=prepared.stats["p0_5"] if prepared.stats else 0.0,
-        high=prepared.stats["p99_5"] if prepared.stats else 1.0,
-        summarise=prepared.stats is None,
-    )
+    encoding = _encoding(config, prepared)
     inputs = shard_inputs(prepared, jobs, config.dtype)
     finished = claim_folder(out, config, overwrite, inputs)
     records = dict(finished)

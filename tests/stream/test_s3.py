@@ -58,46 +58,76 @@ def test_stream_from_s3_equals_local(tmp_path, s3):
     assert len(remote) == -(-total // 2)
 
 
-def test_shard_to_s3_reports_the_bytes_it_uploads(tmp_path, s3):
-    """Every tar's bytes are counted once, and the total only when the last put has returned."""
-    src = tmp_path / "src"
-    src.mkdir()
-    for i in range(3):
-        np.save(src / f"v{i}.npy", np.random.default_rng(i).normal(size=(8, 8, 8)))
-    s3fs.S3FileSystem(**s3).mkdir("uploads")
+def test_shard_to_s3_puts_each_tar_from_its_task_and_keeps_nothing_local(tmp_path, s3, monkeypatch):
+    """The set at the URL equals the set written to a folder; each task's temporary tar is
+    gone (the run needs room for the shards in flight, not the whole set); progress counts
+    the shards as they land."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR afresh
+    src = _blob_sources(tmp_path / "src", n=6)
+    s3fs.S3FileSystem(**s3).mkdir("tasks")
+    config = parse_config([src], crop=(9, 11, 11), context=0, split="0.5,0.5", shard_size=2)
     calls = []
-    config = parse_config([src], crop=4, context=0, split="0.5,0.5", shard_size=3)
-    url = "s3://uploads/set"
-    result = shard(config, url, storage_options=s3, upload_progress=_record(calls))
-    records = shard_records(read_manifest(url, s3)).values()
-    total = sum(r["bytes"] for r in records)
-    assert len(records) > 1  # several tars, sent at once
-    assert calls[-1] == (total, total) and all(t == total for _, t in calls)
-    assert [sent for sent, _ in calls] == sorted(sent for sent, _ in calls)
-    assert all(sent < total for sent, _ in calls[:-1])
-    assert result.out == url and result.seconds > 0
+    url = "s3://tasks/set"
+    result = shard(config, url, storage_options=s3, progress=lambda *c: calls.append(c))
+    local = shard(config, tmp_path / "local")
+    assert read_manifest(url, s3)["splits"] == local.manifest["splits"]
+    assert verify(url, s3) == []
+    n = len(shard_records(local.manifest))
+    assert calls[0] == (0, n) and calls[-1] == (n, n) and len(calls) == n + 1
+    assert sorted(result.written) == sorted(shard_records(local.manifest))
+    assert not list((tmp_path / "tmp").iterdir())
 
 
-def test_shard_to_s3_that_would_not_fit_names_the_staging_folder(tmp_path, s3, monkeypatch):
+def test_shard_to_s3_from_a_distributed_cluster(tmp_path, s3):
+    """Workers in their own processes write and put their tars; the client never reads one."""
+    from distributed import LocalCluster
+
+    src = _blob_sources(tmp_path / "src", n=6)
+    s3fs.S3FileSystem(**s3).mkdir("cluster")
+    config = parse_config([src], crop=(9, 11, 11), context=0, split="0.5,0.5", shard_size=2)
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        address = cluster.scheduler_address
+        shard(config, "s3://cluster/set", storage_options=s3, scheduler=address)
+    local = shard(config, tmp_path / "local")
+    assert read_manifest("s3://cluster/set", s3)["splits"] == local.manifest["splits"]
+    assert verify("s3://cluster/set", s3) == []
+
+
+def test_shard_to_s3_over_max_bytes_writes_nothing(tmp_path, s3):
     from streamvol.errors import NotEnoughSpace
 
-    monkeypatch.setenv("TMPDIR", str(tmp_path / "stage"))
-    (tmp_path / "stage").mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR afresh
-    src = tmp_path / "src"
-    src.mkdir()
-    np.save(src / "v.npy", np.zeros((8, 8, 8)))
-    s3fs.S3FileSystem(**s3).mkdir("full")
-    config = parse_config([src], crop=4, context=0, split="1")
-    with pytest.raises(NotEnoughSpace, match="more than --max-bytes 100 bytes") as error:
+    src = _blob_sources(tmp_path / "src", n=4)
+    fs = s3fs.S3FileSystem(**s3)
+    fs.mkdir("full")
+    config = parse_config([src], crop=(9, 11, 11), context=0, split="1")
+    with pytest.raises(NotEnoughSpace, match=r"s3://full/set: .* more than --max-bytes 100 b"):
         shard(config, "s3://full/set", storage_options=s3, max_bytes=100)
-    assert f"s3://full/set is written under {tmp_path / 'stage'} before" in str(error.value)
-    assert "TMPDIR chooses" in str(error.value)
-    assert not list((tmp_path / "stage").iterdir())  # the staging folder is gone
+    assert fs.find("full") == []
 
 
-def _record(calls):
-    return lambda sent, total: calls.append((sent, total))
+def test_a_failed_rewrite_at_a_url_leaves_no_manifest(tmp_path, s3):
+    """--overwrite deletes the old manifest before the first new tar lands: a run that fails
+    half way leaves no manifest to pair with a mix of old and new tars."""
+    from streamvol.errors import BadVolumeValues, ShardError
+
+    s3fs.S3FileSystem(**s3).mkdir("again")
+    url = "s3://again/set"
+    good = parse_config([_blob_sources(tmp_path / "src", n=4)], crop=(9, 11, 11), split="1")
+    shard(good, url, storage_options=s3)
+    bad = np.zeros((8, 16, 16), np.float32)
+    bad[7, 15, 15] = np.nan  # found by the region's task as it writes
+    np.save(tmp_path / "nan.npy", bad)
+    regions = parse_config(
+        [tmp_path / "nan.npy"], plan="regions", crop=4, crops_per_region=2, split="1"
+    )
+    with pytest.raises(BadVolumeValues, match=r"nan\.npy"):
+        shard(regions, url, storage_options=s3, overwrite=True)
+    with pytest.raises(ShardError, match="no manifest"):
+        read_manifest(url, s3)
 
 
 def _unbatch(batch):
@@ -134,10 +164,8 @@ def test_every_command_takes_urls_and_storage_options(tmp_path, s3, monkeypatch)
     monkeypatch.setattr(sys, "argv", ["streamvol", *command])  # as the shell passes it
     done = runner.invoke(app, command, env={"STREAMVOL_PROGRESS_EVERY": "0"})
     assert done.exit_code == 0, done.output
-    manifest = read_manifest(url, s3)
-    mb = sum(r["bytes"] for r in shard_records(manifest).values()) / 1e6
-    assert f"shard: uploading: {mb:g}/{mb:g} MB, " in done.output  # every tar's bytes
-    made_by = manifest["command"]  # the manifest travels: no credentials in it
+    assert "shard: writing: 3/3 shards, " in done.output
+    made_by = read_manifest(url, s3)["command"]  # the manifest travels: no credentials in it
     assert made_by.endswith("--split 0.5,0.25,0.25 --storage-options '<not recorded>'")
     assert s3["client_kwargs"]["endpoint_url"] not in made_by
     assert not (tmp_path / "s3:").exists() and not list(tmp_path.glob("s3*"))
