@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -68,7 +69,8 @@ def _task_upload(
     inputs: str,
 ) -> ShardRecord:
     """One dask task of a set at a URL: write the shard to a temporary file where the task
-    runs (a cluster's worker too), put it at the URL whole, and remove the file."""
+    runs (a cluster's worker too), put it at the URL whole, remove the file, then put its
+    record under ``STATE`` so a stopped run's rerun keeps it (``remote``)."""
     import fsspec
 
     fs, root = fsspec.core.url_to_fs(target.url, **target.storage)
@@ -76,7 +78,9 @@ def _task_upload(
         path = Path(folder) / name
         record = write_shard(path, crops, sources, encoding)
         fs.put_file(str(path), join(root, name))
-    return dataclasses.replace(record, inputs=inputs)
+    record = dataclasses.replace(record, inputs=inputs)
+    fs.pipe_file(join(root, f"{STATE}/{name}.json"), json.dumps(record.to_json()).encode())
+    return record
 
 
 def run_tasks(

@@ -15,9 +15,7 @@ rest.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
 import shutil
 import time
 from collections.abc import Callable
@@ -27,7 +25,6 @@ from typing import Any
 
 import dask
 
-from streamvol.errors import ShardError
 from streamvol.shard.assemble import build_manifest
 from streamvol.shard.config import ShardConfig, parse_config, parse_size, parse_voxel_size
 from streamvol.shard.folder import STATE, claim_folder, publish, shard_inputs
@@ -38,12 +35,12 @@ from streamvol.shard.manifest import (
     Summary,
     combine_stats,
     is_url,
-    join,
     shard_records,
     write_json_atomic,
 )
 from streamvol.shard.plan import Crop
-from streamvol.shard.run import UrlTarget, dask_context, run_tasks
+from streamvol.shard.remote import UrlSet
+from streamvol.shard.run import dask_context, run_tasks
 from streamvol.shard.sources import Prepared, plan_items, prepare
 from streamvol.shard.write import Encoding, ShardRecord, core_summary
 
@@ -86,13 +83,15 @@ def shard(
     of a ``dask.distributed`` scheduler (its workers must see the sources, and ``out`` when it
     is a folder). ``progress(done, total)`` is called as shards finish. ``out`` may be an
     fsspec URL (``s3://bucket/set``, with ``storage_options``): each task writes its tar to a
-    temporary file where it runs and puts it at the URL whole, and the manifest goes last. The
-    run refuses to start when its output (estimated from the plan) exceeds ``max_bytes`` or a
-    folder's free space, and holds the folder's writer lock (``streamvol.shard.lock``) while it
-    writes.
+    temporary file where it runs and puts it at the URL whole, and the manifest goes last; a
+    rerun resumes there as in a folder (``remote``). The run refuses to start when its output
+    (estimated from the plan) exceeds ``max_bytes`` or a folder's free space, and holds the
+    folder's writer lock (``streamvol.shard.lock``) while it writes.
     """
     started = time.perf_counter()
-    remote = _UrlSet.claim(str(out), storage_options or {}, overwrite) if is_url(out) else None
+    remote = None
+    if is_url(out):  # refused before anything is read when it holds another command's set
+        remote = UrlSet.open(str(out), storage_options or {}, config, overwrite)
     with dask_context(workers, processes, scheduler) as client:
         prepared = prepare(config)
         names = prepared.plan.class_names
@@ -106,10 +105,11 @@ def shard(
 
         if remote is not None:
             check_room(config, prepared, jobs, remote.url, max_bytes)
-            records = remote.write(config, prepared, jobs, client, progress)
+            records, skipped = _write_all(
+                config, prepared, jobs, remote, overwrite, client, progress
+            )
             manifest = manifest_of(records)
             remote.publish(manifest)
-            skipped: set[str] = set()
         else:
             out = Path(out)
             with folder_lock(out):
@@ -129,69 +129,6 @@ def shard(
     )
 
 
-@dataclass(frozen=True)
-class _UrlSet:
-    """A set written to an fsspec URL: every tar put there whole by the task that wrote it, the
-    manifest last, so a reader sees the whole set or none of it (never a manifest over missing
-    or old tars). No lock and no resume."""
-
-    url: str
-    storage: dict[str, Any]
-    fs: Any  # the fsspec file system, and the set's path in it
-    root: str
-
-    @classmethod
-    def claim(cls, url: str, storage: dict[str, Any], overwrite: bool) -> _UrlSet:
-        """Refuse a URL that holds objects unless ``overwrite``, before anything is read."""
-        import fsspec
-
-        fs, root = fsspec.core.url_to_fs(url, **storage)
-        present = fs.find(root) if fs.isdir(root) else []
-        if present and not overwrite:
-            raise ShardError(
-                f"{url}: not empty ({len(present)} objects); use --overwrite to replace them, "
-                "or another --out"
-            )
-        return cls(url, storage, fs, root)
-
-    def write(
-        self,
-        config: ShardConfig,
-        prepared: Prepared,
-        jobs: list[tuple[str, list[Crop]]],
-        client: Any,
-        progress: Callable[[int, int], None] | None,
-    ) -> dict[str, ShardRecord]:
-        """Clear what the URL held (the manifest first), then run every shard's task."""
-        fs = self.fs
-        present = fs.find(self.root) if fs.isdir(self.root) else []
-        manifest = join(self.root, MANIFEST)
-        if present:  # the manifest goes first, so no reader pairs it with the new tars
-            if manifest in present:
-                fs.rm_file(manifest)
-            fs.rm([p for p in present if p != manifest])
-        with contextlib.suppress(FileExistsError):  # s3fs: a bucket that exists
-            fs.makedirs(self.root, exist_ok=True)
-        records: dict[str, ShardRecord] = {}
-        if progress:
-            progress(0, len(jobs))
-
-        def done(record: ShardRecord) -> None:
-            records[record.name] = record
-            if progress:
-                progress(len(records), len(jobs))
-
-        inputs = shard_inputs(prepared, jobs, config.dtype)
-        target = UrlTarget(self.url, self.storage)
-        run_tasks(jobs, target, prepared.sources, _encoding(config, prepared), client, done, inputs)
-        return records
-
-    def publish(self, manifest: dict[str, Any]) -> None:
-        """The manifest, once every tar is there."""
-        payload = (json.dumps(manifest, indent=1) + "\n").encode()
-        self.fs.pipe_file(join(self.root, MANIFEST), payload)
-
-
 def _encoding(config: ShardConfig, prepared: Prepared) -> Encoding:
     """How the tasks store crops: size, margin, padding, dtype and the uint8 range."""
     return Encoding(
@@ -209,15 +146,19 @@ def _write_all(
     config: ShardConfig,
     prepared: Prepared,
     jobs: list[tuple[str, list[Crop]]],
-    out: Path,
+    out: Path | UrlSet,
     overwrite: bool,
     client: Any,
     progress: Callable[[int, int], None] | None,
 ) -> tuple[dict[str, ShardRecord], set[str]]:
-    """Write what is not finished yet; return every shard's record, and the names skipped."""
+    """Write what is not finished yet into a folder or at a URL; return every shard's record,
+    and the names skipped."""
     encoding = _encoding(config, prepared)
     inputs = shard_inputs(prepared, jobs, config.dtype)
-    finished = claim_folder(out, config, overwrite, inputs)
+    if isinstance(out, UrlSet):
+        finished, target = out.claim(config, inputs), out.target
+    else:
+        finished, target = claim_folder(out, config, overwrite, inputs), out
     records = dict(finished)
     todo = [(name, crops) for name, crops in jobs if name not in finished]
     if progress:
@@ -228,8 +169,9 @@ def _write_all(
         if progress:
             progress(len(records), len(jobs))
 
-    run_tasks(todo, out, prepared.sources, encoding, client, done, inputs)
-    publish(out, records)
+    run_tasks(todo, target, prepared.sources, encoding, client, done, inputs)
+    if not isinstance(out, UrlSet):  # a URL's tars are in place as they are put
+        publish(out, records)
     return records, set(finished)
 
 

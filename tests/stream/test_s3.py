@@ -9,6 +9,7 @@ import pytest
 
 import streamvol
 from streamvol.core.manifest import shard_records
+from streamvol.errors import ShardError
 from streamvol.shard import parse_config, read_manifest, shard
 from streamvol.stream.inspect import verify
 
@@ -112,7 +113,7 @@ def test_shard_to_s3_over_max_bytes_writes_nothing(tmp_path, s3):
 def test_a_failed_rewrite_at_a_url_leaves_no_manifest(tmp_path, s3):
     """--overwrite deletes the old manifest before the first new tar lands: a run that fails
     half way leaves no manifest to pair with a mix of old and new tars."""
-    from streamvol.errors import BadVolumeValues, ShardError
+    from streamvol.errors import BadVolumeValues
 
     s3fs.S3FileSystem(**s3).mkdir("again")
     url = "s3://again/set"
@@ -128,6 +129,59 @@ def test_a_failed_rewrite_at_a_url_leaves_no_manifest(tmp_path, s3):
         shard(regions, url, storage_options=s3, overwrite=True)
     with pytest.raises(ShardError, match="no manifest"):
         read_manifest(url, s3)
+
+
+def test_a_stopped_run_at_a_url_resumes_keeping_what_it_put(tmp_path, s3, monkeypatch):
+    """As in a folder: the rerun keeps the tars put before the stop (their records said so),
+    writes the rest, and a rerun of the finished set writes nothing; a tar whose object lost
+    bytes is written again."""
+    import streamvol.shard.run as run  # where each dask task calls write_shard
+
+    fs = s3fs.S3FileSystem(**s3)
+    fs.mkdir("resume")
+    url = "s3://resume/set"
+    src = _blob_sources(tmp_path / "src", n=8)
+    config = parse_config([src], crop=(9, 11, 11), split="1", shard_size=2)
+    real, calls = run.write_shard, []
+
+    def dies_on_third(path, *args, **kwargs):
+        calls.append(path.name)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("power cut")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(run, "write_shard", dies_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        shard(config, url, storage_options=s3, workers=1)
+    with pytest.raises(ShardError, match="no manifest"):
+        read_manifest(url, s3)
+    monkeypatch.setattr(run, "write_shard", real)
+    second = shard(config, url, storage_options=s3, workers=1)
+    assert sorted(second.skipped) == sorted(calls[:2])  # put before the cut: kept
+    assert calls[2] in second.written and len(second.written) == 2
+    assert verify(url, s3) == []
+    assert read_manifest(url, s3)["splits"] == shard(config, tmp_path / "local").manifest["splits"]
+    assert not fs.find("resume/set/.streamvol")  # the records go once the manifest is there
+
+    third = shard(config, url, storage_options=s3)
+    assert third.written == [] and len(third.skipped) == 4
+    name = sorted(third.skipped)[1]
+    fs.pipe(f"resume/set/{name}", fs.cat(f"resume/set/{name}")[:1000])
+    fourth = shard(config, url, storage_options=s3)
+    assert fourth.written == [name] and verify(url, s3) == []
+
+
+def test_another_command_at_a_url_is_refused_without_overwrite(tmp_path, s3):
+    s3fs.S3FileSystem(**s3).mkdir("other")
+    url = "s3://other/set"
+    src = _blob_sources(tmp_path / "src", n=4)
+    shard(parse_config([src], crop=(9, 11, 11), split="1"), url, storage_options=s3)
+    other = parse_config([src], crop=(5, 5, 5), split="1")
+    with pytest.raises(ShardError, match=r"holds a different command; use --overwrite"):
+        shard(other, url, storage_options=s3)
+    assert read_manifest(url, s3)["crop"] == [9, 11, 11]  # nothing lost
+    shard(other, url, storage_options=s3, overwrite=True)
+    assert read_manifest(url, s3)["crop"] == [5, 5, 5] and verify(url, s3) == []
 
 
 def _unbatch(batch):
