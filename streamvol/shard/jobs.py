@@ -23,11 +23,14 @@ __all__ = ["assign_shards", "check_room", "split_items"]
 
 
 def split_items(
-    items: Sequence[Crop] | Sequence[Tile], config: ShardConfig, class_names: Sequence[str] = ()
+    items: Sequence[Crop] | Sequence[Tile],
+    config: ShardConfig,
+    class_names: Sequence[str] | None = None,
 ) -> tuple[dict[str, list[Any]], list[str]]:
     """The splits (or folds), and what they cost, warned (``SplitWarning``) and returned for the
-    manifest: a grouping that had to fall back, a class that training never sees. Regions are
-    dealt as stand-in crops (source, start, class)."""
+    manifest: a grouping that had to fall back, a class that training never sees (when the
+    crops' classes are what a model learns: ``class_names``). Regions are dealt as stand-in
+    crops (source, start, class)."""
     tiles = {t.key: t for t in items if isinstance(t, Tile)}
     crops = [t.as_crop() for t in items] if tiles else list(items)
     with warnings.catch_warnings(record=True) as caught:
@@ -37,7 +40,8 @@ def split_items(
         else:
             splits = split_crops(crops, config.split, seed=config.seed)
     messages = [str(w.message) for w in caught if issubclass(w.category, SplitWarning)]
-    messages += _classes_not_trained(splits, class_names)
+    if class_names is not None:
+        messages += _classes_not_trained(splits, class_names)
     for message in messages:
         warnings.warn(message, SplitWarning, stacklevel=3)
     if tiles:

@@ -94,7 +94,8 @@ def shard(
         remote = UrlSet.open(str(out), storage_options or {}, config, overwrite)
     with dask_context(workers, processes, scheduler) as client:
         prepared = prepare(config)
-        names = prepared.plan.class_names
+        # the classes a model learns from these crops (a segmentation set's come from masks)
+        names = prepared.plan.class_names if prepared.task != "segmentation" else None
         splits, split_warnings = split_items(plan_items(prepared.plan), config, names)
         jobs = assign_shards(splits, config.shard_size, config.region_max // prepared.itemsize)
 

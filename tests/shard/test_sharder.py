@@ -496,15 +496,17 @@ def test_intensity_stats_equal_numpy_over_every_chunk(tmp_path):
     assert [stats["p0_5"], stats["p99_5"]] == pytest.approx(np.percentile(every, [0.5, 99.5]))
 
 
-def _sample_folders(tmp_path, classes: dict[str, str]):
+def _sample_folders(tmp_path, classes: dict[str, str], masks: bool = False):
     rng = np.random.default_rng(0)
     for name in classes:
-        (tmp_path / "data" / name / "raw").mkdir(parents=True)
-        tifffile.imwrite(
-            tmp_path / "data" / name / "raw" / "stack.tif",
-            rng.random((4, 8, 8)).astype(np.float32),
-            photometric="minisblack",
-        )
+        volumes = {"raw": rng.random((4, 8, 8)).astype(np.float32)}
+        if masks:
+            volumes["mask"] = (volumes["raw"] > 0.5).astype(np.uint8)
+        for part, volume in volumes.items():
+            (tmp_path / "data" / name / part).mkdir(parents=True)
+            tifffile.imwrite(
+                tmp_path / "data" / name / part / "stack.tif", volume, photometric="minisblack"
+            )
     rows = "".join(f"{name},{cls}\n" for name, cls in classes.items())
     (tmp_path / "classes.csv").write_text(f"sample,class\n{rows}")
     return tmp_path / "data"
@@ -541,3 +543,13 @@ def test_a_class_training_never_sees_is_warned_and_recorded(tmp_path):
         result = shard(config, tmp_path / "common-set")
     assert result.manifest["split"]["warnings"] == []
     assert result.manifest["class_counts"]["train"] == {"round": 2, "flat": 2}
+
+    # a segmentation set learns its masks: the samples' classes ride along, untrained
+    data = _sample_folders(tmp_path / "seg", {"a": "round", "b": "round", "c": "flat"}, True)
+    config = parse_config(
+        [data], split="0.6,0.2,0.2", plan="grid", crop=4, classes=data.parent / "classes.csv"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SplitWarning)
+        result = shard(config, tmp_path / "seg-set")
+    assert result.manifest["task"] == "segmentation" and result.manifest["split"]["warnings"] == []

@@ -21,6 +21,9 @@ from streamvol.shard import parse_config, shard
 from streamvol.train import TrainConfig, Trainer
 from streamvol.train.setup import segmentation_task
 
+# one stack cut into slabs for its two splits, on purpose: the sharder says so each time
+pytestmark = pytest.mark.filterwarnings("ignore:only one source:streamvol.errors.SplitWarning")
+
 FAST = {"batch_size": 4, "workers": 0, "augment": "flips", "warmup": 0}
 UNET = {"model": "unet3d", "model_options": {"depth": 1, "base_width": 2}}
 
