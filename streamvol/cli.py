@@ -54,6 +54,19 @@ class _Commands(TyperGroup):
         except USER_ERRORS as exc:
             command = self.get_command(ctx, ctx.invoked_subcommand or "")
             raise _fail(exc, command_flags(command) if command else None) from None
+        except KeyboardInterrupt:
+            hint = RESUMING.get(ctx.invoked_subcommand or "")
+            console.print(f"interrupted{'; ' + hint if hint else ''}", highlight=False)
+            raise typer.Exit(130) from None
+
+
+# What a command stopped by Ctrl-C keeps, and how to go on from there.
+RESUMING = {
+    "shard": "the same command again keeps the shards already written and writes the rest",
+    "train": "the same command with --resume continues from the run's last checkpoint",
+    "pretrain": "the same command with --resume continues from the run's last checkpoint",
+    "cv": "the same command with --resume continues the folds",
+}
 
 
 app = typer.Typer(
