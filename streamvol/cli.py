@@ -63,8 +63,10 @@ class _Commands(TyperGroup):
 # What a command stopped by Ctrl-C keeps, and how to go on from there.
 RESUMING = {
     "shard": "the same command again keeps the shards already written and writes the rest",
-    "train": "the same command with --resume continues from the run's last checkpoint",
-    "pretrain": "the same command with --resume continues from the run's last checkpoint",
+    "train": "the same command with --resume continues from the run's last.pt (written at "
+    "each epoch's end, and every --checkpoint-every steps)",
+    "pretrain": "the same command with --resume continues from the run's last.pt (written at "
+    "each epoch's end, and every --checkpoint-every steps)",
     "cv": "the same command with --resume continues the folds",
 }
 
