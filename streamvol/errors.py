@@ -78,6 +78,10 @@ class NotEnoughSpace(StreamvolError, OSError):
     """Output that would not fit: more bytes than the target's free space or ``--max-bytes``."""
 
 
+class StorageUnreachable(StreamvolError, OSError):
+    """A URL its file system could not reach: credentials, endpoint, permission or network."""
+
+
 class RunNotFound(StreamvolError, FileNotFoundError):
     """A path that is not a run folder (no ``config.json`` written by ``streamvol train``)."""
 

@@ -3,15 +3,17 @@ trustworthy, and each member's checksum. Writing it (and the statistics in it) i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import posixpath
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xxhash
 
-from streamvol.errors import ShardError
+from streamvol.errors import ShardError, StorageUnreachable, StreamvolError
 
 FORMAT = "streamvol-shards"
 VERSION = 2  # 2: per-member checksums in every shard record
@@ -27,6 +29,22 @@ def member_checksum(data: bytes | np.ndarray) -> str:
 def is_url(path: str | Path) -> bool:
     """Whether ``path`` names a location through fsspec (``s3://``, ``file://``, ...)."""
     return "://" in str(path)
+
+
+@contextlib.contextmanager
+def reaching(url: str | Path) -> Iterator[None]:
+    """Report a file system's failure to reach ``url`` (no credentials, a wrong endpoint, access
+    denied, no network) as ``StorageUnreachable`` naming it and what to check, not as the
+    storage library's traceback; a missing object stays ``FileNotFoundError``."""
+    try:
+        yield
+    except (FileNotFoundError, IsADirectoryError, StreamvolError):
+        raise
+    except Exception as exc:
+        raise StorageUnreachable(
+            f"{url}: could not reach it ({type(exc).__name__}: {exc}); check --storage-options "
+            "(key, secret, client_kwargs.endpoint_url) or the AWS_* environment variables"
+        ) from exc
 
 
 def join(folder: str | Path, name: str) -> str:
@@ -93,7 +111,7 @@ def read_manifest(folder: str | Path, storage: dict[str, Any] | None = None) -> 
         if is_url(folder):
             import fsspec
 
-            with fsspec.open(path, "rb", **(storage or {})) as f:
+            with reaching(folder), fsspec.open(path, "rb", **(storage or {})) as f:
                 text = f.read().decode()
         else:
             text = Path(path).read_text()

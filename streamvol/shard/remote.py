@@ -16,6 +16,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from streamvol.core.manifest import reaching
 from streamvol.errors import ShardError
 from streamvol.shard.config import ShardConfig
 from streamvol.shard.folder import STATE
@@ -43,10 +44,11 @@ class UrlSet:
         none of streamvol's) unless ``overwrite``."""
         import fsspec
 
-        fs, root = fsspec.core.url_to_fs(url, **storage)
-        remote = cls(url, storage, fs, root)
-        present = remote._objects()
-        previous = remote._previous_digest()
+        with reaching(url):
+            fs, root = fsspec.core.url_to_fs(url, **storage)
+            remote = cls(url, storage, fs, root)
+            present = remote._objects()
+            previous = remote._previous_digest()
         if present and previous != config.digest() and not overwrite:
             what = "a different command" if previous else "objects streamvol did not write"
             raise ShardError(

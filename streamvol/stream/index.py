@@ -16,7 +16,7 @@ from typing import Any
 
 import fsspec
 
-from streamvol.core.manifest import check_manifest
+from streamvol.core.manifest import check_manifest, reaching
 from streamvol.errors import ShardError
 from streamvol.stream.decode import Expected, MappedFile, split_name
 
@@ -112,13 +112,15 @@ def read_manifest_url(folder: str, storage: dict[str, Any] | None = None) -> dic
     """The manifest of a shard folder (local or URL), or None when there is none."""
     storage = storage or {}
     url = _join(folder, "manifest.json")
-    if not _exists(url, storage):
-        return None
-    with open_file(url, storage) as f:
-        try:
-            manifest = json.loads(f.read())
-        except json.JSONDecodeError as exc:
-            raise ShardError(f"{url}: corrupt manifest: {exc}") from exc
+    with reaching(folder):
+        if not _exists(url, storage):
+            return None
+        with open_file(url, storage) as f:
+            text = f.read()
+    try:
+        manifest = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ShardError(f"{url}: corrupt manifest: {exc}") from exc
     return check_manifest(manifest, url)
 
 

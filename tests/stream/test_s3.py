@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import tempfile
 
 import numpy as np
@@ -184,6 +185,21 @@ def test_another_command_at_a_url_is_refused_without_overwrite(tmp_path, s3):
     assert read_manifest(url, s3)["crop"] == [5, 5, 5] and verify(url, s3) == []
 
 
+def test_a_url_out_of_reach_is_one_error_naming_it(tmp_path, s3):
+    """A closed endpoint: shard refuses before reading a source, readers before a batch."""
+    from streamvol.errors import StorageUnreachable
+
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    away = {**s3, "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}"}}
+    config = parse_config([tmp_path / "no-such-source"], crop=4, split="1")
+    with pytest.raises(StorageUnreachable, match=r"s3://away/set: could not reach it \("):
+        shard(config, "s3://away/set", storage_options=away)
+    with pytest.raises(StorageUnreachable, match=r"s3://away/set: could not reach it \("):
+        streamvol.open_shards("s3://away/set", storage_options=away)
+
+
 def _unbatch(batch):
     for i, key in enumerate(batch["__key__"]):
         yield {"__key__": key, "image": batch["image"][i]}
@@ -238,7 +254,9 @@ def test_every_command_takes_urls_and_storage_options(tmp_path, s3, monkeypatch)
     done = runner.invoke(app, ["predict", "runs/r", "--out", "p.csv", *options])
     assert done.exit_code == 0, done.output
     without = runner.invoke(app, ["inspect", url, "--verify"])  # no endpoint: a clear failure
-    assert without.exit_code != 0 and "Traceback" not in without.output
+    assert without.exit_code == 1 and isinstance(without.exception, SystemExit)
+    assert f"{url}: could not reach it (" in without.output
+    assert "check --storage-options (key, secret, client_kwargs.endpoint_url)" in without.output
 
 
 def test_verify_over_s3_finds_a_flipped_byte(tmp_path, s3):
