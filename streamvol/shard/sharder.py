@@ -10,7 +10,8 @@ rest.
 
 ``shard`` below is that order, top to bottom; each step is a module of its own: ``config``
 (what decides a set), ``sources`` (open, check, plan), ``jobs`` (splits, shards, room),
-``folder`` (refuse, resume or start), ``run`` (the dask tasks), ``assemble`` (the manifest).
+``folder`` (refuse, resume or start; ``remote`` does the same at a URL), ``run`` (the dask
+tasks), ``assemble`` (the manifest).
 """
 
 from __future__ import annotations
