@@ -455,7 +455,13 @@ def inspect(
     for line in describe(manifest):
         out.print(line, highlight=False, soft_wrap=True)
     if verify:
-        problems = run_verify(shards, storage)
+        with _progress_display(console) as show:
+            job = show.job("verify: reading every shard", unit="MB")
+
+            def read(done: int, total: int) -> None:
+                job.update(done / 1e6, total / 1e6)
+
+            problems = run_verify(shards, storage, progress=read)
         for problem in problems:
             console.print(f"[red]{problem}[/]", highlight=False, soft_wrap=True)
         if problems:

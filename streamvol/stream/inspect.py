@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import posixpath
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -251,11 +253,17 @@ def preview_augmented(
     return preview_augment(chosen, spec, png, offset=low, scale=1 / max(high - low, 1e-12))
 
 
-def verify(folder: str | Path, storage: dict[str, Any] | None = None) -> list[str]:
+def verify(
+    folder: str | Path,
+    storage: dict[str, Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[str]:
     """Check every shard against the manifest: size, sha256, then each sample's key and its
     members' checksums, and the sample count; report tars the manifest does not list.
 
-    ``folder`` may be an fsspec URL. Returns the problems found, one line each.
+    ``folder`` may be an fsspec URL: each tar is then read once, into a temporary file the
+    member checks read. ``progress(bytes read, bytes in all)`` follows the reading. Returns
+    the problems found, one line each.
     """
     import fsspec
 
@@ -266,32 +274,55 @@ def verify(folder: str | Path, storage: dict[str, Any] | None = None) -> list[st
     listed = {posixpath.basename(p) for p in fs.glob(join(root, "*.tar"))}
     for name in sorted(listed - set(records)):
         problems.append(f"{join(folder, name)}: a tar the manifest does not list")
+    total, read = sum(rec["bytes"] for rec in records.values()), 0
+
+    def advance(n: int) -> None:
+        nonlocal read
+        read += n
+        if progress:
+            progress(read, total)
+
     for name, rec in records.items():
-        problem = _verify_shard(fs, join(root, name), join(folder, name), rec)
+        before = read
+        problem = _verify_shard(fs, join(root, name), join(folder, name), rec, advance)
+        if rec["bytes"] > read - before:  # a shard missing or cut short counts as read
+            advance(rec["bytes"] - (read - before))
         if problem:
             problems.append(problem)
     return problems
 
 
-def _verify_shard(fs: Any, path: str, where: str, rec: dict[str, Any]) -> str | None:
-    from streamvol.stream.decode import Expected, MappedFile, iter_samples
-
+def _verify_shard(
+    fs: Any, path: str, where: str, rec: dict[str, Any], advance: Callable[[int], None]
+) -> str | None:
     if not fs.isfile(path):
         return f"{where}: missing"
     size = fs.size(path)
     if size != rec["bytes"]:
         return f"{where}: {size} bytes, manifest says {rec['bytes']}"
-    digest = hashlib.sha256()
-    with fs.open(path, "rb") as f:
-        for block in iter(lambda: f.read(2**22), b""):
-            digest.update(block)
-    if digest.hexdigest() != rec["sha256"]:
-        return f"{where}: sha256 differs from the manifest (the file changed since it was written)"
     local = fs.protocol in ("file", ("file", "local"))
-    try:  # every key in order, every member's checksum, and nothing after the last sample
-        with MappedFile(path) if local else fs.open(path, "rb") as f:
-            for _ in iter_samples(f, where, expect=Expected.of(rec), require=()):
-                pass
-    except ShardError as exc:
-        return str(exc)
+    with contextlib.ExitStack() as stack:
+        copy = None
+        if not local:  # one download: the member checks read the copy
+            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="streamvol-verify-"))
+            copy = stack.enter_context(open(Path(folder) / "shard.tar", "wb"))
+        digest = hashlib.sha256()
+        with fs.open(path, "rb") as f:
+            for block in iter(lambda: f.read(2**22), b""):
+                digest.update(block)
+                if copy is not None:
+                    copy.write(block)
+                advance(len(block))
+        if digest.hexdigest() != rec["sha256"]:
+            return (
+                f"{where}: sha256 differs from the manifest (the file changed since it was written)"
+            )
+        if copy is not None:
+            copy.close()
+        try:  # every key in order, every member's checksum, and nothing after the last sample
+            with MappedFile(path if copy is None else copy.name) as f:
+                for _ in iter_samples(f, where, expect=Expected.of(rec), require=()):
+                    pass
+        except ShardError as exc:
+            return str(exc)
     return None

@@ -185,6 +185,33 @@ def test_another_command_at_a_url_is_refused_without_overwrite(tmp_path, s3):
     assert read_manifest(url, s3)["crop"] == [5, 5, 5] and verify(url, s3) == []
 
 
+def test_verify_over_s3_reads_each_tar_once_and_checks_its_members(tmp_path, s3):
+    """The member checks run on the downloaded copy: a manifest whose member checksum was
+    altered (the tar, and so its sha256, intact) is caught; progress counts every byte once."""
+    import json
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(2):
+        np.save(src / f"v{i}.npy", np.random.default_rng(i).normal(size=(4, 8, 8)))
+    local = tmp_path / "shards"
+    shard(parse_config([src], crop=4, context=0, split="1", shard_size=2), local)
+    manifest = json.loads((local / "manifest.json").read_text())
+    record = manifest["splits"]["train"][1]
+    record["checksums"][0][0] = "0" * 16
+    (local / "manifest.json").write_text(json.dumps(manifest))
+    fs = s3fs.S3FileSystem(**s3)
+    fs.mkdir("members")
+    fs.put(f"{local}/", "members/shards/", recursive=True)
+    calls = []
+    problems = verify("s3://members/shards", s3, progress=lambda *c: calls.append(c))
+    assert len(problems) == 1 and f"{record['name']}" in problems[0]
+    assert "fails its checksum" in problems[0]
+    total = sum(r["bytes"] for r in shard_records(manifest).values())
+    assert calls[-1] == (total, total) and all(t == total for _, t in calls)
+    assert [n for n, _ in calls] == sorted(n for n, _ in calls)
+
+
 def test_a_url_out_of_reach_is_one_error_naming_it(tmp_path, s3):
     """A closed endpoint: shard refuses before reading a source, readers before a batch."""
     from streamvol.errors import StorageUnreachable
@@ -241,8 +268,10 @@ def test_every_command_takes_urls_and_storage_options(tmp_path, s3, monkeypatch)
     assert not (tmp_path / "s3:").exists() and not list(tmp_path.glob("s3*"))
     names = {p.rsplit("/", 1)[-1] for p in fs.ls("cli/blobs")}
     assert names == {"manifest.json", "train-000000.tar", "val-000000.tar", "test-000000.tar"}
-    done = runner.invoke(app, ["inspect", url, "--verify", "--preview", "p.png", *options])
+    inspect = ["inspect", url, "--verify", "--preview", "p.png", *options]
+    done = runner.invoke(app, inspect, env={"STREAMVOL_PROGRESS_EVERY": "0"})
     assert done.exit_code == 0, done.output
+    assert "verify: reading every shard: " in done.output
     assert "verified" in done.output and (tmp_path / "p.png").is_file()
     train = ["train", url, "--epochs", "1", "--batch-size", "4", "--workers", "0"]
     train += ["--model", "simple_cnn", "--augment", "none", "--device", "cpu", "--name", "r"]
