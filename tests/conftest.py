@@ -20,6 +20,31 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture
+def cut_shard_writes(monkeypatch):
+    """``cut(n)`` makes the n-th shard task stop with KeyboardInterrupt (a power cut, a Ctrl-C)
+    and returns the names of the shards tasks started, in order; ``cut.restore()`` writes
+    normally again."""
+    import streamvol.shard.run as run  # where each dask task calls write_shard
+
+    real = run.write_shard
+
+    def cut(n: int) -> list[str]:
+        calls: list[str] = []
+
+        def write(path, *args, **kwargs):
+            calls.append(path.name)
+            if len(calls) == n:
+                raise KeyboardInterrupt("power cut")
+            return real(path, *args, **kwargs)
+
+        monkeypatch.setattr(run, "write_shard", write)
+        return calls
+
+    cut.restore = lambda: monkeypatch.setattr(run, "write_shard", real)
+    return cut
+
+
 PICK_TRAIN = [
     "--task", "detection", "--model", "unet3d", "--width", "8", "--depth", "2",
     "--epochs", "8", "--batch-size", "8", "--lr", "0.01", "--warmup", "0",

@@ -214,29 +214,19 @@ def test_shard_shows_what_the_split_cost(tmp_path):
     assert done.exit_code == 0 and "\nsplit: only one source ('v'): grouped " in done.output
 
 
-def test_ctrl_c_says_how_to_go_on(tmp_path, monkeypatch):
+def test_ctrl_c_says_how_to_go_on(tmp_path, cut_shard_writes):
     """A shard run stopped by Ctrl-C says that the same command resumes, and it does."""
     import numpy as np
-
-    import streamvol.shard.run as run  # where each dask task calls write_shard
 
     (tmp_path / "src").mkdir()
     for i in range(3):
         np.save(tmp_path / "src" / f"v{i}.npy", np.zeros((4, 8, 8), np.float32))
     args = ["shard", str(tmp_path / "src"), "--out", str(tmp_path / "set"), "--crop", "4"]
     args += ["--context", "0", "--split", "1", "--shard-size", "2", "--workers", "1"]
-    real, calls = run.write_shard, []
-
-    def ctrl_c_on_second(path, *a, **k):
-        calls.append(path.name)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(path, *a, **k)
-
-    monkeypatch.setattr(run, "write_shard", ctrl_c_on_second)
+    cut_shard_writes(2)
     done = runner.invoke(app, args)
     assert done.exit_code == 130
     assert "interrupted; the same command again keeps the shards already written" in done.output
-    monkeypatch.setattr(run, "write_shard", real)
+    cut_shard_writes.restore()
     done = runner.invoke(app, args)
     assert done.exit_code == 0 and "skipped 1 finished one," in done.output

@@ -67,8 +67,8 @@ class UrlSet:
         tars this run writes); return the records of shards already there, made from the
         inputs ``planned`` (shard name -> ``shard_inputs``) gives them."""
         digest = config.digest()
-        known = self._known_records() if self._previous_digest() == digest else {}
         present = self._objects()
+        known = self._known_records(present) if self._previous_digest() == digest else {}
         manifest = join(self.root, MANIFEST)
         if manifest in present:
             self.fs.rm_file(manifest)
@@ -113,15 +113,16 @@ class UrlSet:
                 return payload.get("digest") or payload.get("config_sha256")
         return None
 
-    def _known_records(self) -> dict[str, dict[str, Any]]:
-        """The records of a finished set's manifest, and of the shards a stopped run put."""
+    def _known_records(self, present: dict[str, int]) -> dict[str, dict[str, Any]]:
+        """The records of a finished set's manifest, and of the shards a stopped run put
+        (among the ``present`` objects)."""
         records: dict[str, dict[str, Any]] = {}
         manifest = self._read(MANIFEST)
         if manifest is not None:
             with contextlib.suppress(ShardError):  # a corrupt manifest: rely on the records
                 records.update(shard_records(check_manifest(manifest, join(self.url, MANIFEST))))
         state = join(self.root, STATE)
-        for path in self._objects():
+        for path in present:
             if path.startswith(state + "/") and path.endswith(".tar.json"):
                 record = self._read(path[len(self.root) + 1 :])
                 if isinstance(record, dict) and "name" in record:

@@ -217,26 +217,15 @@ def test_rerun_rewrites_only_damaged_shards(tmp_path):
     assert read_manifest(out)["splits"] == first.manifest["splits"]
 
 
-def test_interrupted_run_resumes_from_shard_records(tmp_path, monkeypatch):
-    import streamvol.shard.run as run  # where each dask task calls write_shard
-
+def test_interrupted_run_resumes_from_shard_records(tmp_path, cut_shard_writes):
     src = _many_sources(tmp_path)
     config = parse_config([src], crop=8, context=0, split="1", shard_size=3)
     out = tmp_path / "out"
-    real = run.write_shard
-    calls = []
-
-    def dies_on_fifth(path, *args, **kwargs):
-        calls.append(path.name)
-        if len(calls) == 5:
-            raise KeyboardInterrupt("power cut")
-        return real(path, *args, **kwargs)
-
-    monkeypatch.setattr(run, "write_shard", dies_on_fifth)
+    calls = cut_shard_writes(5)
     with pytest.raises(KeyboardInterrupt):
         shard(config, out, workers=1)
     assert not (out / "manifest.json").exists()
-    monkeypatch.setattr(run, "write_shard", real)
+    cut_shard_writes.restore()
     second = shard(config, out, workers=1)
     assert sorted(second.skipped) == sorted(calls[:4])  # finished before the cut: kept
     assert calls[4] in second.written

@@ -132,31 +132,21 @@ def test_a_failed_rewrite_at_a_url_leaves_no_manifest(tmp_path, s3):
         read_manifest(url, s3)
 
 
-def test_a_stopped_run_at_a_url_resumes_keeping_what_it_put(tmp_path, s3, monkeypatch):
+def test_a_stopped_run_at_a_url_resumes_keeping_what_it_put(tmp_path, s3, cut_shard_writes):
     """As in a folder: the rerun keeps the tars put before the stop (their records said so),
     writes the rest, and a rerun of the finished set writes nothing; a tar whose object lost
     bytes is written again."""
-    import streamvol.shard.run as run  # where each dask task calls write_shard
-
     fs = s3fs.S3FileSystem(**s3)
     fs.mkdir("resume")
     url = "s3://resume/set"
     src = _blob_sources(tmp_path / "src", n=8)
     config = parse_config([src], crop=(9, 11, 11), split="1", shard_size=2)
-    real, calls = run.write_shard, []
-
-    def dies_on_third(path, *args, **kwargs):
-        calls.append(path.name)
-        if len(calls) == 3:
-            raise KeyboardInterrupt("power cut")
-        return real(path, *args, **kwargs)
-
-    monkeypatch.setattr(run, "write_shard", dies_on_third)
+    calls = cut_shard_writes(3)
     with pytest.raises(KeyboardInterrupt):
         shard(config, url, storage_options=s3, workers=1)
     with pytest.raises(ShardError, match="no manifest"):
         read_manifest(url, s3)
-    monkeypatch.setattr(run, "write_shard", real)
+    cut_shard_writes.restore()
     second = shard(config, url, storage_options=s3, workers=1)
     assert sorted(second.skipped) == sorted(calls[:2])  # put before the cut: kept
     assert calls[2] in second.written and len(second.written) == 2
@@ -190,12 +180,7 @@ def test_verify_over_s3_reads_each_tar_once_and_checks_its_members(tmp_path, s3)
     altered (the tar, and so its sha256, intact) is caught; progress counts every byte once."""
     import json
 
-    src = tmp_path / "src"
-    src.mkdir()
-    for i in range(2):
-        np.save(src / f"v{i}.npy", np.random.default_rng(i).normal(size=(4, 8, 8)))
-    local = tmp_path / "shards"
-    shard(parse_config([src], crop=4, context=0, split="1", shard_size=2), local)
+    local = _two_volumes(tmp_path, shard_size=2)
     manifest = json.loads((local / "manifest.json").read_text())
     record = manifest["splits"]["train"][1]
     record["checksums"][0][0] = "0" * 16
@@ -225,6 +210,17 @@ def test_a_url_out_of_reach_is_one_error_naming_it(tmp_path, s3):
         shard(config, "s3://away/set", storage_options=away)
     with pytest.raises(StorageUnreachable, match=r"s3://away/set: could not reach it \("):
         streamvol.open_shards("s3://away/set", storage_options=away)
+
+
+def _two_volumes(tmp_path, shard_size: int):
+    """A local set of two 4x8x8 volumes' crops of 4^3, ``shard_size`` a tar."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(2):
+        np.save(src / f"v{i}.npy", np.random.default_rng(i).normal(size=(4, 8, 8)))
+    local = tmp_path / "shards"
+    shard(parse_config([src], crop=4, context=0, split="1", shard_size=shard_size), local)
+    return local
 
 
 def _unbatch(batch):
@@ -289,12 +285,7 @@ def test_every_command_takes_urls_and_storage_options(tmp_path, s3, monkeypatch)
 
 
 def test_verify_over_s3_finds_a_flipped_byte(tmp_path, s3):
-    src = tmp_path / "src"
-    src.mkdir()
-    for i in range(2):
-        np.save(src / f"v{i}.npy", np.random.default_rng(i).normal(size=(4, 8, 8)))
-    local = tmp_path / "shards"
-    shard(parse_config([src], crop=4, context=0, split="1", shard_size=4), local)
+    local = _two_volumes(tmp_path, shard_size=4)
     data = bytearray((local / "train-000000.tar").read_bytes())
     data[len(data) // 3] ^= 1
     fs = s3fs.S3FileSystem(**s3)
