@@ -199,7 +199,7 @@ def run_tomogram_demo(
             f"val czii (crops) {values.get('val_czii', float('nan')):.3f}"
         )
 
-    Trainer(train, run).fit(on_epoch=show)  # its torch threads leave the worker a core
+    Trainer(train, run).fit(on_epoch=show)
     t = lap("train", t)
     predictions = root / "predictions"
     shutil.rmtree(predictions, ignore_errors=True)

@@ -70,6 +70,10 @@ class Volume:
     def id(self) -> str:
         return source_id(self.path)
 
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        """``np.asarray(volume)`` reads the whole volume, as it would of the dask array."""
+        return np.asarray(self.data.compute(), dtype=dtype)
+
 
 def source_id(path_or_name: str | Path) -> str:
     """A key-safe id for a source: its name without volume suffix, dots and odd characters as '-'.

@@ -455,16 +455,6 @@ class Trainer:
         that many epochs, as a job with a time limit would (``--resume`` continues exactly).
         ``progress(done, total)`` follows each epoch's training batches, ``val_progress`` its
         validation batches (and the final validation pass)."""
-        with setup.cpu_threads(self.device, self.config.workers):
-            return self._fit(stop_after, on_epoch, progress, val_progress)
-
-    def _fit(
-        self,
-        stop_after: int | None,
-        on_epoch: Callable[[dict[str, Any]], None] | None,
-        progress: Callable[[int, int], None] | None,
-        val_progress: Callable[[int, int], None] | None,
-    ) -> dict[str, Any]:
         done_now = 0
         while self.epoch < self.config.epochs:
             started = time.perf_counter()

@@ -3,10 +3,8 @@ device and the loaders, all resolved from the config and the shard set's manifes
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,22 +164,6 @@ def resolve_device(config: TrainConfig) -> torch.device:
     if config.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(config.device)
-
-
-@contextlib.contextmanager
-def cpu_threads(device: torch.device, workers: int) -> Iterator[None]:
-    """On the CPU, torch's threads leave a core to each loader worker (at least one thread,
-    never more than were set), and are set back after. Threads that share their cores with busy
-    workers wait on each other at every op: on 2 cores, an epoch with one torch thread beside a
-    worker took 15 to 18 s, with two 37 s (``streamvol demo --tomograms``)."""
-    before = torch.get_num_threads()
-    if device.type == "cpu" and workers > 0:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        torch.set_num_threads(max(1, min(before, (cores or 1) - workers)))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:

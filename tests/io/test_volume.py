@@ -207,6 +207,9 @@ def test_round_trip_any_shape_and_dtype(tmp_path_factory, shape, dtype, fmt):
     got = open_volume(path)
     assert got.shape == expected.shape
     assert np.array_equal(got.data.compute(), expected)
+    whole = np.asarray(got)  # numpy's protocol reads the volume, as of the dask array
+    assert whole.dtype == expected.dtype and np.array_equal(whole, expected)
+    assert np.asarray(got, dtype=np.float64).dtype == np.float64
 
 
 def test_missing_path_and_unknown_suffix(tmp_path):
