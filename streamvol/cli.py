@@ -280,6 +280,14 @@ def shard(
             "none (TIFF without ImageJ metadata, .npy); replaces a file's own, with a warning."
         ),
     ] = None,
+    radius: Annotated[
+        str | None,
+        typer.Option(
+            help="Particle radii in Angstrom, for detection sets and for placing negatives: "
+            "one number for every type (60) or NAME=R,NAME=R; spot tables have none, and "
+            "these replace a copick config's."
+        ),
+    ] = None,
     tomogram: Annotated[
         str, typer.Option(help="Copick: the tomogram of each run (<name>.zarr).")
     ] = "denoised",
@@ -361,6 +369,7 @@ def shard(
         shard_size=shard_size,
         seed=seed,
         voxel_size=voxel_size,
+        radius=radius,
         tomogram=tomogram,
         voxel_spacing=voxel_spacing,
         user_id=user_id,

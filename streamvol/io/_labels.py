@@ -65,6 +65,16 @@ class Points:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def by_name(self, voxel_size: Sequence[float] | None = None) -> dict[str, np.ndarray]:
+        """(N, 3) z, y, x of each class present, times ``voxel_size`` where given (voxels to
+        Angstrom)."""
+        scale = np.ones(3) if voxel_size is None else np.asarray(voxel_size, np.float64)
+        return {
+            name: self.zyx[self.labels == i] * scale
+            for i, name in enumerate(self.class_names)
+            if (self.labels == i).any()
+        }
+
     def check_inside(self, shape: Sequence[int], volume_path: str | Path) -> None:
         """Raise ``PointsOutsideVolume`` unless every point lies in a volume of ``shape``.
 

@@ -1,11 +1,13 @@
 """``streamvol score PRED REF``: the CZII F-beta of picks against reference picks, from files.
 
 PRED and REF are each a copick project (all pick files of every run, Angstrom) or a picks CSV
-(``experiment, particle_type, x, y, z``, Angstrom). The rules are the challenge's, implemented in
-``streamvol.metrics.picking``: a reference particle is found when a candidate of its type lies
-within ``0.5 x radius`` of it (inclusive); TP counts references found, FP = candidates - TP,
-FN = references - TP, summed over experiments per type; candidates of experiments absent from
-the reference are dropped; the score is the weighted F-beta sum over the total weight.
+(``experiment, particle_type, x, y, z``, Angstrom); REF may also be volumes with their spot
+tables (voxels, turned into Angstrom by each volume's voxel size). The rules are the
+challenge's, implemented in ``streamvol.metrics.picking``: a reference particle is found when a
+candidate of its type lies within ``0.5 x radius`` of it (inclusive); TP counts references
+found, FP = candidates - TP, FN = references - TP, summed over experiments per type; candidates
+of experiments absent from the reference are dropped; the score is the weighted F-beta sum over
+the total weight.
 
 Radii and weights: from REF's ``copick_config.json`` (or PRED's) when there is one, each weight
 from the object's ``weight`` where it has one; else the CZII table (apo-ferritin 1,
@@ -27,7 +29,10 @@ from streamvol.errors import BadLabels
 from streamvol.io import (
     copick_config,
     copick_picks,
+    discover,
+    load_points,
     natural_key,
+    open_volume,
     read_copick_config,
     read_copick_weights,
     read_picks_table,
@@ -43,12 +48,41 @@ def load_picks(path: str | Path, *, user: str | None = None, session: str | None
     path = Path(path)
     if path.is_file() and path.suffix.lower() == ".csv":
         return read_picks_table(path)
+    if path.is_dir() and copick_config(path) is None and _has_spot_tables(path):
+        return spot_table_picks(path)
     if path.is_dir() or path.suffix.lower() == ".json":
         return copick_picks(path, user=user, session=session)
     raise BadLabels(
-        f"{path}: expected a picks CSV (columns experiment, particle_type, x, y, z in Angstrom) "
-        f"or a copick project (its folder or config)"
+        f"{path}: expected a picks CSV (columns experiment, particle_type, x, y, z in Angstrom), "
+        f"a copick project (its folder or config) or volumes with spot tables beside them"
     )
+
+
+def _has_spot_tables(path: Path) -> bool:
+    try:
+        dataset = discover(path)
+    except (OSError, ValueError):
+        return False
+    return dataset.layout == "volumes" and any(s.spots for s in dataset.sources)
+
+
+def spot_table_picks(path: str | Path) -> Picks:
+    """The spot tables of the volumes under ``path`` (``<stem>.csv`` beside each, voxels) in
+    Angstrom by each volume's voxel size, named as ``predict`` names the volumes."""
+    dataset = discover(path)
+    picks: Picks = {}
+    for spec in dataset.sources:
+        if spec.spots is None:
+            continue
+        volume = open_volume(spec.image)
+        if volume.voxel_size is None:
+            raise BadLabels(
+                f"{spec.image}: records no voxel size, so its spot table {spec.spots.name} "
+                "(voxels) cannot be compared with picks in Angstrom; give the reference as a "
+                "picks CSV in Angstrom"
+            )
+        picks[spec.id] = load_points(spec, volume, dataset).by_name(volume.voxel_size)
+    return picks
 
 
 def particle_table(*sources: str | Path) -> dict[str, ParticleType]:

@@ -18,7 +18,7 @@ from streamvol.errors import BadOption
 from streamvol.shard.plan import as_zyx
 from streamvol.shard.split import parse_fractions
 
-__all__ = ["ShardConfig", "parse_config", "parse_size", "parse_voxel_size"]
+__all__ = ["ShardConfig", "parse_config", "parse_radius", "parse_size", "parse_voxel_size"]
 
 PLANS = ("grid", "points", "sample", "regions")
 PADS = ("reflect", "zero", "none")
@@ -51,6 +51,8 @@ class ShardConfig:
     per_point: bool = True
     crops_per_region: int = 0
     voxel_size: tuple[float, float, float] | None = None  # Angstrom; replaces the files' own
+    # particle radii in Angstrom, (name, radius) pairs ("*": every type), over a copick config's
+    radius: tuple[tuple[str, float], ...] = ()
     # Copick projects: which tomogram of each run, whose picks (any of these owners), and the
     # segmentation that is each run's mask (NAME[:USER_ID[/SESSION_ID]])
     tomogram: str = "denoised"
@@ -127,6 +129,7 @@ _LATER_FIELDS = {
     "user_id": (),
     "session_id": (),
     "segmentation": None,
+    "radius": (),
 }
 
 
@@ -149,6 +152,8 @@ def parse_config(
     classes = options.pop("classes", None)
     if options.get("voxel_size") is not None:
         options["voxel_size"] = parse_voxel_size(options["voxel_size"])
+    if options.get("radius") is not None:
+        options["radius"] = parse_radius(options["radius"])
     for name in ("user_id", "session_id"):
         if name in options:
             options[name] = tuple(str(v) for v in options[name] or ())
@@ -182,6 +187,35 @@ def parse_voxel_size(value: str | float | Sequence[float]) -> tuple[float, float
             "expected one positive size or z,y,x in Angstrom, e.g. 10 or 20,10,10",
         )
     return (parts[0], parts[1], parts[2])
+
+
+def parse_radius(
+    value: str | float | dict[str, float] | Sequence[tuple[str, float]],
+) -> tuple[tuple[str, float], ...]:
+    """``"60"`` (every particle type) or ``"ribosome=150,apo-ferritin=60"`` -> (name, Angstrom)
+    pairs sorted by name, ``"*"`` naming every type; a dict or pairs are taken as they are."""
+    if isinstance(value, dict):
+        pairs = list(value.items())
+    elif isinstance(value, (int, float)):
+        pairs = [("*", value)]
+    elif isinstance(value, str):
+        parts = [p.strip() for p in value.split(",") if p.strip()]
+        pairs = [tuple(p.rsplit("=", 1)) if "=" in p else ("*", p) for p in parts]
+    else:
+        pairs = list(value)
+    expected = "expected a radius in Angstrom for every type (60) or NAME=R,NAME=R"
+    out: dict[str, float] = {}
+    for pair in pairs:
+        try:
+            name, radius = str(pair[0]).strip(), float(pair[1])
+        except (ValueError, IndexError, TypeError):
+            raise BadOption("radius", value, expected) from None
+        if not name or not (math.isfinite(radius) and radius > 0) or name in out:
+            raise BadOption("radius", value, expected + " (each name once, radii > 0)")
+        out[name] = radius
+    if not out or ("*" in out and len(out) > 1):
+        raise BadOption("radius", value, expected + " (one number, or names only)")
+    return tuple(sorted(out.items()))
 
 
 def parse_size(text: str | int) -> int:

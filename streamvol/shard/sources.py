@@ -75,6 +75,7 @@ def prepare(config: ShardConfig) -> Prepared:
                 segmentation=config.segmentation,
             )
         )
+    datasets = _given_radii(datasets, config.radius)
     if config.voxel_spacing is not None and not any(d.layout == "copick" for d in datasets):
         raise BadOption(
             "voxel_spacing",
@@ -131,12 +132,16 @@ def prepare(config: ShardConfig) -> Prepared:
                     "class": spec.class_name,
                 }
             )
+    voxel_size = _set_voxel_size(meta)
+    task = _task(config, sources)
+    radii = {n: r for ds in datasets for n, r in ds.radii.items()}
+    if task == "detection":
+        _check_detection(config, datasets, radii, voxel_size)
     stats = (
         None
         if folds_stats(config)
         else intensity_stats([s.image for s in sources.values()], dtype=config.dtype)
     )
-    voxel_size = _set_voxel_size(meta)
     margin = config.margin_for(voxel_size)
     plan = _plan(config, plan_sources, class_names, sources, margin)
     for m in meta:
@@ -171,14 +176,74 @@ def prepare(config: ShardConfig) -> Prepared:
         sources=sources,
         source_meta=meta,
         plan=plan,
-        task=_task(config, sources),
+        task=task,
         stats=stats,
         itemsize=_itemsize(config, sources),
         margin=margin,
         voxel_size=voxel_size,
-        radii={n: r for ds in datasets for n, r in ds.radii.items()},
+        radii=radii,
         mask_names=_merge_mask_names(datasets),
     )
+
+
+def _given_radii(datasets: list[Dataset], given: Sequence[tuple[str, float]]) -> list[Dataset]:
+    """The datasets with ``--radius`` over their own radii (a copick config's): one radius for
+    every particle type ("*"), or by name; a name no dataset has is refused."""
+    if not given:
+        return datasets
+    radii = dict(given)
+    if "*" not in radii:
+        known = {n for ds in datasets for n in ds.class_names}
+        unknown = sorted(set(radii) - known)
+        if unknown:
+            raise BadOption(
+                "radius",
+                ",".join(f"{n}={r:g}" for n, r in given),
+                f"{', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not a particle "
+                f"type of the sources; they have {', '.join(sorted(known)) or 'none'}",
+            )
+    every = radii.get("*")
+    return [
+        dataclasses.replace(
+            ds,
+            radii={
+                **ds.radii,
+                **{n: every or radii[n] for n in ds.class_names if every or n in radii},
+            },
+        )
+        for ds in datasets
+    ]
+
+
+def _check_detection(
+    config: ShardConfig,
+    datasets: Sequence[Dataset],
+    radii: dict[str, float],
+    voxel_size: Sequence[float] | None,
+) -> None:
+    """A detection set draws each particle's target from its radius, in voxels: every type
+    needs a radius (a copick config's, or ``--radius``), and the sources one voxel size."""
+    names = {n for ds in datasets for n in ds.class_names}
+    missing = sorted(names - set(radii))
+    why = (
+        f"--plan {config.plan} with picks makes a detection set (--task classification: a "
+        "class per crop)"
+        if config.task == "auto"
+        else "--task detection"
+    )
+    roots = ", ".join(str(ds.root) for ds in datasets)
+    if missing:
+        raise BadLabels(
+            f"{roots}: {why}, which draws each particle's target from its radius, and "
+            f"{', '.join(missing)} {'has' if len(missing) == 1 else 'have'} none (a copick "
+            "config gives them, spot tables do not): give --radius R in Angstrom for every "
+            "type, or --radius NAME=R,NAME=R",
+        )
+    if voxel_size is None:
+        raise BadLabels(
+            f"{roots}: {why}, which turns particle radii (Angstrom) into voxels, and they record "
+            "no common voxel size: give --voxel-size",
+        )
 
 
 def _set_voxel_size(meta: list[dict[str, Any]]) -> tuple[float, ...] | None:

@@ -123,16 +123,21 @@ def validate(trainer: Any, progress: Callable[[int, int], None] | None = None) -
 # --- after training, and evaluate: whole tomograms ---------------------------------------------
 
 
-def reference_picks(source: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """A manifest source's picks in Angstrom by particle type (z, y, x)."""
-    from streamvol.io import read_copick_picks
+def reference_picks(
+    source: Mapping[str, Any], voxel_size: Sequence[float]
+) -> dict[str, np.ndarray]:
+    """A manifest source's picks in Angstrom by particle type (z, y, x): its copick pick files
+    (Angstrom), or its spot table (voxels of ``voxel_size``, the volume's as the run reads it)."""
+    from streamvol.io import read_copick_picks, read_spot_table
 
     found: dict[str, list[np.ndarray]] = {}
     for path in source.get("points", []):
-        if not str(path).lower().endswith(".json"):
-            continue
-        pts = read_copick_picks(path, 1.0)
-        found.setdefault(pts.class_names[0], []).append(pts.zyx)
+        if str(path).lower().endswith(".json"):
+            part = read_copick_picks(path, 1.0).by_name()
+        else:
+            part = read_spot_table(path).by_name(voxel_size)
+        for name, zyx in part.items():
+            found.setdefault(name, []).append(zyx)
     return {k: np.concatenate(v) for k, v in found.items()}
 
 
@@ -154,13 +159,13 @@ def _count(
     rows: list[tuple[str, str, Sequence[float]]] = []
     scored = []
     for source in sources:
-        refs = reference_picks(source)
+        volume = open_volume(source["path"], level=predictor.level)  # lazy: reads nothing yet
+        size = predictor.voxel_size(volume)
+        refs = reference_picks(source, size)
         if not any(len(v) for v in refs.values()):
             continue
         scored.append(source["id"])
-        volume = open_volume(source["path"], level=predictor.level)
         probs = predictor.probabilities(volume, window)
-        size = predictor.voxel_size(volume)
         for k, name in enumerate(names):
             radius_vox = predictor.task.radii_angstrom[k] / float(np.mean(size))
             reach = MULTIPLIER * predictor.task.radii_angstrom[k]

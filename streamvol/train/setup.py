@@ -299,8 +299,9 @@ def particle_radii(shards: str, manifest: Mapping[str, Any]) -> dict[str, float]
                 continue
     if not radii:
         raise BadInput(
-            f"{shards}: detection needs the particle radii of a copick project "
-            "(copick_config.json); the shard set records none. Shard a copick project"
+            f"{shards}: detection needs the particle radii, and the shard set records none; "
+            "reshard with --radius (Angstrom: one for every type, or NAME=R,NAME=R), or from a "
+            "copick project whose config gives them"
         )
     return dict(radii)
 

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from streamvol.cli import app
+from streamvol.errors import BadLabels
 from streamvol.predict import score_picks, write_copick_config, write_copick_picks
 
 # (experiment, particle type, x, y, z) in Angstrom
@@ -168,3 +169,27 @@ def _by_type(rows):
     for e, t, x, y, z in rows:
         by.setdefault((e, t), []).append((x, y, z))
     return by
+
+
+def test_volumes_with_spot_tables_are_a_reference(tmp_path):
+    """Volumes and their spot tables (voxels) score as the same picks in Angstrom would: the
+    hand-counted case, with each experiment an MRC file of 100 A voxels."""
+    import mrcfile
+
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    for experiment in ("E1", "E2"):
+        with mrcfile.new(ref / f"{experiment}.mrc") as mrc:
+            mrc.set_data(np.zeros((8, 12, 32), np.float32))
+            mrc.voxel_size = 100.0
+        rows = [r for r in REFERENCE if r[0] == experiment]
+        table = "".join(f"{z / 100},{y / 100},{x / 100},{t}\n" for _, t, x, y, z in rows)
+        (ref / f"{experiment}.csv").write_text("z,y,x,label\n" + table)
+    report = score_picks(_csv(tmp_path / "pred.csv", PREDICTED), ref)
+    assert {n: (r["tp"], r["fp"], r["fn"]) for n, r in report["per_type"].items()} == COUNTS
+    assert report["score"] == pytest.approx(EXPECTED)
+    assert report["experiments"]["scored"] == ["E1", "E2"]
+    np.save(ref / "E3.npy", np.zeros((8, 12, 32), np.float32))  # no voxel size to read
+    (ref / "E3.csv").write_text("z,y,x,label\n1,1,1,ribosome\n")
+    with pytest.raises(BadLabels, match=r"E3\.npy: records no voxel size"):
+        score_picks(tmp_path / "pred.csv", ref)

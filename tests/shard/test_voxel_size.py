@@ -61,16 +61,18 @@ def test_a_file_s_own_voxel_size_is_replaced_with_a_warning(tmp_path):
 
 def test_sets_made_before_the_options_keep_their_identity(tmp_path):
     """The config digest leaves out the options added later (voxel size; copick tomogram,
-    spacing, owners and segmentation) while unset, so rerunning an older command into its
-    folder still resumes instead of being refused as a different command; set, each makes
-    another set."""
+    spacing, owners and segmentation; particle radii) while unset, so rerunning an older command
+    into its folder still resumes instead of being refused as a different command; set, each
+    makes another set."""
     import hashlib
     import json
     from dataclasses import asdict
 
     config = parse_config([tmp_path], crop=8)
     fields = asdict(config)
-    later = ("voxel_size", "tomogram", "voxel_spacing", "user_id", "session_id", "segmentation")
+    later = (
+        "voxel_size", "tomogram", "voxel_spacing", "user_id", "session_id", "segmentation", "radius"
+    )  # fmt: skip
     for name in later:
         del fields[name]
     old = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
@@ -82,8 +84,9 @@ def test_sets_made_before_the_options_keep_their_identity(tmp_path):
         parse_config([tmp_path], crop=8, user_id=["curation"]),
         parse_config([tmp_path], crop=8, session_id=["0"]),
         parse_config([tmp_path], crop=8, segmentation="membrane"),
+        parse_config([tmp_path], crop=8, radius="60"),
     ]
-    assert len({old, *(c.digest() for c in others)}) == 7
+    assert len({old, *(c.digest() for c in others)}) == 8
 
 
 def test_anisotropic_voxels_get_the_margin_of_physical_rotations_everywhere(tmp_path):

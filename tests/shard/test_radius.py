@@ -1,0 +1,144 @@
+"""``--radius``: particle radii for spot tables, which carry none, and over a copick config's.
+A detection set lacking a radius for a type, or a voxel size, is refused before anything is
+written; with them, a picker trains on MRC volumes and their spot tables."""
+
+from __future__ import annotations
+
+import json
+
+import mrcfile
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from streamvol.cli import app
+from streamvol.errors import BadLabels, BadOption
+from streamvol.shard import parse_config, read_manifest, shard
+from streamvol.shard.config import parse_radius
+from streamvol.train import TrainConfig, Trainer
+from tests.conftest import one_thread
+
+from .conftest import write_copick
+
+SHAPE = (24, 40, 40)
+ROWS = [(8, 10, 10, "ring"), (12, 30, 28, "ring"), (16, 20, 12, "dot"), (10, 28, 30, "dot")]
+
+
+def _stacks(root, suffix: str = ".mrc"):
+    """Two volumes of ``SHAPE`` (MRC at 10 A, or .npy without a voxel size), each with a spot
+    table of two types in voxels."""
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        data = rng.normal(size=SHAPE).astype(np.float32)
+        if suffix == ".mrc":
+            with mrcfile.new(root / f"t{i}.mrc") as mrc:
+                mrc.set_data(data)
+                mrc.voxel_size = 10.0
+        else:
+            np.save(root / f"t{i}.npy", data)
+        table = "z,y,x,label\n" + "".join(f"{z},{y},{x},{n}\n" for z, y, x, n in ROWS)
+        (root / f"t{i}.csv").write_text(table)
+    return root
+
+
+@pytest.mark.parametrize(
+    ("text", "pairs"),
+    [
+        ("60", (("*", 60.0),)),
+        (60, (("*", 60.0),)),
+        ("ring=150, dot=45.5", (("dot", 45.5), ("ring", 150.0))),
+        ({"a-b": 3}, (("a-b", 3.0),)),
+    ],
+)
+def test_radius_values_parse(text, pairs):
+    assert parse_radius(text) == pairs
+
+
+@pytest.mark.parametrize(
+    "text", ["", "0", "-5", "nan", "ring=", "ring=x", "ring=1,ring=2", "60,a=3"]
+)
+def test_bad_radius_values_are_refused(text):
+    with pytest.raises(BadOption, match="radius="):
+        parse_radius(text)
+
+
+def test_spot_tables_need_a_radius_for_detection(tmp_path):
+    src = _stacks(tmp_path / "src")
+    out = tmp_path / "out"
+    config = parse_config([src], plan="regions", crop=16, split="0.5,0.5,0")
+    with pytest.raises(BadLabels, match=r"makes a detection set.*dot, ring have none.*--radius"):
+        shard(config, out)
+    assert not out.exists() or not any(out.iterdir())
+    explicit = parse_config([src], plan="grid", crop=16, split="1", task="detection")
+    with pytest.raises(BadLabels, match=r"--task detection, which draws"):
+        shard(explicit, out)
+
+
+def test_one_radius_for_every_type_trains_a_picker(tmp_path):
+    src = _stacks(tmp_path / "src")
+    config = parse_config(
+        [src], plan="regions", crop=16, split="0.5,0.5,0", negatives=1, radius="60"
+    )
+    shard(config, tmp_path / "out")
+    manifest = read_manifest(tmp_path / "out")
+    assert manifest["task"] == "detection"
+    assert manifest["radii_angstrom"] == {"dot": 60.0, "ring": 60.0}
+    assert manifest["radii_voxels"] == {"dot": 6.0, "ring": 6.0}  # 10 A voxels
+    train = TrainConfig(
+        shards=str(tmp_path / "out"),
+        task="detection",
+        model="unet3d",
+        model_options={"base_width": 4, "depth": 2},
+        epochs=1,
+        batch_size=4,
+        workers=0,
+        augment="flips",
+    )
+    with one_thread():
+        trainer = Trainer(train, tmp_path / "run")
+        assert trainer.task.radii_angstrom == (60.0, 60.0)
+        report = trainer.fit()
+    # thresholds are chosen on the validation volume predicted whole, against its spot table
+    assert report["task"] == "detection" and len(report["experiments"]) == 1
+    counts = {n: r["tp"] + r["fn"] for n, r in report["per_type"].items()}
+    assert counts == {"dot": 2, "ring": 2}
+
+
+def test_named_radii_replace_a_copick_configs(tmp_path):
+    project = write_copick(
+        tmp_path / "p",
+        particles={"small": 40.0, "large": 80.0},
+        picks={"small": [(8, 10, 10)], "large": [(8, 10, 10)]},
+    )
+    shard(
+        parse_config([project], plan="regions", crop=8, split="1", radius="large=120"),
+        tmp_path / "o",
+    )
+    assert read_manifest(tmp_path / "o")["radii_angstrom"] == {"small": 40.0, "large": 120.0}
+    with pytest.raises(BadOption, match=r"huge is not a particle type.*large, small"):
+        shard(
+            parse_config([project], plan="regions", crop=8, split="1", radius="huge=9"),
+            tmp_path / "x",
+        )
+
+
+def test_detection_needs_a_voxel_size_to_turn_radii_into_voxels(tmp_path):
+    src = _stacks(tmp_path / "src", suffix=".npy")
+    common = {"plan": "regions", "crop": 16, "split": "1", "radius": "60"}
+    with pytest.raises(BadLabels, match=r"no common voxel size: give --voxel-size"):
+        shard(parse_config([src], **common), tmp_path / "a")
+    shard(parse_config([src], voxel_size="20", **common), tmp_path / "b")
+    assert read_manifest(tmp_path / "b")["radii_voxels"] == {"dot": 3.0, "ring": 3.0}
+
+
+def test_cli_names_the_missing_radii_in_one_line(tmp_path):
+    src = _stacks(tmp_path / "src")
+    args = ["shard", str(src), "--out", str(tmp_path / "o"), "--plan", "regions", "--crop", "16"]
+    result = CliRunner().invoke(app, [*args, "--split", "1"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert "dot, ring have none" in result.output
+    result = CliRunner().invoke(app, [*args, "--split", "1", "--radius", "ring=90,dot=30"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert manifest["radii_angstrom"] == {"dot": 30.0, "ring": 90.0}
