@@ -152,8 +152,9 @@ def parse_config(
     classes = options.pop("classes", None)
     if options.get("voxel_size") is not None:
         options["voxel_size"] = parse_voxel_size(options["voxel_size"])
-    if options.get("radius") is not None:
-        options["radius"] = parse_radius(options["radius"])
+    if "radius" in options:  # None (the CLI's unset) is no radius, as () is
+        radius = options.pop("radius")
+        options["radius"] = () if radius in (None, ()) else parse_radius(radius)
     for name in ("user_id", "session_id"):
         if name in options:
             options[name] = tuple(str(v) for v in options[name] or ())

@@ -221,28 +221,32 @@ def _check_detection(
     radii: dict[str, float],
     voxel_size: Sequence[float] | None,
 ) -> None:
-    """A detection set draws each particle's target from its radius, in voxels: every type
-    needs a radius (a copick config's, or ``--radius``), and the sources one voxel size."""
+    """Warn where a detection set cannot train a picker: its targets are drawn from each
+    particle type's radius (a copick config's, or ``--radius``) in voxels (one voxel size). The
+    set still streams: negatives then keep a voxel's distance from the picks."""
     names = {n for ds in datasets for n in ds.class_names}
     missing = sorted(names - set(radii))
     why = (
-        f"--plan {config.plan} with picks makes a detection set (--task classification: a "
-        "class per crop)"
+        f"--plan {config.plan} with picks makes a detection set"
         if config.task == "auto"
-        else "--task detection"
+        else "a detection set (--task detection)"
     )
     roots = ", ".join(str(ds.root) for ds in datasets)
     if missing:
-        raise BadLabels(
-            f"{roots}: {why}, which draws each particle's target from its radius, and "
+        warnings.warn(
+            f"{roots}: {why}, whose targets are drawn from each particle's radius, and "
             f"{', '.join(missing)} {'has' if len(missing) == 1 else 'have'} none (a copick "
-            "config gives them, spot tables do not): give --radius R in Angstrom for every "
-            "type, or --radius NAME=R,NAME=R",
+            "config gives them, spot tables do not): `train` will refuse it; give --radius R "
+            "in Angstrom for every type, or --radius NAME=R,NAME=R",
+            UserWarning,
+            stacklevel=3,
         )
-    if voxel_size is None:
-        raise BadLabels(
-            f"{roots}: {why}, which turns particle radii (Angstrom) into voxels, and they record "
-            "no common voxel size: give --voxel-size",
+    elif voxel_size is None:
+        warnings.warn(
+            f"{roots}: {why}, whose particle radii (Angstrom) `train` turns into voxels, and "
+            "the sources record no common voxel size: `train` will refuse it; give --voxel-size",
+            UserWarning,
+            stacklevel=3,
         )
 
 

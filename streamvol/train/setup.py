@@ -330,7 +330,8 @@ def detection_task(config: Any, manifest: Mapping[str, Any]) -> Task:
         size = manifest.get("voxel_size")
         if not size:
             raise BadInput(
-                f"{config.shards}: no common voxel size to turn particle radii into voxels"
+                f"{config.shards}: no common voxel size to turn particle radii into voxels; "
+                "reshard with --voxel-size"
             )
         voxels = {n: r / float(np.mean(size)) for n, r in radii.items()}
     spec = TargetSpec(

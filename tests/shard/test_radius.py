@@ -1,6 +1,6 @@
 """``--radius``: particle radii for spot tables, which carry none, and over a copick config's.
-A detection set lacking a radius for a type, or a voxel size, is refused before anything is
-written; with them, a picker trains on MRC volumes and their spot tables."""
+A detection set lacking a radius for a type, or a voxel size, is warned of when sharded and
+refused by ``train``; with them, a picker trains on MRC volumes and their spot tables."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from streamvol.cli import app
-from streamvol.errors import BadLabels, BadOption
+from streamvol.errors import BadInput, BadOption
 from streamvol.shard import parse_config, read_manifest, shard
 from streamvol.shard.config import parse_radius
 from streamvol.train import TrainConfig, Trainer
@@ -21,6 +21,15 @@ from tests.conftest import one_thread
 from .conftest import write_copick
 
 SHAPE = (24, 40, 40)
+TINY = {
+    "task": "detection",
+    "model": "unet3d",
+    "model_options": {"base_width": 4, "depth": 2},
+    "epochs": 1,
+    "batch_size": 4,
+    "workers": 0,
+    "augment": "flips",
+}
 ROWS = [(8, 10, 10, "ring"), (12, 30, 28, "ring"), (16, 20, 12, "dot"), (10, 28, 30, "dot")]
 
 
@@ -63,16 +72,19 @@ def test_bad_radius_values_are_refused(text):
         parse_radius(text)
 
 
-def test_spot_tables_need_a_radius_for_detection(tmp_path):
+def test_a_detection_set_without_radii_is_warned_of_and_train_refuses_it(tmp_path):
+    """It streams (negatives keep a voxel's distance), but a picker cannot train on it: the
+    sharder says so and how to fix it, and ``train`` refuses it in those words."""
     src = _stacks(tmp_path / "src")
-    out = tmp_path / "out"
     config = parse_config([src], plan="regions", crop=16, split="0.5,0.5,0")
-    with pytest.raises(BadLabels, match=r"makes a detection set.*dot, ring have none.*--radius"):
-        shard(config, out)
-    assert not out.exists() or not any(out.iterdir())
+    with pytest.warns(UserWarning, match=r"makes a detection set.*dot, ring have none.*--radius"):
+        shard(config, tmp_path / "out")
+    assert "radii_angstrom" not in read_manifest(tmp_path / "out")
+    with pytest.raises(BadInput, match=r"records none; reshard with --radius"):
+        Trainer(TrainConfig(shards=str(tmp_path / "out"), **TINY), tmp_path / "run")
     explicit = parse_config([src], plan="grid", crop=16, split="1", task="detection")
-    with pytest.raises(BadLabels, match=r"--task detection, which draws"):
-        shard(explicit, out)
+    with pytest.warns(UserWarning, match=r"\(--task detection\), whose targets"):
+        shard(explicit, tmp_path / "grid")
 
 
 def test_one_radius_for_every_type_trains_a_picker(tmp_path):
@@ -85,16 +97,7 @@ def test_one_radius_for_every_type_trains_a_picker(tmp_path):
     assert manifest["task"] == "detection"
     assert manifest["radii_angstrom"] == {"dot": 60.0, "ring": 60.0}
     assert manifest["radii_voxels"] == {"dot": 6.0, "ring": 6.0}  # 10 A voxels
-    train = TrainConfig(
-        shards=str(tmp_path / "out"),
-        task="detection",
-        model="unet3d",
-        model_options={"base_width": 4, "depth": 2},
-        epochs=1,
-        batch_size=4,
-        workers=0,
-        augment="flips",
-    )
+    train = TrainConfig(shards=str(tmp_path / "out"), **TINY)
     with one_thread():
         trainer = Trainer(train, tmp_path / "run")
         assert trainer.task.radii_angstrom == (60.0, 60.0)
@@ -126,19 +129,22 @@ def test_named_radii_replace_a_copick_configs(tmp_path):
 def test_detection_needs_a_voxel_size_to_turn_radii_into_voxels(tmp_path):
     src = _stacks(tmp_path / "src", suffix=".npy")
     common = {"plan": "regions", "crop": 16, "split": "1", "radius": "60"}
-    with pytest.raises(BadLabels, match=r"no common voxel size: give --voxel-size"):
+    with pytest.warns(UserWarning, match=r"no common voxel size: `train` will refuse it"):
         shard(parse_config([src], **common), tmp_path / "a")
+    with pytest.raises(BadInput, match=r"no common voxel size.*reshard with --voxel-size"):
+        Trainer(TrainConfig(shards=str(tmp_path / "a"), **TINY), tmp_path / "run")
     shard(parse_config([src], voxel_size="20", **common), tmp_path / "b")
     assert read_manifest(tmp_path / "b")["radii_voxels"] == {"dot": 3.0, "ring": 3.0}
 
 
-def test_cli_names_the_missing_radii_in_one_line(tmp_path):
+def test_cli_warns_of_the_missing_radii_and_records_given_ones(tmp_path):
     src = _stacks(tmp_path / "src")
-    args = ["shard", str(src), "--out", str(tmp_path / "o"), "--plan", "regions", "--crop", "16"]
-    result = CliRunner().invoke(app, [*args, "--split", "1"])
-    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
-    assert "dot, ring have none" in result.output
-    result = CliRunner().invoke(app, [*args, "--split", "1", "--radius", "ring=90,dot=30"])
+    args = ["shard", str(src), "--plan", "regions", "--crop", "16", "--split", "1"]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "a")])
     assert result.exit_code == 0, result.output
-    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert "warning:" in result.output and "dot, ring have none" in result.output
+    given = [*args, "--out", str(tmp_path / "b"), "--radius", "ring=90,dot=30"]
+    result = CliRunner().invoke(app, given)
+    assert result.exit_code == 0 and "warning:" not in result.output, result.output
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert manifest["radii_angstrom"] == {"dot": 30.0, "ring": 90.0}

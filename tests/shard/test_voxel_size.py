@@ -77,6 +77,7 @@ def test_sets_made_before_the_options_keep_their_identity(tmp_path):
         del fields[name]
     old = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
     assert config.digest() == old
+    assert parse_config([tmp_path], crop=8, radius=None).digest() == old  # the CLI's unset
     others = [
         parse_config([tmp_path], crop=8, voxel_size="10"),
         parse_config([tmp_path], crop=8, tomogram="wbp"),
