@@ -24,6 +24,7 @@ def _worker(rank: int, world: int, folder: str, init: str, out: str) -> None:
         batches = [(b["__key__"], b["weight"].tolist()) for b in dl]
         with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
             json.dump({"rank": ds.rank, "world": ds.world_size, "batches": batches}, f)
+        dist.barrier()  # neither rank tears the group down while the other still uses it
     finally:
         dist.destroy_process_group()
 

@@ -22,6 +22,11 @@ from streamvol.stream.draw import DrawCrop, cut, reflect_index
 SHAPE = (20, 28, 24)
 PICKS = 6  # per volume
 
+# These detection sets test the loader's contracts and have no particle radii on purpose
+# (negatives then keep a voxel's distance); the sharder's warning that `train` needs them is
+# tested in tests/shard/test_radius.py.
+pytestmark = pytest.mark.filterwarnings("ignore:.*detection set.*:UserWarning")
+
 
 def _volumes(folder, n=4, *, mask=False, seed=0):
     """``n`` float32 volumes, each with a spot table of PICKS picks (two classes) and, with

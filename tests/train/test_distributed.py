@@ -56,6 +56,7 @@ def _rank(
             values = trainer.train_epoch()
             with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
                 json.dump({**values, "steps": trainer.steps_per_epoch, "start": start}, f)
+            dist.barrier()  # neither rank tears the group down while the other still uses it
             return
         report = trainer.fit()
         digest = hashlib.sha256()
@@ -71,6 +72,7 @@ def _rank(
                 },
                 f,
             )
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
