@@ -136,7 +136,7 @@ def main() -> None:
             batch = statistics.median(r["s_per_batch"] for r in got)
             epoch = statistics.median(r["s_per_epoch"] for r in got)
             label = "1" if threads == "1" else f"{int(got[0]['threads'])} (default)"
-            lines.append(f"| {case} | {label} | {batch:.3f} | {epoch:.1f} |")
+            lines.append(f"| {case} | {label} | {batch:.3f} | {epoch:.2f} |")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
