@@ -102,7 +102,18 @@ def describe(manifest: dict[str, Any]) -> list[str]:
         f"p0.5 {stats['p0_5']:.4g}, p99.5 {stats['p99_5']:.4g}",
         f"made by: {manifest['command']}",
         *(f"split: {warning}" for warning in (manifest.get("split") or {}).get("warnings", [])),
+        *_radii_line(manifest),
     ]
+
+
+def _radii_line(manifest: dict[str, Any]) -> list[str]:
+    """A detection set's particle radii, which its training targets are drawn from."""
+    if manifest.get("task") != "detection":
+        return []
+    radii = manifest.get("radii_angstrom")
+    if not radii:
+        return ["radii: none, so `train` refuses this detection set; reshard with --radius"]
+    return ["radii: " + ", ".join(f"{name} {r:g}" for name, r in radii.items()) + " A"]
 
 
 def read_shard(

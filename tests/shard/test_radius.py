@@ -15,6 +15,7 @@ from streamvol.cli import app
 from streamvol.errors import BadInput, BadOption
 from streamvol.shard import parse_config, read_manifest, shard
 from streamvol.shard.config import parse_radius
+from streamvol.stream.inspect import describe
 from streamvol.train import TrainConfig, Trainer
 from tests.conftest import one_thread
 
@@ -80,6 +81,7 @@ def test_a_detection_set_without_radii_is_warned_of_and_train_refuses_it(tmp_pat
     with pytest.warns(UserWarning, match=r"makes a detection set.*dot, ring have none.*--radius"):
         shard(config, tmp_path / "out")
     assert "radii_angstrom" not in read_manifest(tmp_path / "out")
+    assert "radii: none, so `train` refuses" in describe(read_manifest(tmp_path / "out"))[-1]
     with pytest.raises(BadInput, match=r"records none; reshard with --radius"):
         Trainer(TrainConfig(shards=str(tmp_path / "out"), **TINY), tmp_path / "run")
     explicit = parse_config([src], plan="grid", crop=16, split="1", task="detection")
@@ -97,6 +99,7 @@ def test_one_radius_for_every_type_trains_a_picker(tmp_path):
     assert manifest["task"] == "detection"
     assert manifest["radii_angstrom"] == {"dot": 60.0, "ring": 60.0}
     assert manifest["radii_voxels"] == {"dot": 6.0, "ring": 6.0}  # 10 A voxels
+    assert describe(manifest)[-1] == "radii: dot 60, ring 60 A"
     train = TrainConfig(shards=str(tmp_path / "out"), **TINY)
     with one_thread():
         trainer = Trainer(train, tmp_path / "run")
