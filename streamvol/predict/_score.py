@@ -27,6 +27,7 @@ import numpy as np
 from streamvol.core.files import write_json_atomic
 from streamvol.errors import BadLabels
 from streamvol.io import (
+    Dataset,
     copick_config,
     copick_picks,
     discover,
@@ -43,13 +44,15 @@ Picks = dict[str, dict[str, np.ndarray]]
 
 
 def load_picks(path: str | Path, *, user: str | None = None, session: str | None = None) -> Picks:
-    """Experiment -> particle type -> (N, 3) z, y, x Angstrom, from a CSV or a copick project
-    (``user`` and ``session``: only its pick files of that ``user_id`` / ``session_id``)."""
+    """Experiment -> particle type -> (N, 3) z, y, x Angstrom, from a CSV, a copick project
+    (``user`` and ``session``: only its pick files of that ``user_id`` / ``session_id``) or
+    volumes with spot tables."""
     path = Path(path)
     if path.is_file() and path.suffix.lower() == ".csv":
         return read_picks_table(path)
-    if path.is_dir() and copick_config(path) is None and _has_spot_tables(path):
-        return spot_table_picks(path)
+    spots = _spot_tables(path) if path.is_dir() and copick_config(path) is None else None
+    if spots is not None:
+        return spot_table_picks(spots)
     if path.is_dir() or path.suffix.lower() == ".json":
         return copick_picks(path, user=user, session=session)
     raise BadLabels(
@@ -58,18 +61,20 @@ def load_picks(path: str | Path, *, user: str | None = None, session: str | None
     )
 
 
-def _has_spot_tables(path: Path) -> bool:
+def _spot_tables(path: Path) -> Dataset | None:
+    """The volumes under ``path`` where they have spot tables beside them, else None."""
     try:
         dataset = discover(path)
     except (OSError, ValueError):
-        return False
-    return dataset.layout == "volumes" and any(s.spots for s in dataset.sources)
+        return None
+    if dataset.layout == "volumes" and any(s.spots for s in dataset.sources):
+        return dataset
+    return None
 
 
-def spot_table_picks(path: str | Path) -> Picks:
-    """The spot tables of the volumes under ``path`` (``<stem>.csv`` beside each, voxels) in
-    Angstrom by each volume's voxel size, named as ``predict`` names the volumes."""
-    dataset = discover(path)
+def spot_table_picks(dataset: Dataset) -> Picks:
+    """The spot tables of a volumes dataset (``<stem>.csv`` beside each, voxels) in Angstrom
+    by each volume's voxel size, named as ``predict`` names the volumes."""
     picks: Picks = {}
     for spec in dataset.sources:
         if spec.spots is None:

@@ -136,7 +136,7 @@ def prepare(config: ShardConfig) -> Prepared:
     task = _task(config, sources)
     radii = {n: r for ds in datasets for n, r in ds.radii.items()}
     if task == "detection":
-        _check_detection(config, datasets, radii, voxel_size)
+        _warn_untrainable_detection(config, datasets, radii, voxel_size)
     stats = (
         None
         if folds_stats(config)
@@ -215,7 +215,7 @@ def _given_radii(datasets: list[Dataset], given: Sequence[tuple[str, float]]) ->
     ]
 
 
-def _check_detection(
+def _warn_untrainable_detection(
     config: ShardConfig,
     datasets: Sequence[Dataset],
     radii: dict[str, float],
