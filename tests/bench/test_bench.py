@@ -119,6 +119,10 @@ def test_verdict_on_given_rates():
     others = [("--augment none --workers 0", 9000.0), ("--augment cryoet --workers 8", 450.0)]
     text, _ = verdict(260, 400, configuration="--augment cryoet --workers 2", others=others)
     assert text.endswith("; --augment none --workers 0 keeps up (9000 samples/s)")
+    text, _ = verdict(708, 1.04, configuration="--augment default --workers 2")  # a U-Net on CPU
+    assert text.endswith(": 708 samples/s, 681x the trainer's 1.0")
+    text, _ = verdict(0.3, 0.9, configuration="--workers 2")
+    assert "0.30 of the trainer's 0.90 samples/s (33%)" in text
 
 
 def test_the_verdict_is_about_the_trained_configuration_not_the_fastest():
@@ -152,7 +156,11 @@ def test_model_step_is_timed_for_the_task_asked(tiny):
         trainer_rate(config, torch.device("cpu"), steps=1, warmup=0)
     seg = BenchConfig(shards=str(tiny), batch_size=2, model="unet3d", task="segmentation")
     timed = trainer_rate(seg, torch.device("cpu"), steps=1, warmup=0)
-    assert timed["model"] == "unet3d" and timed["samples_per_s"] > 0
+    assert timed["model"] == "unet3d" and timed["samples_per_s"] > 0 and timed["steps"] == 1
+    # a slow step (a U-Net on a CPU) is timed over 3 steps, not 10, once past the budget
+    ticks = []
+    timed = trainer_rate(seg, torch.device("cpu"), budget_s=0, tick=lambda: ticks.append(1))
+    assert timed["steps"] == 3 and len(ticks) == 1 + 3
     with pytest.raises(BadOption, match=r"task='segment'.*classification, segmentation"):
         BenchConfig(shards=str(tiny), task="segment")
 
