@@ -659,8 +659,10 @@ def _fit(trainer, label: str = "") -> dict:
 
 def _start_line(trainer) -> str:
     """``unet3d for detection (5.61 M parameters) on cpu, float32: 36 batches of 4 an epoch,
-    2 epochs, 2 loader workers -> runs/unet3d``: what is about to run, before a first batch
-    that can take minutes (workers starting, kernels compiling, a large model on a CPU). Under
+    2 epochs, 2 loader workers, --augment default in the workers -> runs/unet3d``: what is
+    about to run, before a first batch that can take minutes (workers starting, kernels
+    compiling, a large model on a CPU). Where the augmentation runs is said because
+    ``--augment-device gpu`` without CUDA runs it on the CPU, in the training process. Under
     ``torchrun`` the batches and workers are each rank's; rates count every rank's samples."""
     from streamvol.train.setup import model_name
 
@@ -670,12 +672,19 @@ def _start_line(trainer) -> str:
     start = f", from epoch {trainer.epoch + 1}" if trainer.epoch else ""
     ranks = trainer.ranks.world_size
     each = f" on each of {ranks} ranks" if ranks > 1 else ""
+    steps = trainer.steps_per_epoch
+    if trainer.augment is None:
+        augment = "--augment none"
+    elif config.augment_device == "gpu":
+        augment = f"--augment {config.augment} on each batch on {trainer.device.type}"
+    else:
+        augment = f"--augment {config.augment} in the {'workers' if config.workers else 'loader'}"
     return (
         f"{model_name(config, trainer.task)} for {trainer.task.kind} ({params:.3g} M parameters) "
-        f"on {trainer.device.type}, {amp}: {trainer.steps_per_epoch} batches of "
+        f"on {trainer.device.type}, {amp}: {steps} batch{'es' * (steps != 1)} of "
         f"{config.batch_size} an epoch{each}, {config.epochs} epoch{'s' * (config.epochs != 1)}"
         f"{start}, {config.workers} loader worker{'s' * (config.workers != 1)}"
-        f"{' a rank' if ranks > 1 else ''} -> {trainer.run_dir}"
+        f"{' a rank' if ranks > 1 else ''}, {augment} -> {trainer.run_dir}"
     )
 
 

@@ -134,7 +134,10 @@ def test_shard_train_evaluate_predict_print_progress_lines(labelled, tmp_path):
     assert "epoch 2/2: train_loss " in out  # the epoch's summary line
     start = out.splitlines()[0]  # what runs, before the first batch
     assert start.startswith("simple_cnn for classification (") and "M parameters) on cpu" in start
-    assert start.endswith(f"float32: 2 batches of 4 an epoch, 2 epochs, 0 loader workers -> {r}")
+    assert start.endswith(
+        f"float32: 2 batches of 4 an epoch, 2 epochs, 0 loader workers, --augment flips in the "
+        f"loader -> {r}"
+    )
 
     done = runner.invoke(app, ["evaluate", str(tmp_path / "r"), "--split", "test"], env=EVERY)
     assert done.exit_code == 0, done.output

@@ -109,7 +109,7 @@ def test_two_ranks_report_the_loss_and_rate_of_both(blob_shards, tmp_path):
     assert r0["train_samples_per_s"] == r1["train_samples_per_s"] == 2 * steps * 4 / 10.0
     assert r0["train_loss"] == r1["train_loss"]
     assert f": {steps} batches of 4 an epoch on each of 2 ranks, 2 epochs, " in r0["start"]
-    assert "0 loader workers a rank -> " in r0["start"]
+    assert "0 loader workers a rank, --augment flips in the loader -> " in r0["start"]
 
 
 def test_two_ranks_score_segmentation_with_every_rank_s_probabilities(seg_folds, tmp_path):

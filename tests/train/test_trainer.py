@@ -161,6 +161,23 @@ def test_augmentation_must_fit_the_stored_margin(blob_shards, tmp_path):
     assert not (tmp_path / "m").exists()
 
 
+def test_the_start_line_says_where_augmentation_runs(blob_shards, tmp_path):
+    """--augment-device gpu without CUDA augments each batch on the CPU, in the training
+    process: the first line says so, as it names the workers' augmentation otherwise."""
+    from streamvol.cli import _start_line
+
+    def start(**options) -> str:
+        config = TrainConfig(shards=str(blob_shards), model="simple_cnn", **{**FAST, **options})
+        return _start_line(Trainer(config, tmp_path / str(len(list(tmp_path.iterdir())))))
+
+    assert start(augment_device="gpu").endswith(
+        "0 loader workers, --augment flips on each batch on cpu -> " + str(tmp_path / "0")
+    )
+    assert ", 2 loader workers, --augment flips in the workers -> " in start(workers=2)
+    line = start(augment="none", max_steps_per_epoch=1)
+    assert ": 1 batch of 8 an epoch, " in line and ", --augment none -> " in line
+
+
 def test_bad_options_name_the_parameter(blob_shards):
     from streamvol.errors import BadOption
 
