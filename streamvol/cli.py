@@ -941,13 +941,15 @@ def compare(
                 done, total, description=f"compare: evaluating {run}"
             ),
         )
+    # a column per run, a row per metric: a dozen metrics fit 80 columns so, and runs are few
     table = Table(title=f"{result['split']} split: {result['task']}")
-    for column in ("run", "model", "parameters", *result["metrics"]):
-        table.add_column(column, justify="left" if column in ("run", "model") else "right")
+    table.add_column("run")
     for row in result["rows"]:
-        cells = [row["run"], str(row["model"]), f"{row['parameters']:,}"]
-        cells += ["—" if row[m] is None else f"{row[m]:.3f}" for m in result["metrics"]]
-        table.add_row(*cells)
+        table.add_column(row["run"], justify="right")
+    table.add_row("model", *(str(row["model"]) for row in result["rows"]))
+    table.add_row("parameters", *(f"{row['parameters']:,}" for row in result["rows"]))
+    for m in result["metrics"]:
+        table.add_row(m, *("—" if r[m] is None else f"{r[m]:.3f}" for r in result["rows"]))
     shown = _out()
     shown.print(table)
     for note in result["notes"]:

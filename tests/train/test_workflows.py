@@ -189,6 +189,9 @@ def test_compare_draws_both_runs_and_tables_their_metrics_and_parameters(two_run
     with torch.device("meta"):
         se = models.build("se_resnet3d", num_classes=2, widths=(4, 8))
     assert int(rows["se"]["parameters"]) == sum(p.numel() for p in se.parameters())
+    # a row per metric, a column per run: both runs' counts on the parameters line
+    line = next(line for line in out.splitlines() if line.startswith("│ parameters "))
+    assert line.split()[3:6:2] == [f"{int(rows[r]['parameters']):,}" for r in ("cnn", "se")]
     result = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert result["task"] == "classification" and len(result["rows"]) == 2
     assert all(0 <= r["roc_auc"] <= 1 for r in result["rows"])
