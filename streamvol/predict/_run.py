@@ -64,10 +64,16 @@ class Predictor:
         device: torch.device,
         amp: torch.dtype | None = None,
     ) -> None:
+        if task.kind == "classification":
+            raise RunError(
+                "a classification run classifies crops, not whole volumes: shard the new data "
+                "as its set was (--plan, --crop; --split 0,0,1 puts it all in test), then "
+                "streamvol predict RUN --shards NEW"
+            )
         if task.kind not in ("detection", "segmentation"):
             raise RunError(
-                f"a {task.kind} run classifies crops; whole-volume prediction needs a detection "
-                "or segmentation run"
+                f"a {task.kind} run predicts no volumes; whole-volume prediction needs a "
+                "detection or segmentation run"
             )
         self.model = model.eval()
         self.task = task

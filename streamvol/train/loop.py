@@ -68,6 +68,11 @@ def _lower_loss(values: dict[str, Any], earlier: list[dict[str, Any]]) -> bool:
     return values.get("val_loss", math.inf) < best.get("val_loss", math.inf)
 
 
+def _mapped(labels: torch.Tensor, to_run: torch.Tensor) -> torch.Tensor:
+    """Class ids through ``to_run``; -1 (no class) stays -1."""
+    return torch.where(labels >= 0, to_run[labels.clamp(min=0)], labels)
+
+
 class Trainer:
     """Train ``config`` into ``run_dir``; ``fit()`` returns the final report."""
 
@@ -108,12 +113,15 @@ class Trainer:
         if resume and (self.run_dir / "last.pt").is_file():
             self._restore(load_checkpoint(self.run_dir / "last.pt", self.device))
 
-    def _base(self, config: TrainConfig, run_dir: str | Path) -> None:
-        """What training and evaluation share: manifest, task, device, model, loss."""
+    def _base(
+        self, config: TrainConfig, run_dir: str | Path, run: dict[str, Any] | None = None
+    ) -> None:
+        """What training and evaluation share: manifest, task, device, model, loss (``run``: a
+        finished run's task, which its model predicts whatever set it reads)."""
         self.config = config
         self.run_dir = Path(run_dir)
         self.manifest = read_manifest(config.shards, config.storage_options)
-        self.task = setup.resolve_task(config, self.manifest)
+        self.task = setup.resolve_task(config, self.manifest, run)
         self.device = setup.resolve_device(config)
         self.ranks = distributed.init(self.device.type)
         self.main = self.ranks.main  # rank 0 alone writes the run folder
@@ -133,8 +141,8 @@ class Trainer:
     def for_evaluation(cls, config: TrainConfig, run_dir: str | Path) -> Trainer:
         """A trainer holding a finished run's best weights, for evaluation and prediction."""
         trainer = cls.__new__(cls)
-        trainer._base(config, run_dir)
-        best = load_checkpoint(trainer.run_dir / "best.pt", trainer.device)
+        best = load_checkpoint(Path(run_dir) / "best.pt")
+        trainer._base(config, run_dir, best.get("task"))
         trainer.model.load_state_dict(best["model"])
         if best.get("ema"):
             trainer.ema = EMA(trainer.model, best["ema"]["decay"])
@@ -300,8 +308,12 @@ class Trainer:
 
     def _batches(self, batches: Any) -> Iterator[dict[str, Any]]:
         """Batches on the device, GPU-augmented there when they carry parameters, their masks
-        made foreground / background for a ``binary_mask`` task."""
+        made foreground / background for a ``binary_mask`` task, their labels the run's
+        classes where another set numbers them otherwise."""
         on_device = iter(DevicePrefetcher(batches, self.device))
+        if self.task.label_map:
+            to_run = torch.tensor(self.task.label_map, device=self.device)
+            return ({**b, "label": _mapped(b["label"], to_run)} for b in on_device)
         if not self.task.binary_mask:
             return on_device
         return ({**b, "mask": (b["mask"] > 0).to(b["mask"].dtype)} for b in on_device)

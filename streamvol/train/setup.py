@@ -38,6 +38,7 @@ class Task:
     target: TargetSpec | None = None
     radii_angstrom: tuple[float, ...] = ()
     binary_mask: bool = False  # segmentation: every mask label > 0 is class 1 (foreground)
+    label_map: tuple[int, ...] | None = None  # another set's class ids as the run's classes
 
     @property
     def num_classes(self) -> int:
@@ -48,9 +49,17 @@ class Task:
         return self.kind == "classification" and self.num_classes == 2
 
 
-def resolve_task(config: TrainConfig, manifest: dict[str, Any]) -> Task:
-    """Classification (binary or multi-class) or segmentation, with the training class counts."""
-    kind = config.task if config.task != "auto" else manifest["task"]
+def resolve_task(
+    config: TrainConfig, manifest: dict[str, Any], run: Mapping[str, Any] | None = None
+) -> Task:
+    """Classification (binary or multi-class) or segmentation, with the training class counts.
+
+    ``run``: a finished run's task (``kind``, ``class_names``, as its checkpoints keep it),
+    whose model is evaluated on this set, which may be another than it trained on (unlabelled,
+    or with fewer classes): the set's labels map onto the run's classes by name."""
+    kind = run["kind"] if run else config.task if config.task != "auto" else manifest["task"]
+    if run and kind in ("classification", "segmentation"):
+        return _run_classes(config, manifest, kind, tuple(run["class_names"]))
     if kind == "detection":
         return detection_task(config, manifest)
     if kind == "reconstruction":  # autoencoder pretraining: the crop is its own target
@@ -60,13 +69,43 @@ def resolve_task(config: TrainConfig, manifest: dict[str, Any]) -> Task:
     names = tuple(manifest["class_names"])
     if len(names) < 2:
         raise BadInput(f"{config.shards}: {len(names)} class(es) {names}; classification needs 2+")
-    splits = _train_splits(config)
+    return Task("classification", names, tuple(manifest["crop"]), _counts(config, manifest, names))
+
+
+def _counts(config: TrainConfig, manifest: dict[str, Any], names: tuple[str, ...]) -> tuple:
+    """Training samples of each of ``names`` (the class weights' counts)."""
     counts = [0] * len(names)
-    for split in splits:
-        for name, n in manifest["class_counts"].get(split, {}).items():
+    for split in _train_splits(config):
+        for name, n in manifest.get("class_counts", {}).get(split, {}).items():
             if name in names:
                 counts[names.index(name)] += n
-    return Task("classification", names, tuple(manifest["crop"]), tuple(counts))
+    return tuple(counts)
+
+
+def _run_classes(
+    config: TrainConfig, manifest: dict[str, Any], kind: str, classes: tuple[str, ...]
+) -> Task:
+    crop = tuple(manifest["crop"])
+    if kind == "segmentation":  # mask labels are numbers: the same numbers, the run's names
+        binary = config.mask_labels == "binary"
+        high = (manifest.get("mask_range") or (0, None))[1]
+        if not binary and high is not None and high >= len(classes):
+            raise BadInput(
+                f"{config.shards}: its masks hold labels up to {high}, beyond the run's "
+                f"classes ({', '.join(classes)})"
+            )
+        return Task(kind, classes, crop, (), binary_mask=binary)
+    names = tuple(manifest.get("class_names") or ())
+    unknown = [n for n in names if n not in classes]
+    if unknown:
+        raise BadInput(
+            f"{config.shards}: class {unknown[0]!r} is not one of the run's classes "
+            f"({', '.join(classes)}); its model cannot score it"
+        )
+    index = tuple(classes.index(n) for n in names)
+    same = index == tuple(range(len(names)))
+    counts = _counts(config, manifest, classes)
+    return Task(kind, classes, crop, counts, label_map=None if same else index)
 
 
 def segmentation_task(config: TrainConfig, manifest: dict[str, Any]) -> Task:

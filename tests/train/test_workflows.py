@@ -174,6 +174,52 @@ def test_predict_writes_the_true_label_beside_each_score(two_runs, tmp_path):
     assert sum(r["label"] == r["predicted"] for r in rows) >= 5
 
 
+def test_predict_on_new_shards_scores_them_as_the_run_s_classes(two_runs, tmp_path):
+    """New data rarely holds every class, or any label: a run predicts it with its own classes
+    (blob, flat), and a set of flat samples alone, whose class id 0 is the run's 1, keeps
+    its true label; a class the run never learned is refused by name."""
+    from tests.train.conftest import _blobs
+
+    def new_set(name: str, keep: str | None, rename: dict[str, str] | None = None) -> str:
+        src = _blobs(tmp_path / name, n=6, shape=(12, 12, 12), seed=9)
+        rows = (src / "classes.csv").read_text().splitlines()
+        for row in rows[1:]:
+            sample, label = row.split(",")
+            if keep is not None and label != keep:
+                (src / f"{sample}.npy").unlink()
+        kept = [r for r in rows[1:] if keep is None or r.endswith("," + keep)]
+        for old, new in (rename or {}).items():
+            kept = [r.replace("," + old, "," + new) for r in kept]
+        (src / "classes.csv").write_text("\n".join([rows[0], *kept]) + "\n")
+        if keep is None and not rename:
+            (src / "classes.csv").unlink()  # unlabelled
+        out = tmp_path / f"{name}-shards"
+        _run("shard", src, "--out", out, "--plan", "sample", "--crop", "12", "--context", "0",
+             "--split", "0,0,1")  # fmt: skip
+        return str(out)
+
+    flat = new_set("flat", "flat")
+    text = _fails("predict", two_runs / "cnn", tmp_path / "flat", "--out", tmp_path / "v")
+    assert "classifies crops, not whole volumes: shard the new data" in text
+    assert "--split 0,0,1 puts it all in test), then streamvol predict RUN --shards NEW" in text
+    _run("predict", two_runs / "cnn", "--shards", flat, "--out", tmp_path / "flat.csv")
+    with open(tmp_path / "flat.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 and list(rows[0]) == ["key", "weight", "p_flat", "predicted", "label"]
+    assert {r["label"] for r in rows} == {"flat"}
+
+    unlabelled = new_set("unlabelled", None)
+    _run("predict", two_runs / "cnn", "--shards", unlabelled, "--out", tmp_path / "u.csv")
+    with open(tmp_path / "u.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6 and list(rows[0]) == ["key", "weight", "p_flat", "predicted"]
+
+    other = new_set("other", None, {"blob": "ring"})
+    text = _fails("predict", two_runs / "cnn", "--shards", other, "--out", tmp_path / "o.csv")
+    assert "class 'ring' is not one of the run's classes (blob, flat)" in text
+    assert not (tmp_path / "o.csv").exists()
+
+
 def test_compare_draws_both_runs_and_tables_their_metrics_and_parameters(two_runs, tmp_path):
     import torch
 
