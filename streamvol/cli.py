@@ -905,9 +905,8 @@ def _print_predictions(summary: dict, out: Path) -> None:
             console.print(f"[yellow]{name}: {entry['warning']}[/]", highlight=False)
     if "picks_csv" in summary:
         console_out.print(f"picks: {out / 'overlay'} (copick), {summary['picks_csv']}")
-    console_out.print(
-        f"{len(summary['experiments'])} volumes in {summary['seconds']:.1f} s -> {out}"
-    )
+    n = len(summary["experiments"])
+    console_out.print(f"{n} volume{'s' * (n != 1)} in {summary['seconds']:.1f} s -> {out}")
 
 
 @app.command()
