@@ -123,6 +123,8 @@ class Trainer:
         self.manifest = read_manifest(config.shards, config.storage_options)
         self.task = setup.resolve_task(config, self.manifest, run)
         self.device = setup.resolve_device(config)
+        if self.device.type == "cpu":
+            setup.keep_freed_memory()
         self.ranks = distributed.init(self.device.type)
         self.main = self.ranks.main  # rank 0 alone writes the run folder
         if self.device.type == "cuda" and self.ranks.distributed:
