@@ -272,7 +272,7 @@ def trainer_rate(
     on 48^3 crops takes 15 s a step on 2 CPU cores."""
     from streamvol.train.config import TrainConfig
     from streamvol.train.rng import RunRng
-    from streamvol.train.setup import build_model, resolve_task
+    from streamvol.train.setup import build_model, keep_freed_memory, resolve_task
 
     manifest = read_manifest(config.shards, config.storage_options)
     train_config = TrainConfig(
@@ -282,6 +282,8 @@ def trainer_rate(
         storage_options=config.storage_options,
     )
     task = resolve_task(train_config, manifest)
+    if device.type == "cpu":
+        keep_freed_memory()  # as the trainer does
     with RunRng(0, device).active():  # the same weights and input every time
         model = build_model(train_config, task).to(device)
         x = torch.randn(config.batch_size, 1, *task.crop, device=device)
