@@ -940,7 +940,7 @@ def compare(
                 done, total, description=f"compare: evaluating {run}"
             ),
         )
-    # a column per run, a row per metric: a dozen metrics fit 80 columns so, and runs are few
+    # runs as columns, metrics as rows: runs are few, and a dozen metrics then fit 80 columns
     table = Table(title=f"{result['split']} split: {result['task']}")
     table.add_column("run")
     for row in result["rows"]:

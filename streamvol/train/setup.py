@@ -89,6 +89,7 @@ def _counts(config: TrainConfig, manifest: dict[str, Any], names: tuple[str, ...
 def _run_classes(
     config: TrainConfig, manifest: dict[str, Any], kind: str, classes: tuple[str, ...]
 ) -> Task:
+    """The task of a run with these ``classes`` on this set: its labels as the run's."""
     crop = tuple(manifest["crop"])
     if kind == "segmentation":  # mask labels are numbers: the same numbers, the run's names
         binary = config.mask_labels == "binary"
