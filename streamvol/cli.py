@@ -667,6 +667,12 @@ def _start_line(trainer) -> str:
     from streamvol.train.setup import model_name
 
     config = trainer.config
+    if trainer.epoch >= config.epochs:  # --resume of a finished run
+        return (
+            f"{trainer.run_dir}: its {config.epochs} epochs are done, nothing to resume; its best "
+            "weights are validated again (to train on: train --pretrained "
+            f"{trainer.run_dir / 'best.pt'})"
+        )
     params = sum(p.numel() for p in trainer.model.parameters()) / 1e6
     amp = str(trainer.amp).removeprefix("torch.") if trainer.amp is not None else "float32"
     start = f", from epoch {trainer.epoch + 1}" if trainer.epoch else ""

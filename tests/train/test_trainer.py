@@ -287,6 +287,10 @@ def test_cli_train_and_evaluate(blob_shards, tmp_path):
     assert "test:" in result.output
     again = runner.invoke(app, args)
     assert again.exit_code == 1 and "--resume" in again.output
+    done = runner.invoke(app, [*args, "--resume"])  # a finished run: says so, trains nothing
+    assert done.exit_code == 0, done.output
+    assert done.output.startswith(f"{tmp_path / 'cli'}: its 2 epochs are done, nothing to resume")
+    assert "epoch " not in done.output and "val:" in done.output
 
 
 def test_mixup_and_cutmix_give_soft_targets(blob_shards, tmp_path):
