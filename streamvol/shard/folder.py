@@ -6,7 +6,7 @@ shard is kept when its sha256 still matches its record and it was made from the 
 (``shard_inputs``: its planned crops, the class names, and the size and modification time of
 every file of its sources); everything else is rewritten, so a rerun after a mask, a pick file
 or a volume changed rewrites the shards that read them, and only those. The caller holds the
-folder's writer lock (``streamvol.shard.lock``) around all of it.
+folder's writer lock (``streamvol.core.lock``) around all of it.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from streamvol.core.lock import LOCK
 from streamvol.errors import ShardError
 from streamvol.shard.config import ShardConfig
-from streamvol.shard.lock import LOCK
 from streamvol.shard.manifest import MANIFEST, read_manifest, shard_records, write_json_atomic
 from streamvol.shard.write import ShardRecord, file_sha256
 

@@ -26,11 +26,11 @@ from typing import Any
 
 import dask
 
+from streamvol.core.lock import folder_lock
 from streamvol.shard.assemble import build_manifest
 from streamvol.shard.config import ShardConfig, parse_config, parse_size, parse_voxel_size
 from streamvol.shard.folder import STATE, claim_folder, publish, shard_inputs
 from streamvol.shard.jobs import assign_shards, check_room, split_items
-from streamvol.shard.lock import folder_lock
 from streamvol.shard.manifest import (
     MANIFEST,
     Summary,
@@ -87,7 +87,7 @@ def shard(
     temporary file where it runs and puts it at the URL whole, and the manifest goes last; a
     rerun resumes there as in a folder (``remote``). The run refuses to start when its output
     (estimated from the plan) exceeds ``max_bytes`` or a folder's free space, and holds the
-    folder's writer lock (``streamvol.shard.lock``) while it writes.
+    folder's writer lock (``streamvol.core.lock``) while it writes.
     """
     started = time.perf_counter()
     remote = None

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from streamvol.core.files import write_json_atomic
+from streamvol.core.lock import folder_lock
 from streamvol.core.manifest import read_manifest
 from streamvol.errors import RunError
 from streamvol.stream import DevicePrefetcher, loader
@@ -468,7 +469,24 @@ class Trainer:
         """Train until ``config.epochs`` (or early stopping); ``stop_after`` ends this call after
         that many epochs, as a job with a time limit would (``--resume`` continues exactly).
         ``progress(done, total)`` follows each epoch's training batches, ``val_progress`` its
-        validation batches (and the final validation pass)."""
+        validation batches (and the final validation pass). The run folder is locked while it
+        runs (rank 0 writes it): a second ``train --resume`` of the run is refused, naming the
+        first."""
+        hold = (
+            folder_lock(self.run_dir, writer="streamvol train", instead="choose another --name")
+            if self.main
+            else contextlib.nullcontext()
+        )
+        with hold:
+            return self._fit(stop_after, on_epoch, progress, val_progress)
+
+    def _fit(
+        self,
+        stop_after: int | None,
+        on_epoch: Callable[[dict[str, Any]], None] | None,
+        progress: Callable[[int, int], None] | None,
+        val_progress: Callable[[int, int], None] | None,
+    ) -> dict[str, Any]:
         done_now = 0
         while self.epoch < self.config.epochs:
             started = time.perf_counter()

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from streamvol.core.lock import LOCK
 from streamvol.errors import (
     BadVolumeValues,
     FolderLocked,
@@ -24,7 +25,6 @@ from streamvol.errors import (
     ShardError,
 )
 from streamvol.shard import parse_config, read_manifest, shard
-from streamvol.shard.lock import LOCK
 from streamvol.shard.write import write_tar
 from streamvol.stream import open_shards
 from streamvol.stream.inspect import verify
@@ -117,7 +117,7 @@ HOLDER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from streamvol.shard.lock import folder_lock
+    from streamvol.core.lock import folder_lock
     out, release = Path(sys.argv[1]), Path(sys.argv[2])
     with folder_lock(out):
         print("locked", flush=True)

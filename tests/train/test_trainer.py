@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from dataclasses import replace
 
 import pytest
@@ -224,6 +225,28 @@ print(default, min(faults() for _ in range(3)))  # the heap settles after a firs
         assert default > 15_000 and after < 1_000
     default, after = faults(trainer, "0")  # STREAMVOL_KEEP_FREED_MEMORY=0: glibc as it is
     assert default > 15_000 and after > 15_000
+
+
+def test_a_run_folder_has_one_trainer_at_a_time(blob_shards, tmp_path):
+    """A second trainer of the same run while the first trains (the same command twice, with
+    --resume) is refused naming the holder, and writes nothing; the lock goes with the run."""
+    from streamvol.errors import FolderLocked
+
+    config = TrainConfig(shards=str(blob_shards), model="simple_cnn", epochs=2, **FAST)
+    run, refused = tmp_path / "run", []
+
+    def second_trainer(values: dict) -> None:
+        with pytest.raises(FolderLocked) as caught:
+            Trainer(config, run, resume=True).fit()
+        refused.append(str(caught.value))
+
+    Trainer(config, run).fit(on_epoch=second_trainer)
+    assert len(refused) == 2 and f"process {os.getpid()} on host " in refused[0]
+    assert refused[0].startswith(f"{run}: another `streamvol train` is writing here: ")
+    assert "Wait for it, or choose another --name" in refused[0]
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]  # the refused wrote none
+    assert not (run / ".streamvol.lock").exists()
 
 
 def test_bad_options_name_the_parameter(blob_shards):

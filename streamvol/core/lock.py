@@ -1,4 +1,5 @@
-"""One writer per output folder: a lock file that names its holder (pid and host).
+"""One writer per output folder (a shard set, a run): a lock file that names its holder (pid
+and host).
 
 The lock is ``<folder>/.streamvol.lock``, created with ``O_CREAT | O_EXCL`` so exactly one
 writer makes it. A second writer is refused with the holder's pid, host and start time. A lock
@@ -26,8 +27,11 @@ _UNFINISHED = 10.0  # seconds after which an empty or unreadable lock file count
 
 
 @contextlib.contextmanager
-def folder_lock(folder: str | Path) -> Iterator[dict[str, Any]]:
-    """Hold ``folder``'s writer lock (creating the folder) for the duration of the block.
+def folder_lock(
+    folder: str | Path, *, writer: str = "streamvol shard", instead: str = "use another --out"
+) -> Iterator[dict[str, Any]]:
+    """Hold ``folder``'s writer lock (creating the folder) for the duration of the block;
+    ``writer`` and ``instead`` name the command and the way out in a refusal.
 
     A folder this call created and that is still empty at the end is removed again, so a run
     refused before writing leaves nothing behind.
@@ -42,7 +46,7 @@ def folder_lock(folder: str | Path) -> Iterator[dict[str, Any]]:
         "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "token": uuid.uuid4().hex,
     }
-    _acquire(path, me)
+    _acquire(path, me, f"another `{writer}` is writing here", instead)
     try:
         yield me
     finally:
@@ -52,7 +56,7 @@ def folder_lock(folder: str | Path) -> Iterator[dict[str, Any]]:
                 folder.rmdir()  # only when empty
 
 
-def _acquire(path: Path, me: dict[str, Any]) -> None:
+def _acquire(path: Path, me: dict[str, Any], busy: str, instead: str) -> None:
     for _ in range(5):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -62,7 +66,7 @@ def _acquire(path: Path, me: dict[str, Any]) -> None:
                 continue  # released between our two calls: try again
             text, holder = seen
             if not _stale(path, holder):
-                raise FolderLocked(_held_by(path, holder)) from None
+                raise FolderLocked(_held_by(path, holder, busy, instead)) from None
             _take_over(path, text)
             continue
         with os.fdopen(fd, "w") as f:
@@ -132,7 +136,7 @@ def _release(path: Path, me: dict[str, Any]) -> None:
         path.unlink()
 
 
-def _held_by(path: Path, holder: dict[str, Any] | None) -> str:
+def _held_by(path: Path, holder: dict[str, Any] | None, busy: str, instead: str) -> str:
     if holder is None:
         who = "a writer that is starting"
     else:
@@ -141,7 +145,7 @@ def _held_by(path: Path, holder: dict[str, Any] | None) -> str:
             f"(since {holder.get('since')})"
         )
     return (
-        f"{path.parent}: another `streamvol shard` is writing here: {who} holds {path}; "
-        "expected one writer per folder. Wait for it, or use another --out; if that process "
-        "is gone (another host, or a reused pid), delete the lock file"
+        f"{path.parent}: {busy}: {who} holds {path}; expected one writer per folder. Wait for "
+        f"it, or {instead}; if that process is gone (another host, or a reused pid), delete the "
+        "lock file"
     )
