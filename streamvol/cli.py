@@ -622,7 +622,6 @@ def _fit(trainer, label: str = "") -> dict:
     out = _out()
     epochs = trainer.config.epochs
     per = trainer.config.batch_size * trainer.ranks.world_size  # every rank takes a batch a step
-    out.print(f"{label}{_start_line(trainer)}", highlight=False, soft_wrap=True)
     with _progress_display(console) as show:
         job = show.job(
             f"{label}epoch {trainer.epoch + 1}/{epochs}",
@@ -653,7 +652,12 @@ def _fit(trainer, label: str = "") -> dict:
             out.print(f"{label}{_epoch_line(values, epochs)}", highlight=False, soft_wrap=True)
 
         return trainer.fit(
-            on_epoch=on_epoch, progress=follow("training"), val_progress=follow("validation")
+            on_epoch=on_epoch,
+            progress=follow("training"),
+            val_progress=follow("validation"),
+            on_start=lambda: out.print(
+                f"{label}{_start_line(trainer)}", highlight=False, soft_wrap=True
+            ),
         )
 
 

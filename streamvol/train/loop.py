@@ -465,19 +465,22 @@ class Trainer:
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
         progress: Callable[[int, int], None] | None = None,
         val_progress: Callable[[int, int], None] | None = None,
+        on_start: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
         """Train until ``config.epochs`` (or early stopping); ``stop_after`` ends this call after
         that many epochs, as a job with a time limit would (``--resume`` continues exactly).
         ``progress(done, total)`` follows each epoch's training batches, ``val_progress`` its
         validation batches (and the final validation pass). The run folder is locked while it
         runs (rank 0 writes it): a second ``train --resume`` of the run is refused, naming the
-        first."""
+        first. ``on_start()`` is called once the folder is held, before the first batch."""
         hold = (
             folder_lock(self.run_dir, writer="streamvol train", instead="choose another --name")
             if self.main
             else contextlib.nullcontext()
         )
         with hold:
+            if on_start:
+                on_start()
             return self._fit(stop_after, on_epoch, progress, val_progress)
 
     def _fit(

@@ -229,18 +229,20 @@ print(default, min(faults() for _ in range(3)))  # the heap settles after a firs
 
 def test_a_run_folder_has_one_trainer_at_a_time(blob_shards, tmp_path):
     """A second trainer of the same run while the first trains (the same command twice, with
-    --resume) is refused naming the holder, and writes nothing; the lock goes with the run."""
+    --resume) is refused naming the holder before it starts (the CLI's start line waits for the
+    lock), and writes nothing; the lock goes with the run."""
     from streamvol.errors import FolderLocked
 
     config = TrainConfig(shards=str(blob_shards), model="simple_cnn", epochs=2, **FAST)
-    run, refused = tmp_path / "run", []
+    run, refused, started = tmp_path / "run", [], []
 
     def second_trainer(values: dict) -> None:
         with pytest.raises(FolderLocked) as caught:
-            Trainer(config, run, resume=True).fit()
+            Trainer(config, run, resume=True).fit(on_start=lambda: started.append("second"))
         refused.append(str(caught.value))
 
-    Trainer(config, run).fit(on_epoch=second_trainer)
+    Trainer(config, run).fit(on_epoch=second_trainer, on_start=lambda: started.append("first"))
+    assert started == ["first"]
     assert len(refused) == 2 and f"process {os.getpid()} on host " in refused[0]
     assert refused[0].startswith(f"{run}: another `streamvol train` is writing here: ")
     assert "Wait for it, or choose another --name" in refused[0]
