@@ -1026,6 +1026,13 @@ def score(
                 f"[yellow]no mask in {ref} for: {', '.join(report['unscored'])}[/]",
                 highlight=False,
             )
+        if report["unpredicted"]:
+            console.print(
+                f"[yellow]not scored, as {pred} has no prediction for them: REF's "
+                f"{', '.join(report['unpredicted'])}[/]",
+                highlight=False,
+                soft_wrap=True,
+            )
     else:
         report = score_picks(
             pred,

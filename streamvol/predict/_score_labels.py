@@ -2,7 +2,9 @@
 ``streamvol predict`` wrote (PRED: its output folder, ``<experiment>/labels.ome.zarr``) against
 the masks under REF (any layout streamvol reads: sample folders with ``mask/``, ``<stem>_mask``
 volumes), matched by experiment id. Each volume is counted block by block (no volume is held
-whole) and scored on its own; ``overall`` scores the voxels of all of them together.
+whole) and scored on its own; ``overall`` scores the voxels of all of them together. Only
+volumes both sides hold are scored (a test split's predictions against the whole data set's
+masks): the others are listed, PRED's as ``unscored``, REF's as ``unpredicted``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 
 from streamvol.core.files import write_json_atomic
 from streamvol.errors import BadLabels, ShapeMismatch
-from streamvol.io import discover, open_volume
+from streamvol.io import discover, natural_key, open_volume
 from streamvol.metrics import confusion_counts, dice_iou
 
 PREDICT_JSON = "predict.json"
@@ -81,6 +83,7 @@ def score_labels(
         "experiments": per,
         "overall": _scores(total, names),
         "unscored": [e for e in experiments if e not in masks],
+        "unpredicted": sorted(set(masks) - set(experiments), key=natural_key),
     }
     if out is not None:
         out = Path(out)

@@ -149,6 +149,15 @@ def test_segmentation_run_writes_ome_zarr_volumes(tmp_path):
     overall = report["overall"]
     assert overall["mean_dice"] == pytest.approx(f1_score(t, p, zero_division=1.0))
     assert overall["mean_iou"] == pytest.approx(jaccard_score(t, p, zero_division=1.0))
+    # one volume's prediction against the whole folder: the others are named, not scored
+    result = CliRunner().invoke(
+        app, ["score", str(tmp_path / "one"), str(data), "--out", str(tmp_path / "one.json")]
+    )
+    assert result.exit_code == 0, result.output
+    scored = list(json.loads((tmp_path / "one.json").read_text())["experiments"])
+    others = sorted(set(summary["experiments"]) - set(scored))
+    assert len(scored) == 1 and len(others) == 3
+    assert others and f"has no prediction for them: REF's {', '.join(others)}" in result.output
 
 
 def test_memory_does_not_grow_with_the_number_of_tomograms(pick_project, pick_run, tmp_path):

@@ -87,6 +87,12 @@ def test_two_volumes_scored_each_and_together(tmp_path):
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
     only_a = score_labels(tmp_path / "pred", _masks(tmp_path / "ref-a", {"a": truth["a"]}))
     assert list(only_a["experiments"]) == ["a"] and only_a["unscored"] == ["b"]
+    assert only_a["unpredicted"] == [] and report["unpredicted"] == []
+    a_against_all = score_labels(
+        _prediction(tmp_path / "pred-a", {"a": pred["a"]}), tmp_path / "ref"
+    )
+    assert list(a_against_all["experiments"]) == ["a"] and a_against_all["unpredicted"] == ["b"]
+    assert a_against_all["overall"] == only_a["overall"]  # b's mask is left out, not all missed
     assert only_a["overall"]["dice"] == {n: 1.0 for n in NAMES}
 
 
