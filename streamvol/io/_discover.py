@@ -695,9 +695,12 @@ def _report_choice(
 
 def _check_one_owner(run: str, files: Sequence[Path], counts: Sequence[int]) -> None:
     """Refuse to join the picks of one type that several users or sessions made (curation and
-    a model's predictions, two annotators) unless the caller chose them by owner."""
+    a model's predictions, two annotators) unless the caller chose them by owner. Empty files
+    (a picker that found none of a type) add nothing to a join and are not counted."""
     held: dict[str, dict[tuple[str, str], tuple[int, Path]]] = {}
     for path, count in zip(files, counts, strict=True):
+        if not count:
+            continue
         name, user, session = _pick_header(path)
         of_type = held.setdefault(name, {})
         of_type[user, session] = (of_type.get((user, session), (0, path))[0] + count, path)

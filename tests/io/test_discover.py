@@ -187,6 +187,10 @@ class TestCopick:
         assert f"streamvol/0: 2 picks ({predicted})" in message
         assert "shard --user-id" in message
         load_points(ds.sources[1], volume, ds)  # TS_10 holds one owner's picks only
+        # another owner's empty file (a picker that found no ribosome) joins nothing
+        ts10 = root / "overlay/ExperimentRuns/TS_10/Picks"
+        write_picks(ts10 / "other_9_ribosome.json", "ribosome", [], user="other", session="9")
+        load_points(discover(root).sources[1], volume, ds)
 
         def ribosomes(dataset: Dataset) -> np.ndarray:
             pts = load_points(dataset.sources[0], volume, dataset)
