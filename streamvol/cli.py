@@ -885,6 +885,7 @@ def predict(
                 device=device,
                 tomogram=tomogram,
                 voxel_spacing=voxel_spacing,
+                storage_options=_storage(storage_options),
                 progress=lambda what, done, total: job.update(done, total, description=what),
             )
         _print_predictions(summary, out or Path("predictions"))

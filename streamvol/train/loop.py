@@ -1,8 +1,10 @@
 """The training loop: fresh augmentation every epoch, weighted losses that ignore padding,
 AMP on a GPU, EMA, best and last checkpoints written atomically, exact resume.
 
-A run folder ``runs/<name>/`` holds ``config.json``, ``metrics.jsonl`` (one line per epoch),
-``best.pt``, ``last.pt``, ``report.json`` and PNG plots.
+A run folder ``runs/<name>/`` holds ``config.json``, ``shards_manifest.json`` (the manifest of
+the shard set it trained on: crop, voxel size, intensity statistics, sources, so that its model
+predicts new volumes without the set), ``metrics.jsonl`` (one line per epoch), ``best.pt``,
+``last.pt``, ``report.json`` and PNG plots.
 """
 
 from __future__ import annotations
@@ -69,6 +71,9 @@ def _lower_loss(values: dict[str, Any], earlier: list[dict[str, Any]]) -> bool:
     return values.get("val_loss", math.inf) < best.get("val_loss", math.inf)
 
 
+RUN_MANIFEST = "shards_manifest.json"  # the run's copy of its shard set's manifest
+
+
 def _mapped(labels: torch.Tensor, to_run: torch.Tensor) -> torch.Tensor:
     """Class ids through ``to_run``; -1 (no class) stays -1."""
     return torch.where(labels >= 0, to_run[labels.clamp(min=0)], labels)
@@ -115,13 +120,18 @@ class Trainer:
             self._restore(load_checkpoint(self.run_dir / "last.pt", self.device))
 
     def _base(
-        self, config: TrainConfig, run_dir: str | Path, run: dict[str, Any] | None = None
+        self,
+        config: TrainConfig,
+        run_dir: str | Path,
+        run: dict[str, Any] | None = None,
+        manifest: dict[str, Any] | None = None,
     ) -> None:
         """What training and evaluation share: manifest, task, device, model, loss (``run``: a
-        finished run's task, which its model predicts whatever set it reads)."""
+        finished run's task, which its model predicts whatever set it reads; ``manifest``: the
+        run's copy, instead of reading the shard set's)."""
         self.config = config
         self.run_dir = Path(run_dir)
-        self.manifest = read_manifest(config.shards, config.storage_options)
+        self.manifest = manifest or read_manifest(config.shards, config.storage_options)
         self.task = setup.resolve_task(config, self.manifest, run)
         self.device = setup.resolve_device(config)
         if self.device.type == "cpu":
@@ -141,11 +151,14 @@ class Trainer:
         self.history = []
 
     @classmethod
-    def for_evaluation(cls, config: TrainConfig, run_dir: str | Path) -> Trainer:
-        """A trainer holding a finished run's best weights, for evaluation and prediction."""
+    def for_evaluation(
+        cls, config: TrainConfig, run_dir: str | Path, manifest: dict[str, Any] | None = None
+    ) -> Trainer:
+        """A trainer holding a finished run's best weights, for evaluation and prediction
+        (``manifest``: the shard set's as the run kept it, where its shards are not read)."""
         trainer = cls.__new__(cls)
         best = load_checkpoint(Path(run_dir) / "best.pt")
-        trainer._base(config, run_dir, best.get("task"))
+        trainer._base(config, run_dir, best.get("task"), manifest)
         trainer.model.load_state_dict(best["model"])
         if best.get("ema"):
             trainer.ema = EMA(trainer.model, best["ema"]["decay"])
@@ -229,6 +242,8 @@ class Trainer:
         if self.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.config.save(config_path)
+            if not (self.run_dir / RUN_MANIFEST).is_file():  # a resumed run keeps its first
+                write_json_atomic(self.run_dir / RUN_MANIFEST, self.manifest)
         distributed.barrier(self.ranks)
 
     def _metric_name(self) -> str:

@@ -5,6 +5,7 @@ whole-volume prediction with it (``streamvol predict RUN [SOURCE...]``)."""
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -19,19 +20,26 @@ from streamvol.predict import Predictor
 from streamvol.predict import predict_volumes as _predict_volumes
 from streamvol.train.config import TrainConfig
 from streamvol.train.evaluation import saved_threshold, tta_prefix, write_report
-from streamvol.train.loop import Trainer
+from streamvol.train.loop import RUN_MANIFEST, Trainer
 
 
 def run_task(run: str | Path, storage_options: dict[str, Any] | None = None) -> str:
-    """The task a run folder was trained for (resolving ``auto`` from its shard set, read with
-    fsspec ``storage_options`` when it is a URL)."""
+    """The task a run folder was trained for (resolving ``auto`` from its shard set's manifest:
+    the run's copy, else the set's, read with fsspec ``storage_options`` when it is a URL)."""
     config = TrainConfig.load(Path(run) / "config.json")
     if config.task != "auto":
         return config.task
-    return read_manifest(config.shards, storage_options)["task"]
+    return (trained_manifest(run) or read_manifest(config.shards, storage_options))["task"]
 
 
-def _trainer(run: str | Path, **changes: Any) -> Trainer:
+def trained_manifest(run: str | Path) -> dict[str, Any] | None:
+    """The manifest of the shard set the run trained on, as the run kept it (None where an
+    older streamvol kept none)."""
+    path = Path(run) / RUN_MANIFEST
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _trainer(run: str | Path, manifest: dict[str, Any] | None = None, **changes: Any) -> Trainer:
     """A trainer holding the run's best weights, its configuration with ``changes`` (those not
     None; ``storage_options`` always, as credentials are never saved with a run)."""
     config = TrainConfig.load(Path(run) / "config.json")
@@ -39,12 +47,21 @@ def _trainer(run: str | Path, **changes: Any) -> Trainer:
     config = replace(
         config, storage_options=storage, **{k: v for k, v in changes.items() if v is not None}
     )
-    return Trainer.for_evaluation(config, run)
+    return Trainer.for_evaluation(config, run, manifest)
 
 
-def load_predictor(run: str | Path, *, device: str | None = None) -> Predictor:
-    """The run's best weights (EMA when it kept them) as a ``Predictor``."""
-    return Predictor.from_trainer(_trainer(run, device=device))
+def load_predictor(
+    run: str | Path,
+    *,
+    device: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> Predictor:
+    """The run's best weights (EMA when it kept them) as a ``Predictor``, with the manifest
+    the run kept: its shard set need not be reachable (``storage_options``: to read the set's,
+    for a run that kept none)."""
+    return Predictor.from_trainer(
+        _trainer(run, trained_manifest(run), device=device, storage_options=storage_options)
+    )
 
 
 def predict_volumes(
@@ -53,11 +70,13 @@ def predict_volumes(
     out: str | Path,
     *,
     device: str | None = None,
+    storage_options: dict[str, Any] | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Predict whole volumes with a run's model: ``sources`` (None: the tomograms of the run's
     ``split``) into ``out``; ``options`` as ``streamvol.predict.predict_volumes`` takes them."""
-    return _predict_volumes(load_predictor(run, device=device), run, sources, out, **options)
+    predictor = load_predictor(run, device=device, storage_options=storage_options)
+    return _predict_volumes(predictor, run, sources, out, **options)
 
 
 def evaluate(

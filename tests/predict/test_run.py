@@ -118,11 +118,17 @@ def test_segmentation_run_writes_ome_zarr_volumes(tmp_path):
     clear = np.abs(p[1] - p[0]) > 0.01  # float16 ties aside, labels are the argmax
     np.testing.assert_array_equal(np.asarray(labels.data)[clear], p.argmax(0)[clear])
     assert summary["class_names"] == ["background", "foreground"]
+    # the run kept its shard set's manifest: it predicts new volumes without the set
+    kept = json.loads((tmp_path / "run" / "shards_manifest.json").read_text())
+    assert kept == json.loads((shards / "manifest.json").read_text())
+    shards.rename(tmp_path / "moved")
     one = [str(tmp_path / "run"), str(data / name), "--out", str(tmp_path / "one")]
     with one_thread():
         result = CliRunner().invoke(app, ["predict", *one])
     assert result.exit_code == 0, result.output
     assert "\n1 volume in " in result.output and (tmp_path / "one" / name).is_dir()
+    again = open_volume(tmp_path / "one" / name / "labels.ome.zarr").data
+    np.testing.assert_array_equal(np.asarray(again), np.asarray(labels.data))
 
     # streamvol score: each volume's Dice per class is scikit-learn's F1 over its voxels
     from sklearn.metrics import f1_score, jaccard_score
