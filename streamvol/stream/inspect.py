@@ -65,7 +65,7 @@ def _samples(
     manifest: dict[str, Any], stored: Iterator[dict[str, Any]], margin: Any = None
 ) -> Iterator[dict[str, Any]]:
     """The ``stored`` samples; of a region set, crops drawn from each region (epoch 0, with
-    ``margin`` around them, default the manifest's), a few per region in turn."""
+    ``margin`` around them, default the manifest's): ``_shown_units`` of each in turn."""
     if not _is_regions(manifest):
         yield from stored
         return
@@ -81,14 +81,25 @@ def _samples(
         seed=int(manifest.get("seed", 0)),
     )
     for region in stored:
-        units = sum(region["json"]["units"])
-        for j in np.linspace(0, units - 1, min(units, 4)).round().astype(int).tolist():
+        for j in _shown_units(region["json"]["units"], region.get("points.npy")):
             unit = {"__region__": region, "__unit__": j, "__pos__": 0, "weight": 1.0}
             drawn = draw({**unit, "__key__": f"{region['__key__']}_u{j}"}, 0)
             for name in ("image.npy", "mask.npy"):
                 if name in drawn:
                     drawn[name] = drawn[name].cut()
             yield drawn
+
+
+def _shown_units(units: list[int], points: np.ndarray | None) -> list[int]:
+    """A region's units that show it: the first pick of each class, a negative, and up to 4
+    uniform draws spread over the rest."""
+    per_point, negatives, rest = units
+    classes = points[:per_point, 3] if per_point and points is not None else np.zeros(0)
+    shown = sorted(int(np.flatnonzero(classes == c)[0]) for c in np.unique(classes))
+    if negatives:
+        shown.append(per_point)
+    start = per_point + negatives
+    return shown + [start + int(j) for j in np.linspace(0, rest - 1, min(rest, 4)).round()]
 
 
 def describe(manifest: dict[str, Any]) -> list[str]:
@@ -158,7 +169,10 @@ def preview(
             for sample in _samples(manifest, read_shard(folder, rec, storage)):
                 yield {**sample, "__split__": name}
 
-    samples = _spread(itertools.chain.from_iterable(tagged(s) for s in splits), n)
+    # the first 50 n samples of each split: enough for its classes, without reading it all
+    samples = _spread(
+        itertools.chain.from_iterable(itertools.islice(tagged(s), 50 * n) for s in splits), n
+    )
     names = manifest["class_names"]
     margin, crop = manifest["margin"], manifest["crop"]
     cols = min(len(samples), 4) or 1
@@ -206,12 +220,13 @@ def preview(
     return save_figure(fig, png, dpi=100)
 
 
-def _spread(samples: Iterator[dict[str, Any]], n: int, *, scan: int = 50) -> list[dict[str, Any]]:
-    """Up to ``n`` samples taken round-robin over classes from the first ``scan * n`` samples."""
-    by_class: dict[int, list[dict[str, Any]]] = {}
-    for sample in itertools.islice(samples, scan * n):
-        by_class.setdefault(sample.get("cls", -1), []).append(sample)
-    queues = [by_class[k] for k in sorted(by_class)]
+def _spread(samples: Iterator[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    """Up to ``n`` samples taken round-robin over each class's splits, so that every class and
+    split shows where ``n`` allows."""
+    groups: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for sample in samples:
+        groups.setdefault((sample.get("cls", -1), sample["__split__"]), []).append(sample)
+    queues = [groups[k] for k in sorted(groups, key=lambda k: k[0])]  # splits as they came
     picked: list[dict[str, Any]] = []
     while len(picked) < n and any(queues):
         for queue in queues:

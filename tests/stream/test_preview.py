@@ -3,6 +3,8 @@ mask outline and the points, and a title that says what the montage shows."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from streamvol import synth
@@ -49,6 +51,26 @@ def test_spot_preview_shows_points_in_the_legend(tmp_path, figures):
     assert "points within 3 slices" in _legend(fig)
     heads = {ax.get_title().split("\n")[0] for ax in fig.axes if ax.get_title()}
     assert heads <= {"train: true", "train: false"} and len(heads) == 2
+
+
+def test_a_region_preview_shows_every_class_and_split(tmp_path, figures):
+    """Drawn crops of a region set: the first pick of each class in each region and a negative
+    (class background), round-robin over each class's splits: a small montage shows them all."""
+    data = synth.make("tomograms", tmp_path / "t", n=3, size=(40, 80, 80))
+    config = parse_config([data], plan="regions", crop=8, split="0.34,0.33,0.33", negatives=1)
+    shard(config, tmp_path / "set")
+    manifest = json.loads((tmp_path / "set" / "manifest.json").read_text())
+    expected = {
+        f"{split}: {name}" for split, counts in manifest["class_counts"].items() for name in counts
+    }
+
+    def heads(n: int) -> list[str]:
+        preview(tmp_path / "set", tmp_path / "p.png", n=n)
+        return [ax.get_title().split("\n")[0] for ax in figures[-1].axes if ax.get_title()]
+
+    assert sorted(heads(24)) == sorted(expected)
+    first = manifest["class_names"][0]  # every split holds one here
+    assert heads(3) == [f"{split}: {first}" for split in ("train", "val", "test")]
 
 
 def test_the_augmentation_preview_shows_the_mask_crop_nearest_half_foreground(tmp_path, figures):
