@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -128,11 +128,14 @@ class TrainConfig:
         if self.ema is not None and not 0 < self.ema < 1:
             _bad("ema", self.ema, "expected a decay in (0, 1), e.g. 0.999")
 
-    def same_run(self, other: TrainConfig) -> bool:
-        """Whether ``other`` trains the same way: equal but for how often it checkpoints and
-        how long its loader waits, which a resumed run may change."""
-        keep = {name: getattr(self, name) for name in OPERATIONAL}
-        return replace(other, **keep) == self
+    def differences(self, other: TrainConfig) -> list[str]:
+        """``name: mine -> other's`` for each option that differs, but those a resumed run may
+        change: how often it checkpoints and how long its loader waits."""
+        return [
+            f"{f.name}: {getattr(self, f.name)!r} -> {getattr(other, f.name)!r}"
+            for f in fields(self)
+            if f.name not in OPERATIONAL and getattr(self, f.name) != getattr(other, f.name)
+        ]
 
     def to_json(self) -> dict[str, Any]:
         """Everything but ``storage_options``, which may hold credentials."""

@@ -233,10 +233,13 @@ class Trainer:
                     f"{self.run_dir}: a run already lives here; pass --resume to continue it "
                     "or choose another --name"
                 )
-            if not previous.same_run(self.config):
+            changed = previous.differences(self.config)
+            if changed:
                 raise RunError(
-                    f"{self.run_dir}: --resume with a different configuration; "
-                    "resume with the same options"
+                    f"{self.run_dir}: --resume with a different configuration "
+                    f"({'; '.join(changed)}); resume with the run's options ({config_path}), "
+                    f"or train a new run from its weights: --name NEW --pretrained "
+                    f"{self.run_dir / 'best.pt'}"
                 )
         distributed.barrier(self.ranks)  # every rank has checked before rank 0 writes
         if self.main:

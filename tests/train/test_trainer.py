@@ -78,8 +78,11 @@ def test_existing_run_needs_resume_and_same_config(blob_shards, tmp_path):
     Trainer(config, tmp_path / "r").fit()
     with pytest.raises(RunError, match="--resume"):
         Trainer(config, tmp_path / "r")
-    with pytest.raises(RunError, match="different configuration"):
-        Trainer(replace(config, lr=0.1), tmp_path / "r", resume=True)
+    with pytest.raises(RunError, match="different configuration") as err:
+        Trainer(replace(config, lr=0.1, epochs=3), tmp_path / "r", resume=True)
+    assert "(epochs: 1 -> 3; lr: 0.003 -> 0.1); resume with the run's options" in str(err.value)
+    assert f"--pretrained {tmp_path / 'r' / 'best.pt'}" in str(err.value)
+    Trainer(replace(config, loader_timeout=5.0), tmp_path / "r", resume=True)  # operational
 
 
 def test_early_stopping_stops(blob_shards, tmp_path):
