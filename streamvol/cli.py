@@ -507,7 +507,8 @@ def train(
 ) -> None:
     """Train a 3D model on a shard set with fresh augmentation every epoch.
 
-    Writes runs/NAME/: config.json, metrics.jsonl, best.pt, last.pt, report.json and PNG plots.
+    Writes runs/NAME/: config.json, shards_manifest.json (the set's manifest, which predict
+    uses on new volumes), metrics.jsonl, best.pt, last.pt, report.json and PNG plots.
     Detection (--task detection, on picks): targets drawn from the augmented picks; after
     training, a threshold per particle type chosen on the whole validation tomograms
     (thresholds.json), which evaluate and predict reuse. Fine-tuning: --pretrained with a
