@@ -7,7 +7,6 @@ manifest are indexed by reading their headers once. Any fsspec URL works (``s3:/
 
 from __future__ import annotations
 
-import json
 import posixpath
 import tarfile
 from collections.abc import Sequence
@@ -16,7 +15,7 @@ from typing import Any
 
 import fsspec
 
-from streamvol.core.manifest import check_manifest, reaching
+from streamvol.core.manifest import MANIFEST, reaching, read_manifest
 from streamvol.errors import ShardError
 from streamvol.stream.decode import Expected, MappedFile, split_name
 
@@ -110,18 +109,10 @@ def _exists(url: str, storage: dict[str, Any]) -> bool:
 
 def read_manifest_url(folder: str, storage: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The manifest of a shard folder (local or URL), or None when there is none."""
-    storage = storage or {}
-    url = _join(folder, "manifest.json")
     with reaching(folder):
-        if not _exists(url, storage):
+        if not _exists(_join(folder, MANIFEST), storage or {}):
             return None
-        with open_file(url, storage) as f:
-            text = f.read()
-    try:
-        manifest = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ShardError(f"{url}: corrupt manifest: {exc}") from exc
-    return check_manifest(manifest, url)
+    return read_manifest(folder, storage)
 
 
 def split_names(manifest: dict[str, Any], split: str, folds: Sequence[int] | None) -> list[str]:
