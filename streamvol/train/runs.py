@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from streamvol.core.files import atomic_file
-from streamvol.core.manifest import read_manifest
+from streamvol.core.manifest import check_manifest, read_manifest
 from streamvol.errors import RunError
 from streamvol.predict import Predictor
 from streamvol.predict import predict_volumes as _predict_volumes
@@ -36,7 +36,12 @@ def trained_manifest(run: str | Path) -> dict[str, Any] | None:
     """The manifest of the shard set the run trained on, as the run kept it (None where an
     older streamvol kept none)."""
     path = Path(run) / RUN_MANIFEST
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return check_manifest(json.loads(path.read_text()), str(path))
+    except json.JSONDecodeError as exc:
+        raise RunError(f"{path}: corrupt ({exc}); copy the shard set's manifest.json here") from exc
 
 
 def _trainer(run: str | Path, manifest: dict[str, Any] | None = None, **changes: Any) -> Trainer:

@@ -262,3 +262,17 @@ def test_copick_runs_keep_their_names_in_predictions(pick_project, pick_run, tmp
     assert rows and all(row.startswith("TS.3,") for row in rows)
     report = score_picks(tmp_path / "pred", root)
     assert report["experiments"] == {"scored": ["TS.3"], "dropped": [], "unpredicted": []}
+
+
+def test_a_corrupt_kept_manifest_is_named(tmp_path):
+    from streamvol.errors import RunError, ShardError
+    from streamvol.train.runs import trained_manifest
+
+    assert trained_manifest(tmp_path) is None  # an older run: predict reads the shard set
+    kept = tmp_path / "shards_manifest.json"
+    kept.write_text('{"format": "streamvol-shards", ')
+    with pytest.raises(RunError, match=rf"{kept}: corrupt \(.*\); copy the shard set's manifest"):
+        trained_manifest(tmp_path)
+    kept.write_text("{}")
+    with pytest.raises(ShardError, match=rf"{kept}: format None, expected 'streamvol-shards'"):
+        trained_manifest(tmp_path)
