@@ -999,6 +999,14 @@ def score(
         str | None, typer.Option(help="Only REF's copick pick files of this session_id.")
     ] = None,
     beta: Annotated[float, typer.Option(help="F-beta's beta (CZII: 4).")] = 4.0,
+    radius: Annotated[
+        str | None,
+        typer.Option(
+            help="Particle radii in Angstrom, one number for every type (60) or NAME=R,NAME=R: "
+            "for types no copick config or the CZII table names (spot tables), or to replace "
+            "theirs."
+        ),
+    ] = None,
 ) -> None:
     """CZII F-beta of picks against reference picks: per type TP, FP, FN, precision, recall,
     F-beta, and the weighted score (a reference is found within half its radius). Label
@@ -1011,6 +1019,7 @@ def score(
         score_labels,
         score_picks,
     )
+    from streamvol.shard.config import parse_radius
 
     out_console = _out()
     if is_label_prediction(pred):
@@ -1045,6 +1054,7 @@ def score(
             session=session,
             ref_session=ref_session,
             beta=beta,
+            radius=dict(parse_radius(radius)) if radius else None,
         )
         out_console.print(format_score(report), highlight=False)
         found = {k: _listed(v) for k, v in report["experiments"].items()}

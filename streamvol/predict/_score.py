@@ -12,7 +12,10 @@ the total weight.
 Radii and weights: from REF's ``copick_config.json`` (or PRED's) when there is one, each weight
 from the object's ``weight`` where it has one; else the CZII table (apo-ferritin 1,
 beta-amylase 0, beta-galactosidase 2, ribosome 1, thyroglobulin 2, virus-like-particle 1;
-radii 60, 65, 90, 150, 130, 135 Angstrom); a type outside that table weighs 1.
+radii 60, 65, 90, 150, 130, 135 Angstrom), all six dividing the score where the picks name only
+its types, else only the types the picks name; a type outside that table weighs 1. ``radius``
+(``score --radius``) replaces those radii, or gives the radii of types none of them names
+(spot tables of one's own types).
 """
 
 from __future__ import annotations
@@ -90,8 +93,10 @@ def spot_table_picks(dataset: Dataset) -> Picks:
     return picks
 
 
-def particle_table(*sources: str | Path) -> dict[str, ParticleType]:
-    """Radii and weights: from the first source holding a copick config, else the CZII table."""
+def particle_table(*sources: str | Path, types: set[str] | None = None) -> dict[str, ParticleType]:
+    """Radii and weights: from the first source holding a copick config; else the CZII table,
+    or, where ``types`` (those the picks hold) go beyond it, its entries of ``types``: the
+    six CZII weights divide a score of other particles only for the challenge's data."""
     for source in sources:
         config = copick_config(source)
         if config is None:
@@ -107,7 +112,27 @@ def particle_table(*sources: str | Path) -> dict[str, ParticleType]:
             )
             for name, radius in radii.items()
         }
+    if types is not None and not types <= set(CZII_PARTICLES):
+        return {n: p for n, p in CZII_PARTICLES.items() if n in types}
     return dict(CZII_PARTICLES)
+
+
+def _given_radii(
+    particles: dict[str, ParticleType], types: set[str], radius: Mapping[str, float]
+) -> dict[str, ParticleType]:
+    """``particles`` with ``radius``'s radii (``"*"``: every type of the table and of
+    ``types``); a type new to the table weighs as in the CZII table, else 1."""
+    every = radius.get("*")
+    named = set(particles) | (types if every is not None else set(radius))
+    out = {}
+    for name in sorted(named):
+        r = radius.get(name, every)
+        if r is None:
+            out[name] = particles[name]
+            continue
+        known = particles.get(name) or CZII_PARTICLES.get(name)
+        out[name] = ParticleType(radius=float(r), weight=known.weight if known else 1.0)
+    return out
 
 
 def score_picks(
@@ -121,18 +146,28 @@ def score_picks(
     ref_user: str | None = None,
     session: str | None = None,
     ref_session: str | None = None,
+    radius: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """Score PRED against REF (see the module docstring); write the report as JSON to ``out``
     and its bars, precision, recall and F-beta per type, beside it (``out`` as ``.png``).
+    ``radius``: Angstrom by type name, ``"*"`` for every type.
 
     ``user`` keeps only PRED's copick pick files of that ``user_id`` (e.g. ``streamvol``),
     ``ref_user`` only REF's (e.g. ``curation``), ``session`` and ``ref_session`` those of that
     ``session_id``; without, a project whose runs hold picks of one type from several owners is
     refused.
     """
-    particles = particle_table(ref, pred)
     references = load_picks(ref, user=ref_user, session=ref_session)
     candidates = load_picks(pred, user=user, session=session)
+    types = {t for picks in (references, candidates) for of_run in picks.values() for t in of_run}
+    particles = _given_radii(particle_table(ref, pred, types=types), types, radius or {})
+    unknown = sorted(types - set(particles))
+    if unknown:
+        raise BadLabels(
+            f"{ref}, {pred}: no radius for particle types {unknown} (neither a copick config "
+            "nor the CZII table names them); give --radius in Angstrom: one for every type "
+            "(60) or NAME=R,NAME=R"
+        )
     report = picking_score(
         references,
         candidates,

@@ -193,3 +193,35 @@ def test_volumes_with_spot_tables_are_a_reference(tmp_path):
     (ref / "E3.csv").write_text("z,y,x,label\n1,1,1,ribosome\n")
     with pytest.raises(BadLabels, match=r"E3\.npy: records no voxel size"):
         score_picks(tmp_path / "pred.csv", ref)
+
+
+def test_types_of_ones_own_score_with_the_radius_given(tmp_path):
+    """Spot tables of types no copick config or CZII table names: refused until --radius gives
+    their radii; then scored among themselves (the six CZII weights do not divide the score)."""
+    import mrcfile
+
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    with mrcfile.new(ref / "v0.mrc") as mrc:
+        mrc.set_data(np.zeros((8, 8, 8), np.float32))
+        mrc.voxel_size = 10.0
+    (ref / "v0.csv").write_text("z,y,x,label\n2,2,2,a\n6,6,6,b\n")  # 20 A and 60 A
+    pred = _csv(tmp_path / "pred.csv", [("v0", "a", 20, 20, 28), ("v0", "b", 60, 60, 68)])
+    with pytest.raises(BadLabels, match=r"no radius for particle types \['a', 'b'\].*--radius"):
+        score_picks(pred, ref)
+    every = score_picks(pred, ref, radius={"*": 16.0})  # reach 8 A: both found
+    assert {n: r["tp"] for n, r in every["per_type"].items()} == {"a": 1, "b": 1}
+    assert every["weight_total"] == 2.0 and every["score"] == pytest.approx(1.0)
+    result = CliRunner().invoke(
+        app,
+        ["score", str(pred), str(ref), "--radius", "a=16,b=10", "--out", str(tmp_path / "s.json")],
+    )  # b's reach 5 A: missed
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "s.json").read_text())
+    assert report["particles"] == {
+        "a": {"radius": 16.0, "weight": 1.0},
+        "b": {"radius": 10.0, "weight": 1.0},
+    }
+    assert report["score"] == pytest.approx((1.0 + 0.0) / 2)
+    with pytest.raises(BadLabels, match=r"no radius for particle types \['b'\]"):
+        score_picks(pred, ref, radius={"a": 16.0})
