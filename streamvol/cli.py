@@ -726,6 +726,8 @@ def _metrics_line(report: dict) -> str:
     """The task's headline metrics that are defined (an undefined one is left out, not None)."""
     if report.get("task") == "reconstruction":
         keys: tuple[str, ...] = ("loss", "r2")
+    elif report.get("task") == "detection":  # the CZII score of whole tomograms
+        keys = ("score",)
     elif "dice" in report:
         keys = ("dice", "iou", "sensitivity", "specificity", "roc_auc")
     else:
@@ -1111,9 +1113,11 @@ def cv(
         ),
     )
     out = _out()
-    keys = [k for k in SUMMARY_KEYS if k in result["summary"]]
+    summary = result["summary"]
+    keys = [k for k in SUMMARY_KEYS if k in summary]
+    keys += [k for k in summary if k.startswith("per_type.") and k.endswith(".fbeta")]
     title = f"cross-validation: {run_dir.name}, {result['folds']} folds (validation of each)"
-    out.print(format_table(result["summary"], keys=keys, title=title, digits=3))
+    out.print(format_table(summary, keys=keys, title=title, digits=3))
     for label, path in result["plots"].items():
         out.print(f"{label}: {path}")
     out.print(f"report: {run_dir / 'cv_report.json'}")
@@ -1125,7 +1129,8 @@ def _fit_fold(trainer, fold: int, folds: int) -> dict:
     return _fit(trainer, f"fold{fold} ({fold + 1}/{folds}) ")
 
 
-# The metrics cv tabulates, in this order, those the task has (classification, segmentation).
+# The metrics cv tabulates, in this order, those the task has (classification, segmentation,
+# detection: the CZII score, then each type's F-beta).
 SUMMARY_KEYS = (
     "accuracy",
     "balanced_accuracy",
@@ -1140,6 +1145,7 @@ SUMMARY_KEYS = (
     "top2_accuracy",
     "dice",
     "iou",
+    "score",
 )
 
 

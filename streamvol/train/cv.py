@@ -28,7 +28,7 @@ def fold_count(manifest: dict[str, Any]) -> int:
 
 
 # Report entries that are settings or bookkeeping, not metrics to average over folds.
-NOT_METRICS = ("ignore_index", "parameters", "reduction")
+NOT_METRICS = ("ignore_index", "parameters", "reduction", "window", "peaks", "beta", "tta")
 
 
 def _metrics_only(report: dict[str, Any]) -> dict[str, Any]:

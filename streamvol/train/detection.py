@@ -205,13 +205,19 @@ def write_report(
     run, task = Path(trainer.run_dir), trainer.task
     writes = getattr(trainer, "main", True)
     choosing = split is None
-    split_name = split or trainer.config.val_split
-    if not split_name:
+    config = trainer.config
+    if split:
+        splits = [split]
+    elif config.val_split:
+        splits = [config.val_split]
+    else:  # cross-validation: the validation folds
+        splits = [f"fold{k}" for k in config.val_folds or ()]
+    if not splits:
         report: dict[str, Any] = {"task": "detection", "note": "no validation split"}
         if trainer.history and writes:
             report["plots"] = {"curves": str(plot_curves(trainer.history, run))}
         return report
-    config = trainer.config
+    split_name = ",".join(splits)
     predictor = Predictor.from_trainer(trainer)
     choices = {} if choosing else load_choices(run)
     saved_window, saved_peaks = settings_from(choices)
@@ -230,7 +236,7 @@ def write_report(
         window = predictor.window(window, tta=kinds)
     thresholds = choices.get("thresholds", {})
     grids = [GRID if choosing else [thresholds.get(n, 0.5)] for n in task.class_names]
-    sources = split_sources(trainer.manifest, split_name)
+    sources = [s for name in splits for s in split_sources(trainer.manifest, name)]
     counts, rows, scored = _count(predictor, sources, grids, window, peaks)
     per_type: dict[str, dict[str, Any]] = {}
     chosen: dict[str, float] = {}
@@ -260,7 +266,7 @@ def write_report(
         "per_type": per_type,
         "experiments": scored,
         "thresholds": chosen,
-        "thresholds_from": "val" if choosing else choices.get("from", "default"),
+        "thresholds_from": split_name if choosing else choices.get("from", "default"),
         "window": asdict(window),
         "peaks": asdict(peaks),
         "beta": BETA,

@@ -100,3 +100,32 @@ def test_detection_refuses_what_it_cannot_train(pick_project, blob_shards, tmp_p
         Trainer(TrainConfig(shards=str(shards), loss="mse", **TINY), tmp_path / "c")
     with pytest.raises(ValueError, match="target='ball'"):
         TrainConfig(shards=str(shards), target="ball")
+
+
+def test_cross_validation_scores_each_folds_tomograms_whole(pick_project, tmp_path):
+    """``cv`` of a detection set: each fold chooses its thresholds on its validation fold's
+    tomograms, whole, and the table shows the CZII score and each type's F-beta over folds."""
+    from streamvol.shard import parse_config, shard
+    from tests.conftest import PICK_TRAIN
+
+    data, _ = pick_project
+    folds = tmp_path / "folds"
+    config = parse_config([data], plan="points", crop="16", level=1, folds=2, augment="flips")
+    shard(config, folds)
+    manifest = json.loads((folds / "manifest.json").read_text())
+    args = [*PICK_TRAIN, "--epochs", "1", "--runs", str(tmp_path / "runs"), "--name", "cv"]
+    with one_thread():
+        result = CliRunner().invoke(app, ["cv", str(folds), *args])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "runs" / "cv" / "cv_report.json").read_text())
+    for k in range(2):
+        fold = json.loads((tmp_path / "runs" / "cv" / f"fold{k}" / "report.json").read_text())
+        ids = {s["id"] for s in manifest["sources"] if s["id"] in fold["experiments"]}
+        in_fold = {
+            key.split("_z")[0] for rec in manifest["splits"][f"fold{k}"] for key in rec["keys"]
+        }
+        assert fold["split"] == f"fold{k}" and ids == in_fold and ids
+        assert report["summary"]["score"]["values"][k] == pytest.approx(fold["score"])
+        assert f"fold{k}: score {fold['score']:.3f}" in result.output
+    assert report["summary"]["score"]["n"] == 2 and "window.overlap" not in report["summary"]
+    assert "per_type.ribosome.fbeta" in result.output
