@@ -28,3 +28,12 @@ def plot_curves(history: list[dict[str, Any]], run: Path) -> Path:
     metrics = sorted({k for h in history for k in h if k.startswith("val_") and "loss" not in k})
     title = f"{run.name}: training and validation by epoch"
     return plot_history(history, run / "curves.png", metrics=metrics or None, title=title)
+
+
+def identity(trainer: Any) -> dict[str, Any]:
+    """The model's name and parameter count (trainable and frozen, not buffers), which every
+    report carries: ``compare`` tabulates them."""
+    from streamvol.train.setup import model_name
+
+    parameters = sum(p.numel() for p in trainer.model.parameters())
+    return {"model": model_name(trainer.config, trainer.task), "parameters": int(parameters)}

@@ -35,7 +35,7 @@ from streamvol.metrics.picking import (
     match_points,
     particle_weight,
 )
-from streamvol.train.common import plot_curves
+from streamvol.train.common import identity, plot_curves
 from streamvol.train.targets import TargetSpec, make_targets
 
 VAL_GRID = tuple(round(0.05 * k, 2) for k in range(1, 20))  # crop-level metric: 0.05..0.95
@@ -271,6 +271,7 @@ def write_report(
         "peaks": asdict(peaks),
         "beta": BETA,
         "tta": ",".join(kinds) if kinds else None,
+        **identity(trainer),
     }
     if not writes:
         return report

@@ -12,8 +12,7 @@ import torch
 
 from streamvol.core.files import atomic_file, write_json_atomic
 from streamvol.errors import BadInput
-from streamvol.train.common import plot_curves
-from streamvol.train.setup import model_name
+from streamvol.train.common import identity, plot_curves
 
 
 def _probabilities(logits: torch.Tensor, binary: bool) -> torch.Tensor:
@@ -175,11 +174,6 @@ def score(out: dict[str, Any], task: Any, *, threshold: float | None = 0.5) -> d
     )
 
 
-def count_parameters(model: torch.nn.Module) -> int:
-    """Trainable and frozen parameters of ``model`` (not buffers such as BN statistics)."""
-    return int(sum(p.numel() for p in model.parameters()))
-
-
 def write_report(
     trainer: Any,
     *,
@@ -227,8 +221,7 @@ def write_report(
     report = score(out, task, threshold=threshold)
     report["split"] = split or "val"
     report["tta"] = kind
-    report["model"] = model_name(trainer.config, trainer.task)
-    report["parameters"] = count_parameters(trainer.model)
+    report.update(identity(trainer))
     if not writes:
         return report
     _save_predictions(run / f"{prefix}_predictions.npz", out, task)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from streamvol.core.files import write_json_atomic
-from streamvol.train.common import counted, plot_curves
+from streamvol.train.common import counted, identity, plot_curves
 
 PREVIEW = "val_reconstruction.png"
 _VAL_KEY = 0x5EC0  # validation corruptions: the same every epoch
@@ -153,7 +153,11 @@ def write_report(
     run = Path(trainer.run_dir)
     writes = getattr(trainer, "main", True)
     config = trainer.config
-    report: dict[str, Any] = {"task": "reconstruction", "split": split or "val"}
+    report: dict[str, Any] = {
+        "task": "reconstruction",
+        "split": split or "val",
+        **identity(trainer),
+    }
     plots: dict[str, str] = {}
     if trainer.history and split is None and writes:
         plots["curves"] = str(plot_curves(trainer.history, run))

@@ -129,3 +129,29 @@ def test_cross_validation_scores_each_folds_tomograms_whole(pick_project, tmp_pa
         assert f"fold{k}: score {fold['score']:.3f}" in result.output
     assert report["summary"]["score"]["n"] == 2 and "window.overlap" not in report["summary"]
     assert "per_type.ribosome.fbeta" in result.output
+
+
+def test_compare_tables_detection_runs(pick_project, pick_run, tmp_path):
+    """Two detection runs side by side: model, parameters and the CZII score of each, from the
+    reports their evaluations wrote (a second compare evaluates nothing again)."""
+    from streamvol.train.compare import compare_runs
+
+    _, shards = pick_project
+    run, _ = pick_run
+    small = tmp_path / "small"
+    config = TrainConfig(shards=str(shards), epochs=1, **TINY)
+    with one_thread():
+        trainer = Trainer(config, small)
+        trainer.fit()
+        result = CliRunner().invoke(
+            app, ["compare", str(run), str(small), "--out", str(tmp_path / "c")]
+        )
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "c" / "compare.json").read_text())["rows"]
+    params = sum(p.numel() for p in trainer.model.parameters())
+    assert [r["parameters"] for r in rows][1] == params and rows[0]["parameters"] > params
+    for row, folder in zip(rows, (run, small), strict=True):
+        assert row["score"] == json.loads((folder / "test_report.json").read_text())["score"]
+    evaluated = []
+    compare_runs([run, small], tmp_path / "again", progress=lambda *a: evaluated.append(a))
+    assert evaluated == []
