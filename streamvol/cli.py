@@ -518,7 +518,8 @@ def train(
 
     config = options.config(shards)
     run_dir = runs / (name or (config.model if config.model != "auto" else "run"))
-    trainer = Trainer(config, run_dir, resume=resume)
+    with _warnings_shown():
+        trainer = Trainer(config, run_dir, resume=resume)
     _print_transfer(trainer)
     report = _fit(trainer)
     _print_report(report, run_dir)
@@ -549,7 +550,8 @@ def pretrain(
     config = fold_splits(options.config(shards, task="reconstruction"))
     model = config.model if config.model != "auto" else "pretrain"
     run_dir = runs / (name or f"{model}-ae")
-    trainer = Trainer(config, run_dir, resume=resume)
+    with _warnings_shown():
+        trainer = Trainer(config, run_dir, resume=resume)
     report = _fit(trainer)
     _print_report(report, run_dir)
 
@@ -1102,16 +1104,17 @@ def cv(
 
     config = options.config(shards)
     run_dir = runs / (name or f"cv-{config.model}")
-    result = cross_validate(
-        config,
-        run_dir,
-        folds=folds,
-        resume=resume,
-        fit=_fit_fold,
-        on_fold=lambda k, r: _out().print(
-            f"fold{k}: {_metrics_line(r)}", highlight=False, soft_wrap=True
-        ),
-    )
+    with _warnings_shown():
+        result = cross_validate(
+            config,
+            run_dir,
+            folds=folds,
+            resume=resume,
+            fit=_fit_fold,
+            on_fold=lambda k, r: _out().print(
+                f"fold{k}: {_metrics_line(r)}", highlight=False, soft_wrap=True
+            ),
+        )
     out = _out()
     summary = result["summary"]
     keys = [k for k in SUMMARY_KEYS if k in summary]
@@ -1236,7 +1239,7 @@ def bench(
         timeout=timeout,
         storage_options=_storage(storage_options),
     )
-    with _progress_display(console) as show:
+    with _warnings_shown(), _progress_display(console) as show:
         result = run_bench(
             config,
             log=show.print,

@@ -103,6 +103,10 @@ class CheckpointError(StreamvolError, ValueError):
     """A checkpoint that is missing, truncated or not a streamvol checkpoint."""
 
 
+class MemoryWarning(UserWarning):
+    """A training step will likely not fit in the device's memory."""
+
+
 class SplitWarning(UserWarning):
     """A split had to fall back to something weaker than grouping by source."""
 

@@ -272,13 +272,14 @@ def trainer_rate(
     on 48^3 crops takes 15 s a step on 2 CPU cores."""
     from streamvol.train.config import TrainConfig
     from streamvol.train.rng import RunRng
-    from streamvol.train.setup import build_model, keep_freed_memory, resolve_task
+    from streamvol.train.setup import build_model, check_memory, keep_freed_memory, resolve_task
 
     manifest = read_manifest(config.shards, config.storage_options)
     train_config = TrainConfig(
         shards=config.shards,
         model=config.model or "auto",
         task=config.task,
+        batch_size=config.batch_size,
         storage_options=config.storage_options,
     )
     task = resolve_task(train_config, manifest)
@@ -287,6 +288,7 @@ def trainer_rate(
     with RunRng(0, device).active():  # the same weights and input every time
         model = build_model(train_config, task).to(device)
         x = torch.randn(config.batch_size, 1, *task.crop, device=device)
+    check_memory(train_config, task, model, device, half=device.type == "cuda")
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     outputs = model.num_outputs if hasattr(model, "num_outputs") else task.num_classes
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" else None

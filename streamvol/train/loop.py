@@ -86,6 +86,7 @@ class Trainer:
         self._base(config, run_dir)
         self.augment = setup.make_augment(config, self.manifest)
         self._check_margin()
+        self.memory = setup.check_memory(config, self.task, self.model, self.device, bool(self.amp))
         self._transfer()  # before the run folder is claimed: a bad checkpoint writes nothing
         self.train_set = setup.make_dataset(config, train=True, augment=self.augment)
         self._claim(resume)

@@ -8,6 +8,7 @@ import math
 import os
 import platform
 import sys
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from streamvol.errors import BadInput, BadOption
+from streamvol.errors import BadInput, BadOption, MemoryWarning
 from streamvol.stream import StreamDataset, open_shards
 from streamvol.train.config import TrainConfig
 from streamvol.train.losses import (
@@ -231,6 +232,90 @@ def keep_freed_memory() -> bool:
 
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
+KEPT = 1.8  # a CPU step's peak RSS over its saved activations, freed memory kept (cpu_malloc.py)
+GIVEN_BACK = 1.2  # the same with glibc's defaults
+
+
+def give_freed_memory_back() -> None:
+    """Undo ``keep_freed_memory``: glibc's default thresholds (128 KiB) again."""
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+        libc = ctypes.CDLL(None)
+        libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
+        libc.mallopt(M_TRIM_THRESHOLD, 128 * 1024)
+
+
+def activation_bytes(
+    model: torch.nn.Module, crop: tuple[int, ...], half: bool = False
+) -> int | None:
+    """Bytes one sample's forward pass keeps for the backward pass (what autograd saves, the
+    bulk of a 3D network's training memory), counted on a copy of ``model`` on the meta device:
+    no memory, no arithmetic. ``half``: under bf16 / fp16 autocast. None where the model does
+    not run on the meta device."""
+    import copy
+
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved[id(t)] = t.numel() * t.element_size()  # the graph holds t: ids stay unique
+        return t
+
+    try:
+        probe = copy.deepcopy(model).to("meta").train()
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            probe(torch.zeros(1, 1, *crop, device="meta"))
+    except Exception:  # an op without a meta kernel: no estimate
+        return None
+    return int(sum(saved.values()) * (0.5 if half else 1.0))
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes the device can still give: free memory on CUDA, MemAvailable on Linux."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def check_memory(
+    config: TrainConfig, task: Task, model: torch.nn.Module, device: torch.device, half: bool
+) -> dict[str, Any] | None:
+    """Before the first step: whether a training step fits in the device's memory (every rank
+    on a CPU host shares it). On the CPU, freed memory is given back to the system where
+    keeping it would not fit; where even that does not fit, a ``MemoryWarning`` names a batch
+    size that does, instead of the system killing the run mid-epoch. Returns the figures."""
+    per_sample = activation_bytes(model, task.crop, half)
+    available = available_memory(device)
+    if not per_sample or available is None:
+        return None
+    ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if device.type == "cpu" else 1
+    need = per_sample * config.batch_size * ranks
+    factor = GIVEN_BACK if device.type == "cpu" else 1.0
+    gave_back = device.type == "cpu" and need * KEPT > available
+    if gave_back:
+        give_freed_memory_back()
+    if need * factor > available:
+        fits = int(available / (factor * per_sample * ranks))
+        each = f" on each of {ranks} ranks" if ranks > 1 else ""
+        advice = f"--batch-size {fits} fits" if fits else "smaller crops are needed"
+        warnings.warn(
+            MemoryWarning(
+                f"a training step of {model_name(config, task)} on {_zyx(task.crop)} crops "
+                f"keeps about {per_sample / 2**30:.2f} GiB a sample for the backward pass: "
+                f"{need * factor / 2**30:.1f} GiB at --batch-size {config.batch_size}{each}, "
+                f"and {device.type} has {available / 2**30:.1f} GiB available, so the system "
+                f"may stop the run; {advice}"
+            ),
+            stacklevel=2,
+        )
+    return {"per_sample": per_sample, "need": need, "available": available, "gave_back": gave_back}
+
+
+def _zyx(crop: tuple[int, ...]) -> str:
+    return "x".join(map(str, crop))
 
 
 def amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
