@@ -270,25 +270,11 @@ def trainer_rate(
     ``steps`` are timed after ``warmup`` ones (default: 3 on CUDA, whose first steps choose
     kernels; 1 elsewhere). Past ``budget_s`` seconds, timing stops after 3 steps: a 3D U-Net
     on 48^3 crops takes 15 s a step on 2 CPU cores."""
-    from streamvol.train.config import TrainConfig
     from streamvol.train.rng import RunRng
-    from streamvol.train.setup import build_model, check_memory, keep_freed_memory, resolve_task
 
-    manifest = read_manifest(config.shards, config.storage_options)
-    train_config = TrainConfig(
-        shards=config.shards,
-        model=config.model or "auto",
-        task=config.task,
-        batch_size=config.batch_size,
-        storage_options=config.storage_options,
-    )
-    task = resolve_task(train_config, manifest)
-    if device.type == "cpu":
-        keep_freed_memory()  # as the trainer does
     with RunRng(0, device).active():  # the same weights and input every time
-        model = build_model(train_config, task).to(device)
+        train_config, task, model = trainer_fits(config, device)
         x = torch.randn(config.batch_size, 1, *task.crop, device=device)
-    check_memory(train_config, task, model, device, half=device.type == "cuda")
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     outputs = model.num_outputs if hasattr(model, "num_outputs") else task.num_classes
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" else None
@@ -322,6 +308,31 @@ def trainer_rate(
         "steps": timed,
         "device": str(device),
     }
+
+
+def trainer_fits(config: BenchConfig, device: torch.device) -> tuple[Any, Any, torch.nn.Module]:
+    """The trainer's configuration, task and model on ``device``, once its training step is
+    known to fit in memory (as ``train`` checks it): a step that would not is refused before
+    anything is measured, rather than killed mid-step."""
+    from streamvol.train.config import TrainConfig
+    from streamvol.train.setup import build_model, check_memory, keep_freed_memory, resolve_task
+
+    manifest = read_manifest(config.shards, config.storage_options)
+    train_config = TrainConfig(
+        shards=config.shards,
+        model=config.model or "auto",
+        task=config.task,
+        batch_size=config.batch_size,
+        storage_options=config.storage_options,
+    )
+    task = resolve_task(train_config, manifest)
+    if device.type == "cpu":
+        keep_freed_memory()  # as the trainer does
+    model = build_model(train_config, task).to(device)
+    memory = check_memory(train_config, task, model, device, device.type == "cuda", warn=False)
+    if memory and memory["shortfall"]:
+        raise BadOption("batch_size", config.batch_size, memory["shortfall"])
+    return train_config, task, model
 
 
 def trainer_warmup(device: torch.device) -> int:
@@ -391,6 +402,8 @@ def run_bench(
         if progress:
             progress(done, total)
 
+    if config.model is not None:
+        trainer_fits(config, device)  # before the loader's minutes
     if "gpu" in {mode for mode, _ in grid} and device.type != "cuda":
         result.notes.append(
             f"augment gpu ran on the {device.type} device (no CUDA here): the GPU code path, "

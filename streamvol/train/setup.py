@@ -281,12 +281,19 @@ def available_memory(device: torch.device) -> int | None:
 
 
 def check_memory(
-    config: TrainConfig, task: Task, model: torch.nn.Module, device: torch.device, half: bool
+    config: TrainConfig,
+    task: Task,
+    model: torch.nn.Module,
+    device: torch.device,
+    half: bool,
+    *,
+    warn: bool = True,
 ) -> dict[str, Any] | None:
     """Before the first step: whether a training step fits in the device's memory (every rank
     on a CPU host shares it). On the CPU, freed memory is given back to the system where
-    keeping it would not fit; where even that does not fit, a ``MemoryWarning`` names a batch
-    size that does, instead of the system killing the run mid-epoch. Returns the figures."""
+    keeping it would not fit; where even that does not fit, a ``MemoryWarning`` (``warn``)
+    names a batch size that does, instead of the system killing the run mid-epoch. Returns the
+    figures, with ``shortfall``: that message, where it does not fit."""
     per_sample = activation_bytes(model, task.crop, half)
     available = available_memory(device)
     if not per_sample or available is None:
@@ -297,21 +304,27 @@ def check_memory(
     gave_back = device.type == "cpu" and need * KEPT > available
     if gave_back:
         give_freed_memory_back()
+    shortfall = None
     if need * factor > available:
         fits = int(available / (factor * per_sample * ranks))
         each = f" on each of {ranks} ranks" if ranks > 1 else ""
         advice = f"--batch-size {fits} fits" if fits else "smaller crops are needed"
-        warnings.warn(
-            MemoryWarning(
-                f"a training step of {model_name(config, task)} on {_zyx(task.crop)} crops "
-                f"keeps about {per_sample / 2**30:.2f} GiB a sample for the backward pass: "
-                f"{need * factor / 2**30:.1f} GiB at --batch-size {config.batch_size}{each}, "
-                f"and {device.type} has {available / 2**30:.1f} GiB available, so the system "
-                f"may stop the run; {advice}"
-            ),
-            stacklevel=2,
+        shortfall = (
+            f"a training step of {model_name(config, task)} on {_zyx(task.crop)} crops "
+            f"keeps about {per_sample / 2**30:.2f} GiB a sample for the backward pass: "
+            f"{need * factor / 2**30:.1f} GiB at --batch-size {config.batch_size}{each}, "
+            f"and {device.type} has {available / 2**30:.1f} GiB available, so the system "
+            f"may stop the run; {advice}"
         )
-    return {"per_sample": per_sample, "need": need, "available": available, "gave_back": gave_back}
+        if warn:
+            warnings.warn(MemoryWarning(shortfall), stacklevel=2)
+    return {
+        "per_sample": per_sample,
+        "need": need,
+        "available": available,
+        "gave_back": gave_back,
+        "shortfall": shortfall,
+    }
 
 
 def _zyx(crop: tuple[int, ...]) -> str:

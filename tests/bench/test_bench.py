@@ -193,3 +193,18 @@ def test_bench_plot_has_whole_worker_ticks_and_marks_the_verdict(tiny, tmp_path,
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert "the verdict's configuration" in labels and "no augmentation" in labels
     assert "--augment flips" in ax.get_title() and "split train" in ax.get_title()
+
+
+def test_a_trainer_step_that_does_not_fit_is_refused_before_measuring(tiny, monkeypatch):
+    """As ``train`` warns, ``bench --model`` refuses a step the memory cannot hold, naming a
+    batch size that fits, before the loader's measurements rather than killed after them."""
+    from streamvol.bench import run_bench
+    from streamvol.train import setup
+
+    config = BenchConfig(shards=str(tiny), batch_size=8, batches=1, model="simple_cnn")
+    monkeypatch.setattr(setup, "available_memory", lambda device: 1024)
+    calls = []
+    with pytest.raises(BadOption, match=r"batch_size=8: a training step of simple_cnn .*crops"):
+        run_bench(config, progress=lambda done, total: calls.append(done))
+    assert calls == []  # nothing measured
+    setup.keep_freed_memory()  # the check gave freed memory back: keep it for later tests
