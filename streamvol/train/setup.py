@@ -308,9 +308,10 @@ def check_memory(
     if need * factor > available:
         fits = int(available / (factor * per_sample * ranks))
         each = f" on each of {ranks} ranks" if ranks > 1 else ""
+        crop = "x".join(map(str, task.crop))
         advice = f"--batch-size {fits} fits" if fits else "smaller crops are needed"
         shortfall = (
-            f"a training step of {model_name(config, task)} on {_zyx(task.crop)} crops "
+            f"a training step of {model_name(config, task)} on {crop} crops "
             f"keeps about {per_sample / 2**30:.2f} GiB a sample for the backward pass: "
             f"{need * factor / 2**30:.1f} GiB at --batch-size {config.batch_size}{each}, "
             f"and {device.type} has {available / 2**30:.1f} GiB available, so the system "
@@ -325,10 +326,6 @@ def check_memory(
         "gave_back": gave_back,
         "shortfall": shortfall,
     }
-
-
-def _zyx(crop: tuple[int, ...]) -> str:
-    return "x".join(map(str, crop))
 
 
 def amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
