@@ -33,6 +33,7 @@ from streamvol._cli_options import (
     training_options,
 )
 from streamvol._cli_options import storage as _storage
+from streamvol.core.interrupt import Terminated, sigterm_interrupts
 from streamvol.errors import StreamvolError
 from streamvol.progress import progress as _progress_display
 from streamvol.progress import rate_text
@@ -50,23 +51,29 @@ class _Commands(TyperGroup):
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with sigterm_interrupts():  # kill, timeout, a scheduler's limit: stop as Ctrl-C
+                return super().invoke(ctx)
         except USER_ERRORS as exc:
             command = self.get_command(ctx, ctx.invoked_subcommand or "")
             raise _fail(exc, command_flags(command) if command else None) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             hint = RESUMING.get(ctx.invoked_subcommand or "")
-            console.print(f"interrupted{'; ' + hint if hint else ''}", highlight=False)
-            raise typer.Exit(130) from None
+            term = isinstance(exc, Terminated)
+            what = "terminated" if term else "interrupted"
+            console.print(f"{what}{'; ' + hint if hint else ''}", highlight=False)
+            raise typer.Exit(143 if term else 130) from None  # 128 + the signal's number
 
 
-# What a command stopped by Ctrl-C keeps, and how to go on from there.
+# What a command stopped by Ctrl-C or SIGTERM keeps, and how to go on from there.
+_FROM_LAST = (
+    "the same command with --resume continues from the run's last.pt (written at each "
+    "epoch's end, every --checkpoint-every steps, and, when a one-process run is stopped, at its "
+    "last finished step)"
+)
 RESUMING = {
     "shard": "the same command again keeps the shards already written and writes the rest",
-    "train": "the same command with --resume continues from the run's last.pt (written at "
-    "each epoch's end, and every --checkpoint-every steps)",
-    "pretrain": "the same command with --resume continues from the run's last.pt (written at "
-    "each epoch's end, and every --checkpoint-every steps)",
+    "train": _FROM_LAST,
+    "pretrain": _FROM_LAST,
     "cv": "the same command with --resume continues the folds",
 }
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import os
+import signal
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, get_worker_info
 
+from streamvol.core.interrupt import deferred
 from streamvol.errors import BadInput, BadOption, LoaderTimeout
 from streamvol.stream import slots
 from streamvol.stream.dataset import StreamDataset
@@ -204,7 +206,11 @@ def single_threaded() -> None:
 def worker_init(_: int) -> None:
     """One thread per loader worker (the workers are the parallelism, and a forked worker must
     not enter an OpenMP region: ``single_threaded``); freed sample memory kept for reuse
-    (``keep_freed_memory``); batches written into reused shared memory (``slots``)."""
+    (``keep_freed_memory``); batches written into reused shared memory (``slots``). Ctrl-C
+    and SIGTERM end it quietly (PyTorch's worker exits on ``KeyboardInterrupt``; the main
+    process, which a group's signal also reaches, stops the run), not as a crash."""
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, signal.default_int_handler)
     single_threaded()
     info = get_worker_info()
     if info is not None and isinstance(info.dataset, StreamDataset):
@@ -215,6 +221,7 @@ def worker_init(_: int) -> None:
 
 class StreamLoader:
     """Batches from a ``StreamDataset``; knows its exact length and can resume mid-epoch.
+    ``with loader(...) as dl:`` stops its workers on leaving the block (``close``).
 
     ``timeout``: seconds to wait for a batch from the workers before raising ``LoaderTimeout``
     naming the worker and the stage it last reached (0 waits forever; no effect without
@@ -242,6 +249,7 @@ class StreamLoader:
         self.timeout = timeout
         self._pass: list[np.ndarray] = []  # positions of each batch delivered in this pass
         self._pass_start = 0  # batches of the epoch delivered before this pass
+        self._running: Iterator[Any] | None = None  # the DataLoader's iterator of the pass
         pin = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.loader = DataLoader(
             dataset,
@@ -268,16 +276,22 @@ class StreamLoader:
         self._pass, self._pass_start = [], ds.delivered
         ds._driven = True
         try:
-            batches = iter(self.loader)
+            # a first pass forks the workers: Ctrl-C or SIGTERM raised in a fork handler would
+            # be lost (Python ignores it there), so it waits until they are started
+            with deferred():
+                batches = self._running = iter(self.loader)
             while True:
                 try:
                     batch = next(batches)
                 except StopIteration:
                     break
+                except KeyboardInterrupt:
+                    self.close()
+                    raise
                 except RuntimeError as exc:
                     if "timed out" not in str(exc):
                         raise
-                    self._shut_down(batches)
+                    self.close()
                     raise self._timed_out() from exc
                 if self.num_workers:
                     batch = slots.adopt(_unwire(batch), ds.slot_table)
@@ -288,14 +302,24 @@ class StreamLoader:
                 yield batch
         finally:
             ds._driven = False
+            self._running = None
         if not self.loader.persistent_workers:  # their workers, and so their slots, are gone
             ds.slot_table.mapped.clear()
 
-    def _shut_down(self, batches: Iterator[Any]) -> None:
-        """Stop the workers of a pass that timed out (one of them hangs): the next pass starts
-        new ones."""
-        if hasattr(batches, "_shutdown_workers"):
-            batches._shutdown_workers()
+    def __enter__(self) -> StreamLoader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the workers now; the next pass starts new ones. For a pass that was stopped (a
+        worker hangs, Ctrl-C, an error in the training step): its workers would otherwise stop
+        only when the garbage collector reaches its iterator, and then after 5 s a worker."""
+        running = self.loader._iterator if self._running is None else self._running
+        self._running = None
+        if hasattr(running, "_shutdown_workers"):
+            running._shutdown_workers()
         self.loader._iterator = None
 
     def _timed_out(self) -> LoaderTimeout:

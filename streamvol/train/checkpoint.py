@@ -12,13 +12,16 @@ from typing import Any
 import torch
 
 from streamvol.core.files import atomic_file
+from streamvol.core.interrupt import deferred
 from streamvol.errors import CheckpointError
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` to ``path`` via a temporary file, fsync and rename."""
+    """Write ``state`` to ``path`` via a temporary file, fsync and rename. Ctrl-C or SIGTERM
+    waits until the file is written (torch's zip writer, stopped midway, fails with an error
+    of its own instead of the interrupt)."""
     path = Path(path)
-    with atomic_file(path) as f:
+    with deferred(), atomic_file(path) as f:
         torch.save(state, f)
     return path
 

@@ -90,26 +90,27 @@ def validate(trainer: Any, progress: Callable[[int, int], None] | None = None) -
     counts = np.zeros((spec.num_types, len(VAL_GRID), 3), np.int64)
     loss_sum = weight_sum = 0.0
     total = len(dl)
-    for step, batch in enumerate(trainer._batches(dl)):
-        if progress:
-            progress(step, total)
-        w = batch["weight"]
-        logits = trainer._forward(net, batch["image"]).float()
-        loss = trainer.loss_fn(logits, batch_targets(spec, batch), w)
-        loss_sum += float(loss) * float(w.sum())
-        weight_sum += float(w.sum())
-        probs = probabilities(spec, logits).cpu().numpy()
-        points = batch["points"].cpu().numpy()
-        n_points = batch["points_count"].cpu().numpy()
-        for i in np.flatnonzero(w.cpu().numpy() > 0):
-            pts = points[i, : n_points[i]]
-            ids = np.rint(pts[:, 3]).astype(np.int64) - spec.point_offset
-            for k in range(spec.num_types):
-                reach = MULTIPLIER * spec.radii[k]
-                coords, scores = find_peaks(probs[i, k], VAL_GRID[0], reach)
-                ref = pts[ids == k, :3]
-                for t, threshold in enumerate(VAL_GRID):
-                    counts[k, t] += match_points(ref, coords[scores >= threshold], reach)
+    with dl:  # its workers stop here, also when the pass is stopped
+        for step, batch in enumerate(trainer._batches(dl)):
+            if progress:
+                progress(step, total)
+            w = batch["weight"]
+            logits = trainer._forward(net, batch["image"]).float()
+            loss = trainer.loss_fn(logits, batch_targets(spec, batch), w)
+            loss_sum += float(loss) * float(w.sum())
+            weight_sum += float(w.sum())
+            probs = probabilities(spec, logits).cpu().numpy()
+            points = batch["points"].cpu().numpy()
+            n_points = batch["points_count"].cpu().numpy()
+            for i in np.flatnonzero(w.cpu().numpy() > 0):
+                pts = points[i, : n_points[i]]
+                ids = np.rint(pts[:, 3]).astype(np.int64) - spec.point_offset
+                for k in range(spec.num_types):
+                    reach = MULTIPLIER * spec.radii[k]
+                    coords, scores = find_peaks(probs[i, k], VAL_GRID[0], reach)
+                    ref = pts[ids == k, :3]
+                    for t, threshold in enumerate(VAL_GRID):
+                        counts[k, t] += match_points(ref, coords[scores >= threshold], reach)
     flat = distributed.sum_all(trainer.ranks, loss_sum, weight_sum, *counts.ravel().tolist())
     loss_sum, weight_sum = flat[0], flat[1]
     counts = np.asarray(flat[2:], np.int64).reshape(counts.shape)

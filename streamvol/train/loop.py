@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from streamvol.core.files import write_json_atomic
+from streamvol.core.interrupt import deferred
 from streamvol.core.lock import folder_lock
 from streamvol.core.manifest import read_manifest
 from streamvol.errors import RunError
@@ -32,6 +33,29 @@ from streamvol.train.common import counted
 from streamvol.train.config import TrainConfig
 from streamvol.train.ema import EMA
 from streamvol.train.rng import RunRng
+
+
+@dataclass
+class _Finished:
+    """Where the epoch stood after its last finished step: the running sums, the seconds spent
+    training, and what a step's forward pass moves before the update (the run's random state,
+    the model's buffers, such as batch-norm statistics), to undo a step that was stopped."""
+
+    first: int  # the step this pass began at
+    sums: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    rng: dict[str, Any] = field(default_factory=dict)
+    buffers: list[torch.Tensor] = field(default_factory=list)
+
+    def keep(self, trainer: Trainer, sums: dict[str, float], seconds: float) -> None:
+        """Record the step just finished."""
+        self.sums, self.seconds = dict(sums), seconds
+        self.rng = trainer.rng.state_dict()
+        live = list(trainer.model.buffers())
+        if not self.buffers:
+            self.buffers = [b.detach().clone() for b in live]
+        elif live:
+            torch._foreach_copy_(self.buffers, live)
 
 
 @dataclass
@@ -115,6 +139,7 @@ class Trainer:
         self.metric = self._metric_name()
         self.epoch = 0
         self.partial: dict[str, float] | None = None  # the epoch in progress, when resumed
+        self.finished: _Finished | None = None  # its last finished step, while it trains
         self.best: float | None = None
         self.stale = 0
         if resume and (self.run_dir / "last.pt").is_file():
@@ -356,10 +381,14 @@ class Trainer:
         self.partial = None
         first = int(sums["step"])
         started = time.perf_counter() - sums["seconds"]
+        self.finished = _Finished(first)
+        self.finished.keep(self, sums, sums["seconds"])
         every = self.config.checkpoint_every
         if progress:
             progress(first, self.steps_per_epoch)
-        for step, batch in enumerate(self._batches(self.train_loader), start=first):
+        # resumed after the epoch's last step (stopped while validating): nothing to train
+        batches = self._batches(self.train_loader) if first < self.steps_per_epoch else ()
+        for step, batch in enumerate(batches, start=first):
             if step >= self.steps_per_epoch:
                 break
             # MixUp / CutMix draws keyed by the step, so a resumed epoch draws the same
@@ -369,22 +398,26 @@ class Trainer:
             logits = self._forward(self.step_model, x)
             loss = self.loss_fn(logits.float(), target, w)
             self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if self.config.clip:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.schedule.step()
-            if self.ema:
-                self.ema.update(self.model)
             real = float(w.sum())
-            sums["total"] += float(loss.detach()) * real
-            sums["weight_sum"] += real
-            sums["seen"] += len(w)
-            sums["step"] = step + 1
+            # Ctrl-C or SIGTERM waits until the update is whole (and, as it cannot stop the
+            # backward pass, which runs in C++, keeps the step that pass ends)
+            with deferred():
+                self.scaler.scale(loss).backward()
+                if self.config.clip:
+                    self.scaler.unscale_(self.optimizer)
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.schedule.step()
+                if self.ema:
+                    self.ema.update(self.model)
+                sums["total"] += float(loss.detach()) * real
+                sums["weight_sum"] += real
+                sums["seen"] += len(w)
+                sums["step"] = step + 1
+                self.finished.keep(self, sums, time.perf_counter() - started)
             if every and (step + 1) % every == 0 and step + 1 < self.steps_per_epoch:
-                self._checkpoint_mid_epoch(sums, first, started)
+                self._checkpoint_mid_epoch(sums, first, self.finished.seconds)
             if progress:
                 progress(step + 1, self.steps_per_epoch)
         seconds = time.perf_counter() - started
@@ -412,9 +445,10 @@ class Trainer:
             return {}
         return {"trainable_levels": n, "feature_levels": feature_levels(self.model)}
 
-    def _checkpoint_mid_epoch(self, sums: dict[str, float], first: int, started: float) -> None:
-        """``last.pt`` after ``sums["step"]`` steps of this epoch; the running sums are summed
-        over ranks (rank 0 keeps them when resumed, the others start from 0)."""
+    def _checkpoint_mid_epoch(self, sums: dict[str, float], first: int, seconds: float) -> None:
+        """``last.pt`` after ``sums["step"]`` steps of this epoch (``seconds`` of training); the
+        running sums are summed over ranks (rank 0 keeps them when resumed, the others start
+        from 0)."""
         total, weight_sum, seen = distributed.sum_all(
             self.ranks, sums["total"], sums["weight_sum"], float(sums["seen"])
         )
@@ -424,7 +458,7 @@ class Trainer:
             "total": total,
             "weight_sum": weight_sum,
             "seen": int(seen),
-            "seconds": time.perf_counter() - started,
+            "seconds": seconds,
         }
         if self.main:
             save_checkpoint(self.run_dir / "last.pt", self._state(partial))
@@ -444,14 +478,13 @@ class Trainer:
         from streamvol.train.evaluation import predict_batches
 
         ds = setup.make_dataset(self.config, train=False, split=split)
-        dl = loader(
-            ds, self.config.batch_size, self.config.workers, timeout=self.config.loader_timeout
-        )
         net = model or (self.ema.model if self.ema else self.model)
-        batches = counted(self._batches(dl), len(dl), progress)
-        out = predict_batches(
-            net, batches, self.task, forward=self._forward, tta=tta, loss_fn=self.loss_fn
-        )
+        config = self.config
+        with loader(ds, config.batch_size, config.workers, timeout=config.loader_timeout) as dl:
+            batches = counted(self._batches(dl), len(dl), progress)
+            out = predict_batches(
+                net, batches, self.task, forward=self._forward, tta=tta, loss_fn=self.loss_fn
+            )
         return distributed.gather_predictions(self.ranks, out)
 
     def validate(self, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
@@ -512,8 +545,15 @@ class Trainer:
         done_now = 0
         while self.epoch < self.config.epochs:
             started = time.perf_counter()
-            values = {"epoch": self.epoch + 1, **self.train_epoch(progress)}
-            values.update(self.validate(val_progress))
+            try:
+                values = {"epoch": self.epoch + 1, **self.train_epoch(progress)}
+                values.update(self.validate(val_progress))
+            except BaseException as exc:
+                if isinstance(exc, KeyboardInterrupt):  # Ctrl-C, SIGTERM
+                    self._keep_finished_steps()
+                self.train_loader.close()  # its workers now, not once the pass is collected
+                raise
+            self.finished = None
             values["seconds"] = time.perf_counter() - started
             self.history.append(values)
             improved = self._track(values)
@@ -531,6 +571,19 @@ class Trainer:
             if stop_after is not None and done_now >= stop_after:
                 return {"stopped_after": self.epoch}
         return self.finish(val_progress)
+
+    def _keep_finished_steps(self) -> None:
+        """Stopped inside an epoch: ``last.pt`` at its last finished step, the step under way
+        undone, so that ``--resume`` loses no step and goes on bit for bit. In one process only:
+        ranks stopped at different steps could not agree on one without each other."""
+        done = self.finished
+        if done is None or self.ranks.distributed or done.sums["step"] <= done.first:
+            return
+        live = list(self.model.buffers())
+        if live:
+            torch._foreach_copy_(live, done.buffers)
+        self.rng.load_state_dict(done.rng)
+        self._checkpoint_mid_epoch(done.sums, done.first, done.seconds)
 
     def _track(self, values: dict[str, Any]) -> bool:
         """Whether this epoch's weights become best.pt: a higher validation metric, or the same

@@ -102,22 +102,23 @@ def reconstruct(
     sums = np.zeros(5)  # loss * w, w, sse, sum y, sum y^2 (voxels of real samples)
     voxels = 0.0
     kept: dict[str, list[np.ndarray]] = {"input": [], "output": [], "target": []}
-    for step, batch in enumerate(counted(trainer._batches(dl), len(dl), progress)):
-        rng = np.random.default_rng([config.seed, _VAL_KEY, step])
-        x, y = inputs(trainer, batch, rng)
-        out = trainer._forward(net, x).float()
-        w = batch["weight"].to(out.dtype)
-        real = float(w.sum())
-        sums[0] += float(trainer.loss_fn(out, y, batch["weight"])) * real
-        sums[1] += real
-        wv = w.view(-1, *[1] * (y.ndim - 1))
-        sums[2] += float(((out - y) ** 2 * wv).sum())
-        sums[3] += float((y * wv).sum())
-        sums[4] += float((y**2 * wv).sum())
-        voxels += real * float(np.prod(y.shape[1:]))
-        for name, t in (("input", x), ("output", out), ("target", y)):
-            if sum(len(a) for a in kept[name]) < keep:
-                kept[name].append(t[w > 0].cpu().numpy())
+    with dl:  # its workers stop here, also when the pass is stopped
+        for step, batch in enumerate(counted(trainer._batches(dl), len(dl), progress)):
+            rng = np.random.default_rng([config.seed, _VAL_KEY, step])
+            x, y = inputs(trainer, batch, rng)
+            out = trainer._forward(net, x).float()
+            w = batch["weight"].to(out.dtype)
+            real = float(w.sum())
+            sums[0] += float(trainer.loss_fn(out, y, batch["weight"])) * real
+            sums[1] += real
+            wv = w.view(-1, *[1] * (y.ndim - 1))
+            sums[2] += float(((out - y) ** 2 * wv).sum())
+            sums[3] += float((y * wv).sum())
+            sums[4] += float((y**2 * wv).sum())
+            voxels += real * float(np.prod(y.shape[1:]))
+            for name, t in (("input", x), ("output", out), ("target", y)):
+                if sum(len(a) for a in kept[name]) < keep:
+                    kept[name].append(t[w > 0].cpu().numpy())
     total = distributed.sum_all(trainer.ranks, *sums, voxels)
     loss_sum, weight, sse, sy, syy, n = total
     sst = syy - sy**2 / max(n, 1.0)

@@ -7,7 +7,11 @@ process with a hard limit, so a regression fails instead of stalling the suite.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
 import textwrap
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -123,6 +127,61 @@ def test_a_stalled_worker_raises_naming_the_worker_and_its_stage(big):
     # the hung worker is gone: the next pass starts afresh and fails the same way, not worse
     with hard_limit(60), pytest.raises(LoaderTimeout):
         list(dl)
+
+
+@dataclass(frozen=True)
+class Slow:
+    """Prepares samples as ``inner`` does, ``seconds`` later, in every loader worker."""
+
+    inner: Any
+    seconds: float
+
+    @property
+    def out_shape(self):
+        return self.inner.out_shape
+
+    def __call__(self, sample, epoch, into=None):
+        if get_worker_info() is not None:
+            time.sleep(self.seconds)
+        return self.inner(sample, epoch, into)
+
+
+def _started(before: set) -> list:
+    return [p for p in multiprocessing.active_children() if p not in before]
+
+
+def test_leaving_with_stops_the_workers_of_a_pass_stopped_midway(big):
+    """A pass left after one batch (a trainer stopped in its step) holds its persistent
+    workers: leaving ``with loader(...)`` stops them at once, instead of the garbage collector
+    5 s a worker later; the next pass starts new ones and delivers the whole epoch."""
+    ds = open_shards(big["float32"], split="train")
+    before = set(multiprocessing.active_children())
+    with streamvol.loader(ds, batch_size=1, num_workers=2) as dl:
+        batches = iter(dl)
+        next(batches)
+        workers = _started(before)
+        assert len(workers) == 2
+    assert not any(w.is_alive() for w in workers)
+    del batches
+    dl.set_epoch(1)
+    assert sum(len(b["__key__"]) for b in dl) == 6
+    dl.close()
+    assert not _started(before)
+
+
+def test_ctrl_c_while_waiting_for_a_batch_stops_the_workers(big):
+    """Ctrl-C while the main process waits for a batch: KeyboardInterrupt, and the pass's
+    workers are gone with it."""
+    ds = open_shards(big["float32"], split="train")
+    ds.prepare = Slow(ds.prepare, 2.0)
+    dl = streamvol.loader(ds, batch_size=1, num_workers=2)
+    before = set(multiprocessing.active_children())
+    ctrl_c = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    ctrl_c.start()
+    with hard_limit(60), pytest.raises(KeyboardInterrupt):
+        list(dl)
+    ctrl_c.join()
+    assert not _started(before)
 
 
 def test_timeout_must_not_be_negative(big):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -75,6 +76,67 @@ def test_kill_and_resume_with_workers_gives_the_same_weights(blob_shards, tmp_pa
     assert [h["train_loss"] for h in whole] == [h["train_loss"] for h in again]
 
 
+def _stop_in(where: str, trainer: Trainer, at: int = 3) -> None:
+    """Ctrl-C inside epoch 2 of ``trainer``, at its ``at``-th training ``forward`` (after the
+    pass moved batch-norm statistics and drew dropout) or ``update`` (SIGINT raised from the
+    optimizer's step, half way through the update), or its ``at``-th validation batch."""
+    calls = [0]
+
+    def count() -> bool:
+        calls[0] += trainer.epoch == 1
+        return trainer.epoch == 1 and calls[0] == at
+
+    def forward_hook(module, args, output):
+        if (module.training == (where == "forward")) and count():
+            raise KeyboardInterrupt
+
+    def step_hook(optimizer, args, kwargs):
+        if count():
+            signal.raise_signal(signal.SIGINT)
+
+    if where == "update":
+        trainer.optimizer.register_step_post_hook(step_hook)
+    else:
+        trainer.model.register_forward_hook(forward_hook)
+
+
+@pytest.mark.parametrize("where", ["forward", "update", "validating"])
+def test_stopped_inside_an_epoch_keeps_its_finished_steps(blob_shards, tmp_path, where):
+    """Ctrl-C inside epoch 2, with batch norm, dropout and two workers: ``last.pt`` holds the
+    steps that finished (the step under way undone; one stopped during its update, finished
+    first), its loader workers are stopped, and the resumed run ends with the uninterrupted
+    run's weights and losses."""
+    config = TrainConfig(
+        shards=str(blob_shards),
+        model="se_resnet3d",
+        model_options={"widths": [4, 8]},
+        epochs=2,
+        batch_size=4,
+        lr=3e-3,
+        augment="flips",
+        warmup=0,
+        workers=2,
+    )
+    Trainer(config, tmp_path / "whole").fit()
+    cut = Trainer(config, tmp_path / "cut")
+    _stop_in(where, cut)
+    before = set(multiprocessing.active_children())
+    with pytest.raises(KeyboardInterrupt):
+        cut.fit()
+    assert not [p for p in multiprocessing.active_children() if p not in before]  # workers
+    steps = cut.steps_per_epoch
+    del cut
+    saved = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
+    kept = {"forward": 2, "update": 3, "validating": steps}[where]
+    assert saved["epoch"] == 1 and saved["partial"]["step"] == kept
+    Trainer(config, tmp_path / "cut", resume=True).fit()
+    assert _same(_weights(tmp_path / "whole" / "last.pt"), _weights(tmp_path / "cut" / "last.pt"))
+    whole = [json.loads(x) for x in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    again = [json.loads(x) for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert [h["train_loss"] for h in whole] == [h["train_loss"] for h in again]
+    assert [h["val_loss"] for h in whole] == [h["val_loss"] for h in again]
+
+
 @pytest.fixture(scope="module")
 def big_crops(tmp_path_factory):
     """Trainer-sized crops (24 x 48 x 48) of two classes, as split shards and as 2 folds."""
@@ -105,17 +167,31 @@ def _cli(*args):
 TRAIN = ["--model", "simple_cnn", "--batch-size", "4", "--augment", "flips", "--lr", "3e-3"]
 
 
-def test_cli_train_killed_mid_epoch_resumes_to_the_same_weights(big_crops, tmp_path):
-    """The real CLI with its default two workers and a validation split, SIGKILLed (with its
-    workers) once it has checkpointed inside epoch 2, then ``--resume``d: same final weights
-    as an uninterrupted run."""
-    common = [*TRAIN, "--epochs", "3", "--checkpoint-every", "1", "--runs", tmp_path]
+@pytest.fixture(scope="module")
+def whole_cli_run(big_crops, tmp_path_factory):
+    """The uninterrupted CLI run the killed ones are compared with: its runs folder."""
+    runs = tmp_path_factory.mktemp("runs")
+    common = [*TRAIN, "--epochs", "3", "--checkpoint-every", "1", "--runs", runs]
     done = run_guarded(_cli("train", big_crops["splits"], *common, "--name", "whole"), limit=300)
     assert done.returncode == 0, done.stdout
+    return runs
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_cli_train_killed_mid_epoch_resumes_to_the_same_weights(
+    big_crops, whole_cli_run, tmp_path, sig
+):
+    """The real CLI with its default two workers and a validation split, killed with its
+    workers (a process group's SIGKILL, or SIGTERM, as ``kill``, ``timeout`` or a batch
+    scheduler sends it) once it has checkpointed inside epoch 2, then ``--resume``d: same
+    final weights as an uninterrupted run. SIGTERM stops it as Ctrl-C does: exit code 143,
+    how to go on, the run folder's lock released."""
+    common = [*TRAIN, "--epochs", "3", "--checkpoint-every", "1", "--runs", tmp_path]
     proc = subprocess.Popen(
         _cli("train", big_crops["splits"], *common, "--name", "cut"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         start_new_session=True,
     )
     last = tmp_path / "cut" / "last.pt"
@@ -129,13 +205,18 @@ def test_cli_train_killed_mid_epoch_resumes_to_the_same_weights(big_crops, tmp_p
             time.sleep(0.05)
         assert proc.poll() is None, "the run ended before it could be killed inside epoch 2"
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        os.killpg(proc.pid, sig)
+        output, _ = proc.communicate(timeout=120)
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 143, output
+        assert "terminated; the same command with --resume continues" in output
+        assert "Traceback" not in output
+        assert not (tmp_path / "cut" / ".streamvol.lock").exists()
     resumed = run_guarded(
         _cli("train", big_crops["splits"], *common, "--name", "cut", "--resume"), limit=300
     )
     assert resumed.returncode == 0, resumed.stdout
-    assert _same(_weights(tmp_path / "whole" / "last.pt"), _weights(last))
+    assert _same(_weights(whole_cli_run / "whole" / "last.pt"), _weights(last))
 
 
 def test_cli_cv_on_trainer_sized_crops_finishes(big_crops, tmp_path):
