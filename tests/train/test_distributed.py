@@ -4,6 +4,7 @@ end with the same weights, and rank 0 alone writes the run folder."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import socket
@@ -46,12 +47,12 @@ def _rank(
     )
     try:
         trainer = Trainer(config, run)
-        if epoch_clock:  # one training pass timed by a clock that reads 0 s, then 10 s
+        if epoch_clock:  # one training pass timed by a clock that reads 0 s, then 10 s on
             from streamvol.cli import _start_line
             from streamvol.train import loop
 
             start = _start_line(trainer)
-            ticks = iter((0.0, 10.0))
+            ticks = itertools.chain([0.0], itertools.repeat(10.0))
             loop.time = SimpleNamespace(perf_counter=lambda: next(ticks))
             values = trainer.train_epoch()
             with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
