@@ -57,6 +57,13 @@ class _Finished:
         elif live:
             torch._foreach_copy_(self.buffers, live)
 
+    def undo(self, trainer: Trainer) -> None:
+        """Put back what the step under way moved since the last ``keep``."""
+        live = list(trainer.model.buffers())
+        if live:
+            torch._foreach_copy_(live, self.buffers)
+        trainer.rng.load_state_dict(self.rng)
+
 
 @dataclass
 class EpochLog:
@@ -579,10 +586,7 @@ class Trainer:
         done = self.finished
         if done is None or self.ranks.distributed or done.sums["step"] <= done.first:
             return
-        live = list(self.model.buffers())
-        if live:
-            torch._foreach_copy_(live, done.buffers)
-        self.rng.load_state_dict(done.rng)
+        done.undo(self)
         self._checkpoint_mid_epoch(done.sums, done.first, done.seconds)
 
     def _track(self, values: dict[str, Any]) -> bool:

@@ -44,23 +44,23 @@ def _same(a, b):
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def _history(run, key):
+    """``key`` of every epoch in the run's metrics.jsonl."""
+    return [json.loads(line)[key] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _config(shards, **options):
+    """Two loader workers, flips, batches of 4, no warmup: a run whose resume can drift."""
+    common = dict(batch_size=4, lr=3e-3, augment="flips", warmup=0, workers=2)
+    return TrainConfig(shards=str(shards), **{**common, **options})
+
+
 @pytest.mark.parametrize("every", [0, 3])
 def test_kill_and_resume_with_workers_gives_the_same_weights(blob_shards, tmp_path, every):
     """Two workers, dropout (simple_cnn), MixUp, a crash at step 5 of epoch 2: resumed from the
     last checkpoint (the end of epoch 1, or step 3 of epoch 2, when the next batch is worker
     1's), the run ends with the uninterrupted run's weights, bit for bit."""
-    config = TrainConfig(
-        shards=str(blob_shards),
-        model="simple_cnn",
-        epochs=3,
-        batch_size=4,
-        lr=3e-3,
-        augment="flips",
-        warmup=0,
-        mixup=0.4,
-        workers=2,
-        checkpoint_every=every,
-    )
+    config = _config(blob_shards, model="simple_cnn", epochs=3, mixup=0.4, checkpoint_every=every)
     Trainer(config, tmp_path / "whole").fit()
     cut = Trainer(config, tmp_path / "cut")
     with pytest.raises(Crash):
@@ -71,9 +71,7 @@ def test_kill_and_resume_with_workers_gives_the_same_weights(blob_shards, tmp_pa
     resumed = Trainer(replace(config, checkpoint_every=0), tmp_path / "cut", resume=True)
     resumed.fit()
     assert _same(_weights(tmp_path / "whole" / "last.pt"), _weights(tmp_path / "cut" / "last.pt"))
-    whole = [json.loads(x) for x in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
-    again = [json.loads(x) for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
-    assert [h["train_loss"] for h in whole] == [h["train_loss"] for h in again]
+    assert _history(tmp_path / "whole", "train_loss") == _history(tmp_path / "cut", "train_loss")
 
 
 def _stop_in(where: str, trainer: Trainer, at: int = 3) -> None:
@@ -106,17 +104,7 @@ def test_stopped_inside_an_epoch_keeps_its_finished_steps(blob_shards, tmp_path,
     steps that finished (the step under way undone; one stopped during its update, finished
     first), its loader workers are stopped, and the resumed run ends with the uninterrupted
     run's weights and losses."""
-    config = TrainConfig(
-        shards=str(blob_shards),
-        model="se_resnet3d",
-        model_options={"widths": [4, 8]},
-        epochs=2,
-        batch_size=4,
-        lr=3e-3,
-        augment="flips",
-        warmup=0,
-        workers=2,
-    )
+    config = _config(blob_shards, model="se_resnet3d", model_options={"widths": [4, 8]}, epochs=2)
     Trainer(config, tmp_path / "whole").fit()
     cut = Trainer(config, tmp_path / "cut")
     _stop_in(where, cut)
@@ -131,10 +119,8 @@ def test_stopped_inside_an_epoch_keeps_its_finished_steps(blob_shards, tmp_path,
     assert saved["epoch"] == 1 and saved["partial"]["step"] == kept
     Trainer(config, tmp_path / "cut", resume=True).fit()
     assert _same(_weights(tmp_path / "whole" / "last.pt"), _weights(tmp_path / "cut" / "last.pt"))
-    whole = [json.loads(x) for x in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
-    again = [json.loads(x) for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
-    assert [h["train_loss"] for h in whole] == [h["train_loss"] for h in again]
-    assert [h["val_loss"] for h in whole] == [h["val_loss"] for h in again]
+    for key in ("train_loss", "val_loss"):
+        assert _history(tmp_path / "whole", key) == _history(tmp_path / "cut", key)
 
 
 @pytest.fixture(scope="module")
