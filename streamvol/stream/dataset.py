@@ -355,7 +355,7 @@ def open_shards(
     *,
     split: str = "train",
     folds: Sequence[int] | None = None,
-    augment: Any = None,
+    augment: Any | str | None = None,
     augment_device: str = "cpu",
     seed: int = 0,
     shuffle: bool = True,
@@ -378,8 +378,17 @@ def open_shards(
     Every member is checked against the checksum the manifest recorded for it, every sample's
     key and each tar's sample count against the manifest's; a mismatch raises ``ShardError``
     naming the shard and key (``on_error="skip"``: the sample is skipped and counted in
-    ``errors``). ``verify=False`` skips the member checksums.
+    ``errors``). ``verify=False`` skips the member checksums. ``augment``: an ``Augment``, or
+    what ``--augment`` takes (a preset name, ``default``, ``cryoet``, ..., or a TOML/YAML file).
     """
+    if isinstance(augment, (str, os.PathLike)):
+        from streamvol.augment import load_spec
+
+        augment = load_spec(augment)
+    if augment is not None and not hasattr(augment, "on_voxels"):
+        raise BadOption(
+            "augment", augment, "expected an Augment, a preset name or a .toml/.yaml spec file"
+        )
     if augment_device not in ("cpu", "gpu"):
         raise BadOption("augment_device", augment_device, "expected 'cpu' or 'gpu'")
     shards = resolve(source, split=split, folds=folds, storage=storage_options, verify=verify)

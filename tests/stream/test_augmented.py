@@ -48,6 +48,23 @@ def test_same_key_same_tensor_whatever_the_workers(shards):
     assert all(v.shape == (1, 6, 6, 6) for v in a.values())
 
 
+def test_augment_by_preset_name_is_that_preset_and_a_wrong_one_is_named(shards):
+    """``open_shards`` takes ``--augment``'s values: a preset name draws as the preset's spec,
+    ``"none"`` not at all; anything else is refused naming it."""
+    by_name = _by_key(open_shards(shards, augment="flips", seed=7), 0, epoch=3)
+    by_spec = _by_key(open_shards(shards, augment=Augment.preset("flips"), seed=7), 0, epoch=3)
+    assert by_name.keys() == by_spec.keys() and len(by_name) == 12
+    assert all(torch.equal(by_name[k], by_spec[k]) for k in by_name)
+    plain = _by_key(open_shards(shards, augment=None, seed=7), 0, epoch=3)
+    none = _by_key(open_shards(shards, augment="none", seed=7), 0, epoch=3)
+    assert all(torch.equal(none[k], plain[k]) for k in plain)
+    assert not all(torch.equal(by_name[k], plain[k]) for k in plain)
+    with pytest.raises(ValueError, match=r"augment='sideways'.*flips"):
+        open_shards(shards, augment="sideways")
+    with pytest.raises(ValueError, match=r"augment=5.*expected an Augment"):
+        open_shards(shards, augment=5)
+
+
 def test_another_epoch_or_seed_draws_afresh(shards):
     e3 = _by_key(open_shards(shards, augment=SPEC, seed=7), 0, epoch=3)
     e4 = _by_key(open_shards(shards, augment=SPEC, seed=7), 0, epoch=4)
