@@ -25,10 +25,13 @@ from streamvol.predict._window import (
     importance_map,
     parse_tta,
     sliding_window,
+    sliding_window_slabs,
     tta_transforms,
     window_starts,
 )
 from streamvol.predict._write import (
+    OmeZarrWriter,
+    copick_segmentation_path,
     picks_path,
     write_copick_config,
     write_copick_picks,
@@ -40,9 +43,11 @@ from streamvol.predict._write import (
 __all__ = [
     "METHODS",
     "TTA_KINDS",
+    "OmeZarrWriter",
     "Peaks",
     "Predictor",
     "Window",
+    "copick_segmentation_path",
     "count_windows",
     "find_peaks",
     "format_label_score",
@@ -59,6 +64,7 @@ __all__ = [
     "score_labels",
     "score_picks",
     "sliding_window",
+    "sliding_window_slabs",
     "split_sources",
     "tta_transforms",
     "volume_counts",

@@ -2,18 +2,20 @@
 
 ``Predictor`` holds a run's best weights (EMA when trained with it) and what the model expects
 of its input (the shard set's level, dtype encoding and normalisation). ``predict_volumes``
-walks the sources one volume at a time, so memory is one volume's input and outputs however
-many volumes there are: detection runs write copick picks and ``picks.csv``, segmentation runs
-OME-Zarr label and probability volumes.
+walks the sources one volume at a time, each read block of planes by block of planes as the
+windows reach them: detection runs find the peaks of per-type probability volumes and write
+copick picks and ``picks.csv``; segmentation runs write OME-Zarr label and probability volumes
+as the windows finish their planes, so memory does not grow with a stack's depth.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,13 @@ from streamvol.core.files import write_json_atomic
 from streamvol.errors import BadOption, NoVolumeFound, RunError, ShardError
 from streamvol.io import Volume, discover, is_multilabel, open_volume
 from streamvol.predict._peaks import METHODS, find_peaks
-from streamvol.predict._window import Window, check_patch, count_windows, sliding_window
+from streamvol.predict._window import (
+    Window,
+    check_patch,
+    count_windows,
+    sliding_window,
+    sliding_window_slabs,
+)
 
 THRESHOLDS = "thresholds.json"
 DEFAULT_THRESHOLD = 0.5
@@ -50,6 +58,27 @@ class Peaks:
             raise BadOption("distance", self.distance, "expected a positive fraction")
         if self.min_size < 1:
             raise BadOption("min_size", self.min_size, "expected >= 1 voxel")
+
+
+class _Prepared:
+    """A volume whose ``[z0:z1]`` is float32 planes encoded (float16, uint8 scaling) and
+    normalised as the shard set's crops were, read only when asked for."""
+
+    def __init__(self, volume: Volume, config: Mapping[str, Any], stats: Mapping[str, Any]):
+        self.volume, self.config, self.stats = volume, config, stats
+        self.shape = tuple(volume.shape)
+
+    def __getitem__(self, planes: slice) -> np.ndarray:
+        data = np.asarray(self.volume.data[planes], dtype=np.float32)
+        stats = self.stats
+        if self.config.get("dtype") == "float16":
+            data = data.astype(np.float16).astype(np.float32)
+        elif self.config.get("dtype") == "uint8":
+            low, high = stats["p0_5"], stats["p99_5"]
+            data = np.clip(np.rint((data - low) * (255.0 / max(high - low, 1e-12))), 0, 255)
+        data -= np.float32(stats.get("mean", 0.0))
+        data *= np.float32(1.0 / max(stats.get("std", 1.0), 1e-12))
+        return data
 
 
 class Predictor:
@@ -125,19 +154,10 @@ class Predictor:
         check_patch(out.patch, self.multiple)
         return out
 
-    def prepare(self, volume: Volume) -> np.ndarray:
-        """The whole volume as float32, encoded and normalised as the training crops were."""
-        data = np.asarray(volume.data.compute(), dtype=np.float32)
-        config = self.manifest.get("config", {})
-        stats = self.manifest.get("stats", {})
-        if config.get("dtype") == "float16":
-            data = data.astype(np.float16).astype(np.float32)
-        elif config.get("dtype") == "uint8":
-            low, high = stats["p0_5"], stats["p99_5"]
-            data = np.clip(np.rint((data - low) * (255.0 / max(high - low, 1e-12))), 0, 255)
-        data -= np.float32(stats.get("mean", 0.0))
-        data *= np.float32(1.0 / max(stats.get("std", 1.0), 1e-12))
-        return data
+    def prepare(self, volume: Volume) -> _Prepared:
+        """``volume`` read lazily, each block of planes encoded and normalised as the training
+        crops were (``sliding_window_slabs`` reads it plane block by plane block)."""
+        return _Prepared(volume, self.manifest.get("config", {}), self.manifest.get("stats", {}))
 
     def _activate(self, logits: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
@@ -156,9 +176,28 @@ class Predictor:
         progress: Callable[[int, int], None] | None = None,
     ) -> np.ndarray:
         """(channels, D, H, W) float32: per particle type (detection) or class probabilities."""
+        return self._windows(sliding_window, volume, window, progress)
+
+    def probability_slabs(
+        self,
+        volume: Volume | np.ndarray,
+        window: Window,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """``probabilities`` as ``(z0, (channels, n, H, W))`` slabs in z order, each finished
+        once no later window reaches it: memory does not grow with the volume's depth."""
+        return self._windows(sliding_window_slabs, volume, window, progress)
+
+    def _windows(
+        self,
+        run: Callable[..., Any],
+        volume: Volume | np.ndarray,
+        window: Window,
+        progress: Callable[[int, int], None] | None,
+    ) -> Any:
         data = self.prepare(volume) if isinstance(volume, Volume) else volume
         self.model.eval()
-        return sliding_window(
+        return run(
             data,
             lambda x: self._activate(self.model(x)),
             self.channels,
@@ -315,11 +354,7 @@ def predict_volumes(
     and ``voxel_spacing``, those the run's shards read. Returns the summary also written to
     ``out/predict.json``.
     """
-    from streamvol.predict._write import (
-        write_copick_picks,
-        write_ome_zarr,
-        write_picks_csv,
-    )
+    from streamvol.predict._write import write_copick_picks, write_picks_csv
 
     started = time.perf_counter()
     choices = load_choices(run)
@@ -369,17 +404,18 @@ def predict_volumes(
             if progress:
                 progress(label, done, total)
 
-        probs = predictor.probabilities(volume, window, tick)
         entry: dict[str, Any] = {"path": str(path), "shape": list(volume.shape)}
         if predictor.detection:
-            size = predictor.voxel_size(volume, voxel_size)
+            size = predictor.voxel_size(volume, voxel_size)  # before the windows: none is refused
             trained = predictor.manifest.get("voxel_size")
             if trained and not np.allclose(size, trained, rtol=0.01):
                 entry["warning"] = (
                     f"voxel size {size.tolist()} A, but the run learned from {trained} A: "
                     "particles look larger or smaller than in training"
                 )
+            probs = predictor.probabilities(volume, window, tick)
             found = predictor.peaks(probs, size, thresholds, peak)
+            del probs
             for name, (zyx, scores) in found.items():
                 write_copick_picks(
                     out, experiment, name, zyx, scores, voxel_spacing=float(np.mean(size))
@@ -387,23 +423,12 @@ def predict_volumes(
                 rows.extend((experiment, name, p) for p in zyx)
             entry["picks"] = {name: len(zyx) for name, (zyx, _) in found.items()}
         else:
-            size = volume.voxel_size
-            names = _channel_names(predictor)
-            labels = probs.argmax(0) if probs.shape[0] > 1 else (probs[0] > 0.5)
-            folder = out / experiment
-            folder.mkdir(parents=True, exist_ok=True)
-            write_ome_zarr(folder / "labels.ome.zarr", labels.astype(np.uint8), size, name="labels")
-            if copick_seg is not None and predictor.level == 0:
-                entry.update(_write_copick_segmentation(out, experiment, path, labels, copick_seg))
-            write_ome_zarr(
-                folder / "probabilities.ome.zarr",
-                probs.astype(np.float16),
-                size,
-                name="probabilities",
-                channel_names=names,
+            copick = _copick_segmentation_path(out, experiment, path, copick_seg)
+            if predictor.level:  # a copick run's spacing folder holds level 0 only
+                copick = None
+            entry.update(
+                _write_segmentation(predictor, volume, window, tick, out / experiment, copick)
             )
-            del labels
-        del probs
         summary["experiments"][experiment] = entry
     if predictor.detection:
         radii = dict(zip(predictor.class_names, predictor.task.radii_angstrom, strict=True))
@@ -444,25 +469,78 @@ def _learned_segmentation(predictor: Predictor) -> tuple[str, bool] | None:
     return uri.partition(":")[0], multilabel and not predictor.task.binary_mask
 
 
-def _write_copick_segmentation(
-    out: Path, experiment: str, path: Path, labels: np.ndarray, learned: tuple[str, bool]
-) -> dict[str, str]:
-    """``labels`` of a copick run's tomogram (``.../<run>/VoxelSpacing<s>/<tomogram>.zarr``) as
-    the run's segmentation in ``out``, user ``streamvol``, beside the one it learned from when
-    ``out`` is the project; nothing for other volumes."""
-    from streamvol.predict._write import write_copick_segmentation
+def _copick_segmentation_path(
+    out: Path, experiment: str, path: Path, learned: tuple[str, bool] | None
+) -> tuple[Path, str, float] | None:
+    """Where the labels of a copick run's tomogram (``.../<run>/VoxelSpacing<s>/<tomogram>.zarr``)
+    go as the run's segmentation in ``out`` (user ``streamvol``, beside the one it learned from
+    when ``out`` is the project), with its name and spacing; None for other volumes."""
+    from streamvol.predict._write import copick_segmentation_path
 
-    if experiment_name("", path) != experiment:  # not a copick run's tomogram
-        return {}
+    if learned is None or experiment_name("", path) != experiment:  # not a copick run's tomogram
+        return None
     try:
         spacing = float(path.parent.name.removeprefix("VoxelSpacing"))
     except ValueError:
-        return {}
+        return None
     name, multilabel = learned
-    written = write_copick_segmentation(
-        out, experiment, name, labels.astype(np.uint8), spacing, multilabel=multilabel
-    )
-    return {"copick_segmentation": str(written)}
+    target = copick_segmentation_path(out, experiment, name, spacing, multilabel=multilabel)
+    return target, name, spacing
+
+
+def _write_segmentation(
+    predictor: Predictor,
+    volume: Volume,
+    window: Window,
+    progress: Callable[[int, int], None],
+    folder: Path,
+    copick: tuple[Path, str, float] | None,
+) -> dict[str, str]:
+    """Predict ``volume`` into ``folder``'s label and probability volumes (and the copick
+    segmentation, if given) block of planes by block of planes, as the windows finish them."""
+    from streamvol.predict._write import OmeZarrWriter
+
+    size = volume.voxel_size
+    channels = predictor.channels
+    with contextlib.ExitStack() as stack:
+        labels_out = stack.enter_context(
+            OmeZarrWriter(folder / "labels.ome.zarr", volume.shape, np.uint8, size, name="labels")
+        )
+        probs_out = stack.enter_context(
+            OmeZarrWriter(
+                folder / "probabilities.ome.zarr",
+                (channels, *volume.shape),
+                np.float16,
+                size,
+                name="probabilities",
+                channel_names=_channel_names(predictor),
+            )
+        )
+        copick_out = None
+        if copick is not None:
+            target, name, spacing = copick
+            copick_out = stack.enter_context(
+                OmeZarrWriter(target, volume.shape, np.uint8, (spacing,) * 3, name=name)
+            )
+        for z0, probs in predictor.probability_slabs(volume, window, progress):
+            labels = _labels(probs)
+            labels_out.write(z0, labels)
+            probs_out.write(z0, probs.astype(np.float16))
+            if copick_out is not None:
+                copick_out.write(z0, labels)
+            del probs, labels  # not held while the next block is computed
+    return {"copick_segmentation": str(copick[0])} if copick is not None else {}
+
+
+def _labels(probs: np.ndarray) -> np.ndarray:
+    """(n, H, W) uint8 labels of (channels, n, H, W) probabilities: the most probable class, or
+    above 0.5 for one channel; plane by plane, so no int64 copy of the block is made."""
+    if probs.shape[0] == 1:
+        return (probs[0] > 0.5).astype(np.uint8)
+    labels = np.empty(probs.shape[1:], np.uint8)
+    for k in range(probs.shape[1]):
+        labels[k] = probs[:, k].argmax(0)
+    return labels
 
 
 def _copick_masks(manifest: Mapping[str, Any]) -> dict[str, Any]:

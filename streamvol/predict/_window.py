@@ -5,8 +5,10 @@ last window sits flush with the far edge, so every voxel is covered; an axis sho
 patch is padded (reflect) to it and cropped back. Each window's output is weighted by an
 importance map (per axis a Gaussian of sigma ``patch / 8``, peak 1, floored at 0.01 so edges
 still count; or constant) and the sum is divided by the summed weights: a voxel's value is the
-weighted mean of every window that saw it. The summed weights factorise over the axes, so
-memory is the input volume plus ``channels`` float32 volumes, whatever the number of windows.
+weighted mean of every window that saw it. The summed weights factorise over the axes, and
+windows run in z order, so planes are read and finished as the windows pass them
+(``sliding_window_slabs``): memory is a few windows' depth of planes, whatever the volume's
+depth and the number of windows.
 
 TTA: ``flips`` adds the three single-axis mirrors, ``rot90`` the 90, 180 and 270 degree turns
 about z (in the y-x plane); each prediction is mapped back by the inverse before averaging.
@@ -18,6 +20,7 @@ import contextlib
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -134,20 +137,14 @@ def _boxes(shape: Sequence[int], window: Window) -> list[tuple[int, int, int]]:
     return [(z, y, x) for z in axes[0] for y in axes[1] for x in axes[2]]
 
 
-def _batches(items: list, size: int) -> Iterator[list]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
 def count_windows(shape: Sequence[int], window: Window) -> int:
     """How many model calls ``sliding_window`` makes for a volume of ``shape`` (windows x TTA)."""
     padded = [max(n, p) for n, p in zip(shape, window.patch, strict=True)]
     return len(_boxes(padded, window)) * len(tta_transforms(window.tta))
 
 
-@torch.no_grad()
 def sliding_window(
-    volume: np.ndarray,
+    volume: Any,
     predict: Callable[[torch.Tensor], torch.Tensor],
     channels: int,
     window: Window,
@@ -157,63 +154,146 @@ def sliding_window(
     progress: Progress | None = None,
 ) -> np.ndarray:
     """Blend ``predict`` over ``volume`` (D, H, W), float32, already normalised as the model
-    expects; returns (channels, D, H, W) float32.
+    expects (or a volume as ``sliding_window_slabs`` takes it); returns (channels, D, H, W)
+    float32: its slabs joined.
 
     ``predict`` maps a batch (B, 1, pz, py, px) on ``device`` to (B, channels, pz, py, px)
     (probabilities, say). ``amp`` (a dtype) autocasts on CUDA only. ``progress(done, total)``
     counts model calls.
     """
-    if volume.ndim != 3:
-        raise BadInput(f"expected a (D, H, W) volume, got shape {volume.shape}")
+    out = np.empty((channels, *volume.shape), np.float32)  # a bad shape is refused below
+    for z0, slab in sliding_window_slabs(
+        volume, predict, channels, window, device=device, amp=amp, progress=progress
+    ):
+        out[:, z0 : z0 + slab.shape[1]] = slab
+    return out
+
+
+@torch.no_grad()
+def sliding_window_slabs(
+    volume: Any,
+    predict: Callable[[torch.Tensor], torch.Tensor],
+    channels: int,
+    window: Window,
+    *,
+    device: str | torch.device = "cpu",
+    amp: torch.dtype | None = None,
+    progress: Progress | None = None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """``sliding_window`` along z in finished slabs: yields ``(z0, (channels, n, H, W))`` in
+    order, each plane once, as soon as no later window reaches it.
+
+    ``volume`` is anything with a (D, H, W) ``shape`` whose ``[z0:z1]`` gives those planes
+    (numpy, dask, zarr, a lazily normalised volume), and it is read once, in order. So memory is
+    a few windows' depth of planes however deep the volume: a stack of any size is predicted
+    plane block by plane block and written as it goes.
+    """
+    shape = tuple(int(n) for n in volume.shape)
+    if len(shape) != 3:
+        raise BadInput(f"expected a (D, H, W) volume, got shape {shape}")
     device = torch.device(device)
-    shape = volume.shape
-    pad = [(0, max(p - n, 0)) for n, p in zip(shape, window.patch, strict=True)]
-    if any(after for _, after in pad):
-        volume = np.pad(volume, pad, mode="reflect" if min(shape) > 1 else "edge")
-    full = volume.shape
+    pz, py, px = window.patch
+    mode = "reflect" if min(shape) > 1 else "edge"
+    full = tuple(max(n, p) for n, p in zip(shape, window.patch, strict=True))
+    pad = [(0, f - n) for n, f in zip(shape, full, strict=True)]
+
+    if full[0] > shape[0]:  # fewer planes than the patch: read them all, pad every axis
+        whole = np.pad(np.asarray(volume[:], dtype=np.float32), pad, mode=mode)
+
+        def read(z0: int, z1: int) -> np.ndarray:
+            return whole[z0:z1]
+    else:
+
+        def read(z0: int, z1: int) -> np.ndarray:
+            planes = np.asarray(volume[z0:z1], dtype=np.float32)
+            return np.pad(planes, [(0, 0), *pad[1:]], mode=mode) if full != shape else planes
+
     boxes = _boxes(full, window)
+    weight_sums = _weight_sums(full, window)
     weight_t = torch.from_numpy(importance_map(window.patch, window.blend)).to(device)
-    out = np.zeros((channels, *full), np.float32)
     transforms = tta_transforms(window.tta)
     total, done = len(boxes) * len(transforms), 0
-    pz, py, px = window.patch
     autocast = (
         torch.autocast("cuda", dtype=amp)
         if amp is not None and device.type == "cuda"
         else contextlib.nullcontext()
     )
-    for group in _batches(boxes, window.batch_size):
-        block = np.stack([volume[z : z + pz, y : y + py, x : x + px] for z, y, x in group])
-        x_in = torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32))[:, None]
-        x_in = x_in.to(device, non_blocking=True)
-        acc = None
+    batches = [boxes[i : i + window.batch_size] for i in range(0, len(boxes), window.batch_size)]
+    # a batch reaches from its first window's z (no plane below it is needed any more) to its
+    # last window's end: the most planes ever held
+    depth = max(group[-1][0] + pz - group[0][0] for group in batches)
+    inputs = _Planes((), depth, full[1:])  # planes of the padded volume read, and summed into
+    acc = _Planes((channels,), depth, full[1:])
+    for i, group in enumerate(batches):
+        need = group[-1][0] + pz
+        if need > inputs.hi:
+            inputs.extend(need, read(inputs.hi, need))
+            acc.extend(need)
+        lo, planes = inputs.lo, inputs.planes
+        block = np.stack(
+            [planes[z - lo : z - lo + pz, y : y + py, x : x + px] for z, y, x in group]
+        )
+        x_in = torch.from_numpy(block)[:, None].to(device, non_blocking=True)
+        summed = None
         for forward, inverse in transforms:
             with autocast:
                 pred = predict(forward(x_in))
             pred = inverse(pred.float())
-            acc = pred if acc is None else acc + pred
+            summed = pred if summed is None else summed + pred
             done += len(group)
             if progress:
                 progress(done, total)
-        assert acc is not None
-        if acc.shape[1:] != (channels, pz, py, px):
+        assert summed is not None
+        if summed.shape[1:] != (channels, pz, py, px):
             raise BadInput(
-                f"the model returned {tuple(acc.shape)} for windows of {tuple(x_in.shape)}; "
+                f"the model returned {tuple(summed.shape)} for windows of {tuple(x_in.shape)}; "
                 f"expected (B, {channels}, {pz}, {py}, {px})"
             )
-        weighted = (acc * (weight_t / len(transforms))).cpu().numpy()
+        weighted = (summed * (weight_t / len(transforms))).cpu().numpy()
+        totals = acc.planes
         for (z, y, x), values in zip(group, weighted, strict=True):
-            out[:, z : z + pz, y : y + py, x : x + px] += values
-    _normalise(out, full, window)
-    if any(after for _, after in pad):
-        out = np.ascontiguousarray(out[:, : shape[0], : shape[1], : shape[2]])
-    return out
+            totals[:, z - lo : z - lo + pz, y : y + py, x : x + px] += values
+        finished = batches[i + 1][0][0] if i + 1 < len(batches) else full[0]  # no later window
+        if finished > lo:
+            slab = totals[:, : finished - lo]
+            _normalise(slab, lo, weight_sums)
+            end = min(finished, shape[0])
+            if end > lo:
+                yield lo, slab[:, : end - lo, : shape[1], : shape[2]].copy()
+            inputs.drop(finished)
+            acc.drop(finished)
 
 
-def _normalise(out: np.ndarray, shape: Sequence[int], window: Window) -> None:
-    """Divide by the summed weights, in place. Windows form a grid of per-axis starts and the
-    importance map is a product of per-axis profiles, so the sum factorises: three 1D sums,
-    applied slice by slice, instead of a volume of weights."""
+class _Planes:
+    """Planes ``[lo, hi)`` of a (*lead, D, H, W) volume in a buffer of ``depth`` planes, reused
+    as z advances: the buffer is all that is held, however deep the volume."""
+
+    def __init__(self, lead: tuple[int, ...], depth: int, plane: Sequence[int]) -> None:
+        self.buffer = np.empty((*lead, depth, *plane), np.float32)
+        self.lo = self.hi = 0
+
+    @property
+    def planes(self) -> np.ndarray:
+        return self.buffer[..., : self.hi - self.lo, :, :]
+
+    def extend(self, hi: int, values: np.ndarray | None = None) -> None:
+        """Hold planes up to ``hi``: ``values`` (the new planes), else zeros."""
+        self.buffer[..., self.hi - self.lo : hi - self.lo, :, :] = 0 if values is None else values
+        self.hi = hi
+
+    def drop(self, lo: int) -> None:
+        """Forget the planes below ``lo``, moving the rest to the buffer's front."""
+        k, kept = lo - self.lo, self.hi - lo
+        self.buffer[..., :kept, :, :] = self.buffer[
+            ..., k : k + kept, :, :
+        ]  # numpy copes with overlap
+        self.lo = lo
+
+
+def _weight_sums(shape: Sequence[int], window: Window) -> list[np.ndarray]:
+    """Per axis, the summed importance profiles of the windows over each position. Windows form
+    a grid of per-axis starts and the importance map is a product of per-axis profiles, so the
+    summed weights are the outer product of these three: no volume of weights is needed."""
     sums = []
     for n, p, profile in zip(
         shape, window.patch, importance_profiles(window.patch, window.blend), strict=True
@@ -222,9 +302,14 @@ def _normalise(out: np.ndarray, shape: Sequence[int], window: Window) -> None:
         for start in window_starts(n, p, window.overlap):
             total[start : start + p] += profile
         sums.append(total)
+    return sums
+
+
+def _normalise(slab: np.ndarray, z0: int, sums: Sequence[np.ndarray]) -> None:
+    """Divide (channels, n, H, W) planes from ``z0`` by their summed weights, in place."""
     plane = (1.0 / np.outer(sums[1], sums[2])).astype(np.float32)
-    for z in range(shape[0]):
-        out[:, z] *= plane * np.float32(1.0 / sums[0][z])
+    for k in range(slab.shape[1]):
+        slab[:, k] *= plane * np.float32(1.0 / sums[0][z0 + k])
 
 
 def check_patch(patch: Sequence[int], multiple: int) -> tuple[int, int, int]:

@@ -109,6 +109,16 @@ def write_picks_csv(path: str | Path, rows: Iterable[tuple[str, str, Sequence[fl
     return path
 
 
+def copick_segmentation_path(
+    root: str | Path, run: str, name: str, voxel_spacing: float, *, multilabel: bool
+) -> Path:
+    """Where a run's segmentation goes in a copick project: ``<root>/overlay/ExperimentRuns/
+    <run>/Segmentations/<spacing>_<user>_<session>_<name>[-multilabel].zarr``."""
+    folder = Path(root) / "overlay" / "ExperimentRuns" / run / "Segmentations"
+    kind = "-multilabel" if multilabel else ""
+    return folder / f"{voxel_spacing:.3f}_{USER}_{SESSION}_{name}{kind}.zarr"
+
+
 def write_copick_segmentation(
     root: str | Path,
     run: str,
@@ -118,12 +128,9 @@ def write_copick_segmentation(
     *,
     multilabel: bool,
 ) -> Path:
-    """Write a (z, y, x) label volume of one run as a copick segmentation, ``<root>/overlay/
-    ExperimentRuns/<run>/Segmentations/<spacing>_<user>_<session>_<name>[-multilabel].zarr``."""
-    folder = Path(root) / "overlay" / "ExperimentRuns" / run / "Segmentations"
-    folder.mkdir(parents=True, exist_ok=True)
-    kind = "-multilabel" if multilabel else ""
-    path = folder / f"{voxel_spacing:.3f}_{USER}_{SESSION}_{name}{kind}.zarr"
+    """Write a (z, y, x) label volume of one run as a copick segmentation
+    (``copick_segmentation_path``)."""
+    path = copick_segmentation_path(root, run, name, voxel_spacing, multilabel=multilabel)
     return write_ome_zarr(path, labels, (voxel_spacing,) * 3, name=name)
 
 
@@ -136,43 +143,127 @@ def write_ome_zarr(
     channel_names: Sequence[str] | None = None,
 ) -> Path:
     """Write a (z, y, x) or (c, z, y, x) array as a one-level OME-NGFF 0.4 group (zarr v2)."""
-    import zarr
+    with OmeZarrWriter(
+        path, array.shape, array.dtype, voxel_size, name=name, channel_names=channel_names
+    ) as writer:
+        writer.write(0, array)
+    return writer.path
 
-    path = Path(path)
-    if array.ndim not in (3, 4):
-        raise BadInput(f"{path}: expected a (z, y, x) or (c, z, y, x) array, got {array.shape}")
-    partial = path.with_name(path.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    root = zarr.open_group(str(partial), mode="w", zarr_format=2)
-    spatial = array.shape[-3:]
-    chunks = (1,) * (array.ndim - 3) + tuple(min(64, s) for s in spatial)
-    arr = root.create_array(
-        "0",
-        shape=array.shape,
-        chunks=chunks,
-        dtype=array.dtype,
-        chunk_key_encoding={"name": "v2", "separator": "/"},
-    )
-    arr[...] = array
-    unit = "angstrom" if voxel_size else None
-    axes = [{"name": a, "type": "space", **({"unit": unit} if unit else {})} for a in "zyx"]
-    scale = list(voxel_size) if voxel_size else [1.0, 1.0, 1.0]
-    if array.ndim == 4:
-        axes = [{"name": "c", "type": "channel"}, *axes]
-        scale = [1.0, *scale]
-    root.attrs["multiscales"] = [
-        {
-            "version": "0.4",
-            "name": name,
-            "axes": axes,
-            "datasets": [
-                {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}
-            ],
+
+class OmeZarrWriter:
+    """A (z, y, x) or (c, z, y, x) one-level OME-NGFF 0.4 group (zarr v2) written block of
+    planes by block of planes, in z order (``write(z0, block)``), so a volume larger than
+    memory can be written as it is computed. Planes wait in a buffer of one chunk's depth until
+    its row of chunks is whole, so each chunk is compressed and stored once, never read back.
+    The group is built beside ``path`` and renamed into place when the ``with`` block ends
+    without an error, every plane written; otherwise the partial group is removed and whatever
+    was at ``path`` is kept."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        shape: Sequence[int],
+        dtype: np.dtype | type,
+        voxel_size: Sequence[float] | None,
+        *,
+        name: str = "prediction",
+        channel_names: Sequence[str] | None = None,
+    ) -> None:
+        import zarr
+
+        self.path = Path(path)
+        self.shape = tuple(int(n) for n in shape)
+        if len(self.shape) not in (3, 4):
+            raise BadInput(
+                f"{self.path}: expected a (z, y, x) or (c, z, y, x) array, got {self.shape}"
+            )
+        self.partial = self.path.with_name(self.path.name + ".partial")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.partial, ignore_errors=True)
+        self.root = zarr.open_group(str(self.partial), mode="w", zarr_format=2)
+        channels = len(self.shape) - 3
+        self.array = self.root.create_array(
+            "0",
+            shape=self.shape,
+            chunks=(1,) * channels + tuple(min(64, s) for s in self.shape[-3:]),
+            dtype=dtype,
+            chunk_key_encoding={"name": "v2", "separator": "/"},
+        )
+        unit = "angstrom" if voxel_size else None
+        axes = [{"name": a, "type": "space", **({"unit": unit} if unit else {})} for a in "zyx"]
+        scale = list(voxel_size) if voxel_size else [1.0, 1.0, 1.0]
+        if channels:
+            axes = [{"name": "c", "type": "channel"}, *axes]
+            scale = [1.0, *scale]
+        self.attrs: dict = {
+            "multiscales": [
+                {
+                    "version": "0.4",
+                    "name": name,
+                    "axes": axes,
+                    "datasets": [
+                        {
+                            "path": "0",
+                            "coordinateTransformations": [{"type": "scale", "scale": scale}],
+                        }
+                    ],
+                }
+            ]
         }
-    ]
-    if channel_names:
-        root.attrs["omero"] = {"channels": [{"label": c} for c in channel_names]}
-    if path.exists():
-        shutil.rmtree(path)
-    os.replace(partial, path)
-    return path
+        if channel_names:
+            self.attrs["omero"] = {"channels": [{"label": c} for c in channel_names]}
+        self.buffer: np.ndarray | None = None  # planes start..next, until their chunk row is whole
+        self.start = self.next = 0
+
+    def write(self, z0: int, block: np.ndarray) -> None:
+        """Planes ``z0 .. z0 + n`` of the volume: ``block`` is (n, y, x) or (c, n, y, x), and
+        ``z0`` is where the previous block ended."""
+        if block.ndim != len(self.shape) or block.shape[-2:] != self.shape[-2:]:
+            raise BadInput(
+                f"{self.path}: a block of planes of {self.shape} must have shape "
+                f"{(*self.shape[:-3], 'n', *self.shape[-2:])}, got {block.shape}"
+            )
+        depth, rows = self.shape[-3], self.array.chunks[-3]
+        if z0 != self.next or z0 + block.shape[-3] > depth:
+            raise BadInput(
+                f"{self.path}: planes {z0}..{z0 + block.shape[-3]} of {depth}; expected the "
+                f"next block to start at plane {self.next}"
+            )
+        while block.shape[-3]:
+            held = self.next - self.start
+            if not held and self.next % rows == 0:  # whole rows of chunks go straight in
+                n = block.shape[-3]
+                if self.next + n < depth:  # the last row of chunks may be short
+                    n = n // rows * rows
+                if n:
+                    self.array[..., self.next : self.next + n, :, :] = block[..., :n, :, :]
+                    self.next = self.start = self.next + n
+                    block = block[..., n:, :, :]
+                    continue
+            if self.buffer is None:
+                self.buffer = np.empty((*self.shape[:-3], rows, *self.shape[-2:]), self.array.dtype)
+            n = min(rows - held, block.shape[-3])
+            self.buffer[..., held : held + n, :, :] = block[..., :n, :, :]
+            self.next += n
+            block = block[..., n:, :, :]
+            if held + n == rows or self.next == depth:
+                self.array[..., self.start : self.next, :, :] = self.buffer[..., : held + n, :, :]
+                self.start = self.next
+
+    def __enter__(self) -> OmeZarrWriter:
+        return self
+
+    def __exit__(self, kind: type | None, *_: object) -> None:
+        self.buffer = None
+        if kind is None and self.next == self.shape[-3]:
+            self.root.attrs.update(self.attrs)
+            if self.path.exists():
+                shutil.rmtree(self.path)
+            os.replace(self.partial, self.path)
+            return
+        shutil.rmtree(self.partial, ignore_errors=True)
+        if kind is None:
+            raise BadInput(
+                f"{self.path}: planes {self.next}..{self.shape[-3]} were never written; "
+                "nothing was kept"
+            )

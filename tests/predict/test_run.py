@@ -4,10 +4,15 @@ scored against the reference better than random picks; segmentation runs write O
 from __future__ import annotations
 
 import csv
+import itertools
 import json
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from streamvol.cli import app
@@ -85,7 +90,8 @@ def test_detection_run_without_sources_predicts_its_split(pick_project, pick_run
     assert summary["thresholds_from"] == "--threshold"
 
 
-def test_segmentation_run_writes_ome_zarr_volumes(tmp_path):
+def _segmentation_run(tmp_path):
+    """A U-Net trained for one epoch on 4 nuclei samples of 8x16x16: (data, shards)."""
     from streamvol import synth
     from streamvol.shard import parse_config, shard
     from streamvol.train import TrainConfig, Trainer
@@ -104,6 +110,12 @@ def test_segmentation_run_writes_ome_zarr_volumes(tmp_path):
     )
     with one_thread():
         Trainer(config, tmp_path / "run").fit()
+    return data, shards
+
+
+def test_segmentation_run_writes_ome_zarr_volumes(tmp_path):
+    data, shards = _segmentation_run(tmp_path)
+    with one_thread():
         summary = predict_volumes(tmp_path / "run", [data], tmp_path / "out", overlap=0.5)
     assert len(summary["experiments"]) == 4
     name = sorted(summary["experiments"])[0]
@@ -185,6 +197,103 @@ def test_memory_does_not_grow_with_the_number_of_tomograms(pick_project, pick_ru
     # the probabilities of one tomogram alone (6 types, float32) are a good part of the peak
     assert peaks[0] > 6 * 32 * 64 * 64 * 4
     assert peaks[1] < 1.25 * peaks[0], peaks
+
+
+def test_segmentation_memory_does_not_grow_with_the_volume_s_depth(tmp_path):
+    """A stack 4x as deep costs the same peak numpy memory (tracemalloc sees numpy's
+    allocations): planes are read, predicted and written block by block, as the windows pass
+    them (chunks of 64 planes: both stacks fill whole rows of them). The labels and
+    probabilities written are those of the whole volume at once."""
+    import tracemalloc
+
+    import tifffile
+    import zarr
+
+    from streamvol.train import load_predictor
+
+    _segmentation_run(tmp_path)
+    rng = np.random.default_rng(0)
+    stacks = {}
+    for depth in (64, 256):  # TIFF: tracemalloc counts a memory-mapped .npy as allocated
+        stacks[depth] = tmp_path / f"stack{depth}.tif"
+        tifffile.imwrite(stacks[depth], rng.normal(1000, 200, (depth, 96, 96)).astype(np.uint16))
+    peaks = {}
+    with one_thread():
+        for depth, path in stacks.items():
+            tracemalloc.start()
+            predict_volumes(tmp_path / "run", [path], tmp_path / f"p{depth}", overlap=0.5)
+            peaks[depth] = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+    assert peaks[256] < 1.25 * peaks[64], peaks
+
+    predictor = load_predictor(tmp_path / "run")
+    window = predictor.window(overlap=0.5)
+    with one_thread():
+        whole = predictor.probabilities(open_volume(stacks[256]), window)
+    out = tmp_path / "p256" / "stack256"
+    probs = zarr.open_group(str(out / "probabilities.ome.zarr"), mode="r")["0"][...]
+    labels = np.asarray(open_volume(out / "labels.ome.zarr").data)
+    np.testing.assert_array_equal(probs, whole.astype(np.float16))
+    np.testing.assert_array_equal(labels, whole.argmax(0))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    depth=st.integers(1, 150),
+    cuts=st.lists(st.integers(1, 149), max_size=6),
+    channels=st.sampled_from([0, 2]),
+)
+def test_an_ome_zarr_written_in_blocks_holds_every_plane(depth, cuts, channels):
+    """Blocks of any sizes, across rows of 64-plane chunks or not, give the volume."""
+    import zarr
+
+    from streamvol.predict import OmeZarrWriter
+
+    shape = (*(channels,) * bool(channels), depth, 5, 6)
+    volume = np.arange(np.prod(shape), dtype=np.uint16).reshape(shape)
+    edges = [0, *sorted({c for c in cuts if c < depth}), depth]
+    with tempfile.TemporaryDirectory() as folder:
+        target = Path(folder) / "v.ome.zarr"
+        with OmeZarrWriter(target, shape, np.uint16, None) as writer:
+            for z0, z1 in itertools.pairwise(edges):
+                writer.write(z0, volume[..., z0:z1, :, :])
+        written = zarr.open_group(str(target), mode="r")["0"]
+        np.testing.assert_array_equal(written[...], volume)
+
+
+def test_an_ome_zarr_written_in_blocks_replaces_its_target_only_when_whole(tmp_path):
+    from streamvol.errors import BadInput
+    from streamvol.predict import OmeZarrWriter, write_ome_zarr
+
+    target = tmp_path / "labels.ome.zarr"
+    write_ome_zarr(target, np.ones((4, 8, 8), np.uint8), (10.0, 10.0, 10.0))
+    bad_blocks = {
+        r"labels.ome.zarr: a block of planes of \(4, 8, 8\) must have shape": [
+            (0, 2, 8),
+            (2, 2, 9),
+        ],
+        r"planes 2..4 of 4; expected the next block to start at plane 0": [(2, 2, 8)],
+        r"planes 2..5 of 4; expected": [(0, 2, 8), (2, 3, 8)],
+        r"planes 2..4 were never written; nothing was kept": [(0, 2, 8)],
+    }
+    for refused, blocks in bad_blocks.items():
+        with (
+            pytest.raises(BadInput, match=refused),
+            OmeZarrWriter(target, (4, 8, 8), np.uint8, None) as writer,
+        ):
+            for z0, n, x in blocks:
+                writer.write(z0, np.full((n, 8, x), 7, np.uint8))
+        assert not (tmp_path / "labels.ome.zarr.partial").exists()
+        kept = open_volume(target)
+        assert kept.voxel_size == (10.0, 10.0, 10.0)
+        np.testing.assert_array_equal(np.asarray(kept.data), 1)
+    with OmeZarrWriter(target, (4, 8, 8), np.uint8, (5.0, 5.0, 5.0)) as writer:
+        writer.write(0, np.full((2, 8, 8), 2, np.uint8))
+        writer.write(2, np.full((2, 8, 8), 3, np.uint8))
+    written = open_volume(target)
+    expected = np.broadcast_to(np.repeat([2, 3], 2)[:, None, None], (4, 8, 8))
+    np.testing.assert_array_equal(np.asarray(written.data), expected)
+    assert written.voxel_size == (5.0, 5.0, 5.0)
 
 
 def test_predict_reads_the_tomograms_its_runs_shards_read(pick_project, pick_run, tmp_path):
