@@ -155,21 +155,22 @@ def sliding_window(
 ) -> np.ndarray:
     """Blend ``predict`` over ``volume`` (D, H, W), float32, already normalised as the model
     expects (or a volume as ``sliding_window_slabs`` takes it); returns (channels, D, H, W)
-    float32: its slabs joined.
+    float32. The windows' sums accumulate in the output itself: memory is the output and a
+    batch's depth of input planes.
 
     ``predict`` maps a batch (B, 1, pz, py, px) on ``device`` to (B, channels, pz, py, px)
     (probabilities, say). ``amp`` (a dtype) autocasts on CUDA only. ``progress(done, total)``
     counts model calls.
     """
-    out = np.empty((channels, *volume.shape), np.float32)  # a bad shape is refused below
-    for z0, slab in sliding_window_slabs(
-        volume, predict, channels, window, device=device, amp=amp, progress=progress
-    ):
-        out[:, z0 : z0 + slab.shape[1]] = slab
-    return out
+    shape, full = _padded(volume.shape, window)
+    sums = _Planes((channels,), full[0], full[1:], keep=True)
+    for _ in _blend(volume, predict, channels, window, device, amp, progress, sums):
+        pass  # each finished slab is normalised in place: the sums become the output
+    if full == shape:
+        return sums.buffer
+    return np.ascontiguousarray(sums.buffer[:, : shape[0], : shape[1], : shape[2]])
 
 
-@torch.no_grad()
 def sliding_window_slabs(
     volume: Any,
     predict: Callable[[torch.Tensor], torch.Tensor],
@@ -188,13 +189,31 @@ def sliding_window_slabs(
     a few windows' depth of planes however deep the volume: a stack of any size is predicted
     plane block by plane block and written as it goes.
     """
-    shape = tuple(int(n) for n in volume.shape)
-    if len(shape) != 3:
-        raise BadInput(f"expected a (D, H, W) volume, got shape {shape}")
+    shape = _padded(volume.shape, window)[0]
+    for z0, slab in _blend(volume, predict, channels, window, device, amp, progress):
+        end = min(z0 + slab.shape[1], shape[0])
+        if end > z0:
+            yield z0, slab[:, : end - z0, : shape[1], : shape[2]].copy()
+
+
+@torch.no_grad()
+def _blend(
+    volume: Any,
+    predict: Callable[[torch.Tensor], torch.Tensor],
+    channels: int,
+    window: Window,
+    device: str | torch.device,
+    amp: torch.dtype | None,
+    progress: Progress | None,
+    acc: _Planes | None = None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """The sliding window, summing into ``acc`` (default: a buffer of the planes a batch
+    reaches): yields each finished slab of the padded volume, normalised in place, as
+    ``(z0, planes)``, a view into ``acc``'s buffer."""
+    shape, full = _padded(volume.shape, window)
     device = torch.device(device)
     pz, py, px = window.patch
     mode = "reflect" if min(shape) > 1 else "edge"
-    full = tuple(max(n, p) for n, p in zip(shape, window.patch, strict=True))
     pad = [(0, f - n) for n, f in zip(shape, full, strict=True)]
 
     if full[0] > shape[0]:  # fewer planes than the patch: read them all, pad every axis
@@ -222,8 +241,9 @@ def sliding_window_slabs(
     # a batch reaches from its first window's z (no plane below it is needed any more) to its
     # last window's end: the most planes ever held
     depth = max(group[-1][0] + pz - group[0][0] for group in batches)
-    inputs = _Planes((), depth, full[1:])  # planes of the padded volume read, and summed into
-    acc = _Planes((channels,), depth, full[1:])
+    inputs = _Planes((), depth, full[1:])  # planes of the padded volume read
+    if acc is None:
+        acc = _Planes((channels,), depth, full[1:])  # and summed into
     for i, group in enumerate(batches):
         need = group[-1][0] + pz
         if need > inputs.hi:
@@ -257,37 +277,50 @@ def sliding_window_slabs(
         if finished > lo:
             slab = totals[:, : finished - lo]
             _normalise(slab, lo, weight_sums)
-            end = min(finished, shape[0])
-            if end > lo:
-                yield lo, slab[:, : end - lo, : shape[1], : shape[2]].copy()
+            yield lo, slab
             inputs.drop(finished)
             acc.drop(finished)
 
 
 class _Planes:
     """Planes ``[lo, hi)`` of a (*lead, D, H, W) volume in a buffer of ``depth`` planes, reused
-    as z advances: the buffer is all that is held, however deep the volume."""
+    as z advances: the buffer is all that is held, however deep the volume. With ``keep`` the
+    buffer holds every plane, at its own z, and nothing moves."""
 
-    def __init__(self, lead: tuple[int, ...], depth: int, plane: Sequence[int]) -> None:
-        self.buffer = np.empty((*lead, depth, *plane), np.float32)
+    def __init__(
+        self, lead: tuple[int, ...], depth: int, plane: Sequence[int], *, keep: bool = False
+    ) -> None:
+        self.buffer = np.zeros((*lead, depth, *plane), np.float32)
+        self.keep = keep
         self.lo = self.hi = 0
+
+    def _at(self, z: int) -> int:
+        return z if self.keep else z - self.lo
 
     @property
     def planes(self) -> np.ndarray:
-        return self.buffer[..., : self.hi - self.lo, :, :]
+        return self.buffer[..., self._at(self.lo) : self._at(self.hi), :, :]
 
     def extend(self, hi: int, values: np.ndarray | None = None) -> None:
         """Hold planes up to ``hi``: ``values`` (the new planes), else zeros."""
-        self.buffer[..., self.hi - self.lo : hi - self.lo, :, :] = 0 if values is None else values
+        new = self.buffer[..., self._at(self.hi) : self._at(hi), :, :]
+        new[...] = 0 if values is None else values
         self.hi = hi
 
     def drop(self, lo: int) -> None:
         """Forget the planes below ``lo``, moving the rest to the buffer's front."""
-        k, kept = lo - self.lo, self.hi - lo
-        self.buffer[..., :kept, :, :] = self.buffer[
-            ..., k : k + kept, :, :
-        ]  # numpy copes with overlap
+        if not self.keep:
+            k, kept = lo - self.lo, self.hi - lo
+            self.buffer[..., :kept, :, :] = self.buffer[..., k : k + kept, :, :]  # overlap is fine
         self.lo = lo
+
+
+def _padded(shape: Sequence[int], window: Window) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(D, H, W) and the padded shape the windows cover (each axis at least the patch)."""
+    shape = tuple(int(n) for n in shape)
+    if len(shape) != 3:
+        raise BadInput(f"expected a (D, H, W) volume, got shape {shape}")
+    return shape, tuple(max(n, p) for n, p in zip(shape, window.patch, strict=True))
 
 
 def _weight_sums(shape: Sequence[int], window: Window) -> list[np.ndarray]:

@@ -212,8 +212,8 @@ class OmeZarrWriter:
         }
         if channel_names:
             self.attrs["omero"] = {"channels": [{"label": c} for c in channel_names]}
-        self.buffer: np.ndarray | None = None  # planes start..next, until their chunk row is whole
-        self.start = self.next = 0
+        self.buffer: np.ndarray | None = None  # planes until their row of chunks is whole
+        self.next = 0
 
     def write(self, z0: int, block: np.ndarray) -> None:
         """Planes ``z0 .. z0 + n`` of the volume: ``block`` is (n, y, x) or (c, n, y, x), and
@@ -230,25 +230,18 @@ class OmeZarrWriter:
                 f"next block to start at plane {self.next}"
             )
         while block.shape[-3]:
-            held = self.next - self.start
-            if not held and self.next % rows == 0:  # whole rows of chunks go straight in
-                n = block.shape[-3]
-                if self.next + n < depth:  # the last row of chunks may be short
-                    n = n // rows * rows
-                if n:
-                    self.array[..., self.next : self.next + n, :, :] = block[..., :n, :, :]
-                    self.next = self.start = self.next + n
-                    block = block[..., n:, :, :]
-                    continue
+            held = self.next % rows  # planes of this row of chunks in the buffer
+            n = min(rows - held, block.shape[-3])
             if self.buffer is None:
                 self.buffer = np.empty((*self.shape[:-3], rows, *self.shape[-2:]), self.array.dtype)
-            n = min(rows - held, block.shape[-3])
             self.buffer[..., held : held + n, :, :] = block[..., :n, :, :]
             self.next += n
             block = block[..., n:, :, :]
-            if held + n == rows or self.next == depth:
-                self.array[..., self.start : self.next, :, :] = self.buffer[..., : held + n, :, :]
-                self.start = self.next
+            filled = held + n
+            if filled == rows or self.next == depth:
+                self.array[..., self.next - filled : self.next, :, :] = self.buffer[
+                    ..., :filled, :, :
+                ]
 
     def __enter__(self) -> OmeZarrWriter:
         return self
