@@ -169,6 +169,21 @@ def test_a_deep_volume_is_yielded_before_it_is_read_whole():
     assert sum(s.shape[1] for _, s in slabs) + 6 == 64
 
 
+def test_the_whole_volume_sums_into_its_output():
+    """``sliding_window`` holds its output and a batch's depth of input planes, not a second
+    buffer of sums beside the output (tracemalloc sees numpy's allocations)."""
+    import tracemalloc
+
+    volume = np.random.default_rng(5).normal(size=(64, 64, 64)).astype(np.float32)
+    window = Window(patch=(16, 16, 16), batch_size=4)
+    tracemalloc.start()
+    out = sliding_window(volume, lambda x: x.expand(-1, 4, -1, -1, -1), 4, window)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    np.testing.assert_allclose(out, np.broadcast_to(volume, out.shape), rtol=1e-5, atol=1e-5)
+    assert peak < out.nbytes + volume.nbytes, (peak, out.nbytes)
+
+
 def test_tta_transforms_invert_and_windows_are_checked():
     x = torch.randn(2, 1, 8, 8, 8)
     transforms = tta_transforms(("flips", "rot90"))
