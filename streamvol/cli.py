@@ -641,18 +641,21 @@ def _fit(trainer, label: str = "") -> dict:
             rate_unit="samples",
         )
         phase = {"name": ""}
+        whole = trainer.task.kind == "detection"  # its best weights predict whole tomograms
 
         def follow(name: str) -> Any:
             def update(done: int, total: int) -> None:
-                if name == "validation" and phase["name"] in ("done", "final"):
-                    phase["name"] = "final"  # after the last epoch: the best weights' pass
+                final = name == "validation" and phase["name"] in ("done", "final")
+                if final:  # after the last epoch: the best weights' pass
+                    phase["name"] = "final"
                     name_now = f"{label}validation of the best weights"
+                    name_now += " (whole tomograms)" if whole else ""
                 else:
                     phase["name"] = name
                     name_now = f"{label}epoch {trainer.epoch + 1}/{epochs}"
                     name_now += " validation" if name == "validation" else ""
                 if job.description != name_now:
-                    job.restart(name_now, total)
+                    job.restart(name_now, total, **({"unit": "windows"} if final and whole else {}))
                 job.update(done, total)
 
             return update
@@ -800,10 +803,18 @@ def evaluate(
             timeout=timeout,
             storage_options=_storage(storage_options),
             progress=show.job(
-                f"evaluate {split}{f' (TTA {tta})' if tta != 'none' else ''}", unit="batches"
+                f"evaluate {split}{f' (TTA {tta})' if tta != 'none' else ''}",
+                unit=_evaluation_unit(run, _storage(storage_options)),
             ),
         )
     _print_report(report, run)
+
+
+def _evaluation_unit(run: Path, storage_options: dict | None) -> str:
+    """What evaluating ``run`` counts: windows of whole tomograms (detection), else batches."""
+    from streamvol.train import run_task
+
+    return "windows" if run_task(run, storage_options) == "detection" else "batches"
 
 
 @app.command()
@@ -898,7 +909,7 @@ def predict(
                 tomogram=tomogram,
                 voxel_spacing=voxel_spacing,
                 storage_options=_storage(storage_options),
-                progress=lambda what, done, total: job.update(done, total, description=what),
+                progress=lambda what, done, total: job.item(what, done, total),
             )
         _print_predictions(summary, out or Path("predictions"))
         return
@@ -951,7 +962,8 @@ def compare(
     from streamvol.train.compare import compare_runs
 
     with _progress_display(console) as show:
-        job = show.job("compare: evaluating", unit="batches")
+        unit = _evaluation_unit(runs[0], _storage(storage_options))
+        job = show.job("compare: evaluating", unit=unit)
         result = compare_runs(
             runs,
             out,
@@ -959,9 +971,7 @@ def compare(
             tta=None if tta == "none" else tta,
             device=device,
             storage_options=_storage(storage_options),
-            progress=lambda run, done, total: job.update(
-                done, total, description=f"compare: evaluating {run}"
-            ),
+            progress=lambda run, done, total: job.item(f"compare: evaluating {run}", done, total),
         )
     # runs as columns, metrics as rows: runs are few, and a dozen metrics then fit 80 columns
     table = Table(title=f"{result['split']} split: {result['task']}")
@@ -1040,7 +1050,7 @@ def score(
                 pred,
                 ref,
                 out=out,
-                progress=lambda what, done, total: job.update(done, total, description=what),
+                progress=lambda what, done, total: job.item(what, done, total),
             )
         out_console.print(format_label_score(report), highlight=False)
         if report["unscored"]:

@@ -142,11 +142,30 @@ class Job:
     def advance(self, n: float = 1) -> None:
         self.update(self.done + n)
 
-    def restart(self, description: str, total: float | None = None) -> None:
-        """The same bar for the next round (an epoch, a fold): count and clock from zero."""
+    def restart(
+        self,
+        description: str,
+        total: float | None = None,
+        *,
+        unit: str | None = None,
+        per: float = 1.0,
+        rate_unit: str | None = None,
+    ) -> None:
+        """The same bar for the next round (an epoch, a fold): count and clock from zero; with
+        a ``unit``, counting something else (``per`` and ``rate_unit`` as ``Display.job``)."""
         self._finish()
+        if unit is not None:
+            self.unit, self.per, self.rate_unit = unit, per, rate_unit
         self._start(description, total)
         self.display._reset(self)
+
+    def item(self, description: str, done: float, total: float | None = None) -> None:
+        """``update`` for one of several items each counted from zero (the volumes of a
+        prediction, the runs of a comparison): a new ``description`` restarts the count and
+        the clock, so the rate, ETA and time taken are the item's own."""
+        if description != self.description:
+            self.restart(description, total)
+        self.update(done, total)
 
     def _since_first(self) -> dict[str, Any]:
         """Elapsed time, and the rate since the first update (the start is often slower: workers
@@ -238,7 +257,8 @@ class Display:
 
     def _reset(self, job: Job) -> None:
         if self.bar is not None:
-            self.bar.reset(job.task, total=job.total, description=job.description)
+            fields = {"unit": job.unit, "job": job}  # rich's reset replaces all the fields
+            self.bar.reset(job.task, total=job.total, description=job.description, **fields)
 
     def _finish(self, job: Job) -> None:
         """Plain mode: a job that printed while it ran says how it ended."""

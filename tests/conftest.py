@@ -93,7 +93,7 @@ def pick_run(pick_project, tmp_path_factory):
     _, shards = pick_project
     runs = tmp_path_factory.mktemp("pickruns")
     args = ["train", str(shards), *PICK_TRAIN, "--runs", str(runs), "--name", "pick"]
-    with one_thread():
-        result = CliRunner().invoke(app, args)
+    with one_thread():  # a progress line on every update
+        result = CliRunner().invoke(app, args, env={"STREAMVOL_PROGRESS_EVERY": "0"})
     assert result.exit_code == 0, result.output
     return runs / "pick", result.output

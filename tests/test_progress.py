@@ -75,6 +75,18 @@ def test_on_a_terminal_a_bar_with_rate_and_eta():
         show.bar.refresh()
         text = buffer.getvalue()
     assert "epoch 1/3" in text and "10/10" in text and "samples/s" in text and "ETA" in text
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=100)
+    with progress(console) as show:  # the next item, counting something else
+        job = show.job("TS_0 (1/2)", 4, unit="windows")
+        job(4, 4)
+        job.restart("best weights", 10, unit="batches", per=16, rate_unit="samples")
+        job(3, 10)
+        time.sleep(0.02)
+        job(5, 10)
+        show.bar.refresh()
+        text = buffer.getvalue()
+    assert "best weights" in text and "5/10" in text and "batches" in text and "samples/s" in text
 
 
 def test_on_a_terminal_slow_steps_get_rate_and_eta_after_the_first(monkeypatch):
@@ -97,6 +109,37 @@ def test_on_a_terminal_slow_steps_get_rate_and_eta_after_the_first(monkeypatch):
         job(1, 36)
         assert column.render(task).plain == "0.0421 samples/s, ETA 55 min 25 s"
         assert job.stats() == job.line().split("batches, ")[1]  # the same as the plain line
+
+
+def test_each_item_gets_its_own_count_and_clock(monkeypatch):
+    """The volumes of a prediction: a volume's rate, ETA and time taken are its own, not those of
+    the job since the first volume began (a second volume of 75 windows once read "ETA 3 min 53 s"
+    where it took 26 s); a restart can count something else."""
+    from streamvol import progress as module
+
+    clock = [1000.0]
+    monkeypatch.setattr(module.time, "monotonic", lambda: clock[0])
+    console, buffer = _plain_console()
+    job = module.Display(console, every=0).job("predict", unit="windows")  # no ticker thread
+    for name in ("TS_0 (1/2)", "TS_1 (2/2)"):
+        for done in (0, 15, 30):
+            job.item(name, done, 30)
+            clock[0] += 15
+        clock[0] += 100  # finding peaks, writing picks: no update
+    job.restart("best weights", 8, unit="batches", per=4, rate_unit="samples")
+    job(0, 8)
+    clock[0] += 2
+    job(1, 8)
+    assert buffer.getvalue().splitlines() == [
+        "TS_0 (1/2): 0/30 windows, 0.0 s elapsed",
+        "TS_0 (1/2): 15/30 windows, 1 windows/s, ETA 15 s",
+        "TS_0 (1/2): 30/30 windows, 1 windows/s, done in 30 s",
+        "TS_1 (2/2): 0/30 windows, 0.0 s elapsed",
+        "TS_1 (2/2): 15/30 windows, 1 windows/s, ETA 15 s",
+        "TS_1 (2/2): 30/30 windows, 1 windows/s, done in 30 s",
+        "best weights: 0/8 batches, 0.0 s elapsed",
+        "best weights: 1/8 batches, 2 samples/s, ETA 14 s",
+    ]
 
 
 @pytest.fixture(scope="module")

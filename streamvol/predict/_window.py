@@ -244,6 +244,8 @@ def _blend(
     inputs = _Planes((), depth, full[1:])  # planes of the padded volume read
     if acc is None:
         acc = _Planes((channels,), depth, full[1:])  # and summed into
+    if progress:
+        progress(0, total)
     for i, group in enumerate(batches):
         need = group[-1][0] + pz
         if need > inputs.hi:

@@ -35,7 +35,7 @@ from streamvol.metrics.picking import (
     match_points,
     particle_weight,
 )
-from streamvol.train.common import identity, plot_curves
+from streamvol.train.common import counted, identity, plot_curves
 from streamvol.train.targets import TargetSpec, make_targets
 
 VAL_GRID = tuple(round(0.05 * k, 2) for k in range(1, 20))  # crop-level metric: 0.05..0.95
@@ -91,9 +91,7 @@ def validate(trainer: Any, progress: Callable[[int, int], None] | None = None) -
     loss_sum = weight_sum = 0.0
     total = len(dl)
     with dl:  # its workers stop here, also when the pass is stopped
-        for step, batch in enumerate(trainer._batches(dl)):
-            if progress:
-                progress(step, total)
+        for batch in counted(trainer._batches(dl), total, progress):
             w = batch["weight"]
             logits = trainer._forward(net, batch["image"]).float()
             loss = trainer.loss_fn(logits, batch_targets(spec, batch), w)
@@ -148,25 +146,35 @@ def _count(
     grids: Sequence[Sequence[float]],
     window: Any,
     peaks: Any,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[np.ndarray, list[tuple[str, str, Sequence[float]]], list[str]]:
     """TP, FP, FN per type and threshold summed over ``sources`` (tomograms with references;
     the others are dropped, as the CZII metric drops them), the picks at each type's first
-    threshold, and the experiments scored."""
+    threshold, and the experiments scored; ``progress(done, total)`` counts the windows of all
+    the tomograms scored."""
     from streamvol.io import open_volume
-    from streamvol.predict import find_peaks
+    from streamvol.predict import count_windows, find_peaks
 
     names = predictor.class_names
     counts = [np.zeros((len(g), 3), np.int64) for g in grids]
     rows: list[tuple[str, str, Sequence[float]]] = []
     scored = []
+    todo = []
     for source in sources:
         volume = open_volume(source["path"], level=predictor.level)  # lazy: reads nothing yet
         size = predictor.voxel_size(volume)
         refs = reference_picks(source, size)
-        if not any(len(v) for v in refs.values()):
-            continue
+        if any(len(v) for v in refs.values()):
+            todo.append((source, volume, size, refs))
+    total = sum(count_windows(volume.shape, window) for _, volume, _, _ in todo)
+    before = 0
+    if progress:
+        progress(0, total)
+    for source, volume, size, refs in todo:
         scored.append(source["id"])
-        probs = predictor.probabilities(volume, window)
+        step = None if progress is None else (lambda d, _n, at=before: progress(at + d, total))
+        probs = predictor.probabilities(volume, window, step)
+        before += count_windows(volume.shape, window)
         for k, name in enumerate(names):
             radius_vox = predictor.task.radii_angstrom[k] / float(np.mean(size))
             reach = MULTIPLIER * predictor.task.radii_angstrom[k]
@@ -194,11 +202,17 @@ def _count(
 
 
 def write_report(
-    trainer: Any, *, split: str | None, prefix: str, tta: str | bool | None = None
+    trainer: Any,
+    *,
+    split: str | None,
+    prefix: str,
+    tta: str | bool | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Whole-tomogram report of a detection run on ``split`` (None: validation, where the
     thresholds are chosen and saved); see the module docstring. ``tta``: ``flips`` (the three
-    mirrors), ``rot90z`` (the three turns about z), ``all`` or True (both)."""
+    mirrors), ``rot90z`` (the three turns about z), ``all`` or True (both). ``progress(done,
+    total)`` counts the tomograms' windows (model calls)."""
     from streamvol.predict import Peaks, Predictor, split_sources
     from streamvol.predict._run import THRESHOLDS, load_choices, settings_from
     from streamvol.predict._write import write_picks_csv
@@ -238,7 +252,7 @@ def write_report(
     thresholds = choices.get("thresholds", {})
     grids = [GRID if choosing else [thresholds.get(n, 0.5)] for n in task.class_names]
     sources = [s for name in splits for s in split_sources(trainer.manifest, name)]
-    counts, rows, scored = _count(predictor, sources, grids, window, peaks)
+    counts, rows, scored = _count(predictor, sources, grids, window, peaks, progress)
     per_type: dict[str, dict[str, Any]] = {}
     chosen: dict[str, float] = {}
     curves: dict[str, list[float]] = {}

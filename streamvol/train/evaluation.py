@@ -184,7 +184,8 @@ def write_report(
 ) -> dict[str, Any]:
     """Predict ``split`` (None: validation), choose or reuse the threshold, score, plot, and keep
     the predictions (``<prefix>_predictions.npz``: keys, targets, scores, weights; what
-    ``compare`` draws); ``progress(done, total)`` after each batch predicted."""
+    ``compare`` draws); ``progress(done, total)`` after each batch predicted (detection: after
+    each window of the whole tomograms)."""
     from streamvol.metrics import (
         plot_confusion_matrix,
         plot_pr,
@@ -197,7 +198,9 @@ def write_report(
     if trainer.task.kind == "detection":
         from streamvol.train import detection
 
-        return detection.write_report(trainer, split=split, prefix=prefix, tta=tta)
+        return detection.write_report(
+            trainer, split=split, prefix=prefix, tta=tta, progress=progress
+        )
     if trainer.task.kind == "reconstruction":
         from streamvol.train import pretrain
 

@@ -5,6 +5,7 @@ exactly, and refuses what it cannot train."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -45,6 +46,9 @@ def test_run_chooses_thresholds_on_whole_validation_tomograms(pick_run):
     assert choices["settings"]["window"]["patch"] == [16, 16, 16]
     report = json.loads((run / "val_report.json").read_text())
     assert report["experiments"] == ["TS_1"] or len(report["experiments"]) == 1
+    total = _windows(run, report, "val")  # the whole tomogram's windows, not crops' batches
+    assert f"validation of the best weights (whole tomograms): {total}/{total} windows" in output
+    assert re.search(r"epoch 8/8 validation: (\d+)/\1 batches", output)  # the last one counted
     for row in report["per_type"].values():
         assert row["tp"] + row["fn"] == 4  # four particles of each type in the run
     assert (run / "val_thresholds.png").read_bytes()[:4] == b"\x89PNG"
@@ -63,8 +67,41 @@ def test_evaluate_predicts_the_test_tomograms_whole(pick_run):
     assert saved["score"] == pytest.approx(report["score"])
     header = (run / "test_picks.csv").read_text().splitlines()[0]
     assert header == "experiment,particle_type,x,y,z"
-    result = CliRunner().invoke(app, ["evaluate", str(run), "--split", "test"])
+    env = {"STREAMVOL_PROGRESS_EVERY": "0"}  # a progress line on every update
+    result = CliRunner().invoke(app, ["evaluate", str(run), "--split", "test"], env=env)
     assert result.exit_code == 0 and "test (1 tomogram, whole)" in result.output
+    total = _windows(run, report, "test")
+    assert f"evaluate test: {total}/{total} windows, " in result.output
+
+
+def _windows(run, report, split):
+    """The model calls predicting ``split``'s tomograms whole takes with the report's window."""
+    from streamvol.io import open_volume
+    from streamvol.predict import Window, count_windows, split_sources
+
+    manifest = json.loads((run / "shards_manifest.json").read_text())
+    window = Window(**{**report["window"], "tta": tuple(report["window"]["tta"])})
+    level = manifest["config"]["level"]
+    shapes = [open_volume(s["path"], level=level).shape for s in split_sources(manifest, split)]
+    return sum(count_windows(shape, window) for shape in shapes)
+
+
+def test_progress_counts_validation_batches_and_whole_tomogram_windows(pick_run):
+    """Each pass reports its start and its end: the validation crops' batches, and every window
+    of the tomograms a report predicts whole, summed over the tomograms."""
+    run, _ = pick_run
+    calls = []
+    report = evaluate(run, split="test", progress=lambda done, total: calls.append((done, total)))
+    total = _windows(run, report, "test")
+    assert calls[0] == (0, total) and calls[-1] == (total, total)
+    done = [d for d, _ in calls]
+    assert done == sorted(done) and {t for _, t in calls} == {total}
+    trainer = Trainer.for_evaluation(TrainConfig.load(run / "config.json"), run)
+    calls.clear()
+    with one_thread():
+        trainer.validate(progress=lambda done, total: calls.append((done, total)))
+    batches = calls[0][1]
+    assert batches > 1 and calls == [(done, batches) for done in range(batches + 1)]
 
 
 def test_resume_gives_the_same_weights(pick_project, tmp_path):
