@@ -23,10 +23,10 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
+from _results import add_out, publish
 
 from streamvol.augment import Augment, Flip, Noise, Rotate, apply_cpu
 from streamvol.bench.loader import cpu_model
@@ -201,8 +201,7 @@ def main() -> None:
         default=1,
         help="distinct inputs per size, cycled (1: cache-warm, as a just-decoded sample is)",
     )
-    parser.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")))
-    parser.add_argument("--no-write", action="store_true", help="print the table only")
+    add_out(parser)
     args = parser.parse_args()
 
     args.load_before = os.getloadavg()[0]
@@ -220,12 +219,7 @@ def main() -> None:
                     best[key] = max(best.get(key, 0.0), r)
                     print(f"round {round_} {size}^3 threads={threads} {name}: {r:.1f} crops/s")
     args.load_after = os.getloadavg()[0]
-    table = report(best, args)
-    print(table)
-    if not args.no_write:
-        with open(args.out, "a") as f:
-            f.write(table)
-        print(f"appended to {args.out}")
+    publish(report(best, args), args.out)
 
 
 def report(best: dict[tuple[int, int, str], float], args: argparse.Namespace) -> str:

@@ -38,6 +38,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
+from _results import add_out, append  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -115,7 +116,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=64)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--out", help="RESULTS.md to append to")
+    add_out(parser)
     parser.add_argument(
         "--no-throughput", action="store_true", help="skip the streamvol.loader samples/s part"
     )
@@ -190,9 +191,7 @@ def main() -> None:
         if not args.no_throughput:
             table += ["", *throughput(data, args.repeats)]
             print("\n".join(table[-8:]), flush=True)
-        if args.out:
-            with open(args.out, "a") as f:
-                f.write("\n" + "\n".join(lines + table) + "\n")
+        append("\n".join(lines + table), args.out)
 
 
 def throughput(data: Any, repeats: int) -> list[str]:

@@ -21,7 +21,8 @@ import platform
 import statistics
 import subprocess
 import sys
-from pathlib import Path
+
+from _results import add_out, publish
 
 # (model, num_classes, crop, batch): the default segmentation and classification models at
 # the README's realistic sizes, and the demo's small spot classifier
@@ -86,7 +87,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--out", type=Path, help="append the table to this markdown file")
+    add_out(parser)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--keep", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -122,11 +123,7 @@ def main() -> None:
             f"{d['step_s'] / k['step_s']:.2f}x | {d['sys_s']:.2f} / {k['sys_s']:.2f} | "
             f"{d['faults']:,.0f} / {k['faults']:,.0f} | {d['peak_mb']:,.0f} / {k['peak_mb']:,.0f} |"
         )
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write("\n" + text)
+    publish("\n".join(lines), args.out)
 
 
 if __name__ == "__main__":

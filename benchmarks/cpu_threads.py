@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _results import add_out, publish
+
 CASES = ("picking", "spots", "se_resnet3d")
 
 
@@ -98,7 +100,7 @@ def run_case(case: str, shards: Path, threads: int | None) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=None, help="append the table to this file")
+    add_out(parser)
     parser.add_argument("--one", nargs=3, help=argparse.SUPPRESS)  # case shards threads
     args = parser.parse_args()
     if args.one:
@@ -137,11 +139,7 @@ def main() -> None:
             epoch = statistics.median(r["s_per_epoch"] for r in got)
             label = "1" if threads == "1" else f"{int(got[0]['threads'])} (default)"
             lines.append(f"| {case} | {label} | {batch:.3f} | {epoch:.2f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write("\n" + text)
+    publish("\n".join(lines), args.out)
 
 
 if __name__ == "__main__":

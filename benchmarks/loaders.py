@@ -2,9 +2,9 @@
 
 Every loader reads the same synthetic crops and does the same free rotation + flips + noise
 (or, in the reading-only group, none), with the same batch size and workers; the bare streamvol
-kernel is timed beside them. The run appends its figures to ``benchmarks/RESULTS.md`` (a
-section with the machine, the settings and the tables) and writes every measurement to
-``benchmarks/loaders.json`` and a bar chart to ``benchmarks/loaders.png``. What each loader is
+kernel is timed beside them. The run prints its figures (a section with the machine, the
+settings and the tables); ``--out benchmarks/RESULTS.md --json benchmarks/loaders.json --plot
+benchmarks/loaders.png`` records them, every measurement and a bar chart. What each loader is
 set up to do, how the timing works and the targets are written in ``RESULTS.md`` ("The loaders
 benchmark"); the parts are in ``benchmarks/_loaders/``. ``benchmarks/checksums.py`` reuses
 them.
@@ -33,8 +33,7 @@ from _loaders.data import prepare  # noqa: E402
 from _loaders.figures import markdown, plot, results_json, settings, versions  # noqa: E402
 from _loaders.kernel import load_blocks  # noqa: E402
 from _loaders.workload import BATCH, single_thread  # noqa: E402
-
-HERE = Path(__file__).resolve().parent
+from _results import add_out, publish  # noqa: E402
 
 
 def main() -> None:
@@ -45,22 +44,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=BATCH)
     parser.add_argument("--batches", type=int, help="batches per repeat (default: one epoch)")
-    parser.add_argument("--out", help="RESULTS.md to append to (default benchmarks/RESULTS.md)")
-    parser.add_argument("--json", help="measurements (default benchmarks/loaders.json)")
-    parser.add_argument("--plot", help="bar chart PNG (default benchmarks/loaders.png)")
+    add_out(parser)
+    parser.add_argument("--json", help="measurements (benchmarks/loaders.json records them)")
+    parser.add_argument("--plot", help="bar chart PNG (benchmarks/loaders.png records it)")
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="tiny smoke run; writes only what --out/--json/--plot name",
+        help="tiny smoke run: a few samples of 24^3, one repeat, two batches",
     )
     args = parser.parse_args()
     if args.quick:
         args.samples, args.size, args.repeats = min(args.samples, 16), min(args.size, 24), 1
         args.batches = args.batches or 2
-    else:
-        args.out = args.out or str(HERE / "RESULTS.md")
-        args.json = args.json or str(HERE / "loaders.json")
-        args.plot = args.plot or str(HERE / "loaders.png")
     workers = tuple(int(w) for w in args.workers.split(",") if w.strip())
     batches = args.batches or max(1, args.samples // args.batch_size)
     log = lambda text: print(text, flush=True)  # noqa: E731
@@ -81,11 +76,7 @@ def main() -> None:
         config = settings(data, args, workers, batches)
     chart = Path(args.plot).name if args.plot else None
     lines = markdown(all_cases, config, workers, seconds, load, v, chart)
-    print("\n".join(lines))
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write("\n".join(lines) + "\n")
-        log(f"appended to {args.out}")
+    publish("\n".join(lines), args.out)
     if args.json:
         Path(args.json).write_text(
             json.dumps(results_json(all_cases, config, seconds, load, v), indent=2)

@@ -29,7 +29,8 @@ import platform
 import subprocess
 import sys
 import time
-from pathlib import Path
+
+from _results import add_out, publish
 
 TOMOGRAM = (184, 630, 630)
 PATCH = (96, 96, 96)
@@ -147,7 +148,7 @@ def main() -> None:
     parser.add_argument("--shape", default="96,240,240")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--memory-batches", type=int, default=4)
-    parser.add_argument("--out", type=Path, default=None)
+    add_out(parser)
     args = parser.parse_args()
     shape = tuple(int(s) for s in args.shape.split(","))
     threads = [int(t) for t in args.threads.split(",")]
@@ -191,11 +192,7 @@ def main() -> None:
         f"{mem['accumulators_mb']:,.0f} MB; {mem['seconds']:.0f} s.",
         "",
     ]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write("\n" + text)
+    publish("\n".join(lines), args.out)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _results import add_out, publish
+
 
 def folder_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.glob("*.tar"))
@@ -69,7 +71,7 @@ def main() -> None:
     parser.add_argument("--size", default="96,256,256")
     parser.add_argument("--crop", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("RESULTS.md"))
+    add_out(parser)
     args = parser.parse_args()
 
     import torch
@@ -131,10 +133,7 @@ def main() -> None:
         f"{rows['regions']['bytes'] / source_bytes:.2f} (target 1.1); regions shard / read: "
         f"{source_bytes / 1e6 / rows['regions']['seconds'] / read_mb_s:.2f} (target 0.5).",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    with open(args.out, "a") as f:
-        f.write(text)
+    publish("\n".join(lines), args.out)
 
 
 if __name__ == "__main__":

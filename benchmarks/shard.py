@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _results import add_out, publish
 
 SCALES = {1: (1, 1, 1), 4: (1, 2, 2), 16: (4, 2, 2)}  # volume scale -> growth per axis
 FORMATS = ("ome-zarr", "tiff", "npy")
@@ -104,7 +105,7 @@ def measure(mode: str, source: Path, out: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", default="64,128,256", help="z,y,x of the 1x volume")
-    parser.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")))
+    add_out(parser)
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -136,11 +137,11 @@ def main() -> None:
                 }
             )
             print(json.dumps(rows[-1]), flush=True)
-    report(rows, Path(args.out))
+    publish(report(rows), args.out)
 
 
-def report(rows: list[dict], path: Path) -> None:
-    """Append a table with machine information to RESULTS.md."""
+def report(rows: list[dict]) -> str:
+    """The table, with machine information."""
     import dask
     import zarr
 
@@ -167,9 +168,7 @@ def report(rows: list[dict], path: Path) -> None:
             f"{r['shard_out_mb'] / r['source_mb'] * r['shard_mb_s']:.0f} | "
             f"{r['read_rss_mb']:.0f} | {r['shard_rss_mb']:.0f} |"
         )
-    with open(path, "a") as f:
-        f.write("\n".join(lines) + "\n")
-    print(f"appended to {path}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ import time
 import warnings
 from pathlib import Path
 
+from _results import add_out, publish
+
 
 def _bytes_under(folder: Path) -> int:
     total = 0
@@ -56,7 +58,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=600, help="candidate spots (crops)")
     parser.add_argument("--shard-size", type=int, default=50, help="crops a tar")
-    parser.add_argument("--out", type=Path, default=None, help="append the table here")
+    add_out(parser)
     args = parser.parse_args()
 
     from moto.server import ThreadedMotoServer
@@ -109,10 +111,7 @@ def main() -> None:
         "| --- | ---: | ---: | ---: | ---: |",
         *(f"| {n} | {mb:.0f} | {s:.1f} | {mb / s:.0f} | {p:.0f} |" for n, mb, s, p in rows),
     ]
-    print("\n".join(table))
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write("\n" + "\n".join(table) + "\n")
+    publish("\n".join(table), args.out)
 
 
 if __name__ == "__main__":
