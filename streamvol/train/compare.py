@@ -49,23 +49,27 @@ def compare_runs(
     from streamvol.metrics import plot_compare
     from streamvol.train.config import TrainConfig
     from streamvol.train.evaluation import load_predictions, tta_prefix
-    from streamvol.train.runs import evaluate
+    from streamvol.train.runs import evaluate, run_task
 
     if len(runs) < 2:
         raise BadInput(f"compare: expected two runs or more, got {len(runs)}")
     out = Path(out)
     prefix = tta_prefix(split, tta)
+    # before evaluating any: a folder that is not a run fails here, and so do mixed tasks
+    tasks = {Path(run).name: run_task(run, storage_options) for run in runs}
+    if len(set(tasks.values())) > 1:
+        raise RunError(f"compare: runs of different tasks cannot share a table: {tasks}")
+    task = next(iter(tasks.values()))
+    metrics = list(METRICS.get(task, ()))
     rows: list[dict[str, Any]] = []
     curves: list[dict[str, Any]] = []
-    tasks: dict[str, str] = {}
     keys: dict[str, tuple[str, ...]] = {}
     for run in map(Path, runs):
-        config = TrainConfig.load(run / "config.json")  # names a folder that is not a run
+        config = TrainConfig.load(run / "config.json")
         report_path, pred_path = run / f"{prefix}_report.json", run / f"{prefix}_predictions.npz"
         report = json.loads(report_path.read_text()) if report_path.is_file() else None
-        kind = _task(report)
         stale = report is None or "parameters" not in report
-        if stale or (kind == "classification" and not pred_path.is_file()):
+        if stale or (task == "classification" and not pred_path.is_file()):
             step = None if progress is None else (lambda d, t, r=run.name: progress(r, d, t))
             report = evaluate(
                 run,
@@ -75,9 +79,6 @@ def compare_runs(
                 storage_options=storage_options,
                 progress=step,
             )
-            kind = _task(report)
-        tasks[run.name] = kind
-        metrics = METRICS.get(kind, ())
         rows.append(
             {
                 "run": run.name,
@@ -86,7 +87,7 @@ def compare_runs(
                 **{m: report.get(m) for m in metrics},
             }
         )
-        if kind == "classification":
+        if task == "classification":
             p = load_predictions(pred_path)
             keys[run.name] = tuple(p["keys"].tolist())
             curves.append(
@@ -98,9 +99,6 @@ def compare_runs(
                     "class_names": [str(c) for c in p["class_names"]],
                 }
             )
-    if len(set(tasks.values())) > 1:
-        raise RunError(f"compare: runs of different tasks cannot share a table: {tasks}")
-    task = next(iter(tasks.values()))
     notes = []
     if keys and len({tuple(sorted(k)) for k in keys.values()}) > 1:
         notes.append(
@@ -113,7 +111,6 @@ def compare_runs(
             str(r["run"]) for r in rows
         )
         files["plot"] = str(plot_compare(curves, out / "compare.png", title=title))
-    metrics = list(METRICS.get(task, ()))
     result = {
         "task": task,
         "split": split,
@@ -129,10 +126,3 @@ def compare_runs(
         writer.writeheader()
         writer.writerows(rows)
     return result
-
-
-def _task(report: dict[str, Any] | None) -> str:
-    if report is None:
-        return ""
-    task = report.get("task", "")
-    return "classification" if task in ("binary", "multiclass") else str(task or "segmentation")

@@ -104,6 +104,31 @@ def test_progress_counts_validation_batches_and_whole_tomogram_windows(pick_run)
     assert batches > 1 and calls == [(done, batches) for done in range(batches + 1)]
 
 
+def test_compare_refuses_runs_of_different_tasks_before_evaluating_any(
+    pick_run, cube_shards, tmp_path
+):
+    """A picker beside a classifier: refused at once, naming each run's task, not after the
+    whole tomograms and the crops have been predicted."""
+    from streamvol.errors import RunError
+    from streamvol.train.compare import compare_runs
+
+    run, _ = pick_run
+    crops = tmp_path / "crops"
+    config = TrainConfig(
+        shards=str(cube_shards), model="simple_cnn", epochs=1, workers=0, augment="flips"
+    )
+    with one_thread():
+        Trainer(config, crops).fit()
+    evaluated = []
+    with pytest.raises(RunError, match="different tasks") as failed:
+        compare_runs([crops, run], tmp_path / "c", progress=lambda *a: evaluated.append(a))
+    assert "'crops': 'classification'" in str(failed.value) and "'pick': 'detection'" in str(
+        failed.value
+    )
+    assert evaluated == [] and not (crops / "test_report.json").exists()
+    assert not (tmp_path / "c").exists()
+
+
 def test_resume_gives_the_same_weights(pick_project, tmp_path):
     _, shards = pick_project
     config = TrainConfig(shards=str(shards), epochs=2, **TINY)
