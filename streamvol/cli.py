@@ -121,6 +121,12 @@ def _out(*, stderr: bool = False) -> Console:
 console = _out(stderr=True)
 
 
+def _say(out: Console, text: str) -> None:
+    """A line naming files, printed as is: never folded at the width (a path stays whole to copy)
+    nor read as markup (a ``[`` in a name stays)."""
+    out.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
 StorageOption = Annotated[
     str | None,
     typer.Option(
@@ -205,7 +211,7 @@ def synth(
         path = synth_mod.make(
             kind, out, n=n, size=shape, seed=seed, overwrite=overwrite, progress=job.advance
         )
-    _out().print(f"wrote {kind} to {path}", highlight=False)
+    _say(_out(), f"wrote {kind} to {path}")
 
 
 @app.command()
@@ -482,14 +488,14 @@ def inspect(
             console.print(f"[red]{problem}[/]", highlight=False, soft_wrap=True)
         if problems:
             raise typer.Exit(code=1)
-        out.print(f"verified: every shard of {shards} matches the manifest")
+        _say(out, f"verified: every shard of {shards} matches the manifest")
     if preview:
-        out.print(f"preview: {make_preview(shards, preview, n=n, storage=storage)}")
+        _say(out, f"preview: {make_preview(shards, preview, n=n, storage=storage)}")
     if preview_augment:
         from streamvol.stream.inspect import preview_augmented
 
         path = preview_augmented(shards, preview_augment, augment, storage=storage)
-        out.print(f"augmentation preview: {path}")
+        _say(out, f"augmentation preview: {path}")
 
 
 RunName = Annotated[
@@ -763,8 +769,8 @@ def _print_report(report: dict, run_dir: Path) -> None:
     if "curves" not in plots and (Path(run_dir) / "curves.png").is_file():
         plots["curves"] = str(Path(run_dir) / "curves.png")
     for label, path in plots.items():
-        out.print(f"  {label}: {path}", highlight=False)
-    out.print(f"run: {run_dir}", highlight=False)
+        _say(out, f"  {label}: {path}")
+    _say(out, f"run: {run_dir}")
 
 
 TTA_HELP = (
@@ -924,7 +930,7 @@ def predict(
             storage_options=_storage(storage_options),
             progress=show.job(f"predict {split}", unit="batches"),
         )
-    _out().print(f"wrote {path}")
+    _say(_out(), f"wrote {path}")
 
 
 def _print_predictions(summary: dict, out: Path) -> None:
@@ -934,13 +940,13 @@ def _print_predictions(summary: dict, out: Path) -> None:
             counts = ", ".join(f"{k} {v}" for k, v in entry["picks"].items())
             console_out.print(f"{name}: {counts}", highlight=False)
         else:
-            console_out.print(f"{name}: {out / name}", highlight=False)
+            _say(console_out, f"{name}: {out / name}")
         if "warning" in entry:
             console.print(f"[yellow]{name}: {entry['warning']}[/]", highlight=False)
     if "picks_csv" in summary:
-        console_out.print(f"picks: {out / 'overlay'} (copick), {summary['picks_csv']}")
+        _say(console_out, f"picks: {out / 'overlay'} (copick), {summary['picks_csv']}")
     n = len(summary["experiments"])
-    console_out.print(f"{n} volume{'s' * (n != 1)} in {summary['seconds']:.1f} s -> {out}")
+    _say(console_out, f"{n} volume{'s' * (n != 1)} in {summary['seconds']:.1f} s -> {out}")
 
 
 @app.command()
@@ -987,7 +993,7 @@ def compare(
     for note in result["notes"]:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
     for label, path in result["files"].items():
-        shown.print(f"{label}: {path}", highlight=False)
+        _say(shown, f"{label}: {path}")
 
 
 @app.command()
@@ -1093,7 +1099,8 @@ def score(
                 f"particle there counts as missed[/]",
                 highlight=False,
             )
-    out_console.print(f"report: {out}, plot: {report['plot']}")
+    _say(out_console, f"report: {out}")
+    _say(out_console, f"plot: {report['plot']}")
 
 
 def _listed(names: list[str], most: int = 8) -> str:
@@ -1139,8 +1146,8 @@ def cv(
     title = f"cross-validation: {run_dir.name}, {result['folds']} folds (validation of each)"
     out.print(format_table(summary, keys=keys, title=title, digits=3))
     for label, path in result["plots"].items():
-        out.print(f"{label}: {path}")
-    out.print(f"report: {run_dir / 'cv_report.json'}")
+        _say(out, f"{label}: {path}")
+    _say(out, f"report: {run_dir / 'cv_report.json'}")
 
 
 def _fit_fold(trainer, fold: int, folds: int) -> dict:
@@ -1273,9 +1280,9 @@ def bench(
         out.print(result.verdict, highlight=False, soft_wrap=True)
     if json_out:
         write_json_atomic(json_out, json.loads(json.dumps(result.to_json())))
-        out.print(f"json: {json_out}")
+        _say(out, f"json: {json_out}")
     if plot:
-        out.print(f"plot: {make_plot(result, plot)}")
+        _say(out, f"plot: {make_plot(result, plot)}")
 
 
 @app.command()
@@ -1326,11 +1333,9 @@ def _demo_tomograms(out: Path, seed: int, workers: int | None) -> None:
     shown.print(f"random picks at the true count per type: {result.baseline:.4f}")
     times = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
     shown.print(f"time: {times}", highlight=False)
-    shown.print(
-        f"picks: {result.predictions} (copick, picks.csv); figures: {result.figure}, "
-        f"{result.score['plot']}"
-    )
-    shown.print(f"run: {result.run}")
+    _say(shown, f"picks: {result.predictions} (copick, picks.csv)")
+    _say(shown, f"figures: {result.figure}, {result.score['plot']}")
+    _say(shown, f"run: {result.run}")
 
 
 def _unwrapped(doc: str) -> str:

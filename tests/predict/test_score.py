@@ -111,18 +111,23 @@ def test_weights_and_radii_come_from_the_reference_copick_config(tmp_path):
 
 
 def test_cli_prints_and_writes(tmp_path):
+    """The report, and where it went: each path on a line of its own, whole however long (rich
+    folds lines at the width, paths included) and as named (a ``[`` is not markup)."""
     ref = _csv(tmp_path / "ref.csv", REFERENCE)
     pred = _copick(tmp_path / "proj", PREDICTED)
+    folder = tmp_path / ("a_long_folder_name_" * 4 + "[v2]")
+    folder.mkdir()
     result = CliRunner().invoke(
-        app, ["score", str(pred), str(ref), "--out", str(tmp_path / "o.json")]
+        app, ["score", str(pred), str(ref), "--out", str(folder / "o.json")]
     )
     assert result.exit_code == 0, result.output
     assert "ribosome" in result.output and f"{EXPECTED:.4f}" in result.output
     assert "experiments scored: 2 (E1, E2)" in result.output
     assert "not scored: PRED's experiments E3 are not in REF" in result.output
-    assert json.loads((tmp_path / "o.json").read_text())["per_type"]["ribosome"]["fn"] == 1
-    assert f"plot: {tmp_path / 'o.png'}" in result.output.replace("\n", "")
-    assert (tmp_path / "o.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((folder / "o.json").read_text())["per_type"]["ribosome"]["fn"] == 1
+    lines = result.output.splitlines()
+    assert lines[-2:] == [f"report: {folder / 'o.json'}", f"plot: {folder / 'o.png'}"]
+    assert (folder / "o.png").read_bytes()[:4] == b"\x89PNG"
     partial = _csv(tmp_path / "e1.csv", [r for r in PREDICTED if r[0] == "E1"])
     missing = CliRunner().invoke(
         app, ["score", str(partial), str(ref), "--out", str(tmp_path / "p.json")]
