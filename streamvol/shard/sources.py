@@ -163,7 +163,8 @@ def prepare(config: ShardConfig) -> Prepared:
         raise ShardError(
             f"the {config.plan} plan made no crops from {', '.join(config.sources)}"
             + (
-                "; regions draw crops per pick or with --crops-per-region N"
+                "; regions draw a crop per pick, and none of these sources has one: give "
+                "--crops-per-region N (N crops of each volume every epoch, e.g. 16)"
                 if config.plan == "regions"
                 else ""
             )

@@ -413,6 +413,21 @@ def test_unusable_options_name_the_value(tmp_path):
         parse_config([tmp_path], shard_size=0)
 
 
+def test_regions_without_picks_ask_for_crops_per_region_and_write_nothing(tmp_path):
+    """A stack and its mask on the regions plan: no pick to centre a crop on, so it says what to
+    give (as a user sharding segmentation data first meets it), and writes nothing."""
+    src = tmp_path / "src"
+    src.mkdir()
+    tifffile.imwrite(src / "stack.tif", np.zeros((8, 16, 16), np.uint16))
+    tifffile.imwrite(src / "stack_mask.tif", np.ones((8, 16, 16), np.uint8))
+    config = parse_config([src], plan="regions", crop=8, split="1")
+    with pytest.raises(ShardError, match=r"--crops-per-region N \(N crops of each volume"):
+        shard(config, tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    again = parse_config([src], plan="regions", crop=8, crops_per_region=3, split="1")
+    assert shard(again, tmp_path / "out").manifest["task"] == "segmentation"
+
+
 @pytest.mark.parametrize("processes", [False, True])
 def test_local_threads_and_processes_write_identical_shards(tmp_path, processes):
     src = _many_sources(tmp_path, n=4)
