@@ -127,7 +127,13 @@ OPTIONS: tuple[Opt, ...] = (
     Opt(
         "ema", "EMA decay of the weights, e.g. 0.999 (evaluated with the averaged ones).", TRAINING
     ),
-    Opt("early_stopping", "Stop after N epochs without gain.", TRAINING),
+    Opt("early_stopping", "Stop after N validations without gain.", TRAINING),
+    Opt(
+        "val_every",
+        "Validate every N epochs and after the last (where validation is slow); best.pt, "
+        "early stopping and the plateau schedule follow the validated epochs.",
+        TRAINING,
+    ),
     Opt(
         "metric",
         "Validation metric that picks best.pt (a tie: the lower val_loss): auto "

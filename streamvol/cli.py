@@ -702,6 +702,9 @@ def _start_line(trainer) -> str:
     ranks = trainer.ranks.world_size
     each = f" on each of {ranks} ranks" if ranks > 1 else ""
     steps = trainer.steps_per_epoch
+    every = config.val_every
+    splits = config.val_split or config.val_folds is not None
+    validated = f" (validating every {every} and the last)" if every > 1 and splits else ""
     if trainer.augment is None:
         augment = "--augment none"
     elif config.augment_device == "gpu":
@@ -712,7 +715,7 @@ def _start_line(trainer) -> str:
         f"{model_name(config, trainer.task)} for {trainer.task.kind} ({params:.3g} M parameters) "
         f"on {trainer.device.type}, {amp}: {steps} batch{'es' * (steps != 1)} of "
         f"{config.batch_size} an epoch{each}, {config.epochs} epoch{'s' * (config.epochs != 1)}"
-        f"{start}, {config.workers} loader worker{'s' * (config.workers != 1)}"
+        f"{start}{validated}, {config.workers} loader worker{'s' * (config.workers != 1)}"
         f"{' a rank' if ranks > 1 else ''}, {augment} -> {trainer.run_dir}"
     )
 

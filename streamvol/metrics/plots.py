@@ -39,7 +39,8 @@ def plot_history(
     """Loss curves (every key containing ``loss``) and metric curves, one point per epoch.
 
     ``history`` is the list of per-epoch dicts (the lines of ``metrics.jsonl``); the x axis
-    is their ``epoch`` value, else 1, 2, ... . A key missing from some epochs leaves gaps.
+    is their ``epoch`` value, else 1, 2, ... . A key missing from some epochs (validation every
+    few epochs) is drawn through the epochs that hold it.
     ``metrics`` picks the metric keys; by default every numeric key that is not a loss and
     not bookkeeping (:data:`NOT_METRICS`).
     """
@@ -61,8 +62,12 @@ def plot_history(
     for i, (ylabel, ks) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
         for k in ks:
-            y = [float(row[k]) if _is_number(row.get(k)) else math.nan for row in history]
-            ax.plot(x, y, marker="o", markersize=3, label=k)
+            held = [
+                (e, float(row[k]))
+                for e, row in zip(x, history, strict=True)
+                if _is_number(row.get(k))
+            ]
+            ax.plot(*zip(*held, strict=True), marker="o", markersize=3, label=k)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)

@@ -59,6 +59,7 @@ class TrainConfig:
     mixup: float = 0.0
     cutmix: float = 0.0
     early_stopping: int | None = None
+    val_every: int = 1
     metric: str = "auto"
     train_split: str = "train"
     val_split: str | None = "val"
@@ -116,6 +117,8 @@ class TrainConfig:
                 _bad(name, getattr(self, name), "expected a positive number")
         if self.early_stopping is not None and self.early_stopping < 1:
             _bad("early_stopping", self.early_stopping, "expected a patience >= 1")
+        if self.val_every < 1:
+            _bad("val_every", self.val_every, "expected epochs >= 1")
         if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
             _bad("max_steps_per_epoch", self.max_steps_per_epoch, "expected steps >= 1")
         if not self.noise >= 0:

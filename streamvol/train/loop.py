@@ -554,7 +554,9 @@ class Trainer:
             started = time.perf_counter()
             try:
                 values = {"epoch": self.epoch + 1, **self.train_epoch(progress)}
-                values.update(self.validate(val_progress))
+                validated = self._validates(self.epoch + 1)
+                if validated:
+                    values.update(self.validate(val_progress))
             except BaseException as exc:
                 if isinstance(exc, KeyboardInterrupt):  # Ctrl-C, SIGTERM
                     self._keep_finished_steps()
@@ -563,7 +565,7 @@ class Trainer:
             self.finished = None
             values["seconds"] = time.perf_counter() - started
             self.history.append(values)
-            improved = self._track(values)
+            improved = validated and self._track(values)
             self.epoch += 1
             if self.main:
                 self._append_metrics(values)
@@ -589,10 +591,17 @@ class Trainer:
         done.undo(self)
         self._checkpoint_mid_epoch(done.sums, done.first, done.seconds)
 
+    def _validates(self, epoch: int) -> bool:
+        """Whether ``epoch`` (from 1) is validated: every ``val_every``-th and the last; every
+        one without a validation split, where the training loss picks best.pt."""
+        config = self.config
+        no_split = not config.val_split and config.val_folds is None
+        return no_split or epoch % config.val_every == 0 or epoch == config.epochs
+
     def _track(self, values: dict[str, Any]) -> bool:
         """Whether this epoch's weights become best.pt: a higher validation metric, or the same
         one with a lower validation loss (a saturated Dice or a discrete accuracy ties often).
-        Early stopping's patience counts epochs without a higher metric."""
+        Early stopping's patience counts validated epochs without a higher metric."""
         value = values.get(f"val_{self.metric}")
         if value is None:
             value = -values["train_loss"]  # no validation split: keep the lowest training loss

@@ -54,7 +54,7 @@ def test_history(tmp_path: Path):
         {"epoch": e, "train_loss": 1 / e, "val_loss": 1.2 / e, "val_auc": 1 - 0.5 / e, "lr": 1e-3}
         for e in range(1, 6)
     ]
-    history[2].pop("val_auc")  # a metric missing in one epoch leaves a gap
+    history[2].pop("val_auc")  # a metric missing in one epoch is drawn through the others
     history[1]["per_class"] = {"a": 0.5}  # nested values are ignored
     out = plot_history(history, tmp_path / "runs" / "curves.png")
     assert out == tmp_path / "runs" / "curves.png"
@@ -124,6 +124,19 @@ def figures(monkeypatch):
 def _texts(fig) -> list[str]:
     suptitle = fig._suptitle.get_text() if fig._suptitle else ""
     return [suptitle, *[ax.get_title() for ax in fig.axes]]
+
+
+def test_metrics_of_some_epochs_draw_one_line_through_them(tmp_path: Path, figures):
+    """Validation every other epoch (``--val-every 2``): each curve joins the epochs that hold
+    it, not isolated points between gaps."""
+    history = [{"epoch": e, "train_loss": 1 / e} for e in range(1, 6)]
+    for row in history[1::2] + history[-1:]:
+        row.update(val_loss=0.5 / row["epoch"], val_dice=row["epoch"] / 10)
+    plot_history(history, tmp_path / "h.png")
+    lines = {line.get_label(): line for ax in figures[-1].axes for line in ax.get_lines()}
+    assert list(lines["val_dice"].get_xdata()) == [2, 4, 5]
+    assert list(lines["val_dice"].get_ydata()) == [0.2, 0.4, 0.5]
+    assert list(lines["train_loss"].get_xdata()) == [1, 2, 3, 4, 5]
 
 
 def test_titles_say_what_and_epochs_are_whole(tmp_path: Path, figures):

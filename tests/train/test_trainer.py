@@ -254,6 +254,39 @@ def test_a_run_folder_has_one_trainer_at_a_time(blob_shards, tmp_path):
     assert not (run / ".streamvol.lock").exists()
 
 
+def test_validation_every_n_epochs_and_after_the_last(blob_shards, tmp_path, monkeypatch):
+    """``val_every=3`` over 8 epochs validates epochs 3, 6 and 8: best.pt and early stopping's
+    patience follow those alone (a training loss never competes with a validation metric),
+    and the rows of the others carry no validation key."""
+    scripted = iter([(0.6, 1.0), (0.8, 0.9), (0.7, 0.8)])
+    config = TrainConfig(shards=str(blob_shards), model="simple_cnn", epochs=8, val_every=3, **FAST)
+    trainer = Trainer(config, tmp_path / "every")
+    calls = []
+
+    def validate(progress=None):
+        calls.append(trainer.epoch + 1)
+        accuracy, loss = next(scripted)
+        return {"val_loss": loss, "val_balanced_accuracy": accuracy}
+
+    monkeypatch.setattr(trainer, "validate", validate)
+    trainer.fit()
+    rows = [json.loads(x) for x in (tmp_path / "every" / "metrics.jsonl").read_text().splitlines()]
+    assert calls == [3, 6, 8] and [r["epoch"] for r in rows] == list(range(1, 9))
+    assert [r["epoch"] for r in rows if "val_loss" in r] == [3, 6, 8]
+    assert [r["epoch"] for r in rows if r.get("best")] == [3, 6]
+    assert torch.load(tmp_path / "every" / "best.pt", weights_only=True)["epoch"] == 6
+    assert trainer.stale == 1  # epoch 8's validation gained nothing; 7 was not validated
+    stopping = replace(config, early_stopping=1)
+    scripted = iter([(0.6, 1.0), (0.5, 0.9), (0.9, 0.8)])
+    calls.clear()
+    trainer = Trainer(stopping, tmp_path / "stops")
+    monkeypatch.setattr(trainer, "validate", validate)
+    report = trainer.fit()
+    assert calls == [3, 6] and report["stopped_early"] and len(report["history"]) == 6
+    with pytest.raises(ValueError, match="val_every=0: expected epochs >= 1"):
+        replace(config, val_every=0)
+
+
 def test_bad_options_name_the_parameter(blob_shards):
     from streamvol.errors import BadOption
 
