@@ -661,7 +661,7 @@ def _fit(trainer, label: str = "") -> dict:
                     name_now = f"{label}epoch {trainer.epoch + 1}/{epochs}"
                     name_now += " validation" if name == "validation" else ""
                 if job.description != name_now:
-                    job.restart(name_now, total, **({"unit": "windows"} if final and whole else {}))
+                    job.restart(name_now, total, unit="windows" if final and whole else None)
                 job.update(done, total)
 
             return update

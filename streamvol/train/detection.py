@@ -165,16 +165,16 @@ def _count(
         size = predictor.voxel_size(volume)
         refs = reference_picks(source, size)
         if any(len(v) for v in refs.values()):
-            todo.append((source, volume, size, refs))
-    total = sum(count_windows(volume.shape, window) for _, volume, _, _ in todo)
+            todo.append((source, volume, size, refs, count_windows(volume.shape, window)))
+    total = sum(t[-1] for t in todo)
     before = 0
     if progress:
         progress(0, total)
-    for source, volume, size, refs in todo:
+    for source, volume, size, refs, windows in todo:
         scored.append(source["id"])
         step = None if progress is None else (lambda d, _n, at=before: progress(at + d, total))
         probs = predictor.probabilities(volume, window, step)
-        before += count_windows(volume.shape, window)
+        before += windows
         for k, name in enumerate(names):
             radius_vox = predictor.task.radii_angstrom[k] / float(np.mean(size))
             reach = MULTIPLIER * predictor.task.radii_angstrom[k]
