@@ -351,7 +351,7 @@ def shard(
     shards whose inputs (crops, classes, source files) are unchanged; a different command into
     a non-empty folder is refused unless --overwrite. One writer per folder (a lock file names
     it); output that would not fit the disk (or --max-bytes) is refused before anything is
-    written.
+    written, and output many times the sources' voxels (overlapping blocks) is warned of.
     """
     import sys
 

@@ -90,6 +90,10 @@ class LargeCropWarning(UserWarning):
     """A crop larger than its volume: most of each stored block is padding."""
 
 
+class LargeOutputWarning(UserWarning):
+    """Shards that store many times the voxels of their sources (overlapping blocks)."""
+
+
 class LoaderTimeout(StreamvolError, TimeoutError):
     """Loader workers that sent no batch for longer than the loader's timeout."""
 

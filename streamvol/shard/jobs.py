@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from streamvol.errors import NotEnoughSpace
+from streamvol.errors import LargeOutputWarning, NotEnoughSpace
 from streamvol.shard.config import ShardConfig
 from streamvol.shard.manifest import is_url
 from streamvol.shard.plan import Crop
@@ -20,6 +20,8 @@ from streamvol.shard.sources import Prepared
 from streamvol.shard.split import SplitWarning, fold_crops, split_crops
 
 __all__ = ["assign_shards", "check_room", "split_items"]
+
+GROWTH_WARNED = 8  # shards storing more times their sources' voxels than this are warned of
 
 
 def split_items(
@@ -115,31 +117,50 @@ def check_room(
     """Refuse a run whose output will not fit, before its first byte: at least the stored
     blocks' bytes (crops x block voxels x stored item size, masks at a byte a voxel, plus tar
     headers) against ``max_bytes`` and against the folder ``out``'s free space (tars already
-    there count as free: they are kept or replaced; a URL has no free space to ask)."""
+    there count as free: they are kept or replaced; a URL has no free space to ask). A run that
+    fits but stores more than ``GROWTH_WARNED`` times its sources' voxels is warned of
+    (``LargeOutputWarning``): overlapping blocks that ``--plan regions`` would store once."""
     voxels = math.prod(c + 2 * m for c, m in zip(config.crop, prepared.margin, strict=True))
     fixed = {"float16": 2, "uint8": 1}.get(config.dtype)
-    need = 0
+    need = stored = 0
     for _, crops in jobs:
         for crop in crops:
             source = prepared.sources[crop.source]
             item = fixed or source.image.dtype.itemsize
             n = math.prod(crop.shape) if isinstance(crop, Tile) else voxels  # a region: its own
             need += n * (item + (source.mask is not None)) + 3 * 2 * tarfile.BLOCKSIZE
+            stored += n
+    count = sum(len(c) for _, c in jobs)
     if max_bytes is not None and need > max_bytes:
         raise NotEnoughSpace(
-            f"{out}: the plan's {sum(len(c) for _, c in jobs)} crops of {voxels} voxels need at "
+            f"{out}: the plan's {count} crops of {voxels} voxels need at "
             f"least {_size(need)}, more than --max-bytes {_size(max_bytes)}; "
             "use a smaller --crop, --context or --stride, or raise --max-bytes"
         )
-    if is_url(out):
-        return
-    out = Path(out)
-    free = shutil.disk_usage(out).free + sum(p.stat().st_size for p in out.glob("*.tar"))
-    if need > free:
-        raise NotEnoughSpace(
-            f"{out}: the plan's {sum(len(c) for _, c in jobs)} crops of {voxels} voxels need at "
-            f"least {_size(need)}, but the disk has {_size(free)} free; "
-            "use a smaller --crop, --context or --stride, or another --out"
+    if not is_url(out):
+        free = shutil.disk_usage(out).free + sum(p.stat().st_size for p in Path(out).glob("*.tar"))
+        if need > free:
+            raise NotEnoughSpace(
+                f"{out}: the plan's {count} crops of {voxels} voxels need at "
+                f"least {_size(need)}, but the disk has {_size(free)} free; "
+                "use a smaller --crop, --context or --stride, or another --out"
+            )
+    source_voxels = sum(math.prod(s.image.shape) for s in prepared.sources.values())
+    if stored > GROWTH_WARNED * source_voxels:
+        block = "x".join(str(c + 2 * m) for c, m in zip(config.crop, prepared.margin, strict=True))
+        stride = "x".join(map(str, config.stride or config.crop))
+        why, fewer = {
+            "grid": (f"overlapping blocks of {block} every {stride} voxels", "a larger --stride"),
+            "points": (f"overlapping blocks of {block} around nearby points", "a smaller --crop"),
+        }.get(config.plan, (f"blocks of {block}", "a smaller --crop"))
+        warnings.warn(
+            LargeOutputWarning(
+                f"{out}: the plan's {count} crops store {stored / source_voxels:.0f}x the voxels "
+                f"of its sources ({_size(need)}): {why}; {fewer}, a smaller "
+                "--context, or --plan regions (each volume stored once, crop positions drawn "
+                "every epoch) store less"
+            ),
+            stacklevel=3,
         )
 
 

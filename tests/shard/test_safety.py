@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tarfile
 import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from streamvol.errors import (
     BadVolumeValues,
     FolderLocked,
     LargeCropWarning,
+    LargeOutputWarning,
     NotEnoughSpace,
     ShardError,
 )
@@ -109,6 +111,20 @@ def test_output_beyond_the_free_space_is_refused_before_writing(tmp_path):
     ):
         shard(config, out)
     assert _nothing_written(out)
+
+
+def test_output_many_times_its_sources_warns_naming_the_overlap(tmp_path):
+    """Four 8x16x16 volumes, 8^3 blocks every voxel: 81 crops a volume, 20x its voxels; the
+    same blocks side by side store each voxel once and are not warned of."""
+    src = _sources(tmp_path)
+    dense = parse_config([src], crop=8, context=0, stride=1, split="1")
+    with pytest.warns(
+        LargeOutputWarning, match=r"324 crops store 20x the voxels.*blocks of 8x8x8 every 1x1x1"
+    ):
+        shard(dense, tmp_path / "dense")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LargeOutputWarning)
+        shard(parse_config([src], crop=8, context=0, split="1"), tmp_path / "tiled")
 
 
 # --- one writer per folder --------------------------------------------------------------------
