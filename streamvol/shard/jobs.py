@@ -21,7 +21,7 @@ from streamvol.shard.split import SplitWarning, fold_crops, split_crops
 
 __all__ = ["assign_shards", "check_room", "split_items"]
 
-GROWTH_WARNED = 8  # shards storing more times their sources' voxels than this are warned of
+GROWTH_WARNED = 32  # shards storing more times their sources' voxels than this are warned of
 
 
 def split_items(

@@ -114,17 +114,17 @@ def test_output_beyond_the_free_space_is_refused_before_writing(tmp_path):
 
 
 def test_output_many_times_its_sources_warns_naming_the_overlap(tmp_path):
-    """Four 8x16x16 volumes, 8^3 blocks every voxel: 81 crops a volume, 20x its voxels; the
-    same blocks side by side store each voxel once and are not warned of."""
+    """Four 8x16x16 volumes, 12^3 blocks (8^3 crops, context 2) every voxel: 81 crops a
+    volume, 68x its voxels; the same crops side by side (8x at stride 8) are not warned of."""
     src = _sources(tmp_path)
-    dense = parse_config([src], crop=8, context=0, stride=1, split="1")
+    dense = parse_config([src], crop=8, context=2, stride=1, split="1")
     with pytest.warns(
-        LargeOutputWarning, match=r"324 crops store 20x the voxels.*blocks of 8x8x8 every 1x1x1"
+        LargeOutputWarning, match=r"324 crops store 68x the voxels.*blocks of 12x12x12 every 1x1x1"
     ):
         shard(dense, tmp_path / "dense")
     with warnings.catch_warnings():
         warnings.simplefilter("error", LargeOutputWarning)
-        shard(parse_config([src], crop=8, context=0, split="1"), tmp_path / "tiled")
+        shard(parse_config([src], crop=8, context=2, split="1"), tmp_path / "tiled")
 
 
 # --- one writer per folder --------------------------------------------------------------------
