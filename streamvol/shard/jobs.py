@@ -120,7 +120,8 @@ def check_room(
     there count as free: they are kept or replaced; a URL has no free space to ask). A run that
     fits but stores more than ``GROWTH_WARNED`` times its sources' voxels is warned of
     (``LargeOutputWarning``): overlapping blocks that ``--plan regions`` would store once."""
-    voxels = math.prod(c + 2 * m for c, m in zip(config.crop, prepared.margin, strict=True))
+    block = tuple(c + 2 * m for c, m in zip(config.crop, prepared.margin, strict=True))
+    voxels = math.prod(block)
     fixed = {"float16": 2, "uint8": 1}.get(config.dtype)
     need = stored = 0
     for _, crops in jobs:
@@ -147,12 +148,11 @@ def check_room(
             )
     source_voxels = sum(math.prod(s.image.shape) for s in prepared.sources.values())
     if stored > GROWTH_WARNED * source_voxels:
-        block = "x".join(str(c + 2 * m) for c, m in zip(config.crop, prepared.margin, strict=True))
-        stride = "x".join(map(str, config.stride or config.crop))
+        size, stride = ("x".join(map(str, b)) for b in (block, config.stride or config.crop))
         why, fewer = {
-            "grid": (f"overlapping blocks of {block} every {stride} voxels", "a larger --stride"),
-            "points": (f"overlapping blocks of {block} around nearby points", "a smaller --crop"),
-        }.get(config.plan, (f"blocks of {block}", "a smaller --crop"))
+            "grid": (f"overlapping blocks of {size} every {stride} voxels", "a larger --stride"),
+            "points": (f"overlapping blocks of {size} around nearby points", "a smaller --crop"),
+        }.get(config.plan, (f"blocks of {size}", "a smaller --crop"))
         warnings.warn(
             LargeOutputWarning(
                 f"{out}: the plan's {count} crops store {stored / source_voxels:.0f}x the voxels "
