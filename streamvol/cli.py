@@ -60,7 +60,7 @@ class _Commands(TyperGroup):
             hint = RESUMING.get(ctx.invoked_subcommand or "")
             term = isinstance(exc, Terminated)
             what = "terminated" if term else "interrupted"
-            console.print(f"{what}{'; ' + hint if hint else ''}", highlight=False)
+            console.print(f"{what}{'; ' + hint if hint else ''}", highlight=False, soft_wrap=True)
             raise typer.Exit(143 if term else 130) from None  # 128 + the signal's number
 
 
@@ -941,11 +941,11 @@ def _print_predictions(summary: dict, out: Path) -> None:
     for name, entry in summary["experiments"].items():
         if "picks" in entry:
             counts = ", ".join(f"{k} {v}" for k, v in entry["picks"].items())
-            console_out.print(f"{name}: {counts}", highlight=False)
+            console_out.print(f"{name}: {counts}", highlight=False, soft_wrap=True)
         else:
             _say(console_out, f"{name}: {out / name}")
         if "warning" in entry:
-            console.print(f"[yellow]{name}: {entry['warning']}[/]", highlight=False)
+            console.print(f"[yellow]{name}: {entry['warning']}[/]", highlight=False, soft_wrap=True)
     if "picks_csv" in summary:
         _say(console_out, f"picks: {out / 'overlay'} (copick), {summary['picks_csv']}")
     n = len(summary["experiments"])
@@ -994,7 +994,7 @@ def compare(
     shown = _out()
     shown.print(table)
     for note in result["notes"]:
-        console.print(f"[yellow]note:[/] {note}", highlight=False)
+        console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     for label, path in result["files"].items():
         _say(shown, f"{label}: {path}")
 
@@ -1066,6 +1066,7 @@ def score(
             console.print(
                 f"[yellow]no mask in {ref} for: {', '.join(report['unscored'])}[/]",
                 highlight=False,
+                soft_wrap=True,
             )
         if report["unpredicted"]:
             console.print(
@@ -1089,18 +1090,22 @@ def score(
         out_console.print(format_score(report), highlight=False)
         found = {k: _listed(v) for k, v in report["experiments"].items()}
         n = len(report["experiments"]["scored"])
-        out_console.print(f"experiments scored: {n} ({found['scored']})", highlight=False)
+        out_console.print(
+            f"experiments scored: {n} ({found['scored']})", highlight=False, soft_wrap=True
+        )
         if found["dropped"]:
             console.print(
                 f"[yellow]not scored: PRED's experiments {found['dropped']} are not in REF "
                 f"(experiment names must match REF's)[/]",
                 highlight=False,
+                soft_wrap=True,
             )
         if found["unpredicted"]:
             console.print(
                 f"[yellow]PRED has no picks for REF's experiments {found['unpredicted']}: every "
                 f"particle there counts as missed[/]",
                 highlight=False,
+                soft_wrap=True,
             )
     _say(out_console, f"report: {out}")
     _say(out_console, f"plot: {report['plot']}")
@@ -1278,7 +1283,10 @@ def bench(
         out.print(f"note: {note}", highlight=False, soft_wrap=True)
     if result.trainer:
         t = result.trainer
-        out.print(f"trainer ({t['model']} on {t['device']}): {t['samples_per_s']:.1f} samples/s")
+        out.print(
+            f"trainer ({t['model']} on {t['device']}): {t['samples_per_s']:.1f} samples/s",
+            soft_wrap=True,
+        )
     if result.verdict:
         out.print(result.verdict, highlight=False, soft_wrap=True)
     if json_out:
@@ -1312,12 +1320,10 @@ def demo(
         if tomograms:
             _demo_tomograms(out, seed, workers)
             return
-        results = run_demo(
-            out, seed=seed, workers=workers, log=lambda m: console.print(m, highlight=False)
-        )
+        results = run_demo(out, seed=seed, workers=workers, log=lambda m: _say(console, m))
     for result in results:
         out_console.print(summary_table(result.shards.manifest))
-        out_console.print(f"{result.kind}: shards {result.shards.out}, preview {result.preview}")
+        _say(out_console, f"{result.kind}: shards {result.shards.out}, preview {result.preview}")
     out_console.print("verified: every shard matches its manifest")
     trained = next(r for r in results if r.report is not None)
     _print_report(trained.report, trained.run)
@@ -1327,15 +1333,13 @@ def _demo_tomograms(out: Path, seed: int, workers: int | None) -> None:
     from streamvol.demo import run_tomogram_demo
     from streamvol.predict import format_score
 
-    result = run_tomogram_demo(
-        out, seed=seed, workers=workers, log=lambda m: console.print(m, highlight=False)
-    )
+    result = run_tomogram_demo(out, seed=seed, workers=workers, log=lambda m: _say(console, m))
     shown = _out()
-    shown.print(f"held-out tomograms, scored against {result.reference}:")
+    _say(shown, f"held-out tomograms, scored against {result.reference}:")
     shown.print(format_score(result.score), highlight=False)
     shown.print(f"random picks at the true count per type: {result.baseline:.4f}")
     times = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
-    shown.print(f"time: {times}", highlight=False)
+    shown.print(f"time: {times}", highlight=False, soft_wrap=True)
     _say(shown, f"picks: {result.predictions} (copick, picks.csv)")
     _say(shown, f"figures: {result.figure}, {result.score['plot']}")
     _say(shown, f"run: {result.run}")

@@ -56,6 +56,9 @@ def test_predict_then_score_beats_random_picks(pick_project, pick_run, tmp_path)
     summary = json.loads((out / "predict.json").read_text())
     assert set(summary["experiments"]) == {"TS_0", "TS_1", "TS_2", "TS_3"}
     assert summary["thresholds_from"] == "val"
+    lines = result.output.splitlines()
+    for run_name, entry in summary["experiments"].items():  # one line each, never folded
+        assert f"{run_name}: " + ", ".join(f"{k} {v}" for k, v in entry["picks"].items()) in lines
     for run_name in summary["experiments"]:
         for kind in summary["thresholds"]:
             doc = json.loads(picks_path(out, run_name, kind).read_text())

@@ -197,6 +197,10 @@ def test_inspect_verify_and_preview(data, tmp_path):
 def test_demo_runs_end_to_end(tmp_path):
     result = _invoke("demo", "--out", tmp_path / "demo")
     assert "verified" in result.output
+    demo, lines = tmp_path / "demo", result.output.splitlines()
     for kind in ("nuclei", "tomograms"):
-        assert verify(tmp_path / "demo" / "shards" / kind) == []
-        assert (tmp_path / "demo" / f"{kind}-preview.png").is_file()
+        assert verify(demo / "shards" / kind) == []
+        assert (demo / f"{kind}-preview.png").is_file()
+        # the paths whole on one line, to copy, however long the folder's name
+        shown = f"{kind}: shards {demo / 'shards' / kind}, preview {demo / kind}-preview.png"
+        assert shown in lines
