@@ -141,6 +141,13 @@ OPTIONS: tuple[Opt, ...] = (
         TRAINING,
     ),
     Opt("max_steps_per_epoch", "At most N batches per epoch (quick trials).", TRAINING),
+    Opt(
+        "accumulate",
+        "Sum the gradients of N batches into each update: the step of a batch N times "
+        "--batch-size, where memory holds only --batch-size (batch-norm statistics stay "
+        "per batch).",
+        TRAINING,
+    ),
     # --- loss
     Opt(
         "loss",

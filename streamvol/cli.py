@@ -705,6 +705,8 @@ def _start_line(trainer) -> str:
     every = config.val_every
     splits = config.val_split or config.val_folds is not None
     validated = f" (validating every {every} and the last)" if every > 1 and splits else ""
+    n = config.accumulate
+    updates = f" (an update every {n} batches)" if n > 1 else ""
     if trainer.augment is None:
         augment = "--augment none"
     elif config.augment_device == "gpu":
@@ -714,7 +716,8 @@ def _start_line(trainer) -> str:
     return (
         f"{model_name(config, trainer.task)} for {trainer.task.kind} ({params:.3g} M parameters) "
         f"on {trainer.device.type}, {amp}: {steps} batch{'es' * (steps != 1)} of "
-        f"{config.batch_size} an epoch{each}, {config.epochs} epoch{'s' * (config.epochs != 1)}"
+        f"{config.batch_size} an epoch{each}{updates}, "
+        f"{config.epochs} epoch{'s' * (config.epochs != 1)}"
         f"{start}{validated}, {config.workers} loader worker{'s' * (config.workers != 1)}"
         f"{' a rank' if ranks > 1 else ''}, {augment} -> {trainer.run_dir}"
     )

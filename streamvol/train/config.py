@@ -75,6 +75,7 @@ class TrainConfig:
     unfreeze_every: int | None = None
     sweep_threshold: bool = True
     max_steps_per_epoch: int | None = None
+    accumulate: int = 1  # batches whose gradients sum into one update
     noise: float = 0.0  # reconstruction: Gaussian noise added to the input (denoising)
     mask_ratio: float = 0.0  # reconstruction: fraction of the input's blocks blanked (inpainting)
     mask_block: int = 4  # reconstruction: side of a blanked block, voxels
@@ -98,7 +99,7 @@ class TrainConfig:
         ):
             if getattr(self, name) not in allowed:
                 _bad(name, getattr(self, name), f"expected one of {', '.join(allowed)}")
-        for name in ("epochs", "batch_size", "mask_block"):
+        for name in ("epochs", "batch_size", "mask_block", "accumulate"):
             if getattr(self, name) < 1:
                 _bad(name, getattr(self, name), "expected >= 1")
         if not self.lr > 0:
@@ -107,6 +108,12 @@ class TrainConfig:
             _bad("unfreeze_every", self.unfreeze_every, "expected epochs >= 1")
         if self.checkpoint_every < 0:
             _bad("checkpoint_every", self.checkpoint_every, "expected steps >= 0")
+        if self.checkpoint_every % self.accumulate:
+            _bad(
+                "checkpoint_every",
+                self.checkpoint_every,
+                f"expected a multiple of accumulate ({self.accumulate}): last.pt follows an update",
+            )
         if self.loader_timeout < 0:
             _bad("loader_timeout", self.loader_timeout, "expected seconds >= 0")
         unknown = [t for t in self.predict_tta if t not in ("flips", "rot90")]

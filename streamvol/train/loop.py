@@ -122,9 +122,11 @@ class Trainer:
         self.train_set = setup.make_dataset(config, train=True, augment=self.augment)
         self._claim(resume)
         self.step_model = self.model
+        self.ddp: torch.nn.parallel.DistributedDataParallel | None = None
         if self.ranks.distributed:
             ids = [self.ranks.local_rank] if self.device.type == "cuda" else None
-            self.step_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            self.step_model = self.ddp
         if config.compile:
             self.step_model = torch.compile(self.step_model)
         self.train_loader = loader(
@@ -135,7 +137,8 @@ class Trainer:
             steps = min(steps, config.max_steps_per_epoch)
         self.steps_per_epoch = max(steps, 1)
         self.optimizer = setup.make_optimizer(config, self.model)
-        self.schedule = setup.make_schedule(config, self.optimizer, self.steps_per_epoch)
+        updates = math.ceil(self.steps_per_epoch / config.accumulate)
+        self.schedule = setup.make_schedule(config, self.optimizer, updates)
         self.plateau = (
             torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, mode="max", patience=2)
             if config.schedule == "plateau"
@@ -395,34 +398,39 @@ class Trainer:
             progress(first, self.steps_per_epoch)
         # resumed after the epoch's last step (stopped while validating): nothing to train
         batches = self._batches(self.train_loader) if first < self.steps_per_epoch else ()
+        accumulate = self.config.accumulate
         for step, batch in enumerate(batches, start=first):
             if step >= self.steps_per_epoch:
                 break
+            # an update every ``accumulate`` batches, counted from the epoch's start (so a
+            # resumed epoch, which starts at an update, groups its batches the same), and
+            # after the epoch's last batch, its group's gradients a mean over its batches
+            start = step - step % accumulate
+            group = min(accumulate, self.steps_per_epoch - start)
+            update = step + 1 == start + group
             # MixUp / CutMix draws keyed by the step, so a resumed epoch draws the same
             rng = np.random.default_rng([self.config.seed, self.epoch, step, 0x4D1C])
             w = batch["weight"]
             x, target = self._inputs(batch, rng)
-            logits = self._forward(self.step_model, x)
-            loss = self.loss_fn(logits.float(), target, w)
-            self.optimizer.zero_grad(set_to_none=True)
-            real = float(w.sum())
-            # Ctrl-C or SIGTERM waits until the update is whole (and, as it cannot stop the
-            # backward pass, which runs in C++, keeps the step that pass ends)
-            with deferred():
-                self.scaler.scale(loss).backward()
-                if self.config.clip:
-                    self.scaler.unscale_(self.optimizer)
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                self.schedule.step()
-                if self.ema:
-                    self.ema.update(self.model)
-                sums["total"] += float(loss.detach()) * real
-                sums["weight_sum"] += real
-                sums["seen"] += len(w)
-                sums["step"] = step + 1
-                self.finished.keep(self, sums, time.perf_counter() - started)
+            if step == start:
+                self.optimizer.zero_grad(set_to_none=True)
+            # DDP averages the gradients over the ranks once a group, at its update
+            sync = self.ddp.no_sync() if self.ddp and not update else contextlib.nullcontext()
+            with sync:
+                logits = self._forward(self.step_model, x)
+                loss = self.loss_fn(logits.float(), target, w)
+                real = float(w.sum())
+                # Ctrl-C or SIGTERM waits until the update is whole (and, as it cannot stop the
+                # backward pass, which runs in C++, keeps the step that pass ends)
+                with deferred():
+                    self.scaler.scale(loss / group).backward()
+                    sums["total"] += float(loss.detach()) * real
+                    sums["weight_sum"] += real
+                    sums["seen"] += len(w)
+                    sums["step"] = step + 1
+                    if update:
+                        self._update()
+                        self.finished.keep(self, sums, time.perf_counter() - started)
             if every and (step + 1) % every == 0 and step + 1 < self.steps_per_epoch:
                 self._checkpoint_mid_epoch(sums, first, self.finished.seconds)
             if progress:
@@ -438,6 +446,18 @@ class Trainer:
             "train_samples_per_s": seen / max(seconds, 1e-9),
             **levels,
         }
+
+    def _update(self) -> None:
+        """The optimizer step on the gradients summed since the last; the schedule counts
+        updates, as a run of batches ``accumulate`` times as large would."""
+        if self.config.clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.schedule.step()
+        if self.ema:
+            self.ema.update(self.model)
 
     def _trainable_levels(self) -> dict[str, int]:
         """With ``freeze_features`` or ``unfreeze_every``: this epoch's trainable feature levels

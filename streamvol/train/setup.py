@@ -310,6 +310,10 @@ def check_memory(
         each = f" on each of {ranks} ranks" if ranks > 1 else ""
         crop = "x".join(map(str, task.crop))
         advice = f"--batch-size {fits} fits" if fits else "smaller crops are needed"
+        if fits and config.accumulate == 1:  # the same update from smaller batches
+            n = math.ceil(config.batch_size / fits)
+            batch = math.ceil(config.batch_size / n)
+            advice += f"; with --accumulate {n}, batches of {batch} make updates of {n * batch}"
         shortfall = (
             f"a training step of {model_name(config, task)} on {crop} crops "
             f"keeps about {per_sample / 2**30:.2f} GiB a sample for the backward pass: "
@@ -382,7 +386,8 @@ def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.O
 def make_schedule(
     config: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
-    """Per-step schedule: linear warmup, then cosine / step decay / constant.
+    """Per-step schedule (a step: an update, ``steps_per_epoch`` of them an epoch): linear
+    warmup, then cosine / step decay / constant.
 
     ``plateau`` keeps the warmup per step and lowers the rate on a stalled validation metric
     (see ``Trainer``), so every schedule steps the same way.

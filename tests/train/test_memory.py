@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from dataclasses import replace
 
 import pytest
 import torch
@@ -55,9 +56,16 @@ def test_a_step_that_does_not_fit_is_warned_with_a_batch_size_that_does(blob_sha
     per_sample = setup.activation_bytes(model, task.crop)
     cpu = torch.device("cpu")
     monkeypatch.setattr(setup, "available_memory", lambda device: int(per_sample * 1.2 * 4.5))
-    with pytest.warns(MemoryWarning, match=r"at --batch-size 8, .*; --batch-size 4 fits$"):
+    fits = r"--batch-size 4 fits; with --accumulate 2, batches of 4 make updates of 8$"
+    with pytest.warns(MemoryWarning, match=rf"at --batch-size 8, .*; {fits}"):
         figures = setup.check_memory(config, task, model, cpu, half=False)
     assert figures["need"] == 8 * per_sample and figures["gave_back"]  # glibc's defaults
+    # 3 of 8 fit: 3 batches of 3 make the nearest update; a run that accumulates is told a batch
+    monkeypatch.setattr(setup, "available_memory", lambda device: int(per_sample * 1.2 * 3.5))
+    with pytest.warns(MemoryWarning, match=r"--accumulate 3, batches of 3 make updates of 9$"):
+        setup.check_memory(config, task, model, cpu, half=False)
+    with pytest.warns(MemoryWarning, match=r"--batch-size 3 fits$"):
+        setup.check_memory(replace(config, accumulate=2), task, model, cpu, half=False)
     monkeypatch.setattr(setup, "available_memory", lambda device: per_sample * 8 * 2)
     with warnings.catch_warnings():
         warnings.simplefilter("error", MemoryWarning)
