@@ -329,7 +329,9 @@ def trainer_fits(config: BenchConfig, device: torch.device) -> tuple[Any, Any, t
     if device.type == "cpu":
         keep_freed_memory()  # as the trainer does
     model = build_model(train_config, task).to(device)
-    memory = check_memory(train_config, task, model, device, device.type == "cuda", warn=False)
+    memory = check_memory(
+        train_config, task, model, device, device.type == "cuda", warn=False, accumulates=False
+    )
     if memory and memory["shortfall"]:
         raise BadOption("batch_size", config.batch_size, memory["shortfall"])
     return train_config, task, model

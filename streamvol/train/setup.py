@@ -288,11 +288,13 @@ def check_memory(
     half: bool,
     *,
     warn: bool = True,
+    accumulates: bool = True,
 ) -> dict[str, Any] | None:
     """Before the first step: whether a training step fits in the device's memory (every rank
     on a CPU host shares it). On the CPU, freed memory is given back to the system where
     keeping it would not fit; where even that does not fit, a ``MemoryWarning`` (``warn``)
-    names a batch size that does, instead of the system killing the run mid-epoch. Returns the
+    names a batch size that does (and, where the caller ``accumulates``, the ``--accumulate``
+    that keeps the update's size), instead of the system killing the run mid-epoch. Returns the
     figures, with ``shortfall``: that message, where it does not fit."""
     per_sample = activation_bytes(model, task.crop, half)
     available = available_memory(device)
@@ -310,7 +312,7 @@ def check_memory(
         each = f" on each of {ranks} ranks" if ranks > 1 else ""
         crop = "x".join(map(str, task.crop))
         advice = f"--batch-size {fits} fits" if fits else "smaller crops are needed"
-        if fits and config.accumulate == 1:  # the same update from smaller batches
+        if fits and accumulates and config.accumulate == 1:  # the update from smaller batches
             n = math.ceil(config.batch_size / fits)
             batch = math.ceil(config.batch_size / n)
             advice += f"; with --accumulate {n}, batches of {batch} make updates of {n * batch}"

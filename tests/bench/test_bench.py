@@ -207,4 +207,9 @@ def test_a_trainer_step_that_does_not_fit_is_refused_before_measuring(tiny, monk
     with pytest.raises(BadOption, match=r"batch_size=8: a training step of simple_cnn .*crops"):
         run_bench(config, progress=lambda done, total: calls.append(done))
     assert calls == []  # nothing measured
+    # 4 samples fit: bench names that batch size, and no --accumulate (a trainer's option)
+    monkeypatch.setattr(setup, "activation_bytes", lambda *args: 1000)
+    monkeypatch.setattr(setup, "available_memory", lambda device: int(1000 * 1.2 * 4.5))
+    with pytest.raises(BadOption, match=r"; --batch-size 4 fits$"):
+        run_bench(config, progress=lambda done, total: calls.append(done))
     setup.keep_freed_memory()  # the check gave freed memory back: keep it for later tests
