@@ -402,9 +402,9 @@ class Trainer:
         for step, batch in enumerate(batches, start=first):
             if step >= self.steps_per_epoch:
                 break
-            # an update every ``accumulate`` batches, counted from the epoch's start (so a
-            # resumed epoch, which starts at an update, groups its batches the same), and
-            # after the epoch's last batch, its group's gradients a mean over its batches
+            # an update after every ``accumulate`` batches from the epoch's start (a resumed
+            # epoch starts after an update, so it groups them alike) and after its last batch;
+            # each batch's loss counts 1/group in its group's update
             start = step - step % accumulate
             group = min(accumulate, self.steps_per_epoch - start)
             update = step + 1 == start + group
