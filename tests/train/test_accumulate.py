@@ -74,7 +74,7 @@ def test_a_stop_inside_a_group_keeps_the_groups_before_it(blob_shards, tmp_path)
         assert _history(tmp_path / "whole", key) == _history(tmp_path / "cut", key)
 
 
-def test_checkpoints_inside_an_epoch_follow_updates(blob_shards, tmp_path):
+def test_checkpoints_inside_an_epoch_follow_updates(blob_shards):
     with pytest.raises(BadOption, match=r"accumulate=0: expected >= 1"):
         TrainConfig(shards=str(blob_shards), accumulate=0)
     with pytest.raises(BadOption, match=r"checkpoint_every=3: expected a multiple of accumulate"):
