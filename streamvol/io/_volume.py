@@ -58,6 +58,11 @@ class Volume:
     format: str
     level: int = 0
 
+    def __post_init__(self) -> None:
+        if not self.data.dtype.isnative:  # a big-endian MRC, .npy or zarr: numba wants native
+            native = self.data.astype(self.data.dtype.newbyteorder("="))
+            object.__setattr__(self, "data", native)
+
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(int(s) for s in self.data.shape)  # type: ignore[return-value]

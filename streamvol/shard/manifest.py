@@ -65,6 +65,12 @@ def _moments(flat: np.ndarray) -> tuple[float, float, float, float, int]:
     return total, squares, low, high, bad
 
 
+def moments(block: np.ndarray) -> np.ndarray:
+    """``_moments`` of a block of any dtype a volume opens with (numba has no float16)."""
+    flat = np.ascontiguousarray(block).reshape(-1)
+    return np.array(_moments(flat.astype(np.float32) if flat.dtype == np.float16 else flat))
+
+
 Summary = tuple[np.ndarray, np.ndarray]  # a box's ``_moments`` (5,) and its subsampled voxels
 
 
@@ -77,8 +83,7 @@ def sample_step(shape: Sequence[int]) -> int:
 def summarise(block: np.ndarray, origin: Sequence[int], step: int) -> Summary:
     """A box's moments, and its voxels on the source's grid of every ``step``-th voxel (counted
     from the volume's corner, so any partition of a volume into boxes gives the same sample)."""
-    block = np.ascontiguousarray(block)
-    return np.array(_moments(block.reshape(-1))), _on_grid(block, origin, step)
+    return moments(block), _on_grid(block, origin, step)
 
 
 def _on_grid(block: np.ndarray, origin: Sequence[int], step: int) -> np.ndarray:
@@ -153,7 +158,7 @@ def checked_summary(
     """``summarise`` of ``block[core]`` (``origin``: the core's corner in the volume), after
     refusing a block that holds NaN or Inf, or values beyond float16's range when ``dtype`` is
     float16: a region set checks each region just before writing it."""
-    whole = np.array(_moments(np.ascontiguousarray(block).reshape(-1)))
+    whole = moments(block)
     if whole[4]:
         raise BadVolumeValues(
             f"{vol.path}: NaN or Inf voxels (at least {int(whole[4])}); expected finite values "

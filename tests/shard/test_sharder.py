@@ -126,6 +126,33 @@ def test_crops_equal_the_source_bit_for_bit(tmp_path, volume, fmt):
         assert manifest["voxel_size"] == [10.0, 10.0, 10.0]
 
 
+@pytest.mark.parametrize(
+    ("fmt", "dtype"), [("mrc", "float16"), ("mrc", ">f4"), ("npy", ">f4"), ("zarr", ">u2")]
+)
+@pytest.mark.parametrize("plan", ["grid", "regions"])
+def test_float16_and_big_endian_sources_shard_as_their_values(tmp_path, volume, fmt, dtype, plan):
+    """MRC mode 12 (float16) and big-endian files: what the sharder stores and the intensity
+    statistics are those of the values the file holds."""
+    values = volume.astype(dtype)
+    path = _write(fmt, tmp_path, values)
+    options = {"crops_per_region": 2} if plan == "regions" else {}
+    config = parse_config([path], plan=plan, crop=6, context=0, split="1", **options)
+    manifest = shard(config, tmp_path / "out").manifest
+    native = values.astype(values.dtype.newbyteorder("=")).astype(np.float64)
+    assert manifest["stats"]["mean"] == pytest.approx(native.mean(), rel=1e-6)
+    assert manifest["stats"]["max"] == native.max()
+    count = 0
+    for tar in sorted((tmp_path / "out").glob("train-*.tar")):
+        for sample in iter_tar(tar):
+            if plan == "grid":
+                expected = _expected_block(native, sample["json"]["centre"], (6, 6, 6), (0,) * 3)
+                assert np.array_equal(sample["image.npy"], expected.astype(np.float32))
+            else:
+                assert np.array_equal(sample["image.npy"], native.astype(np.float32))
+            count += 1
+    assert count == (3 * 3 * 4 if plan == "grid" else 1)  # tiles at 0, 6, flush; x: 0, 6, 12, 13
+
+
 def test_manifest_records_stats_counts_and_checksums(tmp_path, volume):
     path = _write("npy", tmp_path, volume)
     result = shard(parse_config([path], crop=8, context=0, split="1"), tmp_path / "out")
