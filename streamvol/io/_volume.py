@@ -369,7 +369,7 @@ class _WholeTiff(_LazyFile):
 def _imagej_voxel_size(tif: Any) -> VoxelSize | None:
     """Voxel size from ImageJ metadata (spacing, resolution, unit), in Angstrom."""
     meta = tif.imagej_metadata or {}
-    unit = str(meta.get("unit", "")).lower().replace("\\u00B5", "µ")
+    unit = str(meta.get("unit", "")).lower().replace("\\u00b5", "µ")  # ImageJ escapes it
     factor = _UNIT_TO_ANGSTROM.get(unit)
     if factor is None or "spacing" not in meta:
         return None
@@ -388,7 +388,11 @@ def _open_slices(folder: Path) -> Volume:
     import tifffile
 
     files = sorted(
-        (p for p in folder.iterdir() if p.suffix.lower() in TIFF_SUFFIXES and p.is_file()),
+        (
+            p
+            for p in folder.iterdir()
+            if p.suffix.lower() in TIFF_SUFFIXES and p.is_file() and not p.name.startswith(".")
+        ),  # without macOS's ._x copies, as discovery skips them
         key=natural_key,
     )
     if not files:

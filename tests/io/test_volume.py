@@ -119,6 +119,11 @@ def test_multipage_tiff_compressed_and_imagej_voxel_size(tmp_path, vol):
     volume = open_volume(path)
     _check(volume, vol)
     assert volume.voxel_size == pytest.approx((5000.0, 2500.0, 2000.0))
+    for unit in ("\\u00B5m", "micron"):  # ImageJ writes the micro sign escaped
+        tifffile.imwrite(
+            path, vol, imagej=True, resolution=(5, 4), metadata={"spacing": 2, "unit": unit}
+        )
+        assert open_volume(path).voxel_size == pytest.approx((2e4, 2500.0, 2000.0)), unit
     tifffile.imwrite(tmp_path / "z.tif", vol, compression="zlib")
     _check(open_volume(tmp_path / "z.tif"), vol)
 
@@ -138,6 +143,7 @@ def test_slice_folder_natural_order(tmp_path, vol):
     folder.mkdir()
     for i, plane in enumerate(vol):
         tifffile.imwrite(folder / f"slice{i}.tif", plane)  # slice10 would sort before slice2
+    (folder / "._slice0.tif").write_bytes(b"\0\5\26\7" + bytes(60))  # a Mac's AppleDouble
     volume = open_volume(folder)
     _check(volume, vol)
     assert volume.format == "tiff-slices"
