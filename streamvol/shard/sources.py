@@ -100,13 +100,16 @@ def prepare(config: ShardConfig) -> Prepared:
             pts = load_points(spec, image, ds)
             points = None
             radii = None
+            label = class_names.index(spec.class_name) if spec.class_name else -1
             if pts is not None and len(pts.zyx):
-                ids = np.array([class_names.index(pts.class_names[i]) for i in pts.labels])
+                if spec.class_name and pts.class_names == ("spot",):  # spots of a classed volume
+                    ids = np.full(len(pts.labels), label)
+                else:
+                    ids = np.array([class_names.index(pts.class_names[i]) for i in pts.labels])
                 points = np.column_stack([pts.zyx, ids]).astype(np.float32)
                 radii = _radii_voxels(ds, pts, image.voxel_size)
             elif pts is not None:
                 points = np.zeros((0, 4), np.float32)
-            label = class_names.index(spec.class_name) if spec.class_name else -1
             sources[spec.id] = ShardSource(spec.id, image, mask, points)
             plan_sources.append(
                 PlanSource(
@@ -311,7 +314,11 @@ def _merge_class_names(datasets: Sequence[Dataset]) -> tuple[str, ...]:
         for name in ds.class_names:
             if name not in names:
                 names.append(name)
-    return tuple(sorted(names)) if len(datasets) > 1 else tuple(names)
+    if len(datasets) == 1:
+        return tuple(names)
+    if all(n.isdecimal() for n in names):  # integer spot labels are class ids, as in one folder
+        return tuple(str(i) for i in range(max(int(n) for n in names) + 1))
+    return tuple(sorted(names))
 
 
 def _merge_mask_names(datasets: Sequence[Dataset]) -> tuple[str, ...]:

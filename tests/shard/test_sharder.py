@@ -420,6 +420,43 @@ def test_class_csv_that_labels_no_crop(tmp_path):
     _assert_nothing_written(tmp_path / "out")
 
 
+def test_unlabelled_spots_beside_a_class_csv_carry_their_volume_class(tmp_path):
+    """Spot tables give the crop centres, the class CSV each volume's class."""
+    rng = np.random.default_rng(0)
+    classes = {"v0": "a", "v1": "b", "v2": "b"}
+    for name in classes:
+        tifffile.imwrite(tmp_path / f"{name}.tif", rng.random((12, 12, 12), dtype=np.float32))
+        (tmp_path / f"{name}.csv").write_text("z,y,x\n6,6,6\n4,5,7\n")
+    rows = "".join(f"{n},{c}\n" for n, c in classes.items())
+    (tmp_path / "classes.csv").write_text("sample,class\n" + rows)
+    config = parse_config([tmp_path], plan="points", crop=6, context=0, split="1")
+    manifest = shard(config, tmp_path / "out").manifest
+    assert manifest["class_names"] == ["a", "b"] and manifest["counts"]["train"] == 6
+    for tar in (tmp_path / "out").glob("train-*.tar"):
+        for sample in iter_tar(tar):
+            expected = ["a", "b"].index(classes[sample["json"]["source"]])
+            assert sample["cls"] == sample["json"]["label"] == expected
+
+
+def test_integer_spot_labels_stay_class_ids_across_source_folders(tmp_path):
+    rng = np.random.default_rng(0)
+    for folder, labels in (("one", (0, 10)), ("two", (2, 0))):
+        (tmp_path / folder).mkdir()
+        tifffile.imwrite(tmp_path / folder / f"{folder}.tif", rng.random((12, 12, 12), np.float32))
+        rows = "".join(f"{3 + 5 * i},6,6,{lab}\n" for i, lab in enumerate(labels))
+        (tmp_path / folder / f"{folder}.csv").write_text("z,y,x,label\n" + rows)
+    config = parse_config(
+        [tmp_path / "one", tmp_path / "two"], plan="points", crop=6, context=0, split="1"
+    )
+    manifest = shard(config, tmp_path / "out").manifest
+    assert manifest["class_names"] == [str(i) for i in range(11)]
+    stored = {}
+    for tar in (tmp_path / "out").glob("train-*.tar"):
+        for sample in iter_tar(tar):
+            stored[(sample["json"]["source"], sample["json"]["centre"][0])] = sample["cls"]
+    assert stored == {("one", 3): 0, ("one", 8): 10, ("two", 3): 2, ("two", 8): 0}
+
+
 def test_unknown_particle_name(tmp_path):
     from tests.shard.conftest import write_copick
 
