@@ -23,7 +23,7 @@ import numpy as np
 
 from streamvol.core.files import atomic_file
 from streamvol.core.geometry import inside
-from streamvol.errors import BadInput
+from streamvol.errors import BadInput, BadLabels
 from streamvol.io import Volume
 from streamvol.shard.manifest import Summary, checked_summary, member_checksum
 from streamvol.shard.plan import Crop, crop_box
@@ -210,7 +210,7 @@ def build_sample(
     sample: dict[str, Any] = {"__key__": crop.key, "image.npy": encode_image(image, encoding)}
     if source.mask is not None:
         mask, _ = read_block(source.mask, box, encoding.pad, regions[1])
-        sample["mask.npy"] = _small_int(mask)
+        sample["mask.npy"] = _small_int(mask, source.mask.path)
     if source.points is not None:
         start = np.array([a for a, _ in box], dtype=np.float32)
         stop = np.array([b for _, b in box], dtype=np.float32)
@@ -235,11 +235,22 @@ def build_sample(
     return sample
 
 
-def _small_int(mask: np.ndarray) -> np.ndarray:
+def _small_int(mask: np.ndarray, path: Path) -> np.ndarray:
+    """A mask block as uint8 where its labels fit, else int32; labels beyond int32 are refused
+    rather than wrapped."""
     if mask.dtype == np.bool_:
         return mask.astype(np.uint8)
-    if mask.size and mask.min() >= 0 and mask.max() <= 255:
+    if not mask.size:
+        return mask.astype(np.int32, copy=False)
+    low, high = int(mask.min()), int(mask.max())
+    if low >= 0 and high <= 255:
         return mask.astype(np.uint8, copy=False)
+    bounds = np.iinfo(np.int32)
+    if low < bounds.min or high > bounds.max:
+        raise BadLabels(
+            f"mask {path}: label {high if high > bounds.max else low}; expected labels within "
+            f"int32 ({bounds.min} to {bounds.max}): masks hold class labels"
+        )
     return mask.astype(np.int32, copy=False)
 
 
@@ -350,7 +361,7 @@ def build_region_sample(
     sample: dict[str, Any] = {"__key__": tile.key, "image.npy": encode_image(image, encoding)}
     if source.mask is not None:
         mask, _ = read_block(source.mask, box, encoding.pad)
-        sample["mask.npy"] = _small_int(mask)
+        sample["mask.npy"] = _small_int(mask, source.mask.path)
     if tile.points is not None:
         sample["points.npy"] = tile.points
     if tile.label >= 0:

@@ -378,6 +378,26 @@ def test_nan_in_volume(tmp_path, volume):
     _assert_nothing_written(out)
 
 
+@pytest.mark.parametrize("plan", ["grid", "regions"])
+def test_mask_labels_are_kept_or_refused_never_wrapped(tmp_path, plan):
+    image = np.zeros((8, 8, 8), np.float32)
+    mask = np.zeros((8, 8, 8), np.uint32)
+    mask[:4] = 70_000  # beyond uint8: stored as int32
+    np.save(tmp_path / "stack.npy", image)
+    np.save(tmp_path / "stack_mask.npy", mask)
+    options = {"crops_per_region": 1} if plan == "regions" else {}
+    config = parse_config(
+        [tmp_path / "stack.npy"], plan=plan, crop=8, context=0, split="1", **options
+    )
+    shard(config, tmp_path / "out")
+    stored = next(iter_tar(next((tmp_path / "out").glob("*.tar"))))["mask.npy"]
+    assert stored.dtype == np.int32 and np.array_equal(stored, mask)
+    mask[0, 0, 0] = 3_000_000_000
+    np.save(tmp_path / "stack_mask.npy", mask)
+    with pytest.raises(BadLabels, match=r"stack_mask\.npy: label 3000000000; expected labels"):
+        shard(config, tmp_path / "big")
+
+
 def test_empty_source(tmp_path):
     np.save(tmp_path / "empty.npy", np.zeros((0, 4, 4), np.float32))
     with pytest.raises(NoVolumeFound, match=r"empty\.npy.*empty"):
