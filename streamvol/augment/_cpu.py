@@ -39,7 +39,7 @@ from streamvol.augment._params import AugmentParams
 from streamvol.augment._points import transform_points
 from streamvol.errors import BadInput, BadOption, ShapeMismatch
 
-__all__ = ["affine_transform", "apply_cpu", "blur_weights", "exact_view"]
+__all__ = ["affine_transform", "apply_cpu", "block_stats", "blur_weights", "exact_view"]
 
 
 def _ro(a: np.ndarray) -> np.ndarray:
@@ -131,19 +131,31 @@ def blur_weights(sigma: float) -> np.ndarray:
     return w / w.sum()
 
 
+def block_stats(block: np.ndarray) -> tuple[float, float, float]:
+    """The raw min, max and mean of a stored block: gamma's range and contrast's centre are the
+    whole block's, also when a draw resamples only a part of it (``AugmentParams.within``)."""
+    return float(block.min()), float(block.max()), float(block.mean(dtype=np.float64))
+
+
 def _chain(
-    image: np.ndarray, params: AugmentParams, offset: float, scale: float, *, noise: bool
+    image: np.ndarray,
+    params: AugmentParams,
+    offset: float,
+    scale: float,
+    *,
+    noise: bool,
+    stats: tuple[float, float, float] | None = None,
 ) -> Intensity:
     """The kernels' intensity parameters for ``params`` on the stored block ``image``: the
-    block's normalised min, range and mean only when gamma or contrast needs them (one numpy
-    reduction each), gamma skipped on a flat block."""
+    block's normalised min, range and mean (``stats``, or one numpy reduction each over
+    ``image``) only when gamma or contrast needs them, gamma skipped on a flat block."""
     lo, span, mean = 0.0, 1.0, 0.0
     do_gamma = params.gamma != 1.0
-    if do_gamma or params.contrast != 1.0:
-        a = (float(image.min()) - offset) * scale
-        b = (float(image.max()) - offset) * scale
+    if params.needs_block_stats:
+        low, high, average = block_stats(image) if stats is None else stats
+        a, b = (low - offset) * scale, (high - offset) * scale
         lo, span = min(a, b), abs(b - a)
-        mean = (float(image.mean(dtype=np.float64)) - offset) * scale
+        mean = (average - offset) * scale
         do_gamma = do_gamma and span > 0
     return intensity(
         offset=offset,
@@ -203,6 +215,7 @@ def apply_cpu(
     threads: int = 1,
     out: np.ndarray | None = None,
     prefetch: bool = False,
+    stats: tuple[float, float, float] | None = None,
 ) -> dict[str, Any]:
     """Apply drawn ``params`` to one decoded stored sample.
 
@@ -216,6 +229,8 @@ def apply_cpu(
     the batch being assembled. ``prefetch``: first read the stored block through once in memory
     order, for a block that is not in the CPU's caches (just read or mapped from a file, as in
     the loader): the resampling's scattered first reads of it cost more than that pass.
+    ``stats``: the whole stored block's ``block_stats`` when ``image`` is only the part of it a
+    draw reads (``params.within``), for gamma and contrast; None: ``image``'s own.
     """
     image = sample.get("image")
     if image is None:
@@ -237,7 +252,7 @@ def apply_cpu(
             raise ShapeMismatch(f"mask of shape {mask.shape} differs from image {image.shape}")
     blurred = params.blur_sigma > 0 and blur_weights(params.blur_sigma).size > 1
     noisy = params.noise_std > 0
-    chain = _chain(image, params, offset, scale, noise=noisy and not blurred)
+    chain = _chain(image, params, offset, scale, noise=noisy and not blurred, stats=stats)
     how = sampling(has_mask=mask is not None, has_elastic=params.elastic is not None)
     shape = (1, *params.out_shape)
     if out is None:

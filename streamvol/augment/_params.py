@@ -82,6 +82,12 @@ class AugmentParams:
         m[:3, 3] = (np.asarray(stored_shape, float) - np.asarray(out_shape, float)) / 2
         return cls.from_matrix(m, stored_shape, out_shape)
 
+    @property
+    def needs_block_stats(self) -> bool:
+        """Whether gamma or contrast is drawn: they read the whole stored block's min, max and
+        mean, also when only a part of the block is resampled (``within``)."""
+        return self.gamma != 1.0 or self.contrast != 1.0
+
     def reads(self) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
         """(start, stop) of the stored voxels the output can read: the box of the output's
         corners mapped by the matrix, its upper neighbours, and the elastic displacement,
@@ -102,7 +108,8 @@ class AugmentParams:
 
     def within(self, start: Sequence[int], stop: Sequence[int]) -> AugmentParams:
         """These parameters for the part ``[start, stop)`` of the stored block: the same output
-        (to float64 rounding of the coordinates), read from that part alone."""
+        (to float64 rounding of the coordinates), read from that part alone, given the whole
+        block's statistics when ``needs_block_stats`` (``apply_cpu(..., stats=...)``)."""
         shift = np.eye(4)
         shift[:3, 3] = -np.asarray(start, np.float64)
         matrix = shift @ self.matrix

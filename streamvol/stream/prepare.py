@@ -11,7 +11,8 @@ One stage per kind of work, each a picklable frozen dataclass called as
   ``DevicePrefetcher`` to augment on the device (without a spec: decoding only).
 
 A region set's image and mask arrive as ``Window``s (``streamvol.stream.draw``) and are cut
-here: the CPU augmentation cuts only the part its drawn geometry reads.
+here: the CPU augmentation cuts only the part its drawn geometry reads (gamma and contrast
+still take the whole block's statistics, as on the device).
 """
 
 from __future__ import annotations
@@ -123,17 +124,22 @@ class AugmentOnCPU:
     def __call__(
         self, sample: dict[str, Any], epoch: int, into: torch.Tensor | None = None
     ) -> dict[str, Any]:
-        from streamvol.augment import apply_cpu
+        from streamvol.augment import apply_cpu, block_stats
 
         out = _base(sample)
         image, mask = sample["image.npy"], sample.get("mask.npy")
         points = sample.get("points.npy")
         rng = sample_rng(self.seed, epoch, sample["__key__"])
         params = self.augment.sample(rng, image.shape[-3:], self.crop)
-        windowed = isinstance(image, Window)
+        windowed, stats = isinstance(image, Window), None
         if windowed:  # cut only what this draw reads, and read it from there
             start, stop = params.reads()
-            image = image.cut(start, stop)
+            if params.needs_block_stats:  # gamma and contrast take the whole block's
+                whole = image.cut()
+                stats = block_stats(whole)
+                image = whole[tuple(slice(a, b) for a, b in zip(start, stop, strict=True))]
+            else:
+                image = image.cut(start, stop)
             mask = None if mask is None else mask.cut(start, stop)
             if points is not None:
                 points = points - np.array([*start, 0], np.float32)
@@ -147,6 +153,7 @@ class AugmentOnCPU:
             # a stored block comes from the page cache, not the CPU's caches, unless its
             # checksum has just read it through
             prefetch=not windowed and not sample.get("__warm__"),
+            stats=stats,
         )
         out["image"] = torch.from_numpy(done["image"]) if into is None else into
         if done.get("mask") is not None:

@@ -19,6 +19,7 @@ from streamvol.augment import (
     Shift,
     affine_transform,
     apply_cpu,
+    block_stats,
     normal_field,
 )
 from streamvol.augment._cpu import blur_weights, exact_view
@@ -357,7 +358,9 @@ def test_apply_cpu_writes_into_out_or_names_what_it_needs():
 def test_the_part_a_draw_reads_gives_the_output_of_the_whole_block(seed, everything):
     """``reads()`` bounds every stored voxel a draw reads (rotation, zoom, shift, elastic), and
     ``within()`` applies the draw to that part alone: same image (float32 rounding), mask
-    (except interpolation ties) and points as from the whole stored block."""
+    (except interpolation ties) and points as from the whole stored block. Gamma and contrast,
+    drawn here on two seeds in three, take the whole block's statistics (``stats``), as the GPU
+    backend does, also with the block's extremes where the draw does not read."""
     from scipy.ndimage import gaussian_filter
 
     crop = 10
@@ -365,23 +368,28 @@ def test_the_part_a_draw_reads_gives_the_output_of_the_whole_block(seed, everyth
     image = block(stored, seed=seed)
     mask = (gaussian_filter(image, 2) > 100).astype(np.uint8)
     points = np.array([[s / 2 + 1, s / 2 - 1, s / 2, 1] for s in stored[:1]], np.float32)
+    gamma, contrast = [(1.0, 1.0), (0.75, 1.3), (1.4, 0.7)][seed % 3]
     params = everything.sample(rng_for(seed), stored, (crop,) * 3)
-    # gamma and contrast scale by the statistics of the block read (the part's are its own)
-    params = dataclasses.replace(params, gamma=1.0, contrast=1.0)
-    whole = apply_cpu({"image": image, "mask": mask, "points": points}, params)
+    params = dataclasses.replace(params, gamma=gamma, contrast=contrast)
     start, stop = params.reads()
     assert all(0 <= a < b <= n for a, b, n in zip(start, stop, stored, strict=True))
     assert np.prod(np.subtract(stop, start)) < np.prod(stored)  # a margin for any draw
     box = tuple(slice(a, b) for a, b in zip(start, stop, strict=True))
-    part = apply_cpu(
-        {
-            "image": image[box],
-            "mask": mask[box],
-            "points": points - np.array([*start, 0], np.float32),
-        },
-        params.within(start, stop),
-    )
+    unread = np.ones(stored, bool)
+    unread[box] = False
+    far = np.argwhere(unread)
+    image[tuple(far[0])], image[tuple(far[-1])] = 600.0, -300.0  # outside [0, 200)
+    whole = apply_cpu({"image": image, "mask": mask, "points": points}, params)
+    cut = {
+        "image": image[box],
+        "mask": mask[box],
+        "points": points - np.array([*start, 0], np.float32),
+    }
+    part = apply_cpu(cut, params.within(start, stop), stats=block_stats(image))
     np.testing.assert_allclose(part["image"], whole["image"], rtol=1e-5, atol=1e-4)
+    if params.needs_block_stats:  # the part's own statistics would not do
+        own = apply_cpu(cut, params.within(start, stop))["image"]
+        assert np.abs(own - whole["image"]).max() > 1e-2
     assert (part["mask"] != whole["mask"]).mean() < 1e-3
     np.testing.assert_allclose(part["points"], whole["points"], atol=1e-4)
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import streamvol
 from streamvol.augment import Augment, Flip, Rotate
 from streamvol.shard import parse_config, read_manifest, shard
-from streamvol.stream import open_shards
+from streamvol.stream import DevicePrefetcher, open_shards
 from streamvol.stream.draw import DrawCrop, cut, reflect_index
 
 SHAPE = (20, 28, 24)
@@ -208,6 +208,24 @@ def test_negatives_keep_their_distance_from_every_pick(tmp_path):
                 assert label == 0 and (gaps >= 4.0).all()
                 checked += 1
     assert checked == 4 * 18 * 3
+
+
+def test_both_backends_give_a_region_set_the_same_images(regions):
+    """The default preset, on the CPU backend (which cuts only the part of the block its draw
+    reads) and on the GPU backend run on the CPU device (the whole block): the same images,
+    gamma and contrast taking the whole block's statistics on both."""
+
+    def images(device):
+        ds = open_shards(regions, augment="default", augment_device=device, seed=5)
+        batches = streamvol.loader(ds, batch_size=4, num_workers=0)
+        if device == "gpu":
+            batches = DevicePrefetcher(batches, "cpu")
+        return {k: b["image"][i] for b in batches for i, k in enumerate(b["__key__"])}
+
+    cpu, gpu = images("cpu"), images("gpu")
+    assert cpu.keys() == gpu.keys() and len(cpu) == len(_keys(regions))
+    for k in cpu:
+        assert torch.allclose(cpu[k], gpu[k], atol=1e-4), k
 
 
 @pytest.mark.parametrize("workers", [0, 2])
