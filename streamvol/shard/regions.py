@@ -118,13 +118,15 @@ def tile_volume(
             return tiles
         cores = [n / k for n, k in zip(shape, cuts, strict=True)]
         axis = int(np.argmax(cores))
-        if cores[axis] < 2:
+        if shape[axis] // (cuts[axis] + 1) <= max(reach[axis], 1):
+            # a core no wider than the overlap: two stored boxes would start at the volume's edge
+            smallest = math.prod(min(n, 3 * r + 3) for n, r in zip(shape, reach, strict=True))
             raise BadOption(
                 "region_max",
                 region_max,
                 f"a volume of shape {shape} cannot be tiled into regions of that many bytes "
-                f"with {list(reach)} voxels of overlap; expected at least "
-                f"{math.prod(2 * r + 1 for r in reach) * itemsize} bytes",
+                f"with {list(reach)} voxels of overlap (each region's core would be no wider "
+                f"than its overlap); expected at least {smallest * itemsize} bytes",
             )
         cuts[axis] += 1
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamvol.errors import BadLabels, CropTooLarge, PointsOutsideVolume
+from streamvol.errors import BadLabels, BadOption, CropTooLarge, PointsOutsideVolume
 from streamvol.shard.plan import (
     Crop,
     Plan,
@@ -21,6 +21,7 @@ from streamvol.shard.plan import (
     plan_samples,
     rotation_margin,
 )
+from streamvol.shard.regions import plan_regions
 
 
 def _centres(plan: Plan) -> list[tuple[int, int, int]]:
@@ -376,3 +377,33 @@ class TestPoints:
         assert ((negatives >= 0) & (negatives < 30)).all()
         wanted = math.floor(ratio * len(points) + 0.5) if ratio > 0 else 0
         assert len(negatives) == wanted or plan.warnings
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shape=st.tuples(*[st.integers(1, 40)] * 3),
+    reach=st.tuples(*[st.integers(0, 9)] * 3),
+    region_max=st.integers(1, 70_000),
+)
+def test_region_tiles_partition_the_volume_with_distinct_keys_or_refuse(shape, reach, region_max):
+    """Cores partition the volume, each stored box (core plus reach, within the volume) fits
+    ``region_max``, keys are distinct; or a clear refusal naming region_max."""
+    source = PlanSource("v", shape)
+    try:
+        plan = plan_regions(
+            [source], itemsize=4, region_max=region_max, reach=reach, crops_per_region=1
+        )
+    except BadOption as e:
+        assert str(e).startswith(f"region_max={region_max}: a volume of shape {shape}")
+        return
+    keys = [t.key for t in plan.tiles]
+    assert len(set(keys)) == len(keys)
+    covered = np.zeros(shape, np.int64)
+    for t in plan.tiles:
+        covered[tuple(slice(a, b) for a, b in zip(t.core_start, t.core_stop, strict=True))] += 1
+        assert math.prod(t.shape) * 4 <= region_max
+        for a, b, ca, cb, r, n in zip(
+            t.start, t.stop, t.core_start, t.core_stop, reach, shape, strict=True
+        ):
+            assert (a, b) == (max(ca - r, 0), min(cb + r, n))
+    assert (covered == 1).all()
