@@ -252,11 +252,13 @@ class Expected:
 
     ``checksums``: per sample, the ``member_checksum`` of each member in tar order (None: not
     checked). ``last``: the run ends the shard, so the end-of-archive must follow it.
+    ``shape``: the manifest's ``stored_shape`` every image has (None: a region set's vary).
     """
 
     keys: tuple[str, ...]
     checksums: tuple[tuple[str, ...], ...] | None = None
     last: bool = False
+    shape: tuple[int, ...] | None = None
 
     @classmethod
     def of(cls, record: dict[str, Any], start: int = 0, count: int | None = None) -> Expected:
@@ -320,6 +322,7 @@ def _decode_sample(
     where: str,
     require: tuple[str, ...],
     defer: tuple[str, ...] = (),
+    shape: tuple[int, ...] | None = None,
 ) -> dict[str, Any]:
     at = f"{where} key {key}"
     unchecked = []
@@ -344,7 +347,35 @@ def _decode_sample(
         raise ShardError(
             f"{at}: no {', '.join(missing)} member; found {', '.join(s for s, _ in members)}"
         )
+    _check_arrays(sample, at, shape)
     return sample
+
+
+def _check_arrays(sample: dict[str, Any], at: str, shape: tuple[int, ...] | None) -> None:
+    """Refuse arrays no streamvol writer makes (a foreign or broken writer's checksums match
+    them): a real (z, y, x) image of the manifest's stored shape, a mask of its shape, and
+    points as (N, 4) rows z, y, x, class."""
+    image, mask = sample.get("image.npy"), sample.get("mask.npy")
+    points = sample.get("points.npy")
+    wants = []
+    if image is not None:
+        if image.ndim != 3 or image.dtype.kind not in "uif" or not image.dtype.isnative:
+            got = f"{image.dtype.str} of shape {image.shape}"
+            wants.append(f"image.npy {got}: expected real (z, y, x) in native byte order")
+        elif shape is not None and image.shape != shape:
+            wants.append(f"image.npy of shape {image.shape}: expected the stored shape {shape}")
+    if mask is not None and (
+        image is None or mask.shape != image.shape or mask.dtype.kind not in "biu"
+    ):
+        got = f"{mask.dtype} of shape {mask.shape}"
+        wants.append(f"mask.npy {got}: expected integer labels of the image's shape")
+    if points is not None and (
+        points.ndim != 2 or points.shape[1] != 4 or points.dtype.kind not in "iuf"
+    ):
+        got = f"{points.dtype} of shape {points.shape}"
+        wants.append(f"points.npy {got}: expected (N, 4) rows of z, y, x, class")
+    if wants:
+        raise ShardError(f"{at}: {'; '.join(wants)}")
 
 
 def iter_samples(
@@ -391,7 +422,13 @@ def iter_samples(
             checks = None if expect is None or expect.checksums is None else expect.checksums
             try:
                 sample = _decode_sample(
-                    key, members, None if checks is None else checks[done], where, require, defer
+                    key,
+                    members,
+                    None if checks is None else checks[done],
+                    where,
+                    require,
+                    defer,
+                    None if expect is None else expect.shape,
                 )
             except ShardError as exc:
                 if bad != "yield":

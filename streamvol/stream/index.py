@@ -73,10 +73,12 @@ class ShardSet:
         members' checksums (when verifying and recorded), and whether they end the tar."""
         info = self.shards[shard]
         checks = info.checksums if self.verify else None
+        stored = (self.manifest or {}).get("stored_shape")
         return Expected(
             info.keys[start : start + count],
             None if checks is None else checks[start : start + count],
             start + count == len(info.keys),
+            tuple(stored) if stored and info.units is None else None,
         )
 
     def open(self, url: str) -> Any:

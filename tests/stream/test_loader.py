@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import io
+import re
 import tarfile
 
 import numpy as np
@@ -152,6 +153,56 @@ def test_pickle_member_is_rejected_by_shard_and_key(uneven, tmp_path):
     _copy_with_member(uneven / "train-000004.tar", evil, "zz_z0_y0_x0.pyd", b"\x80\x04K\x01.")
     with pytest.raises(UnsafeMember, match=r"evil\.tar key zz_z0_y0_x0.*\.pyd"):
         list(open_shards([str(evil)], shuffle=False))
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+CUBE = np.zeros((4, 4, 4), np.float32)
+
+
+@pytest.mark.parametrize(
+    ("members", "match"),
+    [
+        ({"image.npy": CUBE[0]}, r"image\.npy <f4 of shape \(4, 4\): expected real \(z, y, x\)"),
+        ({"image.npy": CUBE.astype(np.complex64)}, r"image\.npy <c8 .*expected real"),
+        ({"image.npy": CUBE.astype(">f4")}, r"image\.npy >f4 .*native byte order"),
+        ({"image.npy": CUBE, "mask.npy": np.zeros((2, 4, 4), np.uint8)}, r"mask\.npy uint8"),
+        ({"image.npy": CUBE, "mask.npy": CUBE}, r"mask\.npy float32 .*integer labels"),
+        ({"image.npy": CUBE, "points.npy": np.ones((2, 3), np.float32)}, r"points\.npy .*\(N, 4\)"),
+    ],
+)
+def test_arrays_no_writer_makes_are_refused_by_shard_and_key(tmp_path, members, match):
+    """A foreign writer's sample (its checksums would match) is refused by shard and key."""
+    path = tmp_path / "foreign.tar"
+    with tarfile.open(path, "w") as tar:
+        for suffix, array in members.items():
+            data = _npy(array)
+            info = tarfile.TarInfo(f"zz_z0_y0_x0.{suffix}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(ShardError, match=rf"foreign\.tar key zz_z0_y0_x0: {match}"):
+        list(open_shards([str(path)], shuffle=False))
+
+
+def test_images_of_another_shape_than_the_manifest_are_refused_or_skipped(uneven, tmp_path):
+    import json
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(uneven, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    stored = manifest["stored_shape"]
+    manifest["stored_shape"] = [stored[0] + 1, *stored[1:]]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    want = re.escape(f"expected the stored shape {tuple(manifest['stored_shape'])}")
+    with pytest.raises(ShardError, match=rf"train-\d+\.tar key \w+: image\.npy .*{want}"):
+        list(open_shards(folder, shuffle=False))
+    ds = open_shards(folder, shuffle=False, on_error="skip")
+    assert list(ds) == [] and ds.errors == 30
 
 
 def test_truncated_tar_raises_or_is_skipped(uneven, tmp_path):
