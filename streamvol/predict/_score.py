@@ -9,13 +9,14 @@ found, FP = candidates - TP, FN = references - TP, summed over experiments per t
 of experiments absent from the reference are dropped; the score is the weighted F-beta sum over
 the total weight.
 
-Radii and weights: from REF's ``copick_config.json`` (or PRED's) when there is one, each weight
-from the object's ``weight`` where it has one; else the CZII table (apo-ferritin 1,
-beta-amylase 0, beta-galactosidase 2, ribosome 1, thyroglobulin 2, virus-like-particle 1;
-radii 60, 65, 90, 150, 130, 135 Angstrom), all six dividing the score where the picks name only
-its types, else only the types the picks name; a type outside that table weighs 1. ``radius``
-(``score --radius``) replaces those radii, or gives the radii of types none of them names
-(spot tables of one's own types).
+Radii and weights: from REF's ``copick_config.json`` when it has one, each weight from the
+object's ``weight`` where it has one; else the CZII table (apo-ferritin 1, beta-amylase 0,
+beta-galactosidase 2, ribosome 1, thyroglobulin 2, virus-like-particle 1; radii 60, 65, 90,
+150, 130, 135 Angstrom), all six dividing the score where the picks name only its types, else
+only the types the picks name; a type outside that table weighs 1. PRED's copick config (a
+``predict`` folder's names the run's types and radii) only gives the radius of a type neither
+names, so a folder scores as its ``picks.csv`` does. ``radius`` (``score --radius``) replaces
+those radii, or gives the radii of types none of them names (spot tables of one's own types).
 """
 
 from __future__ import annotations
@@ -41,7 +42,12 @@ from streamvol.io import (
     read_copick_weights,
     read_picks_table,
 )
-from streamvol.metrics.picking import CZII_PARTICLES, ParticleType, picking_score
+from streamvol.metrics.picking import (
+    CZII_PARTICLES,
+    ParticleType,
+    particle_weight,
+    picking_score,
+)
 
 Picks = dict[str, dict[str, np.ndarray]]
 
@@ -93,28 +99,34 @@ def spot_table_picks(dataset: Dataset) -> Picks:
     return picks
 
 
-def particle_table(*sources: str | Path, types: set[str] | None = None) -> dict[str, ParticleType]:
-    """Radii and weights: from the first source holding a copick config; else the CZII table,
-    or, where ``types`` (those the picks hold) go beyond it, its entries of ``types``: the
-    six CZII weights divide a score of other particles only for the challenge's data."""
-    for source in sources:
-        config = copick_config(source)
-        if config is None:
-            continue
-        radii = read_copick_config(config)
+def particle_table(
+    ref: str | Path, pred: str | Path | None = None, *, types: set[str] | None = None
+) -> dict[str, ParticleType]:
+    """Radii and weights: REF's copick config where it has one, else the CZII table (or, where
+    ``types``, those the picks hold, go beyond it, its entries of ``types``: the six CZII
+    weights divide a score of other particles only for the challenge's data); a type of
+    ``types`` neither names takes its radius from PRED's copick config (a particle of one's
+    own, weight 1). PRED's config gives nothing else, so a ``predict`` folder (whose config
+    names the run's types and radii) scores as its ``picks.csv`` does."""
+    config = copick_config(ref)
+    if config is not None:
         weights = read_copick_weights(config)
-        return {
-            name: ParticleType(
-                radius=radius,
-                weight=weights.get(
-                    name, CZII_PARTICLES[name].weight if name in CZII_PARTICLES else 1.0
-                ),
-            )
-            for name, radius in radii.items()
+        table = {
+            name: ParticleType(radius=radius, weight=particle_weight(name, weights))
+            for name, radius in read_copick_config(config).items()
         }
-    if types is not None and not types <= set(CZII_PARTICLES):
-        return {n: p for n, p in CZII_PARTICLES.items() if n in types}
-    return dict(CZII_PARTICLES)
+    elif types is not None and not types <= set(CZII_PARTICLES):
+        table = {n: p for n, p in CZII_PARTICLES.items() if n in types}
+    else:
+        table = dict(CZII_PARTICLES)
+    rest = sorted((types or set()) - set(table))
+    table.update({n: CZII_PARTICLES[n] for n in rest if n in CZII_PARTICLES})
+    own = copick_config(pred) if pred is not None else None
+    radii = read_copick_config(own) if own is not None else {}
+    for name in rest:
+        if name not in table and name in radii:
+            table[name] = ParticleType(radius=radii[name], weight=1.0)
+    return table
 
 
 def _given_radii(
@@ -164,9 +176,9 @@ def score_picks(
     unknown = sorted(types - set(particles))
     if unknown:
         raise BadLabels(
-            f"{ref}, {pred}: no radius for particle types {unknown} (neither a copick config "
-            "nor the CZII table names them); give --radius in Angstrom: one for every type "
-            "(60) or NAME=R,NAME=R"
+            f"{ref}, {pred}: no radius for particle types {unknown} (neither REF's copick "
+            "config, the CZII table nor PRED's copick config names them); give --radius in "
+            "Angstrom: one for every type (60) or NAME=R,NAME=R"
         )
     report = picking_score(
         references,

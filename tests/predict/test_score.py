@@ -110,6 +110,46 @@ def test_weights_and_radii_come_from_the_reference_copick_config(tmp_path):
     assert report["score"] == pytest.approx(expected)
 
 
+def _predict_folder(root, rows, radii):
+    """What ``predict`` writes: copick picks, a config naming only the run's types (with the
+    run's radii) and the same picks as ``picks.csv``."""
+    _copick(root, rows)
+    write_copick_config(root, radii)
+    _csv(root / "picks.csv", rows)
+    return root
+
+
+def test_a_predict_folder_scores_as_its_picks_csv(tmp_path):
+    """The folder's config (the run's types only, a radius the run was trained with) neither
+    changes the weights nor the reach: the CZII table's, as for its picks.csv."""
+    ref = _csv(tmp_path / "ref.csv", REFERENCE)
+    rows = [r for r in PREDICTED if r[1] == "ribosome"]
+    pred = _predict_folder(tmp_path / "pred", rows, {"ribosome": 100.0})  # reach 50, not 75
+    folder, table = score_picks(pred, ref), score_picks(pred / "picks.csv", ref)
+    for report in (folder, table):
+        assert report["per_type"]["ribosome"]["max_distance"] == 75.0
+        assert report["per_type"]["ribosome"]["tp"] == COUNTS["ribosome"][0]
+        # REF's types the run never predicted are missed, not refused
+        assert report["per_type"]["apo-ferritin"]["fn"] == 2
+        assert report["weight_total"] == 7.0
+    assert folder["score"] == pytest.approx(table["score"])
+    assert folder["score"] == pytest.approx(f4(*COUNTS["ribosome"]) / 7)
+
+
+def test_a_predict_folder_gives_the_radius_of_a_type_of_its_own(tmp_path):
+    """A type no reference config or CZII table names takes the folder's radius; given as a
+    CSV, the same picks are refused with the type named."""
+    ref = _csv(tmp_path / "ref.csv", [("E1", "blob", 100, 100, 100)])
+    rows = [("E1", "blob", 100, 100, 130)]  # 30 A: found with radius 80 (reach 40)
+    pred = _predict_folder(tmp_path / "pred", rows, {"blob": 80.0})
+    report = score_picks(pred, ref)
+    assert report["particles"] == {"blob": {"radius": 80.0, "weight": 1.0}}
+    assert report["score"] == pytest.approx(1.0)
+    with pytest.raises(BadLabels, match=r"no radius for particle types \['blob'\].*--radius"):
+        score_picks(pred / "picks.csv", ref)
+    assert score_picks(pred / "picks.csv", ref, radius={"blob": 80.0})["score"] == report["score"]
+
+
 def test_cli_prints_and_writes(tmp_path):
     """The report, and where it went: each path on a line of its own, whole however long (rich
     folds lines at the width, paths included) and as named (a ``[`` is not markup)."""
