@@ -47,7 +47,8 @@ def format_table(
     """A rich table: one row per metric, ``mean ± std``, the count, and each fold's value.
 
     Values print with ``digits`` decimals; counts (a metric whose every fold value is an int)
-    without, so a fold's accuracy of 1.0 still reads ``1.000``.
+    without, so a fold's accuracy of 1.0 still reads ``1.000``; a count's mean too where it is
+    whole, else with decimals (counts 1 and 2 average ``1.5000``, not ``2``).
 
     ``keys`` picks and orders the rows; by default the top-level metrics (no dot in the
     name), leaving per-class entries to an explicit ``keys``.
@@ -68,8 +69,12 @@ def format_table(
         places = 0 if all(isinstance(v, int) for v in entry["values"] if v is not None) else digits
         folds = [_fmt(v, places) for v in entry["values"]]
         folds += [""] * (n_folds - len(folds))
+        mean = entry["mean"]
+        whole = mean is None or float(mean).is_integer()  # counts 1 and 2: mean 1.5, not 2
         spread = "" if entry["std"] is None else f" ± {_fmt(entry['std'], digits)}"
-        table.add_row(key, f"{_fmt(entry['mean'], places)}{spread}", str(entry["n"]), *folds)
+        table.add_row(
+            key, f"{_fmt(mean, places if whole else digits)}{spread}", str(entry["n"]), *folds
+        )
     return table
 
 

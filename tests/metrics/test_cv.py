@@ -68,3 +68,16 @@ def test_a_perfect_fold_reads_with_decimals_and_counts_without():
     assert cells == ["accuracy", "0.875 ± 0.177", "2", "1.000", "0.750"]
     cells = [c.strip() for c in rows["n"].split("│")[1:-1]]
     assert cells == ["n", "10 ± 2.828", "2", "12", "8"]
+
+
+def test_the_mean_of_counts_keeps_its_decimals_unless_whole():
+    """Fold counts 1 and 2 average 1.5: printed so, not rounded to a count."""
+    summary = summarise_folds([{"tp": 1, "n": 12}, {"tp": 2, "n": 8}])
+    console = Console(width=200, record=True)
+    console.print(format_table(summary, digits=3))
+    lines = [line for line in console.export_text().splitlines() if line.startswith("│")]
+    rows = {
+        line.split("│")[1].strip(): [c.strip() for c in line.split("│")[1:-1]] for line in lines
+    }
+    assert rows["tp"] == ["tp", "1.500 ± 0.707", "2", "1", "2"]
+    assert rows["n"] == ["n", "10 ± 2.828", "2", "12", "8"]
