@@ -351,10 +351,12 @@ def predict_volumes(
     ``out`` with ``predictor`` (the model of ``run``: ``streamvol.train.predict_volumes`` loads
     it); see the module docstring. Settings not given come from the run's ``thresholds.json``
     (those its thresholds were chosen with), else the defaults; a copick project's ``tomogram``
-    and ``voxel_spacing``, those the run's shards read. Returns the summary also written to
-    ``out/predict.json``.
+    and ``voxel_spacing``, those the run's shards read. A volume holding NaN or Inf is refused
+    (``BadVolumeValues``, naming its file and how many) before anything is written. Returns the
+    summary also written to ``out/predict.json``.
     """
     from streamvol.predict._write import write_copick_picks, write_picks_csv
+    from streamvol.shard.manifest import check_finite, nonfinite_voxels
 
     started = time.perf_counter()
     choices = load_choices(run)
@@ -390,13 +392,15 @@ def predict_volumes(
         ]
         if not volumes:
             raise NoVolumeFound(f"{run}: split {split!r} of the run's shard set has no sources")
+    opened = [open_volume(path, level=predictor.level) for _, path in volumes]
+    for volume in opened:  # before anything is written: NaN would spread over every window
+        check_finite(volume, nonfinite_voxels(volume), "fill or mask them before predicting")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[tuple[str, str, Sequence[float]]] = []
     summary: dict[str, Any] = {"experiments": {}}
     copick_seg = _learned_segmentation(predictor)
-    for i, (experiment, path) in enumerate(volumes):
-        volume = open_volume(path, level=predictor.level)
+    for i, ((experiment, path), volume) in enumerate(zip(volumes, opened, strict=True)):
         label = f"{experiment} ({i + 1}/{len(volumes)})"
         total = count_windows(volume.shape, window)
 

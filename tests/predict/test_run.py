@@ -84,6 +84,34 @@ def test_predict_then_score_beats_random_picks(pick_project, pick_run, tmp_path)
     assert score_picks(out / "picks.csv", ref)["score"] == model["score"]
 
 
+def test_a_volume_with_nan_is_refused_before_anything_is_written(pick_run, tmp_path):
+    """``predict`` on two volumes, the second holding NaN and Inf: refused with its file and how
+    many voxels, before the first's picks or the output folder exist."""
+    import warnings
+
+    import mrcfile
+
+    run, _ = pick_run
+    rng = np.random.default_rng(0)
+    for name in ("good", "bad"):
+        data = rng.normal(size=(32, 32, 32)).astype(np.float32)
+        if name == "bad":
+            data[3, 3, 3], data[20, 5, 9], data[30, 30, 30] = np.nan, np.inf, -np.inf
+        with warnings.catch_warnings(), mrcfile.new(tmp_path / f"{name}.mrc") as mrc:
+            warnings.simplefilter("ignore", RuntimeWarning)  # mrcfile's header statistics
+            mrc.set_data(data)
+            mrc.voxel_size = 10.0
+    out = tmp_path / "pred"
+    args = ["predict", str(run), str(tmp_path / "good.mrc"), str(tmp_path / "bad.mrc")]
+    with one_thread():
+        result = CliRunner().invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    said = " ".join(result.output.split())
+    assert "bad.mrc: 3 NaN or Inf voxels; expected finite values" in said, result.output
+    assert "Traceback" not in result.output
+    assert not out.exists()
+
+
 def test_detection_run_without_sources_predicts_its_split(pick_project, pick_run, tmp_path):
     run, _ = pick_run
     with one_thread():
