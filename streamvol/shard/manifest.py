@@ -157,7 +157,7 @@ def nonfinite_voxels(vol: Volume) -> int:
 
 
 def _nonfinite(chunk: np.ndarray) -> int:
-    return int(_moments(np.ascontiguousarray(chunk).reshape(-1))[4])
+    return int(moments(chunk)[4])
 
 
 def check_finite(vol: Volume, bad: int, fix: str) -> None:
