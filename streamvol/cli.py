@@ -847,12 +847,13 @@ def predict(
     split: Annotated[str, typer.Option(help="Split of the shard set to predict.")] = "test",
     shards: Annotated[str | None, typer.Option(help="Other shards (default: the run's).")] = None,
     tta: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="none | flips | rot90z | all: on shards as evaluate --tta; on whole volumes "
-            "flips the 3 mirrors, rot90z the 3 turns about z, all both (also flips,rot90)."
+            "flips the 3 mirrors, rot90z the 3 turns about z, all both (also flips,rot90); "
+            "default: the run's thresholds.json, else none."
         ),
-    ] = "none",
+    ] = None,
     patch: Annotated[
         str | None, typer.Option(help="Window size: N or z,y,x (default: the run's).")
     ] = None,
@@ -872,7 +873,8 @@ def predict(
         float | None, typer.Option(help="One threshold for every type (default: the run's).")
     ] = None,
     voxel_size: Annotated[
-        float | None, typer.Option(help="Angstrom per voxel where the volumes do not say.")
+        float | None,
+        typer.Option(help="Angstrom per voxel of every volume (default: theirs, else the run's)."),
     ] = None,
     tomogram: Annotated[
         str | None,
@@ -899,7 +901,7 @@ def predict(
     from streamvol.train import predict_volumes, run_task
     from streamvol.train.runs import predict_run
 
-    kinds = parse_tta(tta)
+    kinds = parse_tta(tta)  # "none": (), which turns off the TTA a run saved
     if sources or run_task(run, _storage(storage_options)) == "detection":
         with _warnings_shown(), _progress_display(console) as show:
             job = show.job("predict", unit="windows")
@@ -911,7 +913,7 @@ def predict(
                 patch=as_zyx(patch, name="patch") if patch else None,
                 overlap=overlap,
                 batch_size=batch_size,
-                tta=kinds if tta != "none" else None,
+                tta=None if tta is None else kinds,
                 peaks=peaks,
                 distance=distance,
                 min_size=min_size,
@@ -931,7 +933,7 @@ def predict(
             out or Path("predictions.csv"),
             split=split,
             shards=shards,
-            tta=tta,
+            tta=tta or "none",
             timeout=timeout,
             storage_options=_storage(storage_options),
             progress=show.job(f"predict {split}", unit="batches"),

@@ -112,6 +112,27 @@ def test_a_volume_with_nan_is_refused_before_anything_is_written(pick_run, tmp_p
     assert not out.exists()
 
 
+def test_tta_none_turns_off_the_tta_a_run_saved(pick_project, pick_run, tmp_path):
+    """Settings not given come from thresholds.json; ``--tta none`` is given, not a default."""
+    import shutil
+
+    project, _ = pick_project
+    run = tmp_path / "run"
+    shutil.copytree(pick_run[0], run)
+    choices = json.loads((run / "thresholds.json").read_text())
+    choices["settings"]["window"]["tta"] = ["flips"]
+    (run / "thresholds.json").write_text(json.dumps(choices))
+    one = str(
+        project / "static" / "ExperimentRuns" / "TS_0" / "VoxelSpacing10.000" / "denoised.zarr"
+    )
+    for args, want in (([], ["flips"]), (["--tta", "none"], [])):
+        out = tmp_path / f"out{len(args)}"
+        with one_thread():
+            result = CliRunner().invoke(app, ["predict", str(run), one, "--out", str(out), *args])
+        assert result.exit_code == 0, result.output
+        assert json.loads((out / "predict.json").read_text())["window"]["tta"] == want
+
+
 def test_detection_run_without_sources_predicts_its_split(pick_project, pick_run, tmp_path):
     run, _ = pick_run
     with one_thread():
