@@ -1,8 +1,9 @@
 """Particle centres from a probability volume: max-pooling NMS peaks or connected components.
 
-``nms``: a voxel is a peak when it is the maximum of the cube of half-width ``ceil(distance)``
+``nms``: a voxel is a peak when it is the maximum of the box of half-width ``ceil(distance)``
 around it and reaches the threshold; peaks closer than ``distance`` to a higher one (plateaus)
-are dropped, highest first; each survivor moves to the probability-weighted centroid of its
+are dropped, highest first (``distance`` per axis (z, y, x) on anisotropic voxels: within the
+ellipsoid of those semi-axes); each survivor moves to the probability-weighted centroid of its
 3 x 3 x 3 neighbourhood (sub-voxel; a symmetric peak stays put). The kept set shrinks as the
 threshold rises (a peak's survival depends only on higher ones), so candidates found at a low
 threshold and then filtered by score equal those found at the higher one.
@@ -16,6 +17,7 @@ Coordinates are (z, y, x) voxels of the volume, float64; scores float32.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -29,28 +31,32 @@ METHODS = ("nms", "cc")
 def find_peaks(
     prob: np.ndarray,
     threshold: float,
-    distance: float,
+    distance: float | Sequence[float],
     *,
     method: str = "nms",
     min_size: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 3) centres and (N,) scores in ``prob`` (D, H, W), highest score first."""
+    """(N, 3) centres and (N,) scores in ``prob`` (D, H, W), highest score first; ``distance``
+    in voxels, one for every axis or (z, y, x)."""
     if prob.ndim != 3:
         raise BadInput(f"expected a (D, H, W) probability volume, got shape {prob.shape}")
     if method not in METHODS:
         raise BadOption("method", method, f"expected one of {', '.join(METHODS)}")
-    if not (math.isfinite(distance) and distance > 0):
-        raise BadOption("distance", distance, "expected a positive number of voxels")
+    axes = np.broadcast_to(np.asarray(distance, np.float64), (3,))
+    if not (np.isfinite(axes).all() and (axes > 0).all()):
+        raise BadOption("distance", distance, "expected a positive number of voxels (or 3)")
     if method == "cc":
         coords, scores = _components(prob, threshold, min_size)
     else:
-        coords, scores = _nms(prob, threshold, distance)
+        coords, scores = _nms(prob, threshold, tuple(float(d) for d in axes))
     order = np.argsort(-scores, kind="stable")
     return coords[order], scores[order]
 
 
-def _nms(prob: np.ndarray, threshold: float, distance: float) -> tuple[np.ndarray, np.ndarray]:
-    size = 2 * math.ceil(distance) + 1
+def _nms(
+    prob: np.ndarray, threshold: float, distance: tuple[float, float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    size = tuple(2 * math.ceil(d) + 1 for d in distance)
     top = ndimage.maximum_filter(prob, size=size, mode="nearest")
     where = np.nonzero((prob == top) & (prob >= threshold))
     del top
@@ -61,19 +67,25 @@ def _nms(prob: np.ndarray, threshold: float, distance: float) -> tuple[np.ndarra
     return _refine(prob, coords), scores
 
 
-def _suppress(coords: np.ndarray, scores: np.ndarray, distance: float) -> np.ndarray:
+def _suppress(
+    coords: np.ndarray, scores: np.ndarray, distance: tuple[float, float, float]
+) -> np.ndarray:
     """Indices kept by greedy suppression: highest first, dropping any within ``distance``."""
     if len(coords) < 2:
         return np.arange(len(coords))
     order = np.argsort(-scores, kind="stable")
-    tree = cKDTree(coords)
+    if len(set(distance)) == 1:  # integer voxels against the radius itself: ties exact
+        points, r = coords, distance[0]
+    else:  # the ellipsoid of semi-axes ``distance`` made the unit sphere
+        points, r = coords / np.asarray(distance), 1.0
+    tree = cKDTree(points)
     dropped = np.zeros(len(coords), bool)
     kept = []
     for i in order:
         if dropped[i]:
             continue
         kept.append(i)
-        dropped[tree.query_ball_point(coords[i], r=distance)] = True
+        dropped[tree.query_ball_point(points[i], r=r)] = True
     return np.asarray(kept, np.int64)
 
 

@@ -231,7 +231,7 @@ class Predictor:
         """Per particle type: (N, 3) z, y, x Angstrom and (N,) scores above its threshold."""
         out = {}
         for k, name in enumerate(self.class_names):
-            radius = self.task.radii_angstrom[k] / float(np.mean(voxel_size))
+            radius = self.task.radii_angstrom[k] / np.asarray(voxel_size)  # voxels per axis
             coords, scores = find_peaks(
                 probs[k],
                 thresholds.get(name, DEFAULT_THRESHOLD),

@@ -176,7 +176,7 @@ def _count(
         probs = predictor.probabilities(volume, window, step)
         before += windows
         for k, name in enumerate(names):
-            radius_vox = predictor.task.radii_angstrom[k] / float(np.mean(size))
+            radius_vox = predictor.task.radii_angstrom[k] / np.asarray(size)  # per axis
             reach = MULTIPLIER * predictor.task.radii_angstrom[k]
             ref = refs.get(name, np.zeros((0, 3)))
             grid = grids[k]

@@ -58,3 +58,37 @@ def test_components_drop_small_ones_and_bad_arguments_raise():
         find_peaks(blobs, 0.3, 2.0, method="max")
     with pytest.raises(BadInput, match="\\(D, H, W\\)"):
         find_peaks(blobs[0], 0.3, 2.0)
+
+
+def _anisotropic() -> np.ndarray:
+    prob = np.zeros((12, 24, 24), np.float32)
+    prob[4, 8, 6] = 0.9
+    prob[4, 8, 11] = 0.8  # 5 voxels of 10 A away in x: 50 A
+    prob[7, 8, 6] = 0.7  # 3 voxels of 40 A away in z: 120 A
+    return prob
+
+
+def test_nms_distance_per_axis_is_physical_on_anisotropic_voxels():
+    """Voxels of (40, 10, 10) A, a 150 A particle at distance 0.5 (75 A): the peak 50 A away
+    goes, the one 120 A away stays; a mean voxel (20 A, 3.75 voxels) would do the opposite."""
+    coords, scores = find_peaks(_anisotropic(), 0.5, (75 / 40, 75 / 10, 75 / 10))
+    np.testing.assert_array_equal(coords, [[4, 8, 6], [7, 8, 6]])
+    np.testing.assert_array_equal(scores, np.float32([0.9, 0.7]))
+    mean, _ = find_peaks(_anisotropic(), 0.5, 3.75)
+    np.testing.assert_array_equal(mean, [[4, 8, 6], [4, 8, 11]])
+    with pytest.raises(BadOption, match="distance"):
+        find_peaks(_anisotropic(), 0.5, (1.0, 0.0, 1.0))
+
+
+def test_a_predictor_takes_peaks_in_angstrom_on_anisotropic_voxels():
+    from types import SimpleNamespace
+
+    import torch
+
+    from streamvol.predict import Peaks, Predictor
+
+    task = SimpleNamespace(kind="detection", class_names=("ribosome",), radii_angstrom=(150.0,))
+    predictor = Predictor(torch.nn.Identity(), task, {}, device=torch.device("cpu"))
+    voxel = np.array([40.0, 10.0, 10.0])
+    picks = predictor.peaks(_anisotropic()[None], voxel, {"ribosome": 0.5}, Peaks())
+    np.testing.assert_array_equal(picks["ribosome"][0], [[160, 80, 60], [280, 80, 60]])
