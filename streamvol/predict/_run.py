@@ -64,20 +64,23 @@ class _Prepared:
     """A volume whose ``[z0:z1]`` is float32 planes encoded (float16, uint8 scaling) and
     normalised as the shard set's crops were, read only when asked for."""
 
-    def __init__(self, volume: Volume, config: Mapping[str, Any], stats: Mapping[str, Any]):
-        self.volume, self.config, self.stats = volume, config, stats
+    def __init__(self, volume: Volume, manifest: Mapping[str, Any]):
+        from streamvol.stream.prepare import Normalize
+
+        self.volume, self.manifest = volume, manifest
+        self.norm = Normalize.of(manifest, True)
         self.shape = tuple(volume.shape)
 
     def __getitem__(self, planes: slice) -> np.ndarray:
         data = np.asarray(self.volume.data[planes], dtype=np.float32)
-        stats = self.stats
-        if self.config.get("dtype") == "float16":
+        dtype = self.manifest.get("config", {}).get("dtype")
+        if dtype == "float16":
             data = data.astype(np.float16).astype(np.float32)
-        elif self.config.get("dtype") == "uint8":
-            low, high = stats["p0_5"], stats["p99_5"]
+        elif dtype == "uint8":
+            low, high = self.manifest["stats"]["p0_5"], self.manifest["stats"]["p99_5"]
             data = np.clip(np.rint((data - low) * (255.0 / max(high - low, 1e-12))), 0, 255)
-        data -= np.float32(stats.get("mean", 0.0))
-        data *= np.float32(1.0 / max(stats.get("std", 1.0), 1e-12))
+        data -= np.float32(self.norm.offset)
+        data *= np.float32(self.norm.scale)
         return data
 
 
@@ -157,7 +160,7 @@ class Predictor:
     def prepare(self, volume: Volume) -> _Prepared:
         """``volume`` read lazily, each block of planes encoded and normalised as the training
         crops were (``sliding_window_slabs`` reads it plane block by plane block)."""
-        return _Prepared(volume, self.manifest.get("config", {}), self.manifest.get("stats", {}))
+        return _Prepared(volume, self.manifest)
 
     def _activate(self, logits: torch.Tensor) -> torch.Tensor:
         logits = logits.float()

@@ -17,7 +17,7 @@ still take the whole block's statistics, as on the device).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,14 +39,22 @@ class Normalize:
     scale: float = 1.0
 
     @classmethod
-    def of(cls, manifest: dict[str, Any], normalize: bool | tuple[float, float]) -> Normalize:
-        """The manifest's statistics (``True``), none (``False``), or a given (mean, std)."""
+    def of(cls, manifest: Mapping[str, Any], normalize: bool | tuple[float, float]) -> Normalize:
+        """The manifest's statistics (``True``), none (``False``), or a given (mean, std).
+
+        The statistics are the sources' values; a uint8 set stores ``(value - p0_5) / step``
+        (``step``: the 0.5-99.5 percentile range over 255), so its crops also come out with
+        mean 0 and std 1."""
         if isinstance(normalize, tuple):
             return cls(float(normalize[0]), 1.0 / float(normalize[1]))
-        if normalize and "stats" in manifest:
-            stats = manifest["stats"]
-            return cls(float(stats["mean"]), 1.0 / max(float(stats["std"]), 1e-12))
-        return cls()
+        if not (normalize and "stats" in manifest):
+            return cls()
+        stats = manifest["stats"]
+        mean, std = float(stats["mean"]), max(float(stats["std"]), 1e-12)
+        if manifest.get("dtype") == "uint8":
+            step = max(float(stats["p99_5"]) - float(stats["p0_5"]), 1e-12) / 255.0
+            return cls((mean - float(stats["p0_5"])) / step, step / std)
+        return cls(mean, 1.0 / std)
 
 
 def _base(sample: dict[str, Any]) -> dict[str, Any]:
