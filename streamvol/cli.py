@@ -274,7 +274,9 @@ def shard(
     folds: Annotated[
         int | None, typer.Option(help="Write K folds instead of train/val/test.")
     ] = None,
-    classes: Annotated[Path | None, typer.Option(help="Class CSV (sample, class).")] = None,
+    classes: Annotated[
+        Path | None, typer.Option(help="Class CSV (sample, class); one for every SOURCE.")
+    ] = None,
     level: Annotated[int, typer.Option(help="OME-NGFF resolution level.")] = 0,
     task: Annotated[
         str,

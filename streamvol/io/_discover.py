@@ -91,7 +91,7 @@ class Dataset:
 def discover(
     path: str | Path,
     *,
-    classes: str | Path | None = None,
+    classes: str | Path | ClassTable | None = None,
     tomogram: str = "denoised",
     voxel_spacing: float | None = None,
     user_id: Sequence[str] = (),
@@ -100,7 +100,8 @@ def discover(
 ) -> Dataset:
     """Find every source under ``path`` and its labels; raise ``NoVolumeFound`` if there is none.
 
-    ``classes`` is a class CSV (default: ``classes.csv`` in ``path`` when present);
+    ``classes`` is a class CSV (default: ``classes.csv`` in ``path`` when present), or a
+    ``ClassTable`` read for several sources (its rows may name samples of the others);
     ``tomogram`` and ``voxel_spacing`` choose among a copick run's tomograms (other layouts
     ignore them), ``user_id`` and ``session_id`` (any of those given) among its pick files, as
     copick's own tools do; ``segmentation`` is the copick segmentation that is each run's mask,
@@ -110,7 +111,7 @@ def discover(
     root = Path(path).expanduser()
     if not root.exists():
         raise NoVolumeFound(f"{root}: no such file or folder")
-    class_csv = Path(classes) if classes is not None else None
+    class_csv = classes if classes is None or isinstance(classes, ClassTable) else Path(classes)
     project = _copick_project(root)
     given = [
         name
@@ -128,8 +129,9 @@ def discover(
         )
     if project is not None:
         if class_csv is not None:
+            where = class_csv.path if isinstance(class_csv, ClassTable) else class_csv
             raise BadLabels(
-                f"{class_csv}: a class CSV does not apply to the copick project {root}; "
+                f"{where}: a class CSV does not apply to the copick project {root}; "
                 f"its classes come from its config ({COPICK_CONFIG}) or the pick files"
             )
         dataset = _discover_copick(
@@ -275,10 +277,18 @@ def _nothing_found(root: Path) -> str:
 
 
 def _read_classes(
-    class_csv: Path | None, names: Iterable[str]
+    class_csv: Path | ClassTable | None, names: Iterable[str]
 ) -> tuple[ClassTable | None, tuple[str, ...]]:
     if class_csv is None:
         return None, ()
+    if isinstance(class_csv, ClassTable):  # one table for several sources: rows of the others
+        missing = sorted(set(names) - set(class_csv.classes))
+        if missing:
+            raise BadLabels(
+                f"{class_csv.path}: samples without a row: {', '.join(missing)}; expected "
+                "one row per sample"
+            )
+        return class_csv, class_csv.class_names
     table = read_class_csv(class_csv, samples=list(names))
     return table, table.class_names
 
@@ -741,7 +751,9 @@ def _folder_volume(folder: Path) -> Path:
     )
 
 
-def _discover_samples(root: Path, sample_dirs: list[Path], class_csv: Path | None) -> Dataset:
+def _discover_samples(
+    root: Path, sample_dirs: list[Path], class_csv: Path | ClassTable | None
+) -> Dataset:
     table, class_names = _read_classes(class_csv, (d.name for d in sample_dirs))
     sources = []
     for d in sample_dirs:
@@ -761,7 +773,7 @@ def _discover_samples(root: Path, sample_dirs: list[Path], class_csv: Path | Non
 
 
 def _discover_volumes(
-    root: Path, folder: Path, entries: list[tuple[str, Path]], class_csv: Path | None
+    root: Path, folder: Path, entries: list[tuple[str, Path]], class_csv: Path | ClassTable | None
 ) -> Dataset:
     """Sources from the volumes ``entries`` of ``folder``; masks and spot tables attach by stem."""
     stems = {stem for stem, _ in entries}

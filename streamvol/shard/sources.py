@@ -13,7 +13,17 @@ from typing import Any
 import numpy as np
 
 from streamvol.errors import BadLabels, BadOption, LargeCropWarning, NoVolumeFound, ShardError
-from streamvol.io import Dataset, Volume, discover, load_points, open_mask, open_volume
+from streamvol.io import (
+    ClassTable,
+    Dataset,
+    Volume,
+    discover,
+    load_points,
+    open_mask,
+    open_volume,
+    read_class_csv,
+    source_id,
+)
 from streamvol.shard.config import ShardConfig
 from streamvol.shard.manifest import intensity_stats
 from streamvol.shard.plan import Crop, Plan, PlanSource, plan_grid, plan_points, plan_samples
@@ -62,8 +72,10 @@ def prepare(config: ShardConfig) -> Prepared:
     statistics (unless ``folds_stats``) and make the plan; raises before anything is
     written."""
     datasets: list[Dataset] = []
+    classes: Path | ClassTable | None = Path(config.classes) if config.classes else None
+    if classes is not None and len(config.sources) > 1:  # one table: each source its rows
+        classes = read_class_csv(classes)
     for src in config.sources:
-        classes = Path(config.classes) if config.classes else None
         datasets.append(
             discover(
                 src,
@@ -75,6 +87,14 @@ def prepare(config: ShardConfig) -> Prepared:
                 segmentation=config.segmentation,
             )
         )
+    if isinstance(classes, ClassTable):
+        ids = {spec.id for ds in datasets for spec in ds.sources}
+        unknown = sorted(row for row in classes.classes if source_id(row) not in ids)
+        if unknown:
+            raise BadLabels(
+                f"{classes.path}: rows name samples in none of the sources: "
+                f"{', '.join(unknown)}; expected one row per sample"
+            )
     datasets = _given_radii(datasets, config.radius)
     if config.voxel_spacing is not None and not any(d.layout == "copick" for d in datasets):
         raise BadOption(

@@ -440,6 +440,34 @@ def test_class_csv_that_labels_no_crop(tmp_path):
     _assert_nothing_written(tmp_path / "out")
 
 
+def test_one_class_csv_labels_several_sources(tmp_path):
+    rng = np.random.default_rng(0)
+    for i, folder in enumerate(("a", "a", "b", "b")):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        tifffile.imwrite(tmp_path / folder / f"v{i}.tif", rng.random((8, 8, 8), dtype=np.float32))
+    table = tmp_path / "all.csv"
+    table.write_text("sample,class\nv0,x\nv1,y\nv2,y\nv3,x\n")
+    config = parse_config(
+        [tmp_path / "a", tmp_path / "b"], plan="sample", crop=8, classes=table, split="1"
+    )
+    manifest = shard(config, tmp_path / "out").manifest
+    assert manifest["class_names"] == ["x", "y"]
+    labels = {
+        s["json"]["source"]: s["cls"]
+        for tar in (tmp_path / "out").glob("train-*.tar")
+        for s in iter_tar(tar)
+    }
+    assert labels == {"v0": 0, "v1": 1, "v2": 1, "v3": 0}
+    table.write_text("sample,class\nv0,x\nv1,y\nv2,y\nv3,x\nv9,x\n")
+    with pytest.raises(BadLabels, match=r"all\.csv: rows name samples in none of the sources: v9"):
+        shard(config, tmp_path / "extra")
+    table.write_text("sample,class\nv0,x\nv1,y\nv2,y\n")
+    with pytest.raises(BadLabels, match=r"all\.csv: samples without a row: v3"):
+        shard(config, tmp_path / "missing")
+    _assert_nothing_written(tmp_path / "extra")
+    _assert_nothing_written(tmp_path / "missing")
+
+
 def test_unlabelled_spots_beside_a_class_csv_carry_their_volume_class(tmp_path):
     """Spot tables give the crop centres, the class CSV each volume's class."""
     rng = np.random.default_rng(0)
