@@ -337,12 +337,18 @@ def _open_tiff(path: Path) -> Volume:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             shape = tuple(series.shape)
+            samples = dict(zip(series.axes, shape, strict=True)).get("S", 1)
             dtype = series.dtype
             n_pages = len(series.pages)
             page_shape = tuple(series.pages[0].shape) if n_pages else ()
             voxel = _imagej_voxel_size(tif)
     except Exception as exc:
         raise UnreadableVolume(f"{path}: not a readable TIFF: {exc}") from exc
+    if samples > 1:  # RGB(A) pixels: their channels would be read as the x axis
+        raise UnreadableVolume(
+            f"{path}: {samples} samples per pixel (RGB, series shape {shape}); expected one "
+            "value per voxel: save a single-channel (grayscale) stack"
+        )
     shape = tuple(s for s in shape if s != 1) if len(shape) > 3 else shape
     if len(shape) == 2:  # as a 2D .npy: one image is no volume (a folder of slices is)
         raise UnreadableVolume(

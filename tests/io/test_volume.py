@@ -265,6 +265,14 @@ def test_source_id_has_no_dots():
     assert source_id("cell 01.tif") == "cell-01"
 
 
+@pytest.mark.parametrize("shape", [(16, 16, 3), (5, 16, 16, 3)])
+def test_an_rgb_tiff_is_refused(tmp_path, shape):
+    """RGB pixels are no (z, y, x) volume: (16, 16, 3) would read as 3 voxels wide."""
+    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros(shape, np.uint8), photometric="rgb")
+    with pytest.raises(UnreadableVolume, match=r"rgb\.tif: 3 samples per pixel \(RGB"):
+        open_volume(tmp_path / "rgb.tif")
+
+
 def test_a_2d_tiff_is_refused_as_a_2d_npy_is(tmp_path):
     image = np.arange(12 * 13, dtype=np.uint16).reshape(12, 13)
     tifffile.imwrite(tmp_path / "plane.tif", image, photometric="minisblack")
