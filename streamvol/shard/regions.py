@@ -120,7 +120,7 @@ def tile_volume(
         axis = int(np.argmax(cores))
         if shape[axis] // (cuts[axis] + 1) <= max(reach[axis], 1):
             # a core no wider than the overlap: two stored boxes would start at the volume's edge
-            smallest = math.prod(min(n, 3 * r + 3) for n, r in zip(shape, reach, strict=True))
+            smallest = math.prod(min(n, 2 * r + 1) for n, r in zip(shape, reach, strict=True))
             raise BadOption(
                 "region_max",
                 region_max,
