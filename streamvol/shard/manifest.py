@@ -121,12 +121,12 @@ def combine_stats(
     the stored ``dtype`` cannot hold: beyond float16's range (stored as Inf), or, for uint8
     scaled by the percentiles, percentiles that are equal (nothing left to scale).
     """
-    moments = [np.stack([m for m, _ in per]) for per in summaries]  # (boxes, 5) per volume
-    for vol, m in zip(volumes, moments, strict=True):
+    boxes = [np.stack([m for m, _ in per]) for per in summaries]  # (boxes, 5) per volume
+    for vol, m in zip(volumes, boxes, strict=True):
         check_finite(vol, int(m[:, 4].sum()), "fill or mask them before sharding")
-    every = np.concatenate(moments)
+    every = np.concatenate(boxes)
     if dtype == "float16":
-        for vol, m in zip(volumes, moments, strict=True):
+        for vol, m in zip(volumes, boxes, strict=True):
             check_float16(vol, m[:, 2].min(), m[:, 3].max())
     n = float(sum(vol.data.size for vol in volumes))
     mean = every[:, 0].sum() / n
