@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,20 @@ MANIFEST = "manifest.json"
 def member_checksum(data: bytes | np.ndarray) -> str:
     """The checksum recorded for each member: xxh3-64 of its bytes, as 16 hex digits."""
     return xxhash.xxh3_64_hexdigest(data)
+
+
+def normalization(manifest: Mapping[str, Any]) -> tuple[float, float]:
+    """(offset, scale) that make a set's stored crops ``(value - offset) * scale``: mean 0 and
+    std 1 in the sources' values. A uint8 set stores ``(value - p0_5) / step`` (``step``: the
+    0.5-99.5 percentile range over 255), so its offset and scale are in those units."""
+    stats = manifest.get("stats")
+    if not stats:
+        return 0.0, 1.0
+    mean, std = float(stats["mean"]), max(float(stats["std"]), 1e-12)
+    if manifest.get("dtype") == "uint8":
+        step = max(float(stats["p99_5"]) - float(stats["p0_5"]), 1e-12) / 255.0
+        return (mean - float(stats["p0_5"])) / step, step / std
+    return mean, 1.0 / std
 
 
 def is_url(path: str | Path) -> bool:

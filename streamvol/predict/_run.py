@@ -20,11 +20,13 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import dask.array as da
 import numpy as np
 import torch
 
 from streamvol.core.files import write_json_atomic
-from streamvol.errors import BadOption, NoVolumeFound, RunError, ShardError
+from streamvol.core.manifest import normalization
+from streamvol.errors import BadOption, BadVolumeValues, NoVolumeFound, RunError, ShardError
 from streamvol.io import Volume, discover, is_multilabel, open_volume
 from streamvol.predict._peaks import METHODS, find_peaks
 from streamvol.predict._window import (
@@ -65,10 +67,8 @@ class _Prepared:
     normalised as the shard set's crops were, read only when asked for."""
 
     def __init__(self, volume: Volume, manifest: Mapping[str, Any]):
-        from streamvol.stream.prepare import Normalize
-
         self.volume, self.manifest = volume, manifest
-        self.norm = Normalize.of(manifest, True)
+        self.offset, self.scale = normalization(manifest)
         self.shape = tuple(volume.shape)
 
     def __getitem__(self, planes: slice) -> np.ndarray:
@@ -79,8 +79,8 @@ class _Prepared:
         elif dtype == "uint8":
             low, high = self.manifest["stats"]["p0_5"], self.manifest["stats"]["p99_5"]
             data = np.clip(np.rint((data - low) * (255.0 / max(high - low, 1e-12))), 0, 255)
-        data -= np.float32(self.norm.offset)
-        data *= np.float32(self.norm.scale)
+        data -= np.float32(self.offset)
+        data *= np.float32(self.scale)
         return data
 
 
@@ -359,7 +359,6 @@ def predict_volumes(
     summary also written to ``out/predict.json``.
     """
     from streamvol.predict._write import write_copick_picks, write_picks_csv
-    from streamvol.shard.manifest import check_finite, nonfinite_voxels
 
     started = time.perf_counter()
     choices = load_choices(run)
@@ -397,7 +396,12 @@ def predict_volumes(
             raise NoVolumeFound(f"{run}: split {split!r} of the run's shard set has no sources")
     opened = [open_volume(path, level=predictor.level) for _, path in volumes]
     for volume in opened:  # before anything is written: NaN would spread over every window
-        check_finite(volume, nonfinite_voxels(volume), "fill or mask them before predicting")
+        bad = int((~da.isfinite(volume.data)).sum().compute())
+        if bad:
+            raise BadVolumeValues(
+                f"{volume.path}: {bad} NaN or Inf voxels; expected finite values (fill or mask "
+                "them before predicting)"
+            )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[tuple[str, str, Sequence[float]]] = []

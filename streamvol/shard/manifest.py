@@ -33,7 +33,6 @@ __all__ = [
     "FORMAT",
     "MANIFEST",
     "VERSION",
-    "check_finite",
     "check_manifest",
     "checked_summary",
     "combine_stats",
@@ -41,7 +40,6 @@ __all__ = [
     "is_url",
     "join",
     "member_checksum",
-    "nonfinite_voxels",
     "read_manifest",
     "shard_records",
     "write_json_atomic",
@@ -123,7 +121,11 @@ def combine_stats(
     """
     boxes = [np.stack([m for m, _ in per]) for per in summaries]  # (boxes, 5) per volume
     for vol, m in zip(volumes, boxes, strict=True):
-        check_finite(vol, int(m[:, 4].sum()), "fill or mask them before sharding")
+        if m[:, 4].sum():
+            raise BadVolumeValues(
+                f"{vol.path}: {int(m[:, 4].sum())} NaN or Inf voxels; expected finite values "
+                f"(fill or mask them before sharding)"
+            )
     every = np.concatenate(boxes)
     if dtype == "float16":
         for vol, m in zip(volumes, boxes, strict=True):
@@ -148,24 +150,6 @@ def combine_stats(
         "p0_5": float(p_lo),
         "p99_5": float(p_hi),
     }
-
-
-def nonfinite_voxels(vol: Volume) -> int:
-    """How many voxels of ``vol`` are NaN or Inf, reading each chunk once."""
-    counts = [dask.delayed(_nonfinite)(chunk) for chunk in vol.data.to_delayed().ravel()]
-    return int(sum(dask.compute(*counts)))
-
-
-def _nonfinite(chunk: np.ndarray) -> int:
-    return int(moments(chunk)[4])
-
-
-def check_finite(vol: Volume, bad: int, fix: str) -> None:
-    """Refuse a volume with ``bad`` NaN or Inf voxels, naming its file and what to do."""
-    if bad:
-        raise BadVolumeValues(
-            f"{vol.path}: {bad} NaN or Inf voxels; expected finite values ({fix})"
-        )
 
 
 def checked_summary(

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from streamvol.core.geometry import inside
+from streamvol.core.manifest import normalization
 from streamvol.core.rng import sample_rng
 from streamvol.stream.draw import Window
 
@@ -40,21 +41,11 @@ class Normalize:
 
     @classmethod
     def of(cls, manifest: Mapping[str, Any], normalize: bool | tuple[float, float]) -> Normalize:
-        """The manifest's statistics (``True``), none (``False``), or a given (mean, std).
-
-        The statistics are the sources' values; a uint8 set stores ``(value - p0_5) / step``
-        (``step``: the 0.5-99.5 percentile range over 255), so its crops also come out with
-        mean 0 and std 1."""
+        """The manifest's statistics (``True``: ``normalization``, for every stored dtype),
+        none (``False``), or a given (mean, std)."""
         if isinstance(normalize, tuple):
             return cls(float(normalize[0]), 1.0 / float(normalize[1]))
-        if not (normalize and "stats" in manifest):
-            return cls()
-        stats = manifest["stats"]
-        mean, std = float(stats["mean"]), max(float(stats["std"]), 1e-12)
-        if manifest.get("dtype") == "uint8":
-            step = max(float(stats["p99_5"]) - float(stats["p0_5"]), 1e-12) / 255.0
-            return cls((mean - float(stats["p0_5"])) / step, step / std)
-        return cls(mean, 1.0 / std)
+        return cls(*normalization(manifest)) if normalize else cls()
 
 
 def _base(sample: dict[str, Any]) -> dict[str, Any]:
