@@ -291,7 +291,13 @@ def _open_ngff(group: Any, path: Path, ms: dict[str, Any], level: int) -> Volume
         entry.get("coordinateTransformations", [])
     ):
         if transform.get("type") == "scale":
-            scale = [a * float(b) for a, b in zip(scale, transform["scale"], strict=True)]
+            given = transform.get("scale")
+            if not isinstance(given, list) or len(given) != array.ndim:
+                raise UnreadableVolume(
+                    f"{path}: level {level}'s scale {given!r}; expected {array.ndim} numbers, "
+                    "one per axis"
+                )
+            scale = [a * float(b) for a, b in zip(scale, given, strict=True)]
     names = [a["name"] for a in axes]
     missing = [n for n in "zyx" if n not in names]
     if missing:

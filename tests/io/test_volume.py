@@ -93,6 +93,18 @@ def test_ome_ngff_units_convert_to_angstrom(tmp_path, vol):
     assert open_volume(path).voxel_size == (100.0, 50.0, 50.0)
 
 
+@pytest.mark.parametrize("scale", [[10.0, 5.0], "10", None])
+def test_ome_ngff_scale_of_the_wrong_length_is_named(tmp_path, vol, scale):
+    path = tmp_path / "bad.zarr"
+    _write_ngff(path, [vol], 2)
+    group = zarr.open_group(path, mode="r+")
+    ms = group.attrs["multiscales"]
+    ms[0]["datasets"][0]["coordinateTransformations"][0]["scale"] = scale
+    group.attrs["multiscales"] = ms
+    with pytest.raises(UnreadableVolume, match=r"bad\.zarr: level 0's scale .*expected 3 numbers"):
+        open_volume(path)
+
+
 def test_zarr_group_without_metadata_is_named(tmp_path, vol):
     group = zarr.open_group(tmp_path / "g.zarr", mode="w")
     group.create_array("raw", shape=vol.shape, dtype=vol.dtype)
