@@ -16,10 +16,11 @@ Intensity chain, in this order, on every output voxel (values in float32, coordi
 6. noise: ``v += noise_std * N(noise_seed, voxel index)`` (``_noise``), after the blur so the noise
    stays white.
 
-Without blur, steps 1-4 and 6 are one pass; the block statistics (steps 3-4) cost one numpy
-reduction over the block, only when gamma or contrast was drawn. When the geometry is only flips
-and 90-degree turns landing on whole voxels (the ``flips`` preset), step 1 reads the stored
-voxels through a strided view instead of resampling (``exact_view``): same output, ~9x faster.
+Without blur, steps 1-4 and 6 are one pass; the block statistics (steps 3-4) cost one more
+read of the block (``block_stats``), only when gamma or contrast was drawn. When the geometry
+is only flips and 90-degree turns landing on whole voxels (the ``flips`` preset), step 1 reads
+the stored voxels through a strided view instead of resampling (``exact_view``): same output,
+~9x faster.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from streamvol.augment._kernels.chain import copy_rows
 from streamvol.augment._kernels.noise import add_noise, noise_key
 from streamvol.augment._kernels.params import Intensity, intensity, sampling
 from streamvol.augment._kernels.resample import resample, touch
+from streamvol.augment._kernels.stats import weighted_stats
 from streamvol.augment._params import AugmentParams
 from streamvol.augment._points import transform_points
 from streamvol.errors import BadInput, BadOption, ShapeMismatch
@@ -54,6 +56,10 @@ _NO_MASK = _ro(np.zeros((1, 1, 1), np.uint8))
 _NO_MASK_OUT = np.zeros((1, 1, 1), np.int64)
 _NO_GRID = _ro(np.zeros((3, 2, 2, 2)))
 _NATIVE = (np.uint8, np.uint16, np.float32)
+# dtypes whose statistics compile as they are (others are read as float64 first)
+_STATS_DTYPES = tuple(
+    map(np.dtype, (np.uint8, np.int8, np.uint16, np.int16, np.int32, np.float32, np.float64))
+)
 _PLAIN = intensity()  # the chain that changes nothing (affine_transform)
 
 
@@ -131,10 +137,21 @@ def blur_weights(sigma: float) -> np.ndarray:
     return w / w.sum()
 
 
-def block_stats(block: np.ndarray) -> tuple[float, float, float]:
-    """The raw min, max and mean of a stored block: gamma's range and contrast's centre are the
-    whole block's, also when a draw resamples only a part of it (``AugmentParams.within``)."""
-    return float(block.min()), float(block.max()), float(block.mean(dtype=np.float64))
+def block_stats(
+    block: np.ndarray, weights: Sequence[np.ndarray] | None = None
+) -> tuple[float, float, float]:
+    """The raw min, max and mean of a stored block, one pass: gamma's range and contrast's
+    centre are the whole block's, also when a draw resamples only a part of it
+    (``AugmentParams.within``). ``weights``: how many times each z, y and x index counts (a
+    padded block's statistics from the unpadded voxels, ``Window.stats``); the mean is then
+    weighted by their products."""
+    if block.dtype not in _STATS_DTYPES:
+        block = block.astype(np.float64)
+    if weights is None:
+        weights = [np.ones(n) for n in block.shape]
+    wz, wy, wx = (np.asarray(w, np.float64) for w in weights)
+    low, high, total = weighted_stats(_ro(block), wz, wy, wx, bool((wx == 1).all()))
+    return float(low), float(high), float(total / (wz.sum() * wy.sum() * wx.sum()))
 
 
 def _chain(
@@ -147,8 +164,8 @@ def _chain(
     stats: tuple[float, float, float] | None = None,
 ) -> Intensity:
     """The kernels' intensity parameters for ``params`` on the stored block ``image``: the
-    block's normalised min, range and mean (``stats``, or one numpy reduction each over
-    ``image``) only when gamma or contrast needs them, gamma skipped on a flat block."""
+    block's normalised min, range and mean (``stats``, or ``block_stats`` of ``image``) only
+    when gamma or contrast needs them, gamma skipped on a flat block."""
     lo, span, mean = 0.0, 1.0, 0.0
     do_gamma = params.gamma != 1.0
     if params.needs_block_stats:

@@ -61,6 +61,30 @@ def _runs(index: np.ndarray) -> list[tuple[slice, slice | None]]:
     return out
 
 
+def _indices(
+    shape: Zyx, start: Zyx, size: Zyx, origin: Zyx, volume_shape: Zyx, pad: str, where: str
+) -> list[np.ndarray]:
+    """Per axis, the stored region's index of each voxel of ``size`` voxels from ``start``
+    (region voxels), padded as the whole volume would be (-1: a zero-padded voxel)."""
+    axes = []
+    for axis, (s, n, o, full) in enumerate(zip(start, size, origin, volume_shape, strict=True)):
+        low = s < 0 and o > 0
+        high = s + n > shape[axis] and o + shape[axis] < full
+        if low or high:
+            raise ShardError(
+                f"{where}: a crop of {list(size)} at {list(start)} reaches past the stored "
+                f"region {list(shape)} on axis {'zyx'[axis]}, inside the volume; the region "
+                "set was made for a smaller crop or margin (reshard with --context auto for "
+                "this augmentation)"
+            )
+        volume_index = np.arange(s + o, s + o + n)
+        if pad == "zero":
+            axes.append(np.where((volume_index >= 0) & (volume_index < full), volume_index - o, -1))
+        else:
+            axes.append(reflect_index(volume_index, full) - o)
+    return axes
+
+
 def cut(
     array: np.ndarray,
     start: Zyx,
@@ -78,25 +102,9 @@ def cut(
     inside = all(s >= 0 and s + n <= m for s, n, m in zip(start, size, shape, strict=True))
     if inside:
         return array[tuple(slice(s, s + n) for s, n in zip(start, size, strict=True))]
-    axes = []
-    for axis, (s, n, o, full) in enumerate(zip(start, size, origin, volume_shape, strict=True)):
-        low = s < 0 and o > 0
-        high = s + n > shape[axis] and o + shape[axis] < full
-        if low or high:
-            raise ShardError(
-                f"{where}: a crop of {list(size)} at {list(start)} reaches past the stored "
-                f"region {list(shape)} on axis {'zyx'[axis]}, inside the volume; the region "
-                "set was made for a smaller crop or margin (reshard with --context auto for "
-                "this augmentation)"
-            )
-        volume_index = np.arange(s + o, s + o + n)
-        if pad == "zero":
-            index = np.where((volume_index >= 0) & (volume_index < full), volume_index - o, -1)
-        else:
-            index = reflect_index(volume_index, full) - o
-        axes.append(_runs(index))
+    indices = _indices(shape, start, size, origin, volume_shape, pad, where)
     out = np.empty(size, array.dtype)
-    for (oz, sz), (oy, sy), (ox, sx) in itertools.product(*axes):
+    for (oz, sz), (oy, sy), (ox, sx) in itertools.product(*map(_runs, indices)):
         if sz is None or sy is None or sx is None:
             out[oz, oy, ox] = 0
         else:
@@ -129,6 +137,27 @@ class Window:
         corner = tuple(a + b for a, b in zip(self.start, start, strict=True))
         size = tuple(b - a for a, b in zip(start, stop, strict=True))
         return cut(self.region, corner, size, self.origin, self.volume_shape, self.pad, self.where)
+
+    def stats(self) -> tuple[float, float, float]:
+        """The whole block's raw min, max and mean (``block_stats`` of ``cut()``), read from the
+        region without cutting: each stored voxel weighted by how often the padding repeats it,
+        zero padding counted as zeros."""
+        from streamvol.augment import block_stats
+
+        shape = self.region.shape
+        indices = _indices(
+            shape, self.start, self.size, self.origin, self.volume_shape, self.pad, self.where
+        )
+        kept = [index[index >= 0] for index in indices]
+        if not all(len(k) for k in kept):  # wholly in the zero padding
+            return 0.0, 0.0, 0.0
+        view = tuple(slice(k.min(), k.max() + 1) for k in kept)
+        weights = [np.bincount(k - k.min()) for k in kept]
+        low, high, mean = block_stats(self.region[view], weights)
+        stored, total = np.prod([len(k) for k in kept]), np.prod(self.size)
+        if stored < total:  # zero padding: zeros make up the rest
+            low, high, mean = min(low, 0.0), max(high, 0.0), mean * float(stored / total)
+        return low, high, mean
 
 
 @dataclass(frozen=True)

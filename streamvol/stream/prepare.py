@@ -123,7 +123,7 @@ class AugmentOnCPU:
     def __call__(
         self, sample: dict[str, Any], epoch: int, into: torch.Tensor | None = None
     ) -> dict[str, Any]:
-        from streamvol.augment import apply_cpu, block_stats
+        from streamvol.augment import apply_cpu
 
         out = _base(sample)
         image, mask = sample["image.npy"], sample.get("mask.npy")
@@ -134,11 +134,8 @@ class AugmentOnCPU:
         if windowed:  # cut only what this draw reads, and read it from there
             start, stop = params.reads()
             if params.needs_block_stats:  # gamma and contrast take the whole block's
-                whole = image.cut()
-                stats = block_stats(whole)
-                image = whole[tuple(slice(a, b) for a, b in zip(start, stop, strict=True))]
-            else:
-                image = image.cut(start, stop)
+                stats = image.stats()
+            image = image.cut(start, stop)
             mask = None if mask is None else mask.cut(start, stop)
             if points is not None:
                 points = points - np.array([*start, 0], np.float32)

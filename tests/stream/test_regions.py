@@ -17,7 +17,7 @@ import streamvol
 from streamvol.augment import Augment, Flip, Rotate
 from streamvol.shard import parse_config, read_manifest, shard
 from streamvol.stream import DevicePrefetcher, open_shards
-from streamvol.stream.draw import DrawCrop, cut, reflect_index
+from streamvol.stream.draw import DrawCrop, Window, cut, reflect_index
 
 SHAPE = (20, 28, 24)
 PICKS = 6  # per volume
@@ -311,16 +311,22 @@ def test_inspect_summarises_regions_and_previews_drawn_crops(regions, tmp_path):
     start=st.tuples(*[st.integers(-20, 12)] * 3),
     size=st.tuples(*[st.integers(1, 20)] * 3),
     pad=st.sampled_from(["reflect", "zero"]),
+    dtype=st.sampled_from([np.float32, np.uint8, np.float16]),
 )
-def test_cut_equals_numpys_padding(shape, start, size, pad):
+def test_cut_equals_numpys_padding(shape, start, size, pad, dtype):
     """Any box of a whole volume, inside, across or far past its edges: the slice of the
-    volume padded by np.pad, bit for bit."""
-    volume = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    volume padded by np.pad, bit for bit; and the window's min, max and mean, read without
+    cutting it (gamma's range and contrast's centre on the CPU backend), numpy's over that."""
+    volume = (np.arange(np.prod(shape)) * 7 % 251 + 3).astype(dtype).reshape(shape)
     got = cut(volume, start, size, (0, 0, 0), shape, pad)
     width = 40
     padded = np.pad(volume, width, mode="constant" if pad == "zero" else "reflect")
     box = tuple(slice(s + width, s + width + n) for s, n in zip(start, size, strict=True))
     np.testing.assert_array_equal(got, padded[box])
+    block = padded[box]
+    stats = Window(volume, start, size, (0, 0, 0), shape, pad).stats()
+    expected = block.min(), block.max(), block.mean(dtype=np.float64)
+    np.testing.assert_allclose(stats, expected, rtol=1e-12)
 
 
 def test_each_region_is_read_once_per_reader_per_epoch(regions, monkeypatch):
