@@ -1,12 +1,14 @@
 """Particle centres from a probability volume: max-pooling NMS peaks or connected components.
 
 ``nms``: a voxel is a peak when it is the maximum of the box of half-width ``ceil(distance)``
-around it and reaches the threshold; peaks closer than ``distance`` to a higher one (plateaus)
-are dropped, highest first (``distance`` per axis (z, y, x) on anisotropic voxels: within the
-ellipsoid of those semi-axes); each survivor moves to the probability-weighted centroid of its
-3 x 3 x 3 neighbourhood (sub-voxel; a symmetric peak stays put). The kept set shrinks as the
-threshold rises (a peak's survival depends only on higher ones), so candidates found at a low
-threshold and then filtered by score equal those found at the higher one.
+around it and reaches the threshold; adjacent peaks (a plateau, as a saturated probability
+gives across a whole particle) are one, at the plateau's centroid; peaks closer than
+``distance`` to a higher one are dropped, highest first (``distance`` per axis (z, y, x) on
+anisotropic voxels: within the ellipsoid of those semi-axes); a surviving peak of one voxel
+moves to the probability-weighted centroid of its 3 x 3 x 3 neighbourhood (sub-voxel; a
+symmetric peak stays put). The kept set shrinks as the threshold rises (a peak's survival
+depends only on higher ones), so candidates found at a low threshold and then filtered by score
+equal those found at the higher one.
 
 ``cc``: voxels at or above the threshold form 26-connected components; each component of at
 least ``min_size`` voxels gives its probability-weighted centroid, scored by its maximum.
@@ -58,13 +60,36 @@ def _nms(
 ) -> tuple[np.ndarray, np.ndarray]:
     size = tuple(2 * math.ceil(d) + 1 for d in distance)
     top = ndimage.maximum_filter(prob, size=size, mode="nearest")
-    where = np.nonzero((prob == top) & (prob >= threshold))
+    peaks = (prob == top) & (prob >= threshold)
     del top
-    scores = prob[where].astype(np.float32)
-    coords = np.stack(where, axis=1).astype(np.int64)
-    keep = _suppress(coords, scores, distance)
-    coords, scores = coords[keep], scores[keep]
-    return _refine(prob, coords), scores
+    voxels, centres = _plateaus(peaks)
+    scores = prob[tuple(voxels.T)].astype(np.float32)
+    keep = _suppress(voxels, scores, distance)
+    single = np.isnan(centres[keep, 0])
+    coords = centres[keep]
+    coords[single] = _refine(prob, voxels[keep][single])
+    return coords, scores[keep]
+
+
+def _plateaus(peaks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One (z, y, x) voxel per 26-connected group of ``peaks`` (adjacent maxima are equal: a
+    plateau, as a saturated probability gives across a whole particle), the member nearest the
+    group's centroid; and the centroid of each group of several voxels (NaN for one voxel)."""
+    where = np.stack(np.nonzero(peaks), axis=1).astype(np.int64)
+    if len(where) == 0:
+        return where.reshape(0, 3), np.zeros((0, 3))
+    labels, n = ndimage.label(peaks, structure=np.ones((3, 3, 3), bool))
+    group = labels[tuple(where.T)] - 1
+    counts = np.bincount(group, minlength=n)
+    centroid = (
+        np.stack([np.bincount(group, weights=where[:, a], minlength=n) for a in range(3)], axis=1)
+        / counts[:, None]
+    )
+    gap = ((where - centroid[group]) ** 2).sum(axis=1)
+    nearest = np.lexsort((gap, group))  # by group, nearest first
+    first = nearest[np.r_[True, group[nearest][1:] != group[nearest][:-1]]]
+    centroid[counts == 1] = np.nan
+    return where[first], centroid
 
 
 def _suppress(

@@ -41,12 +41,27 @@ def test_nms_keeps_one_peak_per_plateau_and_threshold_filters_scores():
     flat[5:9, 5:9, 5:9] = 0.8  # a plateau: 64 equal maxima, 5.2 voxels corner to corner
     coords, _ = find_peaks(flat, 0.5, 6.0)
     assert len(coords) == 1
-    np.testing.assert_allclose(coords[0], [6.5, 6.5, 6.5], atol=1.0)
+    np.testing.assert_allclose(coords[0], [6.5, 6.5, 6.5], atol=1e-9)
     heat = _heatmap(CENTRES)
     low, low_scores = find_peaks(heat, 0.05, 3.0)
     for t in (0.65, 0.75, 0.85):
         high, _ = find_peaks(heat, t, 3.0)
         np.testing.assert_array_equal(high, low[low_scores >= t])
+
+
+def test_a_saturated_particle_wider_than_the_distance_is_one_pick():
+    """A confident model's probability is 1.0 across each whole particle (float32 sigmoid
+    saturates): a plateau of diameter 2r against a suppression distance of r / 2 is still one
+    pick, at its centre; two such particles, two picks."""
+    grid = np.stack(np.meshgrid(*[np.arange(s) for s in SHAPE], indexing="ij"), -1)
+    centres = np.array([[10.0, 12.0, 11.0], [19.0, 28.0, 24.0]])
+    prob = np.full(SHAPE, 0.01, np.float32)
+    for c in centres:
+        prob[((grid - c) ** 2).sum(-1) <= 6.0**2] = 1.0
+    coords, scores = find_peaks(prob, 0.5, 3.0)
+    assert len(coords) == 2
+    np.testing.assert_allclose(coords[np.argsort(coords[:, 0])], centres, atol=1e-9)
+    np.testing.assert_array_equal(scores, [1.0, 1.0])
 
 
 def test_components_drop_small_ones_and_bad_arguments_raise():
