@@ -198,7 +198,16 @@ class Predictor:
         window: Window,
         progress: Callable[[int, int], None] | None,
     ) -> Any:
-        data = self.prepare(volume) if isinstance(volume, Volume) else volume
+        if isinstance(volume, Volume):  # predict_volumes checks a file's values before reading
+            data = self.prepare(volume)
+        else:
+            data = volume
+            bad = int(data.size - np.count_nonzero(np.isfinite(data)))
+            if bad:
+                raise BadVolumeValues(
+                    f"the array given: {bad} NaN or Inf voxels; expected finite values (fill or "
+                    "mask them before predicting)"
+                )
         self.model.eval()
         return run(
             data,

@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from streamvol.cli import app
+from streamvol.errors import BadVolumeValues
 from streamvol.io import copick_picks, open_volume
 from streamvol.predict import picks_path, score_picks, split_sources
-from streamvol.train import predict_volumes
+from streamvol.train import load_predictor, predict_volumes
 from tests.conftest import one_thread
 
 
@@ -110,6 +111,10 @@ def test_a_volume_with_nan_is_refused_before_anything_is_written(pick_run, tmp_p
     assert "bad.mrc: 3 NaN or Inf voxels; expected finite values" in said, result.output
     assert "Traceback" not in result.output
     assert not out.exists()
+
+    predictor = load_predictor(run)  # the API on an array: refused the same way
+    with pytest.raises(BadVolumeValues, match="the array given: 3 NaN or Inf voxels"):
+        predictor.probabilities(data, predictor.window())
 
 
 def test_tta_none_turns_off_the_tta_a_run_saved(pick_project, pick_run, tmp_path):
@@ -261,8 +266,6 @@ def test_segmentation_memory_does_not_grow_with_the_volume_s_depth(tmp_path):
     import tifffile
     import zarr
 
-    from streamvol.train import load_predictor
-
     _segmentation_run(tmp_path)
     rng = np.random.default_rng(0)
     stacks = {}
@@ -354,7 +357,6 @@ def test_predict_reads_the_tomograms_its_runs_shards_read(pick_project, pick_run
     import shutil
 
     from streamvol.predict import predict_volumes as predict_with
-    from streamvol.train import load_predictor
 
     project, _ = pick_project
     run, _ = pick_run
@@ -387,7 +389,6 @@ def test_predict_into_the_project_keeps_its_config(pick_project, pick_run, tmp_p
     import shutil
 
     from streamvol.predict import predict_volumes as predict_with
-    from streamvol.train import load_predictor
 
     project, _ = pick_project
     run, _ = pick_run
