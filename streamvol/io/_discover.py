@@ -33,6 +33,7 @@ from streamvol.io._labels import (
     read_copick_config,
     read_copick_labels,
     read_copick_picks,
+    read_copick_weights,
     read_spot_table,
 )
 from streamvol.io._volume import (
@@ -76,7 +77,8 @@ class Dataset:
     """Every source found under ``root``, with the class names shared by all of them.
 
     ``class_names`` are the particle names (copick), the classes of the class CSV, or the labels
-    of the spot tables, sorted; ``radii`` the particle radii in Angstrom where known (copick).
+    of the spot tables, sorted; ``radii`` the particle radii in Angstrom where known (copick);
+    ``weights`` the score weights a copick config gives its particles (the CZII metric's).
     """
 
     root: Path
@@ -86,6 +88,7 @@ class Dataset:
     radii: dict[str, float] = field(default_factory=dict)
     owners_chosen: bool = False  # copick: pick files chosen by user_id / session_id
     mask_names: tuple[str, ...] = ()  # the class of each mask label, where the layout names them
+    weights: dict[str, float] = field(default_factory=dict)
 
 
 def discover(
@@ -472,15 +475,17 @@ def _discover_copick(
         sources = _runs_with_masks(root, segmentation, sources, runs)
     if chosen:
         _report_choice(root, owners, sources, left_out)
+    weights: dict[str, float] = {}
     if project.config is not None:
         radii = read_copick_config(project.config)
+        weights = {n: w for n, w in read_copick_weights(project.config).items() if n in radii}
         class_names = tuple(radii)
     else:
         # Without a config the pick files name the classes; radii stay unknown.
         names = {read_copick_picks(p, 1.0).class_names[0] for s in sources for p in s.picks}
         class_names, radii = tuple(sorted(names)), {}
     mask_names = _mask_names(project, _seg_uri(segmentation)[0], sources) if segmentation else ()
-    return Dataset(root, "copick", tuple(sources), class_names, radii, chosen, mask_names)
+    return Dataset(root, "copick", tuple(sources), class_names, radii, chosen, mask_names, weights)
 
 
 def _segmentation_header(path: Path) -> tuple[float, str, str, str, bool] | None:

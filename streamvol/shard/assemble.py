@@ -66,6 +66,8 @@ def build_manifest(
         "voxel_size": list(voxel_size) if voxel_size else None,
         "class_names": list(names),
         **_radii(prepared.radii, voxel_size),
+        # score weights a copick config gives: validation's weighted F-beta, as `score` reads them
+        **({"particle_weights": dict(prepared.weights)} if prepared.weights else {}),
         "members": _members(prepared),
         "plan": {
             "kind": config.plan,

@@ -48,6 +48,7 @@ class Prepared:
     margin: tuple[int, int, int]  # stored context a side, voxels (``ShardConfig.margin_for``)
     voxel_size: tuple[float, ...] | None  # the sources' one voxel size, None when unknown or mixed
     radii: dict[str, float] = field(default_factory=dict)  # particle radii, Angstrom (copick)
+    weights: dict[str, float] = field(default_factory=dict)  # score weights (copick config)
     mask_names: tuple[str, ...] = ()  # the class of each mask label, where the sources name them
 
 
@@ -206,6 +207,7 @@ def prepare(config: ShardConfig) -> Prepared:
         margin=margin,
         voxel_size=voxel_size,
         radii=radii,
+        weights={n: w for ds in datasets for n, w in ds.weights.items()},
         mask_names=_merge_mask_names(datasets),
     )
 

@@ -33,7 +33,6 @@ from streamvol.metrics.picking import (
     best_threshold,
     fbeta_from_counts,
     match_points,
-    particle_weight,
 )
 from streamvol.train.common import counted, identity, plot_curves
 from streamvol.train.targets import TargetSpec, make_targets
@@ -63,11 +62,13 @@ def probabilities(spec: TargetSpec, logits: torch.Tensor) -> torch.Tensor:
 
 
 def weighted_score(task: Any, fbetas: Mapping[str, float]) -> float:
-    """The CZII score: sum of weight x F-beta over the scored types / the sum of all weights."""
-    total = sum(particle_weight(n) for n in task.class_names)
+    """The CZII score: sum of weight x F-beta over the scored types / the sum of all weights
+    (``task.weights``: the copick config's, as ``score`` takes them from a reference)."""
+    weights = dict(zip(task.class_names, task.weights, strict=True))
+    total = sum(weights.values())
     if total <= 0:
         return 0.0
-    return sum(particle_weight(n) * f for n, f in fbetas.items()) / total
+    return sum(weights[n] * f for n, f in fbetas.items()) / total
 
 
 # --- every epoch: crops -------------------------------------------------------------------------
@@ -271,7 +272,7 @@ def write_report(
             "precision": tp / (tp + fp) if tp + fp > 0 else 0.0,
             "recall": tp / (tp + fn) if tp + fn > 0 else 0.0,
             "fbeta": fbeta_from_counts(tp, fp, fn, BETA),
-            "weight": particle_weight(name),
+            "weight": task.weights[k],
             "threshold": chosen[name],
         }
     report = {

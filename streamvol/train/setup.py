@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from streamvol.errors import BadInput, BadOption, MemoryWarning
+from streamvol.metrics.picking import particle_weight
 from streamvol.stream import StreamDataset, open_shards
 from streamvol.train.config import TrainConfig
 from streamvol.train.losses import (
@@ -33,7 +34,9 @@ class Task:
     """The learning problem a shard set poses.
 
     Detection: ``class_names`` are the particle types, ``target`` says how their targets are
-    drawn (radii in voxels of the stored array), ``radii_angstrom`` their radii for picks.
+    drawn (radii in voxels of the stored array), ``radii_angstrom`` their radii for picks,
+    ``weights`` their weights in the score (the copick config's as sharded, else the CZII
+    table's, else 1).
     """
 
     kind: str  # "classification" | "segmentation" | "detection" | "reconstruction"
@@ -42,6 +45,7 @@ class Task:
     counts: tuple[int, ...]  # training samples per class (classification)
     target: TargetSpec | None = None
     radii_angstrom: tuple[float, ...] = ()
+    weights: tuple[float, ...] = ()  # detection: each particle's score weight
     binary_mask: bool = False  # segmentation: every mask label > 0 is class 1 (foreground)
     label_map: tuple[int, ...] | None = None  # another set's class ids as the run's classes
 
@@ -524,4 +528,5 @@ def detection_task(config: Any, manifest: Mapping[str, Any]) -> Task:
         (),
         target=spec,
         radii_angstrom=tuple(float(radii[n]) for n in particles),
+        weights=tuple(particle_weight(n, manifest.get("particle_weights")) for n in particles),
     )

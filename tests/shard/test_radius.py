@@ -151,3 +151,30 @@ def test_cli_warns_of_the_missing_radii_and_records_given_ones(tmp_path):
     assert result.exit_code == 0 and "warning:" not in result.output, result.output
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert manifest["radii_angstrom"] == {"dot": 30.0, "ring": 90.0}
+
+
+def test_a_copick_configs_score_weights_are_validations(tmp_path):
+    """Weights a copick config gives (the CZII metric's) reach the manifest and the run's
+    weighted F-beta, as ``score`` reads them from a reference; other types keep the CZII table's
+    (apo-ferritin 1) or 1."""
+    from streamvol.train.detection import weighted_score
+    from streamvol.train.setup import detection_task
+
+    project = write_copick(
+        tmp_path / "p",
+        particles={"apo-ferritin": 60.0, "small": 40.0, "large": 80.0},
+        picks={"apo-ferritin": [(8, 4, 4)], "small": [(8, 10, 10)], "large": [(8, 15, 15)]},
+    )
+    config_path = project / "copick_config.json"
+    config = json.loads(config_path.read_text())
+    for obj in config["pickable_objects"]:
+        obj.update({"small": {"weight": 3}, "large": {"weight": 0}}.get(obj["name"], {}))
+    config_path.write_text(json.dumps(config))
+    shard(parse_config([project], plan="regions", crop=8, split="1"), tmp_path / "o")
+    manifest = read_manifest(tmp_path / "o")
+    assert manifest["particle_weights"] == {"small": 3.0, "large": 0.0}
+    task = detection_task(TrainConfig(shards=str(tmp_path / "o"), **TINY), manifest)
+    weights = dict(zip(task.class_names, task.weights, strict=True))
+    assert weights == {"apo-ferritin": 1.0, "small": 3.0, "large": 0.0}
+    fbetas = {"apo-ferritin": 0.5, "small": 0.8, "large": 0.1}
+    assert weighted_score(task, fbetas) == pytest.approx((0.5 + 3 * 0.8) / 4)
