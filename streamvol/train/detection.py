@@ -74,11 +74,28 @@ def weighted_score(task: Any, fbetas: Mapping[str, float]) -> float:
 # --- every epoch: crops -------------------------------------------------------------------------
 
 
+def crop_counts(spec: TargetSpec, probs: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """(types, len(VAL_GRID), 3) TP, FP, FN of one crop's peaks (``probs`` (P, D, H, W))
+    against its picks (``points`` (N, 4)) at each threshold, distances in space (mean voxels:
+    ``spec.spacing`` on anisotropic voxels), found within ``MULTIPLIER`` x the radius."""
+    from streamvol.predict import find_peaks
+
+    counts = np.zeros((spec.num_types, len(VAL_GRID), 3), np.int64)
+    step = np.asarray(spec.spacing)  # crop voxels to mean voxels, per axis
+    ids = np.rint(points[:, 3]).astype(np.int64) - spec.point_offset
+    for k in range(spec.num_types):
+        reach = MULTIPLIER * spec.radii[k]
+        coords, scores = find_peaks(probs[k], VAL_GRID[0], reach / step)
+        ref = points[ids == k, :3] * step
+        for t, threshold in enumerate(VAL_GRID):
+            counts[k, t] += match_points(ref, coords[scores >= threshold] * step, reach)
+    return counts
+
+
 @torch.no_grad()
 def validate(trainer: Any, progress: Callable[[int, int], None] | None = None) -> dict[str, float]:
     """Validation loss and ``czii`` (module docstring) over the validation crops;
     ``progress(done, total)`` after each batch."""
-    from streamvol.predict import find_peaks
     from streamvol.stream import loader
     from streamvol.train import distributed, setup
 
@@ -102,14 +119,7 @@ def validate(trainer: Any, progress: Callable[[int, int], None] | None = None) -
             points = batch["points"].cpu().numpy()
             n_points = batch["points_count"].cpu().numpy()
             for i in np.flatnonzero(w.cpu().numpy() > 0):
-                pts = points[i, : n_points[i]]
-                ids = np.rint(pts[:, 3]).astype(np.int64) - spec.point_offset
-                for k in range(spec.num_types):
-                    reach = MULTIPLIER * spec.radii[k]
-                    coords, scores = find_peaks(probs[i, k], VAL_GRID[0], reach)
-                    ref = pts[ids == k, :3]
-                    for t, threshold in enumerate(VAL_GRID):
-                        counts[k, t] += match_points(ref, coords[scores >= threshold], reach)
+                counts += crop_counts(spec, probs[i], points[i, : n_points[i]])
     flat = distributed.sum_all(trainer.ranks, loss_sum, weight_sum, *counts.ravel().tolist())
     loss_sum, weight_sum = flat[0], flat[1]
     counts = np.asarray(flat[2:], np.int64).reshape(counts.shape)

@@ -507,12 +507,16 @@ def detection_task(config: Any, manifest: Mapping[str, Any]) -> Task:
                 "reshard with --voxel-size"
             )
         voxels = {n: r / float(np.mean(size)) for n, r in radii.items()}
+    size = manifest.get("voxel_size")
+    round_voxels = not size or len(set(size)) == 1
     spec = TargetSpec(
         kind=config.target,
         radii=tuple(float(voxels[n]) for n in particles),
         scale=config.target_radius,
         sigma_scale=config.target_sigma,
         point_offset=offset,
+        # anisotropic voxels: balls and Gaussians round in space
+        spacing=(1.0,) * 3 if round_voxels else tuple(s / float(np.mean(size)) for s in size),
     )
     for name in ("mixup", "cutmix"):
         if getattr(config, name):

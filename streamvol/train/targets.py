@@ -9,9 +9,10 @@ now, region shards later).
 Two kinds, one channel per particle type:
 
 - ``sphere``: a class map (B, D, H, W) int64, 0 background and ``k + 1`` inside a ball of radius
-  ``scale * radius[k]`` voxels (at least 1) around each pick of type k; where balls overlap the
-  voxel goes to the pick it is nearest to relative to its ball's radius. Train with a
-  cross-entropy over P + 1 channels (background first).
+  ``scale * radius[k]`` voxels (at least 1) around each pick of type k (distances in space:
+  on anisotropic voxels the ball is an ellipsoid of voxels, ``TargetSpec.spacing``); where
+  balls overlap the voxel goes to the pick it is nearest to relative to its ball's radius.
+  Train with a cross-entropy over P + 1 channels (background first).
 - ``heatmap``: (B, P, D, H, W) float32, per type the maximum over its picks of
   ``exp(-d^2 / (2 sigma^2))``, ``sigma = sigma_scale * radius[k]`` voxels (at least 0.5), ``d``
   measured from the pick's nearest voxel so every pick peaks at exactly 1 (the positives of the
@@ -36,16 +37,19 @@ TARGETS = ("sphere", "heatmap")
 
 @dataclass(frozen=True)
 class TargetSpec:
-    """How targets are drawn: kind, particle radii (voxels of the crop, one per type), ball
-    radius as a fraction of the particle radius (sphere), sigma as a fraction of it (heatmap),
-    and the offset between point class ids and particle indices (1 when the shard set's class 0
-    is "background")."""
+    """How targets are drawn: kind, particle radii (mean voxels of the crop, one per type),
+    ball radius as a fraction of the particle radius (sphere), sigma as a fraction of it
+    (heatmap), the offset between point class ids and particle indices (1 when the shard set's
+    class 0 is "background"), and ``spacing``: each axis's voxel size over the mean voxel size
+    (z, y, x), so that on anisotropic voxels balls and Gaussians are round in space
+    (ellipsoids in voxels)."""
 
     kind: str
     radii: tuple[float, ...]
     scale: float = 0.5
     sigma_scale: float = 0.25
     point_offset: int = 0
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
     def __post_init__(self) -> None:
         if self.kind not in TARGETS:
@@ -56,7 +60,10 @@ class TargetSpec:
             raise BadOption("target_radius", self.scale, "expected a positive fraction")
         if not (math.isfinite(self.sigma_scale) and self.sigma_scale > 0):
             raise BadOption("target_sigma", self.sigma_scale, "expected a positive fraction")
+        if len(self.spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in self.spacing):
+            raise BadInput(f"voxel spacing: expected 3 positive numbers, got {self.spacing}")
         object.__setattr__(self, "radii", tuple(float(r) for r in self.radii))
+        object.__setattr__(self, "spacing", tuple(float(s) for s in self.spacing))
 
     @property
     def num_types(self) -> int:
@@ -68,7 +75,8 @@ class TargetSpec:
         return self.num_types + 1 if self.kind == "sphere" else self.num_types
 
     def ball_radius(self, k: int) -> float:
-        return max(self.scale * self.radii[k], 1.0)
+        """Mean voxels, at least 1 and enough to hold a pick's nearest voxel on any spacing."""
+        return max(self.scale * self.radii[k], 1.0, 0.5 * math.hypot(*self.spacing))
 
     def sigma(self, k: int) -> float:
         return max(self.sigma_scale * self.radii[k], 0.5)
@@ -117,22 +125,24 @@ def _valid_points(
     return b, points[b, i, :3].double(), cls
 
 
-def _offsets(half: int, device: torch.device) -> torch.Tensor:
-    """Integer (K^3, 3) offsets of a cube of half-width ``half``."""
-    r = torch.arange(-half, half + 1, device=device)
-    return torch.stack(torch.meshgrid(r, r, r, indexing="ij"), dim=-1).reshape(-1, 3)
+def _offsets(half: Sequence[int], device: torch.device) -> torch.Tensor:
+    """Integer (K, 3) offsets of a box of half-widths ``half`` (z, y, x)."""
+    axes = [torch.arange(-h, h + 1, device=device) for h in half]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
 
 
 def _neighbourhood(
-    zyx: torch.Tensor, half: int, size: tuple[int, int, int]
+    zyx: torch.Tensor, reach: float, size: tuple[int, int, int], spacing: Sequence[float]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """For each point (M, 3): the voxels of the cube around its nearest voxel (M, K^3, 3), their
-    squared distances to the point (M, K^3) and to that nearest voxel, and whether each lies
-    inside the crop (M, K^3)."""
+    """For each point (M, 3): the voxels of the box reaching ``reach`` mean voxels around its
+    nearest voxel (M, K, 3), their squared distances to the point in mean voxels (M, K), and
+    whether each lies inside the crop (M, K)."""
     centre = torch.floor(zyx + 0.5).long()
+    half = [math.ceil(reach / s) for s in spacing]
     voxels = centre[:, None, :] + _offsets(half, zyx.device)[None]
     inside = ((voxels >= 0) & (voxels < torch.tensor(size, device=zyx.device))).all(dim=-1)
-    d2 = ((voxels.double() - zyx[:, None, :]) ** 2).sum(-1)
+    step = torch.tensor(spacing, dtype=torch.float64, device=zyx.device)
+    d2 = (((voxels.double() - zyx[:, None, :]) * step) ** 2).sum(-1)
     return voxels, d2, inside
 
 
@@ -162,7 +172,7 @@ def _spheres(
         if not bool(sel.any()):
             continue
         radius = spec.ball_radius(k)
-        voxels, d2, inside = _neighbourhood(zyx[sel], math.ceil(radius), size)
+        voxels, d2, inside = _neighbourhood(zyx[sel], radius, size, spec.spacing)
         keep = inside & (d2 <= radius * radius)
         flat = _flat(b[sel][:, None], voxels, size)[keep]
         rel = (d2[keep].sqrt() / radius).to(torch.float64)
@@ -191,7 +201,7 @@ def _heatmaps(
             continue
         sigma = spec.sigma(k)
         centres = torch.floor(zyx[sel] + 0.5)  # peaks of exactly 1 on the nearest voxel
-        voxels, d2, inside = _neighbourhood(centres, math.ceil(3 * sigma), size)
+        voxels, d2, inside = _neighbourhood(centres, 3 * sigma, size, spec.spacing)
         keep = inside & (d2 <= (3 * sigma) ** 2)
         flat = _flat(b[sel][:, None] * p + k, voxels, size)[keep]
         value = torch.exp(-d2[keep] / (2 * sigma * sigma)).float()

@@ -178,3 +178,23 @@ def test_a_copick_configs_score_weights_are_validations(tmp_path):
     assert weights == {"apo-ferritin": 1.0, "small": 3.0, "large": 0.0}
     fbetas = {"apo-ferritin": 0.5, "small": 0.8, "large": 0.1}
     assert weighted_score(task, fbetas) == pytest.approx((0.5 + 3 * 0.8) / 4)
+
+
+def test_anisotropic_voxels_give_targets_round_in_space(tmp_path):
+    """Voxels of 30 x 10 x 10 A: radii in mean voxels (50/3 A), and the spacing that makes
+    balls and Gaussians round in space."""
+    from streamvol.train.setup import detection_task
+
+    src = tmp_path / "src"
+    src.mkdir()
+    data = np.random.default_rng(0).normal(size=SHAPE).astype(np.float32)
+    with mrcfile.new(src / "t0.mrc") as mrc:
+        mrc.set_data(data)
+        mrc.voxel_size = (10.0, 10.0, 30.0)  # x, y, z
+    (src / "t0.csv").write_text("z,y,x,label\n8,10,10,ring\n12,30,28,dot\n")
+    shard(parse_config([src], plan="regions", crop=16, split="1", radius="60"), tmp_path / "o")
+    manifest = read_manifest(tmp_path / "o")
+    assert manifest["voxel_size"] == [30.0, 10.0, 10.0]
+    task = detection_task(TrainConfig(shards=str(tmp_path / "o"), **TINY), manifest)
+    assert task.target.radii == pytest.approx((3.6, 3.6))
+    assert task.target.spacing == pytest.approx((1.8, 0.6, 0.6))

@@ -86,6 +86,37 @@ def test_points_outside_the_crop_draw_their_inside_part_and_bad_ids_raise():
         make_targets(points, counts, SHAPE, spec)
 
 
+@pytest.mark.parametrize("kind", ["sphere", "heatmap"])
+def test_on_anisotropic_voxels_targets_are_round_in_space(kind):
+    """z voxels 3x as long as y and x: a ball (Gaussian) of radius r mean voxels spans r / 1.8
+    z voxels and r / 0.6 y, x voxels; against a brute-force oracle in space."""
+    spacing = (1.8, 0.6, 0.6)  # voxel size (3, 1, 1) over its mean 5/3
+    spec = TargetSpec(kind, radii=(6.0, 3.0), scale=0.5, sigma_scale=0.5, spacing=spacing)
+    rows = [[[5.3, 6.6, 7.2, 0], [8.0, 3.0, 12.0, 1]]]
+    points, counts = _batch(rows)
+    got = make_targets(points, counts, SHAPE, spec)[0].numpy()
+    grid = _grid() * spacing
+    best = np.full(SHAPE, np.inf)
+    expected = np.zeros(SHAPE, np.int64) if kind == "sphere" else np.zeros((2, *SHAPE))
+    for z, y, x, c in rows[0]:
+        k = int(c)
+        if kind == "sphere":
+            d = np.linalg.norm(grid - np.multiply([z, y, x], spacing), axis=-1) / 3.0 * (k + 1)
+            win = (d <= 1.0) & (d < best)
+            expected[win], best[win] = k + 1, d[win]
+        else:
+            sigma = 0.5 * spec.radii[k]
+            centre = np.floor(np.array([z, y, x]) + 0.5) * spacing
+            d2 = ((grid - centre) ** 2).sum(-1)
+            g = np.where(d2 <= (3 * sigma) ** 2, np.exp(-d2 / (2 * sigma**2)), 0.0)
+            expected[k] = np.maximum(expected[k], g)
+    if kind == "sphere":
+        np.testing.assert_array_equal(got, expected)
+        assert (got == 1).any(axis=(1, 2)).sum() == 3  # 3 z planes of a 3-voxel ball: r / 1.8
+    else:
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
 def test_spec_checks_its_values():
     with pytest.raises(BadOption, match="target='ball'"):
         TargetSpec("ball", radii=(1.0,))
@@ -93,6 +124,8 @@ def test_spec_checks_its_values():
         TargetSpec("sphere", radii=(0.0,))
     assert TargetSpec("sphere", radii=(1.0, 2.0)).channels == 3
     assert TargetSpec("heatmap", radii=(1.0, 2.0)).channels == 2
+    with pytest.raises(ValueError, match="voxel spacing"):
+        TargetSpec("sphere", radii=(1.0,), spacing=(1.0, 0.0, 1.0))
 
 
 def _centroid(weights: np.ndarray) -> np.ndarray:
@@ -153,3 +186,21 @@ def test_targets_on_cuda_equal_the_cpu_ones(kind):
     gpu = make_targets(points.cuda(), counts.cuda(), SHAPE, spec)
     assert gpu.device.type == "cuda"
     torch.testing.assert_close(gpu.cpu(), cpu)
+
+
+def test_validation_matches_crop_picks_in_space_on_anisotropic_voxels():
+    """z voxels 3x as long: a peak 2 z voxels from its pick is 3.6 mean voxels away, beyond half
+    the radius (3); one 4 y voxels away is 2.4, within it (in voxels it is the other way)."""
+    from streamvol.train.detection import VAL_GRID, crop_counts
+
+    anisotropic = TargetSpec("sphere", radii=(6.0,), spacing=(1.8, 0.6, 0.6))
+    isotropic = TargetSpec("sphere", radii=(6.0,))
+    for peak, pick, in_space in [((7, 10, 6), (5, 10, 6), False), ((4, 14, 18), (4, 10, 18), True)]:
+        probs = np.zeros((1, 16, 24, 24), np.float32)
+        probs[(0, *peak)] = 0.9
+        points = np.array([[*pick, 0]], np.float32)
+        counts = crop_counts(anisotropic, probs, points)
+        assert counts.shape == (1, len(VAL_GRID), 3)
+        hit, miss = [1, 0, 0], [0, 1, 1]  # TP, FP, FN
+        assert counts[0, 0].tolist() == (hit if in_space else miss)
+        assert crop_counts(isotropic, probs, points)[0, 0].tolist() == (miss if in_space else hit)
