@@ -342,8 +342,8 @@ def _open_tiff(path: Path) -> Volume:
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
-            shape = tuple(series.shape)
-            samples = dict(zip(series.axes, shape, strict=True)).get("S", 1)
+            shape, axes = tuple(series.shape), series.axes
+            samples = dict(zip(axes, shape, strict=True)).get("S", 1)
             dtype = series.dtype
             n_pages = len(series.pages)
             page_shape = tuple(series.pages[0].shape) if n_pages else ()
@@ -352,17 +352,24 @@ def _open_tiff(path: Path) -> Volume:
         raise UnreadableVolume(f"{path}: not a readable TIFF: {exc}") from exc
     if samples > 1:  # RGB(A) pixels: their channels would be read as the x axis
         raise UnreadableVolume(
-            f"{path}: {samples} samples per pixel (RGB, series shape {shape}); expected one "
-            "value per voxel: save a single-channel (grayscale) stack"
+            f"{path}: {samples} samples per pixel (RGB, series axes {axes}, shape {shape}); "
+            "expected one value per voxel: save a single-channel (grayscale) stack (tifffile: "
+            "photometric='minisblack')"
         )
-    shape = tuple(s for s in shape if s != 1) if len(shape) > 3 else shape
+    kept = [(a, s) for a, s in zip(axes, shape, strict=True) if s != 1 or len(shape) <= 3]
+    shape = tuple(s for _, s in kept)
     if len(shape) == 2:  # as a 2D .npy: one image is no volume (a folder of slices is)
         raise UnreadableVolume(
             f"{path}: expected a 3D stack (z, y, x), got a 2D image of shape {shape}; "
             "write the stack as one multi-page TIFF, or put its slices in a folder"
         )
-    if len(shape) != 3:
-        raise UnreadableVolume(f"{path}: expected a 3D stack (z, y, x), got series shape {shape}")
+    if len(shape) != 3:  # a 3D stack tifffile labels C (its default for 3D ImageJ) is read as z
+        channels = dict(kept).get("C")
+        raise UnreadableVolume(
+            f"{path}: expected a 3D stack (z, y, x), got series axes {axes} of shape "
+            f"{tuple(series.shape)}"
+            + (f": {channels} channels; save each as its own z stack" if channels else "")
+        )
     if n_pages != shape[0] or page_shape != shape[1:]:
         # One page holds the whole volume, or pages are not (y, x) planes (a trailing axis of
         # 1 that tifffile reads as samples): read the series as a whole.

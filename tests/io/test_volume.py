@@ -285,6 +285,20 @@ def test_an_rgb_tiff_is_refused(tmp_path, shape):
         open_volume(tmp_path / "rgb.tif")
 
 
+def test_a_hyperstack_with_channels_is_refused_naming_them(tmp_path):
+    """ZCYX with 2 channels is no (z, y, x) volume; a channel axis of 1 is no channel; a 3D
+    stack labelled CYX (tifffile's default for a 3D ImageJ array) is read as z."""
+    path = tmp_path / "hyper.tif"
+    data = np.zeros((5, 2, 16, 16), np.uint16)
+    tifffile.imwrite(path, data, imagej=True, metadata={"axes": "ZCYX"})
+    with pytest.raises(UnreadableVolume, match=r"hyper\.tif: .*axes ZCYX.*: 2 channels; save"):
+        open_volume(path)
+    tifffile.imwrite(path, data[:, :1], imagej=True, metadata={"axes": "ZCYX"})
+    assert open_volume(path).shape == (5, 16, 16)
+    tifffile.imwrite(path, data[:, 0], imagej=True)
+    assert open_volume(path).shape == (5, 16, 16)
+
+
 def test_a_2d_tiff_is_refused_as_a_2d_npy_is(tmp_path):
     image = np.arange(12 * 13, dtype=np.uint16).reshape(12, 13)
     tifffile.imwrite(tmp_path / "plane.tif", image, photometric="minisblack")
