@@ -25,12 +25,12 @@ LANGUAGES = {"bash": "bash", "sh": "bash", "shell": "bash", "python": "python", 
 
 # Runs each block in order in the README's folder; stops at the first that fails, naming it.
 DRIVER = r"""
-import json, subprocess, sys, traceback
+import json, subprocess, sys, time, traceback
 
 session = {"__name__": "__main__"}
 for block in json.load(open(sys.argv[1])):
     where = f"README.md:{block['line']} ({block['lang']})"
-    print(f"=== {where} ===", flush=True)
+    print(f"=== {where} at {time.perf_counter():.0f} s ===", flush=True)
     if block["lang"] == "bash":
         code = subprocess.run(["bash", "-euo", "pipefail", "-c", block["code"]]).returncode
         if code:

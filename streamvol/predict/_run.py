@@ -452,7 +452,9 @@ def predict_volumes(
         summary["experiments"][experiment] = entry
     if predictor.detection:
         radii = dict(zip(predictor.class_names, predictor.task.radii_angstrom, strict=True))
-        _keep_or_write_config(out, radii)
+        # a run trained before the manifest recorded weights has none: the config omits them
+        weights = dict(zip(predictor.class_names, predictor.task.weights, strict=False))
+        _keep_or_write_config(out, radii, weights)
         summary["picks_csv"] = str(write_picks_csv(out / "picks.csv", rows))
         summary["thresholds"] = {
             n: thresholds.get(n, DEFAULT_THRESHOLD) for n in predictor.class_names
@@ -573,16 +575,18 @@ def _copick_masks(manifest: Mapping[str, Any]) -> dict[str, Any]:
     return {"copick_masks": {k: config[k] for k in keys if config.get(k)}}
 
 
-def _keep_or_write_config(out: Path, radii: Mapping[str, float]) -> None:
-    """A copick config naming the particle types in ``out``; one already there (``predict
-    --out`` into the project itself) is the user's and stays as it is, with a warning if it
-    lacks a predicted type."""
+def _keep_or_write_config(
+    out: Path, radii: Mapping[str, float], weights: Mapping[str, float]
+) -> None:
+    """A copick config naming the particle types and their score weights in ``out``; one
+    already there (``predict --out`` into the project itself) is the user's and stays as it
+    is, with a warning if it lacks a predicted type."""
     from streamvol.io import COPICK_CONFIG, read_copick_config
     from streamvol.predict._write import write_copick_config
 
     existing = out / COPICK_CONFIG
     if not existing.is_file():
-        write_copick_config(out, radii)
+        write_copick_config(out, radii, weights)
         return
     missing = sorted(set(radii) - set(read_copick_config(existing)))
     if missing:

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from streamvol.cli import app
 from streamvol.errors import BadVolumeValues
 from streamvol.io import copick_picks, open_volume
+from streamvol.metrics.picking import particle_weight
 from streamvol.predict import picks_path, score_picks, split_sources
 from streamvol.train import load_predictor, predict_volumes
 from tests.conftest import one_thread
@@ -67,6 +68,11 @@ def test_predict_then_score_beats_random_picks(pick_project, pick_run, tmp_path)
             assert doc["user_id"] == "streamvol" and doc["session_id"] == "0"
     rows = (out / "picks.csv").read_text().splitlines()
     assert rows[0] == "experiment,particle_type,x,y,z" and len(rows) > 1
+    # the output is a copick project with the run's radii and score weights
+    written = json.loads((out / "copick_config.json").read_text())["pickable_objects"]
+    project_types = json.loads((project / "copick_config.json").read_text())["pickable_objects"]
+    expected = {o["name"]: (o["radius"], particle_weight(o["name"], {})) for o in project_types}
+    assert {o["name"]: (o["radius"], o["weight"]) for o in written} == expected
     # held out: score the test run only (candidates of other runs are dropped)
     manifest = json.loads((pick_project[1] / "manifest.json").read_text())
     test_runs = [s["id"] for s in split_sources(manifest, "test")]
