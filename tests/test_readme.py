@@ -28,9 +28,10 @@ DRIVER = r"""
 import json, subprocess, sys, time, traceback
 
 session = {"__name__": "__main__"}
+start = time.perf_counter()
 for block in json.load(open(sys.argv[1])):
     where = f"README.md:{block['line']} ({block['lang']})"
-    print(f"=== {where} at {time.perf_counter():.0f} s ===", flush=True)
+    print(f"=== {where} at {time.perf_counter() - start:.0f} s ===", flush=True)
     if block["lang"] == "bash":
         code = subprocess.run(["bash", "-euo", "pipefail", "-c", block["code"]]).returncode
         if code:
