@@ -453,7 +453,8 @@ def predict_volumes(
     if predictor.detection:
         radii = dict(zip(predictor.class_names, predictor.task.radii_angstrom, strict=True))
         # a run trained before the manifest recorded weights has none: the config omits them
-        weights = dict(zip(predictor.class_names, predictor.task.weights, strict=False))
+        known = predictor.task.weights
+        weights = dict(zip(predictor.class_names, known, strict=True)) if known else {}
         _keep_or_write_config(out, radii, weights)
         summary["picks_csv"] = str(write_picks_csv(out / "picks.csv", rows))
         summary["thresholds"] = {
