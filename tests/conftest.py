@@ -1,6 +1,7 @@
-"""Suite-wide: tests marked ``gpu`` run only where CUDA is available (skipped, with the reason,
-elsewhere); and, session-scoped, a tiny synthetic copick project, its points shards, and a
-detection run trained on them through the CLI (for the detection trainer and predict tests)."""
+"""Suite-wide: tests marked ``slow`` run first; tests marked ``gpu`` run only where CUDA is
+available (skipped, with the reason, elsewhere); and, session-scoped, a tiny synthetic copick
+project, its points shards, and a detection run trained on them through the CLI (for the
+detection trainer and predict tests)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,14 @@ from collections.abc import Iterator
 import pytest
 import torch
 
+README = "test_readme.py"
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # the long tests first, the README's examples (a third of the suite's time) before them:
+    # under ``-n 2`` with work stealing (pyproject's addopts) the other worker takes the rest,
+    # where a long test started late kept the suite waiting on it alone
+    items.sort(key=lambda it: (it.get_closest_marker("slow") is None, it.path.name != README))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA: torch.cuda.is_available() is False")

@@ -152,6 +152,8 @@ def test_every_readme_block_runs(tmp_path, monkeypatch):
     work = tmp_path / "work"
     work.mkdir()
     done = run_guarded(["-c", DRIVER, str(blocks)], limit=1500, cwd=work)
+    # each block's start, for ``pytest -s`` to show where the minutes go
+    print("".join(line for line in done.stdout.splitlines(True) if line.startswith("===")))
     assert done.returncode == 0, done.stdout[-6000:]
     assert "=== every block ran ===" in done.stdout
     # what the examples promise is there

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -52,6 +54,7 @@ def _errors(x: object, path: str = "") -> list[str]:
     return []
 
 
+@pytest.mark.slow
 def test_dry_run_runs_every_section_on_the_cpu_without_an_error(tmp_path):
     """The rehearsal of the one GPU call: every section on the CPU at toy sizes. A row that
     records an error (a trainer refused, a library call that no longer works) would be a

@@ -204,7 +204,11 @@ def test_a_url_out_of_reach_is_one_error_naming_it(tmp_path, s3):
     with socket.socket() as closed:  # a port nobody listens on
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
-    away = {**s3, "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}"}}
+    away = {
+        **s3,
+        "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}"},
+        "config_kwargs": {"retries": {"max_attempts": 1}},  # botocore's retries: 8 s a call
+    }
     config = parse_config([tmp_path / "no-such-source"], crop=4, split="1")
     with pytest.raises(StorageUnreachable, match=r"s3://away/set: could not reach it \("):
         shard(config, "s3://away/set", storage_options=away)
