@@ -11,14 +11,14 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-README = "test_readme.py"
+FIRST = "test_readme.py"  # the longest test: every README example, in order
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # the long tests first, the README's examples (a third of the suite's time) before them:
     # under ``-n 2`` with work stealing (pyproject's addopts) the other worker takes the rest,
     # where a long test started late kept the suite waiting on it alone
-    items.sort(key=lambda it: (it.get_closest_marker("slow") is None, it.path.name != README))
+    items.sort(key=lambda it: (it.get_closest_marker("slow") is None, it.path.name != FIRST))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA: torch.cuda.is_available() is False")
