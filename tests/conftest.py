@@ -1,12 +1,18 @@
-"""Suite-wide: tests marked ``slow`` run first; tests marked ``gpu`` run only where CUDA is
-available (skipped, with the reason, elsewhere); and, session-scoped, a tiny synthetic copick
-project, its points shards, and a detection run trained on them through the CLI (for the
-detection trainer and predict tests)."""
+"""Suite-wide: torch runs one thread in each process; tests marked ``slow`` run first; tests
+marked ``gpu`` run only where CUDA is available (skipped, with the reason, elsewhere); and,
+session-scoped, a tiny synthetic copick project, its points shards, and a detection run trained
+on them through the CLI (for the detection trainer and predict tests)."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+import os
+
+# Two test workers share the machine's cores, and the CLI runs they start share them too:
+# torch's OpenMP threads in each process waited on each other far more than they gained (the
+# suite took 15 minutes on 2 cores, 9 with one thread each). Set before torch is imported, and
+# inherited by every child process; a test that needs torch's default count says so
+# (``guard.default_threads``).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 import torch
@@ -59,18 +65,6 @@ PICK_TRAIN = [
 ]  # fmt: skip
 
 
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """One torch thread while training: on a shared 2-core machine two threads wait on each
-    other far more than they gain."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="session")
 def pick_project(tmp_path_factory):
     """Four runs of (64, 128, 128) at 10 A (four particles of each type per run), sharded at
@@ -100,7 +94,7 @@ def pick_run(pick_project, tmp_path_factory):
     _, shards = pick_project
     runs = tmp_path_factory.mktemp("pickruns")
     args = ["train", str(shards), *PICK_TRAIN, "--runs", str(runs), "--name", "pick"]
-    with one_thread():  # a progress line on every update
-        result = CliRunner().invoke(app, args, env={"STREAMVOL_PROGRESS_EVERY": "0"})
+    # a progress line on every update
+    result = CliRunner().invoke(app, args, env={"STREAMVOL_PROGRESS_EVERY": "0"})
     assert result.exit_code == 0, result.output
     return runs / "pick", result.output

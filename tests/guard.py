@@ -8,13 +8,17 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import pytest
 
 
 def run_guarded(
-    args: Sequence[str], *, limit: float = 300, cwd: str | os.PathLike | None = None
+    args: Sequence[str],
+    *,
+    limit: float = 300,
+    cwd: str | os.PathLike | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
     """``args`` (a command line, or ``["-c", code]`` for this Python) run to its end, or killed
     with every process it started after ``limit`` seconds, failing the test."""
@@ -22,6 +26,7 @@ def run_guarded(
     proc = subprocess.Popen(
         command,
         cwd=cwd,
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -34,6 +39,13 @@ def run_guarded(
         out, _ = proc.communicate()
         pytest.fail(f"{' '.join(command)} still ran after {limit} s (hung?):\n{out[-3000:]}")
     return subprocess.CompletedProcess(command, proc.returncode, out, "")
+
+
+def default_threads() -> dict[str, str]:
+    """This environment without the suite's ``OMP_NUM_THREADS`` (conftest): a child process
+    runs torch at its default thread count, as a user's does (a hang check needs a busy
+    OpenMP pool in the process that forks the loader's workers)."""
+    return {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
 
 
 class Expired(Exception):

@@ -21,7 +21,6 @@ from streamvol.io import copick_picks, open_volume
 from streamvol.metrics.picking import particle_weight
 from streamvol.predict import picks_path, score_picks, split_sources
 from streamvol.train import load_predictor, predict_volumes
-from tests.conftest import one_thread
 
 
 def _reference_csv(project, runs, path):
@@ -52,8 +51,7 @@ def test_predict_then_score_beats_random_picks(pick_project, pick_run, tmp_path)
     project, _ = pick_project
     run, _ = pick_run
     out = tmp_path / "pred"
-    with one_thread():
-        result = CliRunner().invoke(app, ["predict", str(run), str(project), "--out", str(out)])
+    result = CliRunner().invoke(app, ["predict", str(run), str(project), "--out", str(out)])
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "predict.json").read_text())
     assert set(summary["experiments"]) == {"TS_0", "TS_1", "TS_2", "TS_3"}
@@ -110,8 +108,7 @@ def test_a_volume_with_nan_is_refused_before_anything_is_written(pick_run, tmp_p
             mrc.voxel_size = 10.0
     out = tmp_path / "pred"
     args = ["predict", str(run), str(tmp_path / "good.mrc"), str(tmp_path / "bad.mrc")]
-    with one_thread():
-        result = CliRunner().invoke(app, [*args, "--out", str(out)])
+    result = CliRunner().invoke(app, [*args, "--out", str(out)])
     assert result.exit_code == 1, result.output
     said = " ".join(result.output.split())
     assert "bad.mrc: 3 NaN or Inf voxels; expected finite values" in said, result.output
@@ -138,16 +135,14 @@ def test_tta_none_turns_off_the_tta_a_run_saved(pick_project, pick_run, tmp_path
     )
     for args, want in (([], ["flips"]), (["--tta", "none"], [])):
         out = tmp_path / f"out{len(args)}"
-        with one_thread():
-            result = CliRunner().invoke(app, ["predict", str(run), one, "--out", str(out), *args])
+        result = CliRunner().invoke(app, ["predict", str(run), one, "--out", str(out), *args])
         assert result.exit_code == 0, result.output
         assert json.loads((out / "predict.json").read_text())["window"]["tta"] == want
 
 
 def test_detection_run_without_sources_predicts_its_split(pick_project, pick_run, tmp_path):
     run, _ = pick_run
-    with one_thread():
-        summary = predict_volumes(run, None, tmp_path / "val", split="val", threshold=0.9)
+    summary = predict_volumes(run, None, tmp_path / "val", split="val", threshold=0.9)
     assert len(summary["experiments"]) == 1
     assert set(summary["thresholds"].values()) == {0.9}
     assert summary["thresholds_from"] == "--threshold"
@@ -171,15 +166,13 @@ def _segmentation_run(tmp_path):
         workers=0,
         augment="none",
     )
-    with one_thread():
-        Trainer(config, tmp_path / "run").fit()
+    Trainer(config, tmp_path / "run").fit()
     return data, shards
 
 
 def test_segmentation_run_writes_ome_zarr_volumes(tmp_path):
     data, shards = _segmentation_run(tmp_path)
-    with one_thread():
-        summary = predict_volumes(tmp_path / "run", [data], tmp_path / "out", overlap=0.5)
+    summary = predict_volumes(tmp_path / "run", [data], tmp_path / "out", overlap=0.5)
     assert len(summary["experiments"]) == 4
     name = sorted(summary["experiments"])[0]
     labels = open_volume(tmp_path / "out" / name / "labels.ome.zarr")
@@ -198,8 +191,7 @@ def test_segmentation_run_writes_ome_zarr_volumes(tmp_path):
     assert kept == json.loads((shards / "manifest.json").read_text())
     shards.rename(tmp_path / "moved")
     one = [str(tmp_path / "run"), str(data / name), "--out", str(tmp_path / "one")]
-    with one_thread():
-        result = CliRunner().invoke(app, ["predict", *one])
+    result = CliRunner().invoke(app, ["predict", *one])
     assert result.exit_code == 0, result.output
     assert "\n1 volume in " in result.output and (tmp_path / "one" / name).is_dir()
     again = open_volume(tmp_path / "one" / name / "labels.ome.zarr").data
@@ -250,13 +242,12 @@ def test_memory_does_not_grow_with_the_number_of_tomograms(pick_project, pick_ru
     run, _ = pick_run
     one = project / "static" / "ExperimentRuns" / "TS_0" / "VoxelSpacing10.000" / "denoised.zarr"
     peaks = []
-    with one_thread():
-        for k, sources in enumerate(([one], [project])):
-            tracemalloc.start()
-            summary = predict_volumes(run, sources, tmp_path / f"m{k}")
-            peaks.append(tracemalloc.get_traced_memory()[1])
-            tracemalloc.stop()
-            assert len(summary["experiments"]) == (1, 4)[k]
+    for k, sources in enumerate(([one], [project])):
+        tracemalloc.start()
+        summary = predict_volumes(run, sources, tmp_path / f"m{k}")
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert len(summary["experiments"]) == (1, 4)[k]
     # the probabilities of one tomogram alone (6 types, float32) are a good part of the peak
     assert peaks[0] > 6 * 32 * 64 * 64 * 4
     assert peaks[1] < 1.25 * peaks[0], peaks
@@ -279,18 +270,16 @@ def test_segmentation_memory_does_not_grow_with_the_volume_s_depth(tmp_path):
         stacks[depth] = tmp_path / f"stack{depth}.tif"
         tifffile.imwrite(stacks[depth], rng.normal(1000, 200, (depth, 64, 64)).astype(np.uint16))
     peaks = {}
-    with one_thread():
-        for depth, path in stacks.items():
-            tracemalloc.start()
-            predict_volumes(tmp_path / "run", [path], tmp_path / f"p{depth}", overlap=0.5)
-            peaks[depth] = tracemalloc.get_traced_memory()[1]
-            tracemalloc.stop()
+    for depth, path in stacks.items():
+        tracemalloc.start()
+        predict_volumes(tmp_path / "run", [path], tmp_path / f"p{depth}", overlap=0.5)
+        peaks[depth] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
     assert peaks[192] < 1.25 * peaks[64], peaks
 
     predictor = load_predictor(tmp_path / "run")
     window = predictor.window(overlap=0.5)
-    with one_thread():
-        whole = predictor.probabilities(open_volume(stacks[192]), window)
+    whole = predictor.probabilities(open_volume(stacks[192]), window)
     out = tmp_path / "p192" / "stack192"
     probs = zarr.open_group(str(out / "probabilities.ome.zarr"), mode="r")["0"][...]
     labels = np.asarray(open_volume(out / "labels.ome.zarr").data)
@@ -378,11 +367,10 @@ def test_predict_reads_the_tomograms_its_runs_shards_read(pick_project, pick_run
     # the manifest of shards written with `--tomogram wbp --voxel-spacing 10`
     config = {**predictor.manifest["config"], "tomogram": "wbp", "voxel_spacing": 10.0}
     predictor.manifest = {**predictor.manifest, "config": config}
-    with one_thread():
-        chosen = predict_with(predictor, run, [root], tmp_path / "p1")
-        asked = predict_with(
-            predictor, run, [root], tmp_path / "p2", tomogram="denoised", voxel_spacing=20
-        )
+    chosen = predict_with(predictor, run, [root], tmp_path / "p1")
+    asked = predict_with(
+        predictor, run, [root], tmp_path / "p2", tomogram="denoised", voxel_spacing=20
+    )
     assert chosen["experiments"]["TS_3"]["path"] == str(spacing / "wbp.zarr")
     assert asked["experiments"]["TS_3"]["path"] == str(
         spacing.with_name("VoxelSpacing20.000") / "denoised.zarr"
@@ -406,7 +394,7 @@ def test_predict_into_the_project_keeps_its_config(pick_project, pick_run, tmp_p
     (root / "copick_config.json").write_text(json.dumps(doc))
     before = (root / "copick_config.json").read_bytes()
     predictor = load_predictor(run, device="cpu")
-    with one_thread(), pytest.warns(UserWarning, match=r"kept as it is; it does not name ribosome"):
+    with pytest.warns(UserWarning, match=r"kept as it is; it does not name ribosome"):
         predict_with(predictor, run, [root], root)
     assert (root / "copick_config.json").read_bytes() == before
     assert picks_path(root, "TS_3", "ribosome").is_file()
@@ -423,8 +411,7 @@ def test_copick_runs_keep_their_names_in_predictions(pick_project, pick_run, tmp
     for part in ("static", "overlay"):
         shutil.copytree(project / part / "ExperimentRuns/TS_3", root / part / "ExperimentRuns/TS.3")
     shutil.copy(project / "copick_config.json", root / "copick_config.json")
-    with one_thread():
-        predict_volumes(run, [root], tmp_path / "pred")
+    predict_volumes(run, [root], tmp_path / "pred")
     assert picks_path(tmp_path / "pred", "TS.3", "ribosome").is_file()
     rows = (tmp_path / "pred" / "picks.csv").read_text().splitlines()[1:]
     assert rows and all(row.startswith("TS.3,") for row in rows)

@@ -17,7 +17,6 @@ from streamvol.shard import parse_config, read_manifest, shard
 from streamvol.shard.config import parse_radius
 from streamvol.stream.inspect import describe
 from streamvol.train import TrainConfig, Trainer
-from tests.conftest import one_thread
 
 from .conftest import write_copick
 
@@ -101,10 +100,9 @@ def test_one_radius_for_every_type_trains_a_picker(tmp_path):
     assert manifest["radii_voxels"] == {"dot": 6.0, "ring": 6.0}  # 10 A voxels
     assert describe(manifest)[-1] == "radii: dot 60, ring 60 A"
     train = TrainConfig(shards=str(tmp_path / "out"), **TINY)
-    with one_thread():
-        trainer = Trainer(train, tmp_path / "run")
-        assert trainer.task.radii_angstrom == (60.0, 60.0)
-        report = trainer.fit()
+    trainer = Trainer(train, tmp_path / "run")
+    assert trainer.task.radii_angstrom == (60.0, 60.0)
+    report = trainer.fit()
     # thresholds are chosen on the validation volume predicted whole, against its spot table
     assert report["task"] == "detection" and len(report["experiments"]) == 1
     counts = {n: r["tp"] + r["fn"] for n, r in report["per_type"].items()}

@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 from streamvol.cli import app
 from streamvol.errors import BadOption
 from streamvol.train import TrainConfig, Trainer, evaluate
-from tests.conftest import one_thread
 
 TYPES = {
     "apo-ferritin",
@@ -98,8 +97,7 @@ def test_progress_counts_validation_batches_and_whole_tomogram_windows(pick_run)
     assert done == sorted(done) and {t for _, t in calls} == {total}
     trainer = Trainer.for_evaluation(TrainConfig.load(run / "config.json"), run)
     calls.clear()
-    with one_thread():
-        trainer.validate(progress=lambda done, total: calls.append((done, total)))
+    trainer.validate(progress=lambda done, total: calls.append((done, total)))
     batches = calls[0][1]
     assert batches > 1 and calls == [(done, batches) for done in range(batches + 1)]
 
@@ -117,8 +115,7 @@ def test_compare_refuses_runs_of_different_tasks_before_evaluating_any(
     config = TrainConfig(
         shards=str(cube_shards), model="simple_cnn", epochs=1, workers=0, augment="flips"
     )
-    with one_thread():
-        Trainer(config, crops).fit()
+    Trainer(config, crops).fit()
     evaluated = []
     with pytest.raises(RunError, match="different tasks") as failed:
         compare_runs([crops, run], tmp_path / "c", progress=lambda *a: evaluated.append(a))
@@ -132,10 +129,9 @@ def test_compare_refuses_runs_of_different_tasks_before_evaluating_any(
 def test_resume_gives_the_same_weights(pick_project, tmp_path):
     _, shards = pick_project
     config = TrainConfig(shards=str(shards), epochs=2, **TINY)
-    with one_thread():
-        Trainer(config, tmp_path / "whole").fit()
-        assert Trainer(config, tmp_path / "cut").fit(stop_after=1) == {"stopped_after": 1}
-        Trainer(config, tmp_path / "cut", resume=True).fit()
+    Trainer(config, tmp_path / "whole").fit()
+    assert Trainer(config, tmp_path / "cut").fit(stop_after=1) == {"stopped_after": 1}
+    Trainer(config, tmp_path / "cut", resume=True).fit()
     a = torch.load(tmp_path / "whole" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
     for key in a["model"]:
@@ -145,10 +141,9 @@ def test_resume_gives_the_same_weights(pick_project, tmp_path):
 def test_heatmap_targets_with_a_focal_loss_train(pick_project, tmp_path):
     _, shards = pick_project
     config = TrainConfig(shards=str(shards), epochs=1, target="heatmap", loss="focal+dice", **TINY)
-    with one_thread():
-        trainer = Trainer(config, tmp_path / "heat")
-        assert trainer.model.head.out_channels == 6  # one channel per type, no background
-        report = trainer.fit()
+    trainer = Trainer(config, tmp_path / "heat")
+    assert trainer.model.head.out_channels == 6  # one channel per type, no background
+    report = trainer.fit()
     assert report["task"] == "detection" and "score" in report
 
 
@@ -176,8 +171,7 @@ def test_cross_validation_scores_each_folds_tomograms_whole(pick_project, tmp_pa
     shard(config, folds)
     manifest = json.loads((folds / "manifest.json").read_text())
     args = [*PICK_TRAIN, "--epochs", "1", "--runs", str(tmp_path / "runs"), "--name", "cv"]
-    with one_thread():
-        result = CliRunner().invoke(app, ["cv", str(folds), *args])
+    result = CliRunner().invoke(app, ["cv", str(folds), *args])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "runs" / "cv" / "cv_report.json").read_text())
     for k in range(2):
@@ -202,12 +196,11 @@ def test_compare_tables_detection_runs(pick_project, pick_run, tmp_path):
     run, _ = pick_run
     small = tmp_path / "small"
     config = TrainConfig(shards=str(shards), epochs=1, **TINY)
-    with one_thread():
-        trainer = Trainer(config, small)
-        trainer.fit()
-        result = CliRunner().invoke(
-            app, ["compare", str(run), str(small), "--out", str(tmp_path / "c")]
-        )
+    trainer = Trainer(config, small)
+    trainer.fit()
+    result = CliRunner().invoke(
+        app, ["compare", str(run), str(small), "--out", str(tmp_path / "c")]
+    )
     assert result.exit_code == 0, result.output
     rows = json.loads((tmp_path / "c" / "compare.json").read_text())["rows"]
     params = sum(p.numel() for p in trainer.model.parameters())

@@ -14,7 +14,6 @@ import torch
 from streamvol.errors import BadOption
 from streamvol.train import TrainConfig, Trainer
 from streamvol.train.pretrain import corrupt
-from tests.conftest import one_thread
 
 FAST = {"batch_size": 8, "workers": 0, "lr": 3e-3, "augment": "flips", "warmup": 0}
 
@@ -44,8 +43,7 @@ def test_pretraining_reconstructs_and_its_encoder_fine_tunes(blob_shards, tmp_pa
         mask_block=3,
         **FAST,
     )
-    with one_thread():
-        report = Trainer(config, tmp_path / "ae").fit()
+    report = Trainer(config, tmp_path / "ae").fit()
     run = tmp_path / "ae"
     for name in ("config.json", "metrics.jsonl", "best.pt", "last.pt", "curves.png"):
         assert (run / name).is_file(), name
@@ -70,8 +68,7 @@ def test_pretraining_reconstructs_and_its_encoder_fine_tunes(blob_shards, tmp_pa
     state = trainer.model.state_dict()
     for key in ("features.0.0.weight", "features.1.0.bias"):
         assert torch.equal(state[key], ae[key])
-    with one_thread():
-        trainer.fit()
+    trainer.fit()
     text = (tmp_path / "tuned" / "metrics.jsonl").read_text()
     lines = [json.loads(line) for line in text.splitlines()]
     assert [(x["trainable_levels"], x["feature_levels"]) for x in lines] == [(0, 2), (1, 2)]

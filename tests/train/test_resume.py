@@ -19,7 +19,7 @@ import torch
 from streamvol.shard import parse_config, shard
 from streamvol.train import TrainConfig, Trainer
 
-from ..guard import run_guarded
+from ..guard import default_threads, run_guarded
 
 CROP = "24,48,48"
 
@@ -206,10 +206,13 @@ def test_cli_train_killed_mid_epoch_resumes_to_the_same_weights(
 
 
 def test_cli_cv_on_trainer_sized_crops_finishes(big_crops, tmp_path):
+    """The hang of issue 12 as users met it: the CLI at torch's default threads (an OpenMP pool
+    busy when the loader forks its default two workers), trainer-sized crops."""
     done = run_guarded(
         _cli("cv", big_crops["folds"], "--model", "simple_cnn", "--epochs", "1",
              "--batch-size", "4", "--augment", "flips", "--runs", tmp_path, "--name", "cv"),
         limit=300,
+        env=default_threads(),
     )  # fmt: skip
     assert done.returncode == 0, done.stdout
     report = json.loads((tmp_path / "cv" / "cv_report.json").read_text())

@@ -12,15 +12,13 @@ import typer
 from typer.testing import CliRunner
 
 from streamvol.cli import app
-from tests.conftest import one_thread
 
 runner = CliRunner()
 QUICK = ["--batch-size", "8", "--workers", "0", "--augment", "flips", "--warmup", "0"]
 
 
 def _run(*args: str) -> str:
-    with one_thread():
-        result = runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
+    result = runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     return result.output
 
