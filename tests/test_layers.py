@@ -4,6 +4,7 @@ an allowed arrow, and the light packages stay light to import."""
 from __future__ import annotations
 
 import ast
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -164,9 +165,25 @@ def test_the_finder_sees_every_kind_of_import(tmp_path):
         ("streamvol.augment", ("dask", "streamvol.shard", "streamvol.io", "streamvol.stream")),
         ("streamvol.core.rng", ("torch", "dask")),
         ("streamvol.errors", ("numpy",)),
+        # predict scores with the picking metric only: scikit-learn and matplotlib load when a
+        # report or a plot is asked for (1.2 s of each predict command's start)
+        ("streamvol.predict", ("sklearn", "matplotlib")),
     ],
 )
 def test_light_packages_import_light(package, heavy):
     code = f"import sys, {package}; print([m for m in {heavy!r} if m in sys.modules])"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]", done.stdout
+
+
+@pytest.mark.parametrize(
+    "package", ["streamvol", "streamvol.augment", "streamvol.metrics", "streamvol.train"]
+)
+def test_every_public_name_resolves_and_no_other(package):
+    """Names loaded on first use (``core.lazy``) are there when asked for; a wrong one is an
+    AttributeError naming the package, as for any module."""
+    module = importlib.import_module(package)
+    for name in module.__all__:
+        assert getattr(module, name) is not None, name
+    with pytest.raises(AttributeError, match=f"module '{package}' has no attribute 'nope'"):
+        module.nope  # noqa: B018

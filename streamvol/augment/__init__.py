@@ -4,9 +4,6 @@ Draw parameters with a spec (``Augment.sample(rng, stored_shape, out_shape)``, t
 ``(seed, epoch, key)``), then apply them with either backend; both give the same result.
 """
 
-from importlib import import_module
-from typing import Any
-
 from streamvol.augment._params import AugmentParams, BatchParams, stack_params
 from streamvol.augment._sample import sample_params
 from streamvol.augment._spec import (
@@ -25,6 +22,7 @@ from streamvol.augment._spec import (
     Shift,
     load_spec,
 )
+from streamvol.core.lazy import lazy_names
 
 __all__ = [
     "Augment",
@@ -62,22 +60,19 @@ __all__ = [
 # The backends load on first use (numba kernels, torch, matplotlib), so code that only needs a
 # spec and its margin (the sharder, the CLI) stays light.
 _LAZY = {
-    "affine_transform": "_cpu",
-    "apply_cpu": "_cpu",
-    "apply_gpu": "_gpu",
-    "block_stats": "_cpu",
-    "cutmix": "_mix",
-    "mix_batch": "_mix",
-    "mixup": "_mix",
-    "normal_field": "_noise",
-    "normal_field_torch": "_noise",
-    "transform_points": "_points",
-    "preview_augment": "_preview",
-    "describe_params": "_preview",
+    "affine_transform": "streamvol.augment._cpu",
+    "apply_cpu": "streamvol.augment._cpu",
+    "apply_gpu": "streamvol.augment._gpu",
+    "block_stats": "streamvol.augment._cpu",
+    "cutmix": "streamvol.augment._mix",
+    "mix_batch": "streamvol.augment._mix",
+    "mixup": "streamvol.augment._mix",
+    "normal_field": "streamvol.augment._noise",
+    "normal_field_torch": "streamvol.augment._noise",
+    "transform_points": "streamvol.augment._points",
+    "preview_augment": "streamvol.augment._preview",
+    "describe_params": "streamvol.augment._preview",
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(f"streamvol.augment.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'streamvol.augment' has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _LAZY)

@@ -7,7 +7,7 @@ its option defaults from) imports without torch.
 
 from __future__ import annotations
 
-from typing import Any
+from streamvol.core.lazy import lazy_names
 
 __all__ = [
     "RunError",
@@ -34,9 +34,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        import importlib
-
-        return getattr(importlib.import_module(_WHERE[name]), name)
-    raise AttributeError(f"module 'streamvol.train' has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _WHERE)
