@@ -94,7 +94,7 @@ def pick_run(pick_project, tmp_path_factory):
     _, shards = pick_project
     runs = tmp_path_factory.mktemp("pickruns")
     args = ["train", str(shards), *PICK_TRAIN, "--runs", str(runs), "--name", "pick"]
-    # a progress line on every update
-    result = CliRunner().invoke(app, args, env={"STREAMVOL_PROGRESS_EVERY": "0"})
+    every_update = {"STREAMVOL_PROGRESS_EVERY": "0"}  # a progress line on every update
+    result = CliRunner().invoke(app, args, env=every_update)
     assert result.exit_code == 0, result.output
     return runs / "pick", result.output

@@ -103,7 +103,7 @@ def test_under_torchrun_each_line_is_printed_once(small_set):
         [*torchrun, "--no-python", *inspect],
         capture_output=True,
         text=True,
-        env=_env(OMP_NUM_THREADS="1"),
+        env=_env(),
         timeout=300,
     )
     assert done.returncode == 0, done.stderr

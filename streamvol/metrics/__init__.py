@@ -10,36 +10,6 @@ from __future__ import annotations
 
 from streamvol.core.lazy import lazy_names
 
-__all__ = [
-    "CZII_PARTICLES",
-    "ParticleType",
-    "best_threshold",
-    "classification_report",
-    "confusion_counts",
-    "dice_iou",
-    "fbeta_from_counts",
-    "format_table",
-    "match_points",
-    "particle_weight",
-    "picking_score",
-    "plot_compare",
-    "plot_confusion_matrix",
-    "plot_cv_roc",
-    "plot_history",
-    "plot_picks",
-    "plot_pr",
-    "plot_reconstructions",
-    "plot_roc",
-    "plot_scores",
-    "plot_segmentations",
-    "plot_thresholds",
-    "points_by_type",
-    "segmentation_report",
-    "specificity_per_class",
-    "summarise_folds",
-    "sweep_threshold",
-]
-
 _WHERE = {
     "CZII_PARTICLES": "streamvol.metrics.picking",
     "ParticleType": "streamvol.metrics.picking",
@@ -69,6 +39,6 @@ _WHERE = {
     "summarise_folds": "streamvol.metrics.cv",
     "sweep_threshold": "streamvol.metrics.threshold",
 }
-
+__all__ = sorted(_WHERE)
 
 __getattr__ = lazy_names(__name__, _WHERE)

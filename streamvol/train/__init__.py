@@ -9,18 +9,6 @@ from __future__ import annotations
 
 from streamvol.core.lazy import lazy_names
 
-__all__ = [
-    "RunError",
-    "TrainConfig",
-    "Trainer",
-    "evaluate",
-    "load_checkpoint",
-    "load_predictor",
-    "predict_volumes",
-    "run_task",
-    "save_checkpoint",
-]
-
 _WHERE = {
     "RunError": "streamvol.errors",
     "load_predictor": "streamvol.train.runs",
@@ -32,6 +20,6 @@ _WHERE = {
     "load_checkpoint": "streamvol.train.checkpoint",
     "save_checkpoint": "streamvol.train.checkpoint",
 }
-
+__all__ = sorted(_WHERE)
 
 __getattr__ = lazy_names(__name__, _WHERE)
