@@ -1,5 +1,5 @@
 """CPU training steps with glibc's default allocator settings, or with freed memory kept in the
-process (``streamvol.train.setup.keep_freed_memory``, which the trainer applies on the CPU); a
+process (``streamvol.core.heap.keep_freed_memory``, which the trainer applies on the CPU); a
 benchmark, not a test.
 
 A 3D network's activations are hundreds of MB a batch. glibc maps every allocation past its
@@ -28,6 +28,7 @@ from _results import add_out, publish
 # the README's realistic sizes, and the demo's small spot classifier
 CASES = {
     "unet3d 48^3": ("unet3d", 2, (48, 48, 48), 16),
+    "unet3d 64^3": ("unet3d", 2, (64, 64, 64), 16),
     "se_resnet3d 48^3": ("se_resnet3d", 7, (48, 48, 48), 16),
     "simple_cnn 9x11x11": ("simple_cnn", 2, (9, 11, 11), 32),
 }
@@ -42,7 +43,7 @@ def run_case(case: str, keep: bool, steps: int) -> dict[str, float]:
     import torch
 
     from streamvol import models
-    from streamvol.train.setup import keep_freed_memory
+    from streamvol.core.heap import keep_freed_memory
 
     applied = keep_freed_memory() if keep else False
     name, classes, crop, batch = CASES[case]

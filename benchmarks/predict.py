@@ -6,6 +6,9 @@ depth options: ``unet3d`` (base width 32, depth 3, batch norm) with 7 outputs (b
 six CZII types), random weights (speed does not depend on them). Windows of 96^3 (the CZII
 winners' patch), overlap 0.25, Gaussian blending, no TTA, float32 on the CPU.
 
+Each runs as ``predict`` does, with freed memory kept in the process
+(``streamvol.core.heap.keep_freed_memory``), and, for comparison, with glibc's defaults.
+
 - Speed: one float32 volume of ``--shape`` through ``sliding_window``, at each ``--threads``
   (``torch.set_num_threads``), in a fresh subprocess each; output voxels per second, windows per
   second, and the extrapolated time of one 184 x 630 x 630 tomogram.
@@ -61,13 +64,23 @@ def _predict_fn(model, skip: int = 0):
     return predict
 
 
-def speed(threads: int, shape: tuple[int, int, int], batch: int) -> dict:
+def _setup(threads: int, kept: bool) -> None:
+    import torch
+
+    from streamvol.core.heap import keep_freed_memory
+
+    if kept:
+        keep_freed_memory("steps")  # as predict does on the CPU
+    torch.set_num_threads(threads)
+
+
+def speed(threads: int, shape: tuple[int, int, int], batch: int, kept: bool = True) -> dict:
     import numpy as np
     import torch
 
     from streamvol.predict import Window, count_windows, sliding_window
 
-    torch.set_num_threads(threads)
+    _setup(threads, kept)
     model = _model()
     volume = np.random.default_rng(0).normal(size=shape).astype(np.float32)
     window = Window(patch=PATCH, overlap=0.25, batch_size=batch)
@@ -80,6 +93,7 @@ def speed(threads: int, shape: tuple[int, int, int], batch: int) -> dict:
     per_window = seconds / windows
     return {
         "threads": threads,
+        "kept": kept,
         "shape": list(shape),
         "windows": windows,
         "seconds": seconds,
@@ -90,15 +104,14 @@ def speed(threads: int, shape: tuple[int, int, int], batch: int) -> dict:
     }
 
 
-def memory(threads: int, batches: int, batch: int) -> dict:
+def memory(threads: int, batches: int, batch: int, kept: bool = True) -> dict:
     import resource
 
     import numpy as np
-    import torch
 
     from streamvol.predict import Window, count_windows, find_peaks, sliding_window
 
-    torch.set_num_threads(threads)
+    _setup(threads, kept)
     model = _model()
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     volume = np.random.default_rng(0).normal(size=TOMOGRAM).astype(np.float32)
@@ -154,7 +167,11 @@ def main() -> None:
     threads = [int(t) for t in args.threads.split(",")]
     load_before = _load()
     rows = [_child("speed", threads=t, shape=shape, batch=args.batch) for t in threads]
-    mem = _child("memory", threads=threads[-1], batches=args.memory_batches, batch=args.batch)
+    rows.append(_child("speed", threads=threads[-1], shape=shape, batch=args.batch, kept=False))
+    mem, default = (
+        _child("memory", threads=threads[-1], batches=args.memory_batches, batch=args.batch, kept=k)
+        for k in (True, False)
+    )
     load_after = _load()
     import numpy
     import torch
@@ -171,13 +188,14 @@ def main() -> None:
         "unet3d (width 32, depth 3, 7 outputs), 96^3 windows, overlap 0.25, Gaussian blending, "
         "no TTA, float32; each row a fresh subprocess.",
         "",
-        "| threads | volume | windows | seconds | output voxels/s | windows/s | "
+        "| threads | freed memory | volume | windows | seconds | output voxels/s | windows/s | "
         "184x630x630 tomogram (243 windows), extrapolated |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         lines.append(
-            f"| {r['threads']} | {'x'.join(map(str, r['shape']))} | {r['windows']} | "
+            f"| {r['threads']} | {'kept' if r['kept'] else 'glibc defaults'} | "
+            f"{'x'.join(map(str, r['shape']))} | {r['windows']} | "
             f"{r['seconds']:.1f} | {r['voxels_per_s']:,.0f} | {r['windows_per_s']:.3f} | "
             f"{r['tomogram_minutes']:.1f} min |"
         )
@@ -189,7 +207,8 @@ def main() -> None:
         f"the script's docstring): peak RSS {mem['peak_rss_mb']:,.0f} MB, of which "
         f"{mem['before_mb']:,.0f} MB before the volume (Python, torch, the model), the volume "
         f"{mem['volume_mb']:,.0f} MB and the accumulators (one float32 volume per type) "
-        f"{mem['accumulators_mb']:,.0f} MB; {mem['seconds']:.0f} s.",
+        f"{mem['accumulators_mb']:,.0f} MB; {mem['seconds']:.0f} s. With glibc's defaults: "
+        f"{default['peak_rss_mb']:,.0f} MB, {default['seconds']:.0f} s.",
         "",
     ]
     publish("\n".join(lines), args.out)

@@ -40,10 +40,10 @@ p = 1.0
 def single_thread(_: int = 0) -> None:
     """Every library one thread per process: the loader workers are the parallelism. And one
     allocator setting for every loader and the bare kernel alike: freed memory kept for reuse
-    (``streamvol.stream.loader.keep_freed_memory``; workers inherit it when forked)."""
-    from streamvol.stream.loader import keep_freed_memory
+    (``streamvol.core.heap.keep_freed_memory``, as the loader's workers do)."""
+    from streamvol.core.heap import keep_freed_memory
 
-    keep_freed_memory()
+    keep_freed_memory("samples")
     torch.set_num_threads(1)
     try:
         import SimpleITK as sitk

@@ -314,8 +314,9 @@ def trainer_fits(config: BenchConfig, device: torch.device) -> tuple[Any, Any, t
     """The trainer's configuration, task and model on ``device``, once its training step is
     known to fit in memory (as ``train`` checks it): a step that would not is refused before
     anything is measured, rather than killed mid-step."""
+    from streamvol.core.heap import keep_freed_memory
     from streamvol.train.config import TrainConfig
-    from streamvol.train.setup import build_model, check_memory, keep_freed_memory, resolve_task
+    from streamvol.train.setup import build_model, check_memory, resolve_task
 
     manifest = read_manifest(config.shards, config.storage_options)
     train_config = TrainConfig(
@@ -327,7 +328,7 @@ def trainer_fits(config: BenchConfig, device: torch.device) -> tuple[Any, Any, t
     )
     task = resolve_task(train_config, manifest)
     if device.type == "cpu":
-        keep_freed_memory()  # as the trainer does
+        keep_freed_memory("steps")  # as the trainer does
     model = build_model(train_config, task).to(device)
     memory = check_memory(
         train_config, task, model, device, device.type == "cuda", warn=False, accumulates=False

@@ -3,7 +3,6 @@ setup, exact length, and resume (it records which samples reached the trainer)."
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import os
 import signal
@@ -15,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, get_worker_info
 
+from streamvol.core.heap import keep_freed_memory
 from streamvol.core.interrupt import deferred
 from streamvol.errors import BadInput, BadOption, LoaderTimeout
 from streamvol.stream import slots
@@ -157,33 +157,6 @@ def _unwire(value: Any) -> Any:
     return _leaves(value, _numpy_to_tensor)
 
 
-_MALLOC_TUNED = False
-
-
-def keep_freed_memory() -> bool:
-    """Have glibc serve allocations under 32 MiB from its heap and keep up to 128 MiB of freed
-    memory instead of returning it to the system (once per process; False off glibc).
-
-    Every sample brings a multi-MB block and leaves a 1 MB output; glibc's default maps each of
-    them afresh and unmaps it when freed, so every page is faulted in again: ~700 faults per
-    112^3 uint16 block, which in a VM cost as much time as augmenting it. The price is memory
-    that stays with the process (the same trade as setting ``MALLOC_MMAP_THRESHOLD_``).
-    """
-    global _MALLOC_TUNED
-    if _MALLOC_TUNED:
-        return True
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    _MALLOC_TUNED = bool(
-        mallopt(m_mmap_threshold, 32 << 20) and mallopt(m_trim_threshold, 128 << 20)
-    )
-    return _MALLOC_TUNED
-
-
 def single_threaded() -> None:
     """One intra-op thread in this process, as a forked loader worker needs.
 
@@ -216,7 +189,7 @@ def worker_init(_: int) -> None:
     if info is not None and isinstance(info.dataset, StreamDataset):
         slots.use(info.dataset.slot_table, info.id)
         info.dataset.progress.mark(info.id, "started")
-    keep_freed_memory()
+    keep_freed_memory("samples", fresh=True)  # not the steps' of a CPU trainer, its parent
 
 
 class StreamLoader:
@@ -269,7 +242,7 @@ class StreamLoader:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         if self.num_workers == 0:
-            keep_freed_memory()  # this process makes the samples
+            keep_freed_memory("samples")  # this process makes the samples
         ds = self.dataset
         ds.begin_pass(self.num_workers, self.batch_size)
         ds.progress.reset(self.num_workers)

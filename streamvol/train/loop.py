@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from streamvol.core.files import write_json_atomic
+from streamvol.core.heap import keep_freed_memory
 from streamvol.core.interrupt import deferred
 from streamvol.core.lock import folder_lock
 from streamvol.core.manifest import read_manifest
@@ -171,7 +172,7 @@ class Trainer:
         self.task = setup.resolve_task(config, self.manifest, run)
         self.device = setup.resolve_device(config)
         if self.device.type == "cpu":
-            setup.keep_freed_memory()
+            keep_freed_memory("steps")
         self.ranks = distributed.init(self.device.type)
         self.main = self.ranks.main  # rank 0 alone writes the run folder
         if self.device.type == "cuda" and self.ranks.distributed:

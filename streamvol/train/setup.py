@@ -3,11 +3,8 @@ device and the loaders, all resolved from the config and the shard set's manifes
 
 from __future__ import annotations
 
-import ctypes
 import math
 import os
-import platform
-import sys
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from streamvol.core.heap import give_freed_memory_back
 from streamvol.errors import BadInput, BadOption, MemoryWarning
 from streamvol.metrics.picking import particle_weight
 from streamvol.stream import StreamDataset, open_shards
@@ -215,37 +213,10 @@ def resolve_device(config: TrainConfig) -> torch.device:
     return torch.device(config.device)
 
 
-def keep_freed_memory() -> bool:
-    """On glibc, keep freed memory in the process for the next step instead of returning it
-    to the system at every free; True when applied.
-
-    A 3D network's activations are hundreds of MB a batch, past glibc's mmap threshold (at
-    most 32 MB): each was mapped and zeroed afresh every step, a quarter of a U-Net's training
-    step on 2 CPU cores, as system time (``benchmarks/cpu_malloc.py``). What jemalloc or
-    tcmalloc do for PyTorch on CPUs, without installing either. The price is memory: the
-    process's peak grows (up to 2x for se_resnet3d on 48^3 crops), as freed blocks are reused
-    rather than unmapped. Process-wide, and inherited by loader workers forked after it;
-    ``STREAMVOL_KEEP_FREED_MEMORY=0`` leaves glibc as it is."""
-    if os.environ.get("STREAMVOL_KEEP_FREED_MEMORY", "1") == "0":
-        return False
-    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
-        return False
-    libc = ctypes.CDLL(None)  # the loaded C library
-    most = 2**31 - 1  # mallopt takes a C int
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, most) and libc.mallopt(M_TRIM_THRESHOLD, most))
-
-
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
-KEPT = 1.8  # a CPU step's peak RSS over its saved activations, freed memory kept (cpu_malloc.py)
+# a CPU step's peak RSS over its saved activations with freed memory kept: 1.9 to 2.3 (unet3d,
+# 48^3 and 64^3) and 2.4 (se_resnet3d, 48^3) measured (benchmarks/RESULTS.md, 2026-12-03)
+KEPT = 2.5
 GIVEN_BACK = 1.2  # the same with glibc's defaults
-
-
-def give_freed_memory_back() -> None:
-    """Undo ``keep_freed_memory``: glibc's default thresholds (128 KiB) again."""
-    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
-        libc = ctypes.CDLL(None)
-        libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
-        libc.mallopt(M_TRIM_THRESHOLD, 128 * 1024)
 
 
 def activation_bytes(

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from streamvol.bench import BenchConfig, describe, measure, verdict
 from streamvol.cli import app
+from streamvol.core.heap import keep_freed_memory
 from streamvol.errors import BadOption
 from streamvol.shard import parse_config, shard
 
@@ -212,4 +213,4 @@ def test_a_trainer_step_that_does_not_fit_is_refused_before_measuring(tiny, monk
     monkeypatch.setattr(setup, "available_memory", lambda device: int(1000 * 1.2 * 4.5))
     with pytest.raises(BadOption, match=r"; --batch-size 4 fits$"):
         run_bench(config, progress=lambda done, total: calls.append(done))
-    setup.keep_freed_memory()  # the check gave freed memory back: keep it for later tests
+    keep_freed_memory()  # the check gave freed memory back: keep it for later tests

@@ -312,13 +312,13 @@ def test_freed_sample_memory_is_reused_not_faulted_in_again():
 def _faults_per_block() -> tuple[bool, float]:
     import resource
 
-    from streamvol.stream.loader import keep_freed_memory
+    from streamvol.core.heap import keep_freed_memory
 
     def batch() -> None:  # a few samples' blocks alive at once, then all freed
         for block in [np.empty(4 << 20, np.uint8) for _ in range(4)]:
             block.fill(1)
 
-    tuned = keep_freed_memory()
+    tuned = keep_freed_memory("samples")
     batch()  # the heap grows once
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(10):

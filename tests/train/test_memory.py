@@ -13,6 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from streamvol.cli import app
+from streamvol.core.heap import keep_freed_memory
 from streamvol.core.manifest import read_manifest
 from streamvol.errors import MemoryWarning
 from streamvol.models import SEResNet3D, UNet3D
@@ -23,7 +24,7 @@ from streamvol.train import TrainConfig, Trainer, setup
 def _kept_again():
     """check_memory may give freed memory back: keep it again for the tests that follow."""
     yield
-    setup.keep_freed_memory()
+    keep_freed_memory()
 
 
 def _saved_on_cpu(model: torch.nn.Module, crop: tuple[int, int, int]) -> int:
@@ -66,10 +67,14 @@ def test_a_step_that_does_not_fit_is_warned_with_a_batch_size_that_does(blob_sha
         setup.check_memory(config, task, model, cpu, half=False)
     with pytest.warns(MemoryWarning, match=r"--batch-size 3 fits$"):
         setup.check_memory(replace(config, accumulate=2), task, model, cpu, half=False)
-    monkeypatch.setattr(setup, "available_memory", lambda device: per_sample * 8 * 2)
+    kept = per_sample * 8 * setup.KEPT  # what the step holds with freed memory kept
     with warnings.catch_warnings():
         warnings.simplefilter("error", MemoryWarning)
-        assert not setup.check_memory(config, task, model, cpu, half=False)["gave_back"]
+        for available, gave_back in ((int(kept) + 1, False), (int(kept) - 1, True)):
+            monkeypatch.setattr(setup, "available_memory", lambda device, a=available: a)
+            assert (
+                setup.check_memory(config, task, model, cpu, half=False)["gave_back"] is gave_back
+            )
 
 
 def test_train_says_so_before_it_starts(blob_shards, monkeypatch, tmp_path):

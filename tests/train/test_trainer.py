@@ -194,8 +194,9 @@ def test_the_start_line_says_where_augmentation_runs(blob_shards, tmp_path):
 def test_a_cpu_trainer_keeps_freed_memory_for_the_next_step(blob_shards, tmp_path):
     """A step's activations are hundreds of MB: glibc maps each afresh, and faults in and
     zeroes its pages, at every step unless freed memory stays in the process, which a trainer
-    on the CPU makes it do, and bench's timed step as well. Counted in minor page faults: 64 MB
-    are 16,384 pages."""
+    on the CPU makes it do, after an epoch whose samples it made itself (``--workers 0``: the
+    loader's lesser setting for samples must not replace it), and bench's timed step as well.
+    Counted in minor page faults: 64 MB are 16,384 pages."""
     import os
     import platform
     import subprocess
@@ -204,9 +205,10 @@ def test_a_cpu_trainer_keeps_freed_memory_for_the_next_step(blob_shards, tmp_pat
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("glibc's mallopt")
     config = {"shards": str(blob_shards), "model": "simple_cnn", "device": "cpu", **FAST}
+    config |= {"epochs": 1, "max_steps_per_epoch": 1}
     trainer = f"""
 from streamvol.train import TrainConfig, Trainer
-Trainer(TrainConfig(**{config!r}), sys.argv[1])
+Trainer(TrainConfig(**{config!r}), sys.argv[1]).fit()
 """
     bench = f"""
 from streamvol.bench.loader import BenchConfig, trainer_rate
