@@ -326,6 +326,32 @@ def _faults_per_block() -> tuple[bool, float]:
     return tuned, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 40
 
 
+def test_a_worker_forked_from_a_cpu_trainer_keeps_what_samples_need(uneven, tmp_path, monkeypatch):
+    """The trainer keeps every freed block for its steps; its forked loader workers, which hold
+    samples only, set the samples' level afresh rather than inheriting the trainer's."""
+    import sys
+
+    from streamvol.core import heap
+
+    loader_module = sys.modules["streamvol.stream.loader"]  # the package's `loader` is the function
+
+    if not heap.keep_freed_memory("steps"):
+        pytest.skip("not glibc: nothing to tune")
+    seen = tmp_path / "kept"
+
+    def recorded(*args, **kwargs) -> bool:
+        kept = heap.keep_freed_memory(*args, **kwargs)
+        seen.write_text(str(heap._kept))
+        return kept
+
+    monkeypatch.setattr(loader_module, "keep_freed_memory", recorded)
+    ds = open_shards(uneven, seed=0)
+    with streamvol.loader(ds, batch_size=4, num_workers=1) as dl:
+        next(iter(dl))
+    assert seen.read_text() == "samples"
+    assert heap._kept == "steps"  # the trainer's own process keeps its level
+
+
 def test_collate_passes_images_in_one_buffer_on_uncopied_and_stacks_the_rest():
     from streamvol.stream.loader import collate
 
