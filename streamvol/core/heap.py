@@ -45,6 +45,11 @@ def keep_freed_memory(what: Kept = "steps", *, fresh: bool = False) -> bool:
     return True
 
 
+def kept() -> Kept | None:
+    """What this process keeps (None: glibc's defaults)."""
+    return _kept
+
+
 def give_freed_memory_back() -> None:
     """Undo ``keep_freed_memory``: glibc's default thresholds (128 KiB) again."""
     global _kept

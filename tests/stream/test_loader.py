@@ -341,7 +341,7 @@ def test_a_worker_forked_from_a_cpu_trainer_keeps_what_samples_need(uneven, tmp_
 
     def recorded(*args, **kwargs) -> bool:
         kept = heap.keep_freed_memory(*args, **kwargs)
-        seen.write_text(str(heap._kept))
+        seen.write_text(str(heap.kept()))
         return kept
 
     monkeypatch.setattr(loader_module, "keep_freed_memory", recorded)
@@ -349,7 +349,7 @@ def test_a_worker_forked_from_a_cpu_trainer_keeps_what_samples_need(uneven, tmp_
     with streamvol.loader(ds, batch_size=4, num_workers=1) as dl:
         next(iter(dl))
     assert seen.read_text() == "samples"
-    assert heap._kept == "steps"  # the trainer's own process keeps its level
+    assert heap.kept() == "steps"  # the trainer's own process keeps its level
 
 
 def test_collate_passes_images_in_one_buffer_on_uncopied_and_stacks_the_rest():

@@ -194,9 +194,8 @@ def test_the_start_line_says_where_augmentation_runs(blob_shards, tmp_path):
 def test_a_cpu_trainer_keeps_freed_memory_for_the_next_step(blob_shards, tmp_path):
     """A step's activations are hundreds of MB: glibc maps each afresh, and faults in and
     zeroes its pages, at every step unless freed memory stays in the process, which a trainer
-    on the CPU makes it do, after an epoch whose samples it made itself (``--workers 0``: the
-    loader's lesser setting for samples must not replace it), and bench's timed step as well.
-    Counted in minor page faults: 64 MB are 16,384 pages."""
+    on the CPU makes it do, and bench's timed step as well. Counted in minor page faults: 64 MB
+    are 16,384 pages."""
     import os
     import platform
     import subprocess
@@ -205,10 +204,9 @@ def test_a_cpu_trainer_keeps_freed_memory_for_the_next_step(blob_shards, tmp_pat
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("glibc's mallopt")
     config = {"shards": str(blob_shards), "model": "simple_cnn", "device": "cpu", **FAST}
-    config |= {"epochs": 1, "max_steps_per_epoch": 1}
     trainer = f"""
 from streamvol.train import TrainConfig, Trainer
-Trainer(TrainConfig(**{config!r}), sys.argv[1]).fit()
+Trainer(TrainConfig(**{config!r}), sys.argv[1])
 """
     bench = f"""
 from streamvol.bench.loader import BenchConfig, trainer_rate
@@ -239,6 +237,23 @@ print(default, min(faults() for _ in range(3)))  # the heap settles after a firs
         assert default > 15_000 and after < 1_000
     default, after = faults(trainer, "0")  # STREAMVOL_KEEP_FREED_MEMORY=0: glibc as it is
     assert default > 15_000 and after > 15_000
+
+
+def test_a_cpu_trainer_making_its_own_samples_still_keeps_freed_memory_for_steps(
+    blob_shards, tmp_path
+):
+    """With ``--workers 0`` the loader makes samples in the trainer's process and asks for the
+    samples' lesser setting (``core.heap``), which must not replace the trainer's."""
+    import platform
+
+    from streamvol.core import heap
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc's mallopt")
+    config = TrainConfig(shards=str(blob_shards), model="simple_cnn", epochs=1, **FAST)
+    heap.give_freed_memory_back()  # as a fresh process starts
+    Trainer(config, tmp_path / "run").fit()
+    assert heap.kept() == "steps"
 
 
 def test_a_run_folder_has_one_trainer_at_a_time(blob_shards, tmp_path):
