@@ -23,7 +23,7 @@ Kept = Literal["samples", "steps"]
 # mallopt(3): nothing mapped apart, the heap never trimmed, since a 2 GiB trim threshold, C's
 # largest int, still gave back gigabytes of a U-Net step on 64^3 crops, to fault in again)
 _THRESHOLDS = {None: (128 << 10, 128 << 10), "samples": (32 << 20, 128 << 20), "steps": (-1, -1)}
-_ORDER = (None, "samples", "steps")
+_ORDER = tuple(_THRESHOLDS)  # from glibc's defaults to the most kept
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
 
 _kept: Kept | None = None  # what this process keeps
