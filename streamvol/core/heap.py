@@ -32,8 +32,10 @@ _kept: Kept | None = None  # what this process keeps
 def keep_freed_memory(what: Kept = "steps", *, fresh: bool = False) -> bool:
     """Keep freed memory for ``what`` comes next in this process: ``samples`` (a loader's
     blocks) or ``steps`` (a network's activations as well); never less than the process
-    already keeps, unless ``fresh`` (a forked loader worker, whose parent trained). True where
-    kept (glibc, and not ``STREAMVOL_KEEP_FREED_MEMORY=0``)."""
+    already keeps, unless ``fresh``: a forked loader worker, which first gives back the freed
+    memory it inherited (a CPU trainer's, gigabytes: kept, its pages would stay the worker's
+    while the trainer, writing to them, copies each one). True where kept (glibc, and not
+    ``STREAMVOL_KEEP_FREED_MEMORY=0``)."""
     global _kept
     if os.environ.get("STREAMVOL_KEEP_FREED_MEMORY", "1") == "0":
         return False
@@ -41,6 +43,8 @@ def keep_freed_memory(what: Kept = "steps", *, fresh: bool = False) -> bool:
         return True
     if not _set(*_THRESHOLDS[what]):
         return False
+    if fresh:
+        ctypes.CDLL(None).malloc_trim(0)  # every arena's free pages, not only the heap's top
     _kept = what
     return True
 

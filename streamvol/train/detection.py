@@ -96,13 +96,12 @@ def crop_counts(spec: TargetSpec, probs: np.ndarray, points: np.ndarray) -> np.n
 def validate(trainer: Any, progress: Callable[[int, int], None] | None = None) -> dict[str, float]:
     """Validation loss and ``czii`` (module docstring) over the validation crops;
     ``progress(done, total)`` after each batch."""
-    from streamvol.stream import loader
     from streamvol.train import distributed, setup
 
     config, task = trainer.config, trainer.task
     spec: TargetSpec = task.target
     ds = setup.make_dataset(config, train=False)
-    dl = loader(ds, config.batch_size, config.workers, timeout=config.loader_timeout)
+    dl = trainer.eval_loader(ds)
     net = trainer.ema.model if trainer.ema else trainer.model
     net.eval()
     counts = np.zeros((spec.num_types, len(VAL_GRID), 3), np.int64)

@@ -27,7 +27,7 @@ from streamvol.core.interrupt import deferred
 from streamvol.core.lock import folder_lock
 from streamvol.core.manifest import read_manifest
 from streamvol.errors import RunError
-from streamvol.stream import DevicePrefetcher, loader
+from streamvol.stream import DevicePrefetcher, StreamDataset, StreamLoader, loader
 from streamvol.train import distributed, setup
 from streamvol.train.checkpoint import load_checkpoint, save_checkpoint
 from streamvol.train.common import counted
@@ -116,6 +116,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, run_dir: str | Path, *, resume: bool = False) -> None:
         self._base(config, run_dir)
+        self.trains = True
         self.augment = setup.make_augment(config, self.manifest)
         self._check_margin()
         self.memory = setup.check_memory(config, self.task, self.model, self.device, bool(self.amp))
@@ -186,6 +187,7 @@ class Trainer:
         self.loss_fn = setup.make_loss_fn(config, self.task)
         self.ema = None
         self.history = []
+        self.trains = False  # a training run, not a finished run's evaluation (eval_loader)
 
     @classmethod
     def for_evaluation(
@@ -493,6 +495,17 @@ class Trainer:
         distributed.barrier(self.ranks)
 
     @torch.no_grad()
+    def eval_loader(self, ds: StreamDataset) -> StreamLoader:
+        """A loader for an evaluation pass over ``ds``. A training run on the CPU makes these
+        samples itself, without workers: each pass's workers would be forked from the trainer,
+        and a fork write-protects every page of its heap (the gigabytes it keeps for its steps),
+        which the next steps then fault in again one page at a time. (Its validation batches are
+        then the same in a resumed run.) A finished run's evaluation forks them, before its
+        heap grows."""
+        config = self.config
+        workers = 0 if self.device.type == "cpu" and self.trains else config.workers
+        return loader(ds, config.batch_size, workers, timeout=config.loader_timeout)
+
     def predict(
         self,
         split: str | None = None,
@@ -507,8 +520,7 @@ class Trainer:
 
         ds = setup.make_dataset(self.config, train=False, split=split)
         net = model or (self.ema.model if self.ema else self.model)
-        config = self.config
-        with loader(ds, config.batch_size, config.workers, timeout=config.loader_timeout) as dl:
+        with self.eval_loader(ds) as dl:
             batches = counted(self._batches(dl), len(dl), progress)
             out = predict_batches(
                 net, batches, self.task, forward=self._forward, tta=tta, loss_fn=self.loss_fn

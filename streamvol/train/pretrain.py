@@ -91,12 +91,11 @@ def reconstruct(
 ) -> dict[str, Any]:
     """Loss and R^2 over an evaluation split (None: validation), summed over ranks; with
     ``keep``, the first ``keep`` samples' corrupted input, reconstruction and clean crop."""
-    from streamvol.stream import loader
     from streamvol.train import distributed, setup
 
     config = trainer.config
     ds = setup.make_dataset(config, train=False, split=split)
-    dl = loader(ds, config.batch_size, config.workers, timeout=config.loader_timeout)
+    dl = trainer.eval_loader(ds)
     net = trainer.ema.model if trainer.ema else trainer.model
     net.eval()
     sums = np.zeros(5)  # loss * w, w, sse, sum y, sum y^2 (voxels of real samples)

@@ -8,6 +8,7 @@ import json
 import os
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -254,6 +255,38 @@ def test_a_cpu_trainer_making_its_own_samples_still_keeps_freed_memory_for_steps
     heap.give_freed_memory_back()  # as a fresh process starts
     Trainer(config, tmp_path / "run").fit()
     assert heap.kept() == "steps"
+
+
+def test_a_cpu_training_run_evaluates_without_forking_workers(blob_shards, tmp_path, monkeypatch):
+    """Each evaluation pass's workers would be forked from the trainer, write-protecting its
+    heap (the gigabytes it keeps for its steps), to be faulted in again page by page: a CPU
+    training run makes its evaluation samples itself. Same scores as with workers (a finished
+    run's evaluation forks them, before its heap grows)."""
+    from streamvol.train import loop
+
+    made = []
+
+    def counting_loader(ds, batch_size, workers, **options):
+        made.append((ds.name, workers))
+        return loader(ds, batch_size, workers, **options)
+
+    loader = loop.loader
+    monkeypatch.setattr(loop, "loader", counting_loader)
+    config = TrainConfig(shards=str(blob_shards), model="simple_cnn", epochs=2, **FAST)
+    config = replace(config, workers=2)
+    trainer = Trainer(config, tmp_path / "run")
+    trainer.fit()
+    trained = trainer.predict()
+    assert made[0][1] == 2  # the training split's loader
+    assert len(made) >= 4 and {workers for _, workers in made[1:]} == {0}
+    made.clear()
+    fresh = Trainer.for_evaluation(config, tmp_path / "run").predict()
+    assert [workers for _, workers in made] == [2]
+    order = np.argsort(fresh["keys"])
+    assert sorted(trained["keys"]) == list(np.asarray(fresh["keys"])[order])
+    np.testing.assert_allclose(
+        trained["scores"][np.argsort(trained["keys"])], fresh["scores"][order], atol=1e-6
+    )
 
 
 def test_a_run_folder_has_one_trainer_at_a_time(blob_shards, tmp_path):
