@@ -494,7 +494,6 @@ class Trainer:
             save_checkpoint(self.run_dir / "last.pt", self._state(partial))
         distributed.barrier(self.ranks)
 
-    @torch.no_grad()
     def eval_loader(self, ds: StreamDataset) -> StreamLoader:
         """A loader for an evaluation pass over ``ds``. A training run on the CPU makes these
         samples itself, without workers: each pass's workers would be forked from the trainer,
@@ -506,6 +505,7 @@ class Trainer:
         workers = 0 if self.device.type == "cpu" and self.trains else config.workers
         return loader(ds, config.batch_size, workers, timeout=config.loader_timeout)
 
+    @torch.no_grad()
     def predict(
         self,
         split: str | None = None,
